@@ -1,0 +1,123 @@
+// CPU backend of both ops: picks the ISA's kernels once per process, widens
+// the filter to fp32, and runs the kernels' work items with at::parallel_for.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "../ops.h"
+#include "kernels.h"
+
+namespace causal_conv1d::cpu {
+namespace {
+
+// Below this many output elements a call runs on one thread: waking the pool
+// costs more than the work.
+constexpr int64_t kMinElementsPerThread = 32768;
+
+CpuKernelSet choose_kernels() {
+  const char* env = std::getenv("CAUSAL_CONV1D_CPU_ISA");
+  const std::string want = env == nullptr || *env == '\0' ? "auto" : env;
+  TORCH_CHECK(want == "auto" || want == "portable",
+              "CAUSAL_CONV1D_CPU_ISA=", want,
+              " is not available in this build; choose one of: auto, portable");
+  return portable_kernels();
+}
+
+// A function-local static: an invalid environment raises on every call
+// instead of leaving a half-initialised choice behind.
+const CpuKernelSet& kernels() {
+  static const CpuKernelSet chosen = choose_kernels();
+  return chosen;
+}
+
+struct WidenedWeights {
+  at::Tensor taps, bias;
+  CpuWeights view() const {
+    return {taps.data_ptr<float>(), bias.defined() ? bias.data_ptr<float>() : nullptr};
+  }
+};
+
+WidenedWeights widen(const at::Tensor& weight, const std::optional<at::Tensor>& bias) {
+  WidenedWeights w;
+  w.taps = weight.t().to(at::kFloat).contiguous();
+  if (bias.has_value()) w.bias = bias->to(at::kFloat).contiguous();
+  return w;
+}
+
+// Runs body(item) for items [0, n_items) whose total output is `elements`.
+template <typename F>
+void parallel_items(int64_t n_items, int64_t elements, const F& body) {
+  const int64_t grain =
+      std::max<int64_t>(1, n_items * kMinElementsPerThread / std::max<int64_t>(1, elements));
+  at::parallel_for(0, n_items, grain, body);
+}
+
+void check_cpu(const char* op, const at::Tensor& x) {
+  TORCH_CHECK(x.device().is_cpu(), op, ": x must be a CPU tensor, got ", x.device());
+}
+
+at::Tensor causal_conv1d_fwd_cpu(const at::Tensor& x, const at::Tensor& weight,
+                                 const std::optional<at::Tensor>& bias,
+                                 const std::optional<at::Tensor>& conv_states,
+                                 const at::Tensor& query_start_loc,
+                                 const std::optional<at::Tensor>& cache_indices,
+                                 const std::optional<at::Tensor>& has_initial_state, bool silu,
+                                 int64_t pad_slot_id) {
+  check_cpu("causal_conv1d_fwd", x);
+  at::Tensor out = empty_fwd_output(x);
+  const FwdParams p = make_fwd_params(x, weight, bias, conv_states, query_start_loc,
+                                      cache_indices, has_initial_state, silu, pad_slot_id, out);
+  if (p.batch == 0 || p.dim == 0 || p.num_tokens == 0) return out;
+  const CpuKernelSet& k = kernels();
+  const WidenedWeights widened = widen(weight, bias);
+  const CpuWeights w = widened.view();
+  const FwdBlockFn fn = k.fwd(p);
+  const int64_t blocks = (p.dim + k.block - 1) / k.block;
+  parallel_items(p.batch * blocks, p.num_tokens * p.dim, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t c0 = (i % blocks) * k.block;
+      fn(p, w, i / blocks, c0, std::min(p.dim, c0 + k.block));
+    }
+  });
+  return out;
+}
+
+void causal_conv1d_update_cpu(const at::Tensor& x, const at::Tensor& conv_state,
+                              const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                              bool silu, const std::optional<at::Tensor>& cache_seqlens,
+                              const std::optional<at::Tensor>& conv_state_indices,
+                              int64_t pad_slot_id, const at::Tensor& out) {
+  check_cpu("causal_conv1d_update", x);
+  const UpdateParams p = make_update_params(x, conv_state, weight, bias, silu, cache_seqlens,
+                                            conv_state_indices, pad_slot_id, out);
+  if (p.batch == 0 || p.dim == 0 || p.seqlen == 0) return;
+  const CpuKernelSet& k = kernels();
+  const WidenedWeights widened = widen(weight, bias);
+  const CpuWeights w = widened.view();
+  const UpdateBlockFn fn = k.update(p);
+  const int64_t blocks = (p.dim + k.block - 1) / k.block;
+  const int64_t scratch_size = (p.width - 1 + p.seqlen) * k.block;
+  parallel_items(p.batch * blocks, p.batch * p.seqlen * p.dim, [&](int64_t begin, int64_t end) {
+    std::vector<float> scratch(scratch_size);
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t c0 = (i % blocks) * k.block;
+      fn(p, w, i / blocks, c0, std::min(p.dim, c0 + k.block), scratch.data());
+    }
+  });
+}
+
+}  // namespace
+}  // namespace causal_conv1d::cpu
+
+namespace causal_conv1d {
+std::string cpu_isa_name() { return cpu::kernels().name; }
+}  // namespace causal_conv1d
+
+TORCH_LIBRARY_IMPL(causal_conv1d, CPU, m) {
+  m.impl("causal_conv1d_fwd", &causal_conv1d::cpu::causal_conv1d_fwd_cpu);
+  m.impl("causal_conv1d_update", &causal_conv1d::cpu::causal_conv1d_update_cpu);
+}

@@ -1,0 +1,201 @@
+// The one TORCH_LIBRARY(causal_conv1d): op schemas and the checks every
+// backend runs before it touches memory. Backends register their kernels with
+// TORCH_LIBRARY_IMPL in their own folders.
+#include "ops.h"
+
+#include <ATen/ATen.h>
+#include <torch/library.h>
+
+namespace causal_conv1d {
+namespace {
+
+bool is_float_type(c10::ScalarType t) {
+  return t == at::kFloat || t == at::kHalf || t == at::kBFloat16;
+}
+
+bool is_index_type(c10::ScalarType t) { return t == at::kInt || t == at::kLong; }
+
+void check_float(const char* op, const char* name, const at::Tensor& t) {
+  TORCH_CHECK(is_float_type(t.scalar_type()), op, ": ", name,
+              " must be float32, float16 or bfloat16, got ", t.scalar_type());
+}
+
+void check_device(const char* op, const char* name, const at::Tensor& t, const at::Tensor& x) {
+  TORCH_CHECK(t.device() == x.device(), op, ": ", name, " must be on x's device ", x.device(),
+              ", got ", t.device());
+}
+
+// A 1-D (batch,) int32/int64 tensor on x's device.
+IndexVec index_vec(const char* op, const char* name, const at::Tensor& t, int64_t size,
+                   const at::Tensor& x) {
+  check_device(op, name, t, x);
+  TORCH_CHECK(is_index_type(t.scalar_type()), op, ": ", name, " must be int32 or int64, got ",
+              t.scalar_type());
+  TORCH_CHECK(t.dim() == 1 && t.size(0) == size, op, ": ", name, " must have shape (", size,
+              ",), got ", t.sizes());
+  IndexVec v;
+  v.data = t.data_ptr();
+  v.stride = t.stride(0);
+  v.is_int64 = t.scalar_type() == at::kLong;
+  return v;
+}
+
+// Fills the filter and cache fields; `states` may be undefined (no cache).
+void fill_conv_params(ConvParams& p, const char* op, const at::Tensor& x, int64_t dim,
+                      const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                      const at::Tensor* states, const char* states_name, bool silu,
+                      int64_t pad_slot_id) {
+  check_float(op, "x", x);
+  check_float(op, "weight", weight);
+  check_device(op, "weight", weight, x);
+  TORCH_CHECK(weight.dim() == 2 && weight.size(0) == dim, op, ": weight must have shape (dim=",
+              dim, ", width), got ", weight.sizes());
+  const int64_t width = weight.size(1);
+  TORCH_CHECK(width >= 2 && width <= kMaxWidth, op, ": weight width must be in [2, ", kMaxWidth,
+              "], got ", width);
+  p.dim = dim;
+  p.width = width;
+  p.silu = silu;
+  p.pad_slot_id = pad_slot_id;
+  p.x_type = x.scalar_type();
+  p.weight = weight.data_ptr();
+  p.weight_type = weight.scalar_type();
+  p.weight_dim_stride = weight.stride(0);
+  p.weight_tap_stride = weight.stride(1);
+
+  if (bias.has_value()) {
+    check_float(op, "bias", *bias);
+    check_device(op, "bias", *bias, x);
+    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == dim, op, ": bias must have shape (dim=", dim,
+                ",), got ", bias->sizes());
+    p.bias = bias->data_ptr();
+    p.bias_type = bias->scalar_type();
+    p.bias_stride = bias->stride(0);
+  }
+
+  if (states != nullptr) {
+    const at::Tensor& s = *states;
+    check_float(op, states_name, s);
+    check_device(op, states_name, s, x);
+    TORCH_CHECK(s.dim() == 3 && s.size(1) == dim && s.size(2) >= width - 1, op, ": ",
+                states_name, " must have shape (num_cache_lines, dim=", dim,
+                ", state_len >= width-1=", width - 1, "), got ", s.sizes());
+    p.states = s.data_ptr();
+    p.state_type = s.scalar_type();
+    p.num_cache_lines = s.size(0);
+    p.state_len = s.size(2);
+    p.state_line_stride = s.stride(0);
+    p.state_dim_stride = s.stride(1);
+    p.state_tok_stride = s.stride(2);
+  }
+}
+
+}  // namespace
+
+at::Tensor empty_fwd_output(const at::Tensor& x) {
+  const bool channel_last = x.dim() == 2 && x.stride(0) == 1 && x.stride(1) != 1;
+  if (channel_last) return at::empty({x.size(1), x.size(0)}, x.options()).t();
+  return at::empty(x.sizes(), x.options());
+}
+
+FwdParams make_fwd_params(const at::Tensor& x, const at::Tensor& weight,
+                          const std::optional<at::Tensor>& bias,
+                          const std::optional<at::Tensor>& conv_states,
+                          const at::Tensor& query_start_loc,
+                          const std::optional<at::Tensor>& cache_indices,
+                          const std::optional<at::Tensor>& has_initial_state, bool silu,
+                          int64_t pad_slot_id, const at::Tensor& out) {
+  constexpr const char* op = "causal_conv1d_fwd";
+  TORCH_CHECK(x.dim() == 2, op, ": x must have shape (dim, num_tokens), got ", x.sizes());
+  TORCH_CHECK(out.sizes() == x.sizes() && out.scalar_type() == x.scalar_type() &&
+                  out.device() == x.device(),
+              op, ": out must match x");
+  FwdParams p;
+  fill_conv_params(p, op, x, x.size(0), weight, bias,
+                   conv_states.has_value() ? &*conv_states : nullptr, "conv_states", silu,
+                   pad_slot_id);
+  p.x = x.data_ptr();
+  p.num_tokens = x.size(1);
+  p.x_dim_stride = x.stride(0);
+  p.x_tok_stride = x.stride(1);
+  p.out = out.data_ptr();
+  p.out_dim_stride = out.stride(0);
+  p.out_tok_stride = out.stride(1);
+
+  TORCH_CHECK(query_start_loc.dim() == 1 && query_start_loc.size(0) >= 1, op,
+              ": query_start_loc must have shape (batch + 1,), got ", query_start_loc.sizes());
+  p.batch = query_start_loc.size(0) - 1;
+  p.query_start_loc = index_vec(op, "query_start_loc", query_start_loc, p.batch + 1, x);
+  if (cache_indices.has_value()) {
+    p.cache_indices = index_vec(op, "cache_indices", *cache_indices, p.batch, x);
+  }
+  if (has_initial_state.has_value()) {
+    const at::Tensor& h = *has_initial_state;
+    TORCH_CHECK(conv_states.has_value(), op,
+                ": has_initial_state needs conv_states to read the initial state from");
+    check_device(op, "has_initial_state", h, x);
+    TORCH_CHECK(h.scalar_type() == at::kBool, op, ": has_initial_state must be bool, got ",
+                h.scalar_type());
+    TORCH_CHECK(h.dim() == 1 && h.size(0) == p.batch, op,
+                ": has_initial_state must have shape (", p.batch, ",), got ", h.sizes());
+    p.has_initial_state = h.data_ptr<bool>();
+    p.has_initial_state_stride = h.stride(0);
+  }
+  return p;
+}
+
+UpdateParams make_update_params(const at::Tensor& x_in, const at::Tensor& conv_state,
+                                const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                                bool silu, const std::optional<at::Tensor>& cache_seqlens,
+                                const std::optional<at::Tensor>& conv_state_indices,
+                                int64_t pad_slot_id, const at::Tensor& out_in) {
+  constexpr const char* op = "causal_conv1d_update";
+  TORCH_CHECK(x_in.dim() == 2 || x_in.dim() == 3, op,
+              ": x must have shape (batch, dim) or (batch, dim, seqlen), got ", x_in.sizes());
+  TORCH_CHECK(out_in.sizes() == x_in.sizes() && out_in.scalar_type() == x_in.scalar_type() &&
+                  out_in.device() == x_in.device(),
+              op, ": out must have x's shape ", x_in.sizes(), " and dtype ", x_in.scalar_type(),
+              ", got ", out_in.sizes(), " ", out_in.scalar_type());
+  const at::Tensor x = x_in.dim() == 2 ? x_in.unsqueeze(-1) : x_in;
+  const at::Tensor out = out_in.dim() == 2 ? out_in.unsqueeze(-1) : out_in;
+
+  UpdateParams p;
+  fill_conv_params(p, op, x, x.size(1), weight, bias, &conv_state, "conv_state", silu,
+                   pad_slot_id);
+  p.x = x.data_ptr();
+  p.batch = x.size(0);
+  p.seqlen = x.size(2);
+  p.x_batch_stride = x.stride(0);
+  p.x_dim_stride = x.stride(1);
+  p.x_tok_stride = x.stride(2);
+  p.out = out.data_ptr();
+  p.out_batch_stride = out.stride(0);
+  p.out_dim_stride = out.stride(1);
+  p.out_tok_stride = out.stride(2);
+
+  if (cache_seqlens.has_value()) {
+    p.cache_seqlens = index_vec(op, "cache_seqlens", *cache_seqlens, p.batch, x);
+  }
+  if (conv_state_indices.has_value()) {
+    p.state_indices = index_vec(op, "conv_state_indices", *conv_state_indices, p.batch, x);
+  } else {
+    TORCH_CHECK(p.num_cache_lines >= p.batch, op,
+                ": without conv_state_indices, conv_state needs a line per row (>= ", p.batch,
+                "), got ", p.num_cache_lines);
+  }
+  return p;
+}
+
+}  // namespace causal_conv1d
+
+TORCH_LIBRARY(causal_conv1d, m) {
+  m.def(
+      "causal_conv1d_fwd(Tensor x, Tensor weight, Tensor? bias, Tensor(a!)? conv_states, "
+      "Tensor query_start_loc, Tensor? cache_indices, Tensor? has_initial_state, bool silu, "
+      "int pad_slot_id) -> Tensor");
+  m.def(
+      "causal_conv1d_update(Tensor x, Tensor(a!) conv_state, Tensor weight, Tensor? bias, "
+      "bool silu, Tensor? cache_seqlens, Tensor? conv_state_indices, int pad_slot_id, "
+      "Tensor(b!) out) -> ()");
+  m.def("cpu_isa() -> str", &causal_conv1d::cpu_isa_name);
+}

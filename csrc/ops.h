@@ -1,0 +1,36 @@
+// The op contract shared by every backend: argument checks and the
+// translation of tensors into the plain params structs of params.h.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <optional>
+
+#include "params.h"
+
+namespace causal_conv1d {
+
+// Checks the arguments of causal_conv1d_fwd (SPEC 1.1) and describes the call.
+// `out` must already have x's shape and dtype.
+FwdParams make_fwd_params(const at::Tensor& x, const at::Tensor& weight,
+                          const std::optional<at::Tensor>& bias,
+                          const std::optional<at::Tensor>& conv_states,
+                          const at::Tensor& query_start_loc,
+                          const std::optional<at::Tensor>& cache_indices,
+                          const std::optional<at::Tensor>& has_initial_state, bool silu,
+                          int64_t pad_slot_id, const at::Tensor& out);
+
+// Checks the arguments of causal_conv1d_update (SPEC 1.2) and describes the call.
+UpdateParams make_update_params(const at::Tensor& x, const at::Tensor& conv_state,
+                                const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                                bool silu, const std::optional<at::Tensor>& cache_seqlens,
+                                const std::optional<at::Tensor>& conv_state_indices,
+                                int64_t pad_slot_id, const at::Tensor& out);
+
+// The output of causal_conv1d_fwd: x's shape and dtype, channel-last when x is.
+at::Tensor empty_fwd_output(const at::Tensor& x);
+
+// Name of the CPU kernel set chosen for this process (defined by the CPU backend).
+std::string cpu_isa_name();
+
+}  // namespace causal_conv1d

@@ -1,0 +1,360 @@
+"""Public wrappers of the ops: argument checks (SPEC section 2), then one op call.
+
+Checks that need no device sync always run and raise ``TypeError``/``ValueError`` naming the
+argument. Checks that read index values run when ``validate=True`` is passed or
+``CAUSAL_CONV1D_VALIDATE=1`` is set. Without them the kernels still stay inside the tensors
+they were given: a cache index outside ``[0, num_cache_lines)`` is treated as padding.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Optional, Union
+
+import torch
+
+PAD_SLOT_ID = -1
+MAX_WIDTH = 8
+
+_FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+_INDEX_DTYPES = (torch.int32, torch.int64)
+
+Activation = Union[str, bool, None]
+
+
+def cpu_isa() -> str:
+    """Name of the CPU kernel set this process uses (``CAUSAL_CONV1D_CPU_ISA`` forces one)."""
+    return torch.ops.causal_conv1d.cpu_isa()
+
+
+def has_cuda_backend() -> bool:
+    """Whether the extension was built with its CUDA kernels."""
+    return torch._C._dispatch_has_kernel_for_dispatch_key(
+        "causal_conv1d::causal_conv1d_fwd", "CUDA"
+    )
+
+
+def _validation_requested(validate: bool) -> bool:
+    return bool(validate) or os.environ.get("CAUSAL_CONV1D_VALIDATE", "0") not in ("", "0")
+
+
+def _silu(op: str, activation: Activation) -> bool:
+    if activation is None or activation is False:
+        return False
+    if activation is True or (isinstance(activation, str) and activation in ("silu", "swish")):
+        return True
+    raise ValueError(
+        f"{op}: activation must be None, 'silu', 'swish', True or False, got {activation!r}"
+    )
+
+
+def _shape(t: torch.Tensor) -> tuple:
+    return tuple(t.shape)
+
+
+class _Checker:
+    """Sync-free argument checks for one call; every message names op and argument."""
+
+    def __init__(self, op: str, x: torch.Tensor):
+        self.op = op
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{op}: x must be a torch.Tensor, got {type(x).__name__}")
+        self.device = x.device
+
+    def tensor(self, name: str, t) -> torch.Tensor:
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{self.op}: {name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.device != self.device:
+            raise ValueError(
+                f"{self.op}: {name} must be on x's device {self.device}, got {t.device}"
+            )
+        return t
+
+    def floating(self, name: str, t) -> torch.Tensor:
+        self.tensor(name, t)
+        if t.dtype not in _FLOAT_DTYPES:
+            raise TypeError(
+                f"{self.op}: {name} must be float32, float16 or bfloat16, got {t.dtype}"
+            )
+        return t
+
+    def index(self, name: str, t, size: int) -> torch.Tensor:
+        self.tensor(name, t)
+        if t.dtype not in _INDEX_DTYPES:
+            raise TypeError(f"{self.op}: {name} must be int32 or int64, got {t.dtype}")
+        if t.dim() != 1 or t.shape[0] != size:
+            raise ValueError(f"{self.op}: {name} must have shape ({size},), got {_shape(t)}")
+        return t
+
+    def shape(self, name: str, ok: bool, expected: str, t: torch.Tensor) -> None:
+        if not ok:
+            raise ValueError(f"{self.op}: {name} must have shape {expected}, got {_shape(t)}")
+
+    def filter(self, weight, bias, dim: int) -> int:
+        """Checks weight (dim, width) and bias (dim,); returns the width."""
+        self.floating("weight", weight)
+        self.shape(
+            "weight",
+            weight.dim() == 2 and weight.shape[0] == dim,
+            f"(dim={dim}, width)",
+            weight,
+        )
+        width = weight.shape[1]
+        if not 2 <= width <= MAX_WIDTH:
+            raise ValueError(f"{self.op}: weight width must be in [2, {MAX_WIDTH}], got {width}")
+        if bias is not None:
+            self.floating("bias", bias)
+            self.shape("bias", bias.dim() == 1 and bias.shape[0] == dim, f"({dim},)", bias)
+        return width
+
+    def states(self, name: str, states, dim: int, width: int) -> None:
+        self.floating(name, states)
+        self.shape(
+            name,
+            states.dim() == 3 and states.shape[1] == dim and states.shape[2] >= width - 1,
+            f"(num_cache_lines, dim={dim}, state_len >= {width - 1})",
+            states,
+        )
+
+    def pad_slot_id(self, pad_slot_id) -> None:
+        if isinstance(pad_slot_id, bool) or not isinstance(pad_slot_id, int):
+            raise TypeError(
+                f"{self.op}: pad_slot_id must be an int, got {type(pad_slot_id).__name__}"
+            )
+
+    def cache_lines_in_range(self, name: str, indices, num_lines: int, pad_slot_id: int):
+        bad = (indices != pad_slot_id) & ((indices < 0) | (indices >= num_lines))
+        if bool(bad.any()):
+            raise ValueError(
+                f"{self.op}: {name} must hold values in [0, {num_lines}) or pad_slot_id="
+                f"{pad_slot_id}, got {indices[bad][:8].tolist()}"
+            )
+
+
+def causal_conv1d_fn(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: Optional[torch.Tensor],
+    conv_states: Optional[torch.Tensor],
+    query_start_loc: torch.Tensor,
+    cache_indices: Optional[torch.Tensor] = None,
+    has_initial_state: Optional[torch.Tensor] = None,
+    activation: Activation = "silu",
+    pad_slot_id: int = PAD_SLOT_ID,
+    validate: bool = False,
+) -> torch.Tensor:
+    """Causal depthwise conv1d over packed variable-length sequences (prefill).
+
+    Args:
+        x: ``(dim, num_tokens)``, the tokens of all sequences concatenated along dim 1.
+            Channel-last (``x.stride(0) == 1``, a transposed ``(num_tokens, dim)`` view) is the
+            fast layout; any strides work.
+        weight: ``(dim, width)``, width 2 to 8. bias: ``(dim,)`` or None.
+        conv_states: ``(num_cache_lines, dim, state_len)`` with ``state_len >= width - 1``, or
+            None (no cache is read or written). Updated in place: each sequence's line ends
+            holding the last ``state_len`` columns of ``cat(initial state or zeros, tokens)``.
+        query_start_loc: ``(batch + 1,)`` int32/int64: 0, cumulative sequence ends.
+        cache_indices: ``(batch,)`` int32/int64 cache line per sequence, or None (line i).
+        has_initial_state: ``(batch,)`` bool, or None (all False). Needs ``conv_states``.
+        activation: None/False (identity) or "silu"/"swish"/True.
+        pad_slot_id: a sequence whose cache index equals it is padding: zero output, its
+            state untouched.
+        validate: also check index values (syncs with the device).
+
+    Returns:
+        A new tensor with x's shape and dtype (channel-last when x is).
+    """
+    op = "causal_conv1d_fn"
+    check = _Checker(op, x)
+    silu = _silu(op, activation)
+    check.floating("x", x)
+    check.shape("x", x.dim() == 2, "(dim, num_tokens)", x)
+    dim, num_tokens = x.shape
+    width = check.filter(weight, bias, dim)
+    if conv_states is not None:
+        check.states("conv_states", conv_states, dim, width)
+    check.tensor("query_start_loc", query_start_loc)
+    if query_start_loc.dtype not in _INDEX_DTYPES:
+        raise TypeError(
+            f"{op}: query_start_loc must be int32 or int64, got {query_start_loc.dtype}"
+        )
+    check.shape(
+        "query_start_loc",
+        query_start_loc.dim() == 1 and query_start_loc.shape[0] >= 1,
+        "(batch + 1,)",
+        query_start_loc,
+    )
+    batch = query_start_loc.shape[0] - 1
+    if cache_indices is not None:
+        check.index("cache_indices", cache_indices, batch)
+    if has_initial_state is not None:
+        if conv_states is None:
+            raise ValueError(
+                f"{op}: has_initial_state needs conv_states to read the initial state from"
+            )
+        check.tensor("has_initial_state", has_initial_state)
+        if has_initial_state.dtype != torch.bool:
+            raise TypeError(
+                f"{op}: has_initial_state must be bool, got {has_initial_state.dtype}"
+            )
+        check.shape(
+            "has_initial_state",
+            has_initial_state.dim() == 1 and has_initial_state.shape[0] == batch,
+            f"({batch},)",
+            has_initial_state,
+        )
+    check.pad_slot_id(pad_slot_id)
+
+    if _validation_requested(validate):
+        q = query_start_loc
+        if batch >= 0 and (
+            int(q[0]) != 0 or int(q[-1]) != num_tokens or bool((q[1:] < q[:-1]).any())
+        ):
+            raise ValueError(
+                f"{op}: query_start_loc must start at 0, never decrease and end at "
+                f"num_tokens={num_tokens}, got {q.tolist()[:16]}"
+            )
+        if cache_indices is not None and conv_states is not None:
+            check.cache_lines_in_range(
+                "cache_indices", cache_indices, conv_states.shape[0], pad_slot_id
+            )
+        if cache_indices is None and conv_states is not None and conv_states.shape[0] < batch:
+            raise ValueError(
+                f"{op}: without cache_indices, conv_states needs a line per sequence "
+                f"(>= {batch}), got {conv_states.shape[0]}"
+            )
+
+    return torch.ops.causal_conv1d.causal_conv1d_fwd(
+        x,
+        weight,
+        bias,
+        conv_states,
+        query_start_loc,
+        cache_indices,
+        has_initial_state,
+        silu,
+        pad_slot_id,
+    )
+
+
+def causal_conv1d_update(
+    x: torch.Tensor,
+    conv_state: torch.Tensor,
+    weight: torch.Tensor,
+    bias: Optional[torch.Tensor] = None,
+    activation: Activation = None,
+    cache_seqlens: Optional[torch.Tensor] = None,
+    conv_state_indices: Optional[torch.Tensor] = None,
+    pad_slot_id: int = PAD_SLOT_ID,
+    out: Optional[torch.Tensor] = None,
+    validate: bool = False,
+) -> torch.Tensor:
+    """Causal depthwise conv1d for one or a few new tokens per sequence (decode).
+
+    Args:
+        x: ``(batch, dim)`` or ``(batch, dim, seqlen)``, any strides.
+        conv_state: ``(num_cache_lines, dim, state_len)``, ``state_len >= width - 1``, any
+            strides and dtype; updated in place.
+        weight: ``(dim, width)``, width 2 to 8. bias: ``(dim,)`` or None.
+        activation: None/False (identity) or "silu"/"swish"/True.
+        cache_seqlens: ``(batch,)`` int32/int64 or None. Given, each line is a ring buffer
+            whose next write position is ``cache_seqlens[b] % state_len`` (the caller
+            advances it). None: the state is shifted left by seqlen and x appended.
+        conv_state_indices: ``(batch,)`` int32/int64 cache line per row, or None (line b).
+        pad_slot_id: rows whose index equals it get zero output and keep their state.
+        out: optional output with x's shape and dtype; may be x itself (in place).
+        validate: also check index values (syncs with the device).
+
+    Returns:
+        ``out`` (a new tensor when not given), x's shape and dtype.
+    """
+    op = "causal_conv1d_update"
+    check = _Checker(op, x)
+    silu = _silu(op, activation)
+    check.floating("x", x)
+    check.shape("x", x.dim() in (2, 3), "(batch, dim) or (batch, dim, seqlen)", x)
+    batch, dim = x.shape[0], x.shape[1]
+    width = check.filter(weight, bias, dim)
+    check.states("conv_state", conv_state, dim, width)
+    if cache_seqlens is not None:
+        check.index("cache_seqlens", cache_seqlens, batch)
+    if conv_state_indices is not None:
+        check.index("conv_state_indices", conv_state_indices, batch)
+    elif conv_state.shape[0] < batch:
+        raise ValueError(
+            f"{op}: without conv_state_indices, conv_state needs a line per row "
+            f"(>= {batch}), got {conv_state.shape[0]}"
+        )
+    check.pad_slot_id(pad_slot_id)
+    if out is None:
+        out = torch.empty_like(x)
+    else:
+        check.tensor("out", out)
+        if out.shape != x.shape or out.dtype != x.dtype:
+            raise ValueError(
+                f"{op}: out must have x's shape {_shape(x)} and dtype {x.dtype}, "
+                f"got {_shape(out)} and {out.dtype}"
+            )
+
+    if _validation_requested(validate) and conv_state_indices is not None:
+        check.cache_lines_in_range(
+            "conv_state_indices", conv_state_indices, conv_state.shape[0], pad_slot_id
+        )
+
+    torch.ops.causal_conv1d.causal_conv1d_update(
+        x,
+        conv_state,
+        weight,
+        bias,
+        silu,
+        cache_seqlens,
+        conv_state_indices,
+        pad_slot_id,
+        out,
+    )
+    return out
+
+
+def _fwd_output_like(x: torch.Tensor) -> torch.Tensor:
+    """The fwd op's output layout: channel-last when x is (mirrors empty_fwd_output in C++)."""
+    if x.stride(0) == 1 and x.stride(1) != 1:
+        return x.new_empty((x.shape[1], x.shape[0])).t()
+    return x.new_empty(x.shape)
+
+
+@torch.library.register_fake("causal_conv1d::causal_conv1d_fwd")
+def _causal_conv1d_fwd_fake(
+    x, weight, bias, conv_states, query_start_loc, cache_indices, has_initial_state, silu,
+    pad_slot_id,
+):
+    torch._check(x.dim() == 2, lambda: "causal_conv1d_fwd: x must be (dim, num_tokens)")
+    torch._check(
+        weight.dim() == 2 and weight.shape[0] == x.shape[0],
+        lambda: "causal_conv1d_fwd: weight must be (dim, width)",
+    )
+    torch._check(
+        2 <= weight.shape[1] <= MAX_WIDTH, lambda: "causal_conv1d_fwd: width must be in [2, 8]"
+    )
+    torch._check(query_start_loc.dim() == 1, lambda: "causal_conv1d_fwd: bad query_start_loc")
+    if conv_states is not None:
+        torch._check(
+            conv_states.dim() == 3 and conv_states.shape[1] == x.shape[0],
+            lambda: "causal_conv1d_fwd: conv_states must be (num_cache_lines, dim, state_len)",
+        )
+    return _fwd_output_like(x)
+
+
+@torch.library.register_fake("causal_conv1d::causal_conv1d_update")
+def _causal_conv1d_update_fake(
+    x, conv_state, weight, bias, silu, cache_seqlens, conv_state_indices, pad_slot_id, out
+):
+    torch._check(x.dim() in (2, 3), lambda: "causal_conv1d_update: x must be 2-D or 3-D")
+    torch._check(out.shape == x.shape, lambda: "causal_conv1d_update: out must match x")
+    torch._check(
+        weight.dim() == 2 and weight.shape[0] == x.shape[1],
+        lambda: "causal_conv1d_update: weight must be (dim, width)",
+    )
+    torch._check(
+        conv_state.dim() == 3 and conv_state.shape[1] == x.shape[1],
+        lambda: "causal_conv1d_update: conv_state must be (num_cache_lines, dim, state_len)",
+    )

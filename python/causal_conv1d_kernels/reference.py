@@ -1,0 +1,109 @@
+"""Plain-PyTorch float64 references of both ops, written from SPEC.md section 1.
+
+They never modify their inputs: each returns ``(out, new_states)``, ``out`` in x's dtype and
+``new_states`` a copy of the cache (in its own dtype) holding what the op must leave there.
+Slow by design (a Python loop over sequences); used by the tests, the self-check and to
+validate benchmarks.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from .ops import PAD_SLOT_ID, Activation, _silu
+
+
+def _conv(window: torch.Tensor, tokens: torch.Tensor, weight, bias, silu: bool) -> torch.Tensor:
+    """out[:, t] = act(bias + sum_k weight[:, k] * cat(window, tokens)[:, t + k]), in float64."""
+    width = weight.shape[1]
+    xx = torch.cat([window.double(), tokens.double()], dim=1)
+    n = tokens.shape[1]
+    w = weight.double()
+    y = sum(w[:, k : k + 1] * xx[:, k : k + n] for k in range(width))
+    if bias is not None:
+        y = y + bias.double()[:, None]
+    return y * torch.sigmoid(y) if silu else y
+
+
+def _is_padding(line: int, pad_slot_id: int, states: Optional[torch.Tensor]) -> bool:
+    return line == pad_slot_id or (states is not None and not 0 <= line < states.shape[0])
+
+
+def causal_conv1d_fn_ref(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: Optional[torch.Tensor],
+    conv_states: Optional[torch.Tensor],
+    query_start_loc: torch.Tensor,
+    cache_indices: Optional[torch.Tensor] = None,
+    has_initial_state: Optional[torch.Tensor] = None,
+    activation: Activation = "silu",
+    pad_slot_id: int = PAD_SLOT_ID,
+):
+    """Reference of :func:`causal_conv1d_fn`; returns ``(out, new_conv_states or None)``."""
+    silu = _silu("causal_conv1d_fn_ref", activation)
+    dim, _ = x.shape
+    width = weight.shape[1]
+    out = torch.zeros(x.shape, dtype=torch.float64, device=x.device)
+    new_states = None if conv_states is None else conv_states.clone()
+    bounds = query_start_loc.tolist()
+    for i in range(len(bounds) - 1):
+        begin, end = bounds[i], bounds[i + 1]
+        if end <= begin:
+            continue
+        line = int(cache_indices[i]) if cache_indices is not None else i
+        if _is_padding(line, pad_slot_id, conv_states):
+            continue
+        tokens = x[:, begin:end]
+        init = has_initial_state is not None and bool(has_initial_state[i])
+        if conv_states is None or not init:
+            state_len = width - 1 if conv_states is None else conv_states.shape[2]
+            dtype = x.dtype if conv_states is None else conv_states.dtype
+            old = torch.zeros(dim, state_len, dtype=dtype, device=x.device)
+        else:
+            old = conv_states[line]
+        out[:, begin:end] = _conv(old[:, old.shape[1] - (width - 1) :], tokens, weight, bias, silu)
+        if new_states is not None:
+            full = torch.cat([old, tokens.to(old.dtype)], dim=1)
+            new_states[line] = full[:, full.shape[1] - old.shape[1] :]
+    return out.to(x.dtype), new_states
+
+
+def causal_conv1d_update_ref(
+    x: torch.Tensor,
+    conv_state: torch.Tensor,
+    weight: torch.Tensor,
+    bias: Optional[torch.Tensor] = None,
+    activation: Activation = None,
+    cache_seqlens: Optional[torch.Tensor] = None,
+    conv_state_indices: Optional[torch.Tensor] = None,
+    pad_slot_id: int = PAD_SLOT_ID,
+):
+    """Reference of :func:`causal_conv1d_update`; returns ``(out, new_conv_state)``."""
+    silu = _silu("causal_conv1d_update_ref", activation)
+    x3 = x.unsqueeze(-1) if x.dim() == 2 else x
+    batch, _, seqlen = x3.shape
+    state_len = conv_state.shape[2]
+    hist = weight.shape[1] - 1
+    out = torch.zeros(x3.shape, dtype=torch.float64, device=x.device)
+    new_state = conv_state.clone()
+    for b in range(batch):
+        line = int(conv_state_indices[b]) if conv_state_indices is not None else b
+        if _is_padding(line, pad_slot_id, conv_state):
+            continue
+        state = conv_state[line]
+        tokens = x3[b]
+        if cache_seqlens is None:
+            window = state[:, state_len - hist :]
+            full = torch.cat([state, tokens.to(state.dtype)], dim=1)
+            new_state[line] = full[:, full.shape[1] - state_len :]
+        else:
+            pos = int(cache_seqlens[b]) % state_len
+            window = state[:, [(pos - hist + k) % state_len for k in range(hist)]]
+            for j in range(seqlen):
+                new_state[line, :, (pos + j) % state_len] = tokens[:, j].to(state.dtype)
+        out[b] = _conv(window, tokens, weight, bias, silu)
+    out = out.to(x.dtype)
+    return (out.squeeze(-1) if x.dim() == 2 else out), new_state

@@ -1,0 +1,89 @@
+"""Builds causal_conv1d_kernels._C from source with torch's BuildExtension.
+
+Build switches (environment):
+  CAUSAL_CONV1D_BUILD_CUDA=0|1   force the CUDA backend off or on; by default it is
+                                 built when torch is a CUDA build, nvcc is found and
+                                 the tree has CUDA sources.
+  TORCH_CUDA_ARCH_LIST, MAX_JOBS  honoured as torch's BuildExtension does.
+"""
+
+import glob
+import os
+import shutil
+
+from setuptools import setup
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+def _find_cuda_home():
+    """A CUDA toolkit folder (with headers), or None.
+
+    torch guesses CUDA_HOME from the nvcc on PATH, which is wrong when that
+    nvcc is a wrapper script outside the toolkit (e.g. /usr/local/bin/nvcc).
+    """
+    for var in ("CUDA_HOME", "CUDA_PATH"):
+        if os.environ.get(var):
+            return os.environ[var]
+    candidates = []
+    nvcc = shutil.which("nvcc")
+    if nvcc:
+        candidates.append(os.path.dirname(os.path.dirname(os.path.realpath(nvcc))))
+    candidates.append("/usr/local/cuda")
+    for home in candidates:
+        if os.path.isfile(os.path.join(home, "include", "cuda_runtime.h")) and os.path.isfile(
+            os.path.join(home, "bin", "nvcc")
+        ):
+            return home
+    return None
+
+
+def _build_cuda(cuda_sources):
+    import torch
+
+    forced = os.environ.get("CAUSAL_CONV1D_BUILD_CUDA")
+    if forced not in (None, "", "0", "1"):
+        raise ValueError(f"CAUSAL_CONV1D_BUILD_CUDA must be 0 or 1, got {forced!r}")
+    if forced == "0":
+        return False
+    available = torch.version.cuda is not None and os.environ.get("CUDA_HOME") is not None
+    if forced == "1":
+        if not available:
+            raise RuntimeError(
+                "CAUSAL_CONV1D_BUILD_CUDA=1 needs a CUDA build of torch and a CUDA toolkit "
+                f"(torch.version.cuda={torch.version.cuda}, CUDA_HOME not found)"
+            )
+        if not cuda_sources:
+            raise RuntimeError("CAUSAL_CONV1D_BUILD_CUDA=1 but the tree has no CUDA sources")
+        return True
+    return available and bool(cuda_sources)
+
+
+cuda_home = _find_cuda_home()
+if cuda_home is not None:
+    os.environ["CUDA_HOME"] = cuda_home
+
+from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension  # noqa: E402
+
+
+def _sources(pattern):
+    return sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, pattern)))
+
+
+cpp_sources = _sources("csrc/*.cpp") + _sources("csrc/cpu/*.cpp")
+cuda_sources = _sources("csrc/cuda/*.cu") + _sources("csrc/cuda/*.cpp")
+cxx_flags = ["-O3", "-fno-math-errno"]
+
+if _build_cuda(cuda_sources):
+    extension = CUDAExtension(
+        "causal_conv1d_kernels._C",
+        cpp_sources + cuda_sources,
+        extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "--use_fast_math"]},
+    )
+else:
+    extension = CppExtension("causal_conv1d_kernels._C", cpp_sources, extra_compile_args=cxx_flags)
+
+setup(
+    ext_modules=[extension],
+    cmdclass={"build_ext": BuildExtension},
+)
