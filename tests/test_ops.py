@@ -1,0 +1,114 @@
+"""Op registration: schemas, fake kernels (opcheck) and torch.compile(fullgraph=True)."""
+
+import pytest
+import torch
+from helpers import BF16, F16, F32, assert_close, devices, fwd_case, update_case
+
+import causal_conv1d_kernels as ck
+from causal_conv1d_kernels.ops import _silu
+
+
+def fwd_op_args(kwargs, activation="silu"):
+    return (
+        kwargs["x"],
+        kwargs["weight"],
+        kwargs["bias"],
+        kwargs["conv_states"],
+        kwargs["query_start_loc"],
+        kwargs.get("cache_indices"),
+        kwargs.get("has_initial_state"),
+        _silu("test", activation),
+        -1,
+    )
+
+
+def update_op_args(kwargs, out):
+    return (
+        kwargs["x"],
+        kwargs["conv_state"],
+        kwargs["weight"],
+        kwargs["bias"],
+        _silu("test", kwargs["activation"]),
+        kwargs.get("cache_seqlens"),
+        kwargs.get("conv_state_indices"),
+        -1,
+        out,
+    )
+
+
+FWD_SAMPLES = [
+    dict(width=4, mix=(BF16, BF16, F32)),
+    dict(width=3, mix=(F32, F32, F32), x_layout="contiguous", state_layout="contiguous"),
+    dict(width=4, mix=(F16, F16, F16), with_cache=False),
+]
+UPDATE_SAMPLES = [
+    dict(width=4, mix=(BF16, BF16, BF16)),
+    dict(width=5, mix=(F32, F32, F32), seqlen=3, circular=True),
+    dict(width=2, mix=(F16, F32, F16), squeeze=True, with_indices=False),
+]
+
+
+def test_schemas_annotate_writes():
+    fwd = torch.ops.causal_conv1d.causal_conv1d_fwd.default._schema
+    upd = torch.ops.causal_conv1d.causal_conv1d_update.default._schema
+    written = lambda s: [a.name for a in s.arguments if a.alias_info and a.alias_info.is_write]  # noqa: E731
+    assert written(fwd) == ["conv_states"]
+    assert written(upd) == ["conv_state", "out"]
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("sample", range(len(FWD_SAMPLES)))
+def test_opcheck_fwd(device, sample):
+    kwargs, _ = fwd_case(device=device, lengths=[3, 0, 9, 1], **FWD_SAMPLES[sample])
+    torch.library.opcheck(torch.ops.causal_conv1d.causal_conv1d_fwd.default, fwd_op_args(kwargs))
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("sample", range(len(UPDATE_SAMPLES)))
+def test_opcheck_update(device, sample):
+    kwargs, _ = update_case(device=device, **UPDATE_SAMPLES[sample])
+    out = torch.empty_like(kwargs["x"])
+    torch.library.opcheck(
+        torch.ops.causal_conv1d.causal_conv1d_update.default, update_op_args(kwargs, out)
+    )
+
+
+class PrefillThenDecode(torch.nn.Module):
+    """What a Mamba layer does with the ops: prefill a batch, then decode one token in place."""
+
+    def __init__(self, weight, bias):
+        super().__init__()
+        self.weight = torch.nn.Parameter(weight, requires_grad=False)
+        self.bias = torch.nn.Parameter(bias, requires_grad=False)
+
+    def forward(self, x, states, qsl, lines, has_init, token):
+        y = ck.causal_conv1d_fn(x, self.weight, self.bias, states, qsl, lines, has_init)
+        z = ck.causal_conv1d_update(
+            token, states, self.weight, self.bias, "silu", conv_state_indices=lines, out=token
+        )
+        return y.sum(dim=0), z * 2
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
+def test_torch_compile_fullgraph(device, backend):
+    torch._dynamo.reset()
+    kwargs, _ = fwd_case(4, (F32, F32, F32), device, lengths=[5, 0, 17, 2])
+    kwargs["cache_indices"] = kwargs["cache_indices"].abs()  # no padding: decode every line
+    batch = 4
+    token = torch.randn(batch, kwargs["x"].shape[0], device=device)
+    model = PrefillThenDecode(kwargs["weight"], kwargs["bias"])
+    args = (
+        kwargs["x"], kwargs["conv_states"], kwargs["query_start_loc"], kwargs["cache_indices"],
+        kwargs["has_initial_state"],
+    )
+
+    eager_states, eager_token = args[1].clone(), token.clone()
+    eager = model(args[0], eager_states, *args[2:], eager_token)
+    compiled_fn = torch.compile(model, fullgraph=True, backend=backend)
+    compiled = compiled_fn(*args, token)
+
+    assert_close(compiled[0], eager[0])
+    assert_close(compiled[1], eager[1])
+    assert torch.equal(args[1], eager_states), "compiled call must update the cache in place"
+    assert torch.equal(token, eager_token), "compiled call must write out=token in place"

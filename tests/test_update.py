@@ -1,0 +1,165 @@
+"""causal_conv1d_update against the float64 reference (SPEC 1.2)."""
+
+import pytest
+import torch
+from helpers import BF16, DTYPE_MIXES, F16, F32, WIDTHS, assert_close, devices, mix_id, update_case
+
+from causal_conv1d_kernels import causal_conv1d_update
+from causal_conv1d_kernels.reference import causal_conv1d_update_ref
+
+
+def run_and_check(kwargs, pads, inplace=False):
+    state = kwargs["conv_state"]
+    before = state.clone()
+    x = kwargs["x"]
+    expected_out, expected_state = causal_conv1d_update_ref(**kwargs)
+    if inplace:
+        out = causal_conv1d_update(**kwargs, out=x)
+        assert out is x
+    else:
+        x_before = x.clone()
+        out = causal_conv1d_update(**kwargs)
+        assert torch.equal(x, x_before), "x must not be modified without out=x"
+    assert out.shape == x.shape and out.dtype == x.dtype
+    assert_close(out, expected_out)
+    for row in pads:
+        assert torch.equal(out[row], torch.zeros_like(out[row])), f"padded row {row} not zero"
+    assert torch.equal(state, expected_state), "state must match the reference bit-exactly"
+    indices = kwargs.get("conv_state_indices")
+    used = set(range(x.shape[0])) if indices is None else {int(v) for v in indices.tolist()}
+    for line in range(state.shape[0]):
+        if line not in used:
+            assert torch.equal(state[line], before[line]), f"unused line {line} changed"
+    return out
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("mix", DTYPE_MIXES, ids=mix_id)
+@pytest.mark.parametrize("width", WIDTHS)
+@pytest.mark.parametrize("circular", [False, True], ids=["linear", "circular"])
+@pytest.mark.parametrize(
+    "seqlen,squeeze", [(1, True), (1, False), (3, False)], ids=["2d", "L1", "L3"]
+)
+def test_matches_reference(device, mix, width, circular, seqlen, squeeze):
+    kwargs, pads = update_case(
+        width, mix, device, seqlen=seqlen, squeeze=squeeze, circular=circular, extra_state=2
+    )
+    run_and_check(kwargs, pads)
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("width", [2, 4, 8])
+@pytest.mark.parametrize("circular", [False, True], ids=["linear", "circular"])
+@pytest.mark.parametrize("extra_state", [0, 5])
+def test_more_tokens_than_state(device, width, circular, extra_state):
+    """seqlen > state_len: only the newest tokens survive (ring: later tokens overwrite)."""
+    state_len = width - 1 + extra_state
+    kwargs, pads = update_case(
+        width, (BF16, BF16, F32), device, seqlen=state_len + 3, circular=circular,
+        extra_state=extra_state,
+    )
+    run_and_check(kwargs, pads)
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("x_layout", ["contiguous", "channel_last", "padded", "strided"])
+@pytest.mark.parametrize("state_layout", ["contiguous", "channel_last", "strided"])
+def test_layouts(device, x_layout, state_layout):
+    kwargs, pads = update_case(
+        4, (F16, F16, F16), device, seqlen=4, x_layout=x_layout, state_layout=state_layout,
+        extra_state=1, circular=x_layout == "padded",
+    )
+    run_and_check(kwargs, pads)
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("seqlen,squeeze", [(1, True), (1, False), (5, False)])
+@pytest.mark.parametrize("circular", [False, True], ids=["linear", "circular"])
+@pytest.mark.parametrize("x_layout", ["contiguous", "channel_last"])
+def test_in_place(device, seqlen, squeeze, circular, x_layout):
+    """out=x: every output token is computed from the original x, and the state too."""
+    kwargs, pads = update_case(
+        4, (BF16, BF16, BF16), device, seqlen=seqlen, squeeze=squeeze, circular=circular,
+        x_layout=x_layout,
+    )
+    run_and_check(kwargs, pads, inplace=True)
+
+
+@pytest.mark.parametrize("device", devices())
+def test_out_buffer(device):
+    kwargs, pads = update_case(4, (F32, F32, F32), device, seqlen=2)
+    out = torch.full_like(kwargs["x"], float("nan"))
+    expected_out, expected_state = causal_conv1d_update_ref(**kwargs)
+    result = causal_conv1d_update(**kwargs, out=out)
+    assert result is out
+    assert_close(out, expected_out)
+    assert torch.equal(kwargs["conv_state"], expected_state)
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("circular", [False, True], ids=["linear", "circular"])
+def test_without_indices(device, circular):
+    kwargs, pads = update_case(
+        3, (F32, BF16, F16), device, seqlen=2, with_indices=False, circular=circular
+    )
+    assert pads == []
+    run_and_check(kwargs, pads)
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("activation", [None, False, True, "silu", "swish"])
+@pytest.mark.parametrize("bias", [True, False])
+def test_activation_and_bias(device, activation, bias):
+    kwargs, pads = update_case(4, (F32, F32, F32), device, bias=bias)
+    kwargs["activation"] = activation
+    run_and_check(kwargs, pads)
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("index_dtype", [torch.int32, torch.int64])
+def test_index_dtypes(device, index_dtype):
+    kwargs, pads = update_case(4, (BF16, BF16, BF16), device, circular=True, index_dtype=index_dtype)
+    run_and_check(kwargs, pads)
+
+
+@pytest.mark.parametrize("device", devices())
+def test_large_batch_parallel_split(device):
+    kwargs, pads = update_case(
+        4, (BF16, BF16, BF16), device, batch=300, num_lines=400, dim=256, seqlen=2
+    )
+    run_and_check(kwargs, pads)
+
+
+@pytest.mark.parametrize("device", devices())
+def test_empty_batch(device):
+    kwargs, _ = update_case(4, (F32, F32, F32), device, batch=0)
+    before = kwargs["conv_state"].clone()
+    out = causal_conv1d_update(**kwargs)
+    assert out.shape == (0, 72, 1)
+    assert torch.equal(kwargs["conv_state"], before)
+
+
+@pytest.mark.parametrize("device", devices())
+def test_decode_continues_prefill(device):
+    """A prefill followed by single-token decodes equals one prefill over all tokens."""
+    from helpers import cumulative
+
+    from causal_conv1d_kernels import causal_conv1d_fn
+
+    torch.manual_seed(1)
+    dim, width, steps = 64, 4, 5
+    x = torch.randn(20 + steps, dim, device=device).t()
+    weight = torch.randn(dim, width, device=device)
+    bias = torch.randn(dim, device=device)
+    states = torch.zeros(2, dim, width - 1, device=device)
+    qsl = cumulative([20], torch.int32, device)
+    lines = torch.tensor([1], device=device)
+    whole = causal_conv1d_fn(x, weight, bias, None, cumulative([20 + steps], torch.int32, device))
+    head = causal_conv1d_fn(x[:, :20], weight, bias, states, qsl, lines)
+    assert_close(head, whole[:, :20])
+    for t in range(20, 20 + steps):
+        y = causal_conv1d_update(
+            x[:, t][None], states, weight, bias, "silu", conv_state_indices=lines
+        )
+        assert_close(y[0], whole[:, t])
+    assert torch.equal(states[1], x[:, -(width - 1) :])
