@@ -39,8 +39,6 @@ def _find_cuda_home():
 
 
 def _build_cuda(cuda_sources):
-    import torch
-
     forced = os.environ.get("CAUSAL_CONV1D_BUILD_CUDA")
     if forced not in (None, "", "0", "1"):
         raise ValueError(f"CAUSAL_CONV1D_BUILD_CUDA must be 0 or 1, got {forced!r}")
@@ -63,6 +61,7 @@ cuda_home = _find_cuda_home()
 if cuda_home is not None:
     os.environ["CUDA_HOME"] = cuda_home
 
+import torch  # noqa: E402
 from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension  # noqa: E402
 
 
@@ -72,16 +71,27 @@ def _sources(pattern):
 
 cpp_sources = _sources("csrc/*.cpp") + _sources("csrc/cpu/*.cpp")
 cuda_sources = _sources("csrc/cuda/*.cu") + _sources("csrc/cuda/*.cpp")
-cxx_flags = ["-O3", "-fno-math-errno"]
+cxx_flags = ["-O3", "-fno-math-errno", "-fno-trapping-math"]
+link_flags = []
+if torch.backends.openmp.is_available():
+    # at::parallel_for is inlined into our code: without OpenMP it runs serially.
+    cxx_flags.append("-fopenmp")
+    link_flags.append("-fopenmp")
 
 if _build_cuda(cuda_sources):
     extension = CUDAExtension(
         "causal_conv1d_kernels._C",
         cpp_sources + cuda_sources,
         extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "--use_fast_math"]},
+        extra_link_args=link_flags,
     )
 else:
-    extension = CppExtension("causal_conv1d_kernels._C", cpp_sources, extra_compile_args=cxx_flags)
+    extension = CppExtension(
+        "causal_conv1d_kernels._C",
+        cpp_sources,
+        extra_compile_args=cxx_flags,
+        extra_link_args=link_flags,
+    )
 
 setup(
     ext_modules=[extension],

@@ -75,12 +75,28 @@ at::Tensor causal_conv1d_fwd_cpu(const at::Tensor& x, const at::Tensor& weight,
   const CpuKernelSet& k = kernels();
   const WidenedWeights widened = widen(weight, bias);
   const CpuWeights w = widened.view();
-  const FwdBlockFn fn = k.fwd(p);
-  const int64_t blocks = (p.dim + k.block - 1) / k.block;
-  parallel_items(p.batch * blocks, p.num_tokens * p.dim, [&](int64_t begin, int64_t end) {
+  const FwdItemFn fn = k.fwd(p);
+
+  // Token chunks of every sequence; a sequence's first chunk also owns its state.
+  struct Chunk {
+    int64_t seq, t0, t1;
+  };
+  std::vector<Chunk> chunks;
+  for (int64_t seq = 0; seq < p.batch; ++seq) {
+    int64_t begin, end;
+    p.token_range(seq, begin, end);
+    for (int64_t t0 = 0; t0 < end - begin; t0 += k.chunk)
+      chunks.push_back({seq, t0, std::min(end - begin, t0 + k.chunk)});
+  }
+  const int64_t slabs = (p.dim + k.slab - 1) / k.slab;
+  const int64_t n_items = static_cast<int64_t>(chunks.size()) * slabs;
+  const int64_t scratch_size = 2 * (p.width - 1) * std::min(k.slab, p.dim);
+  parallel_items(n_items, p.num_tokens * p.dim, [&](int64_t begin, int64_t end) {
+    std::vector<float> scratch(scratch_size);
     for (int64_t i = begin; i < end; ++i) {
-      const int64_t c0 = (i % blocks) * k.block;
-      fn(p, w, i / blocks, c0, std::min(p.dim, c0 + k.block));
+      const Chunk& c = chunks[i / slabs];
+      const int64_t c0 = (i % slabs) * k.slab;
+      fn(p, w, c.seq, c.t0, c.t1, c0, std::min(p.dim, c0 + k.slab), scratch.data());
     }
   });
   return out;
@@ -98,14 +114,14 @@ void causal_conv1d_update_cpu(const at::Tensor& x, const at::Tensor& conv_state,
   const CpuKernelSet& k = kernels();
   const WidenedWeights widened = widen(weight, bias);
   const CpuWeights w = widened.view();
-  const UpdateBlockFn fn = k.update(p);
-  const int64_t blocks = (p.dim + k.block - 1) / k.block;
-  const int64_t scratch_size = (p.width - 1 + p.seqlen) * k.block;
-  parallel_items(p.batch * blocks, p.batch * p.seqlen * p.dim, [&](int64_t begin, int64_t end) {
+  const UpdateItemFn fn = k.update(p);
+  const int64_t slabs = (p.dim + k.slab - 1) / k.slab;
+  const int64_t scratch_size = (p.width - 1 + p.seqlen) * std::min(k.slab, p.dim);
+  parallel_items(p.batch * slabs, p.batch * p.seqlen * p.dim, [&](int64_t begin, int64_t end) {
     std::vector<float> scratch(scratch_size);
     for (int64_t i = begin; i < end; ++i) {
-      const int64_t c0 = (i % blocks) * k.block;
-      fn(p, w, i / blocks, c0, std::min(p.dim, c0 + k.block), scratch.data());
+      const int64_t c0 = (i % slabs) * k.slab;
+      fn(p, w, i / slabs, c0, std::min(p.dim, c0 + k.slab), scratch.data());
     }
   });
 }

@@ -16,19 +16,22 @@ struct CpuWeights {
   const float* bias = nullptr;  // (dim,) or null
 };
 
-// One work item of the prefill: sequence `seq`, channels [c0, c1).
-using FwdBlockFn = void (*)(const FwdParams&, const CpuWeights&, int64_t seq, int64_t c0,
-                            int64_t c1);
+// One work item of the prefill: tokens [t0, t1) of sequence `seq` (counted
+// from its start), channels [c0, c1). `scratch` holds 2 * (width - 1) * slab
+// floats.
+using FwdItemFn = void (*)(const FwdParams&, const CpuWeights&, int64_t seq, int64_t t0,
+                           int64_t t1, int64_t c0, int64_t c1, float* scratch);
 // One work item of the decode: batch row `row`, channels [c0, c1). `scratch`
-// holds (width - 1 + seqlen) * block floats.
-using UpdateBlockFn = void (*)(const UpdateParams&, const CpuWeights&, int64_t row, int64_t c0,
-                               int64_t c1, float* scratch);
+// holds (width - 1 + seqlen) * slab floats.
+using UpdateItemFn = void (*)(const UpdateParams&, const CpuWeights&, int64_t row, int64_t c0,
+                              int64_t c1, float* scratch);
 
 struct CpuKernelSet {
   const char* name;
-  int64_t block;  // channels per work item
-  FwdBlockFn (*fwd)(const FwdParams&);
-  UpdateBlockFn (*update)(const UpdateParams&);
+  int64_t slab;   // channels per work item
+  int64_t chunk;  // prefill tokens per work item (at least kMaxWidth)
+  FwdItemFn (*fwd)(const FwdParams&);
+  UpdateItemFn (*update)(const UpdateParams&);
 };
 
 CpuKernelSet portable_kernels();

@@ -1,0 +1,169 @@
+"""Benchmark machinery shared by ``python -m causal_conv1d_kernels`` and ``benchmarks/``:
+the cases of SPEC section 4, their inputs, the bytes each must move, and timers.
+
+Every time is reported next to the copy floor: a device copy of half the bytes the op moves
+(x read + out written + states read and written), so the copy moves as many bytes as the op.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import platform
+import random
+import statistics
+from typing import Callable, Optional
+
+import torch
+
+from . import baseline
+from .ops import causal_conv1d_fn, causal_conv1d_update
+
+
+@dataclasses.dataclass
+class Case:
+    name: str
+    op: str  # "fwd" or "update"
+    dim: int
+    lengths: tuple = ()  # fwd: tokens per sequence
+    batch: int = 0  # update: rows
+    init_every: int = 1  # fwd: every n-th sequence has an initial state
+    width: int = 4
+    dtype: torch.dtype = torch.bfloat16
+
+
+def _mixed_lengths(n: int, lo: int, hi: int, seed: int = 0) -> tuple:
+    rng = random.Random(seed)
+    return tuple(rng.randint(lo, hi) for _ in range(n))
+
+
+GPU_CASES = [
+    Case("prefill 1x8192, D 8192", "fwd", 8192, lengths=(8192,)),
+    Case("prefill 16x1024, D 10240, half init", "fwd", 10240, lengths=(1024,) * 16, init_every=2),
+    Case("mixed 256 seqs of 1-64, D 8192", "fwd", 8192, lengths=_mixed_lengths(256, 1, 64)),
+    Case("small 4x128, D 5376", "fwd", 5376, lengths=(128,) * 4),
+    Case("update batch 1, D 8192", "update", 8192, batch=1),
+    Case("update batch 64, D 8192", "update", 8192, batch=64),
+    Case("update batch 256, D 8192", "update", 8192, batch=256),
+    Case("update batch 1024, D 8192", "update", 8192, batch=1024),
+]
+
+CPU_CASES = [
+    Case("prefill 1x2048, D 8192", "fwd", 8192, lengths=(2048,)),
+    Case("small 4x128, D 5376", "fwd", 5376, lengths=(128,) * 4),
+    Case("update batch 1, D 8192", "update", 8192, batch=1),
+    Case("update batch 256, D 8192", "update", 8192, batch=256),
+]
+
+
+def make_inputs(case: Case, device, state_dtype: Optional[torch.dtype] = None, seed: int = 0):
+    """Serving-engine layouts: channel-last x, conv states with stride(1) == 1, cache lines
+    in shuffled order."""
+    g = torch.Generator().manual_seed(seed)
+    state_dtype = state_dtype or case.dtype
+    d, hist = case.dim, case.width - 1
+
+    def randn(*shape, dtype):
+        return torch.randn(*shape, generator=g).to(device=device, dtype=dtype)
+
+    weight = randn(d, case.width, dtype=case.dtype)
+    bias = randn(d, dtype=case.dtype)
+    batch = len(case.lengths) if case.op == "fwd" else case.batch
+    states = randn(batch, hist, d, dtype=state_dtype).transpose(1, 2)
+    lines = torch.randperm(batch, generator=g).to(device)
+    if case.op == "fwd":
+        qsl = torch.tensor([0, *torch.tensor(case.lengths).cumsum(0).tolist()], dtype=torch.int32)
+        return dict(
+            x=randn(sum(case.lengths), d, dtype=case.dtype).t(),
+            weight=weight,
+            bias=bias,
+            conv_states=states,
+            query_start_loc=qsl.to(device),
+            cache_indices=lines,
+            has_initial_state=(torch.arange(batch) % case.init_every == 0).to(device),
+        )
+    return dict(
+        x=randn(case.batch, d, dtype=case.dtype),
+        conv_state=states,
+        weight=weight,
+        bias=bias,
+        activation="silu",
+        conv_state_indices=lines,
+    )
+
+
+def bytes_moved(case: Case, inputs) -> int:
+    """Bytes the op must move: x read, out written, states read (when used) and written."""
+    if case.op == "fwd":
+        x, states = inputs["x"], inputs["conv_states"]
+        tokens = 2 * x.numel() * x.element_size()
+        line = states.shape[1] * states.shape[2] * states.element_size()
+        reads = int(inputs["has_initial_state"].sum())
+        return tokens + (reads + len(case.lengths)) * line
+    x, state = inputs["x"], inputs["conv_state"]
+    line = state.shape[1] * state.shape[2] * state.element_size()
+    return 2 * x.numel() * x.element_size() + 2 * case.batch * line
+
+
+def implementations(case: Case, inputs) -> dict:
+    """name -> zero-argument callable, for this package and the plain-torch formulation."""
+    if case.op == "fwd":
+        return {
+            "ours": lambda: causal_conv1d_fn(**inputs),
+            "torch": lambda: baseline.causal_conv1d_fn_torch(**inputs),
+        }
+    return {
+        "ours": lambda: causal_conv1d_update(**inputs, out=inputs["x"]),
+        "torch": lambda: baseline.causal_conv1d_update_torch(**inputs),
+    }
+
+
+def copy_floor(nbytes: int, device) -> Callable[[], object]:
+    src = torch.empty(max(1, nbytes // 2), dtype=torch.uint8, device=device).random_()
+    dst = torch.empty_like(src)
+    return lambda: dst.copy_(src)
+
+
+def time_us(fn: Callable[[], object], device, threads: Optional[int] = None,
+            min_run_time: float = 0.5) -> float:
+    """Median time of one call in microseconds."""
+    if torch.device(device).type == "cuda":
+        return _time_cuda_us(fn, min_run_time)
+    from torch.utils.benchmark import Timer
+
+    timer = Timer("fn()", globals={"fn": fn}, num_threads=threads or torch.get_num_threads())
+    return timer.blocked_autorange(min_run_time=min_run_time).median * 1e6
+
+
+def _time_cuda_us(fn, min_run_time: float) -> float:
+    for _ in range(3):
+        fn()
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    fn()
+    end.record()
+    end.synchronize()
+    one = max(start.elapsed_time(end) / 1e3, 1e-6)
+    reps = max(20, min(2000, int(min_run_time / one)))
+    events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+              for _ in range(reps)]
+    for s, e in events:
+        s.record()
+        fn()
+        e.record()
+    torch.cuda.synchronize()
+    return statistics.median(s.elapsed_time(e) for s, e in events) * 1e3
+
+
+def machine(device) -> str:
+    """A one-line description of the device that runs the benchmark."""
+    if torch.device(device).type == "cuda":
+        return torch.cuda.get_device_name(device)
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{model}, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
