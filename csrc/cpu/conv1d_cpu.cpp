@@ -34,19 +34,28 @@ const CpuKernelSet& kernels() {
   return chosen;
 }
 
-struct WidenedWeights {
-  at::Tensor taps, bias;
-  CpuWeights view() const {
-    return {taps.data_ptr<float>(), bias.defined() ? bias.data_ptr<float>() : nullptr};
+// The filter as fp32 taps (width, dim) and bias (dim,): one pass over the
+// weights, cheaper than tensor ops for the small filters of decode.
+class WidenedWeights {
+ public:
+  WidenedWeights(const ConvParams& p) : taps_(p.width * p.dim), bias_(p.bias ? p.dim : 0) {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, p.weight_type, "widen", [&] {
+      const auto* w = static_cast<const scalar_t*>(p.weight);
+      for (int64_t k = 0; k < p.width; ++k)
+        for (int64_t c = 0; c < p.dim; ++c)
+          taps_[k * p.dim + c] = static_cast<float>(w[c * p.weight_dim_stride + k * p.weight_tap_stride]);
+    });
+    if (p.bias == nullptr) return;
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, p.bias_type, "widen", [&] {
+      const auto* b = static_cast<const scalar_t*>(p.bias);
+      for (int64_t c = 0; c < p.dim; ++c) bias_[c] = static_cast<float>(b[c * p.bias_stride]);
+    });
   }
-};
+  CpuWeights view() const { return {taps_.data(), bias_.empty() ? nullptr : bias_.data()}; }
 
-WidenedWeights widen(const at::Tensor& weight, const std::optional<at::Tensor>& bias) {
-  WidenedWeights w;
-  w.taps = weight.t().to(at::kFloat).contiguous();
-  if (bias.has_value()) w.bias = bias->to(at::kFloat).contiguous();
-  return w;
-}
+ private:
+  std::vector<float> taps_, bias_;
+};
 
 // Runs body(item) for items [0, n_items) whose total output is `elements`.
 template <typename F>
@@ -73,7 +82,7 @@ at::Tensor causal_conv1d_fwd_cpu(const at::Tensor& x, const at::Tensor& weight,
                                       cache_indices, has_initial_state, silu, pad_slot_id, out);
   if (p.batch == 0 || p.dim == 0 || p.num_tokens == 0) return out;
   const CpuKernelSet& k = kernels();
-  const WidenedWeights widened = widen(weight, bias);
+  const WidenedWeights widened(p);
   const CpuWeights w = widened.view();
   const FwdItemFn fn = k.fwd(p);
 
@@ -112,7 +121,7 @@ void causal_conv1d_update_cpu(const at::Tensor& x, const at::Tensor& conv_state,
                                             conv_state_indices, pad_slot_id, out);
   if (p.batch == 0 || p.dim == 0 || p.seqlen == 0) return;
   const CpuKernelSet& k = kernels();
-  const WidenedWeights widened = widen(weight, bias);
+  const WidenedWeights widened(p);
   const CpuWeights w = widened.view();
   const UpdateItemFn fn = k.update(p);
   const int64_t slabs = (p.dim + k.slab - 1) / k.slab;
