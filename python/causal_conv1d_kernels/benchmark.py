@@ -8,6 +8,7 @@ Every time is reported next to the copy floor: a device copy of half the bytes t
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import platform
 import random
@@ -129,6 +130,9 @@ def time_us(fn: Callable[[], object], device, threads: Optional[int] = None,
     """Median time of one call in microseconds."""
     if torch.device(device).type == "cuda":
         return _time_cuda_us(fn, min_run_time)
+    # torch.utils.benchmark imports cpp_extension, which warns when a CUDA build of torch
+    # finds no GPU: irrelevant for CPU timing.
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     from torch.utils.benchmark import Timer
 
     timer = Timer("fn()", globals={"fn": fn}, num_threads=threads or torch.get_num_threads())

@@ -1,0 +1,195 @@
+"""Times both ops over the shapes of SPEC section 4 against the copy floor, the plain-torch
+formulation and, where importable, the seed's Triton kernels and Dao-AILab's causal-conv1d.
+
+    python benchmarks/bench.py --device cpu            # CPU_CASES, all threads
+    python benchmarks/bench.py --device cuda           # GPU_CASES
+
+Writes <out-dir>/<name>.md, .json and .png (ratios to the copy of the same bytes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib
+import json
+import os
+import sys
+
+import torch
+
+from causal_conv1d_kernels import __version__, benchmark, cpu_isa, has_cuda_backend
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PEERS = os.path.join(HERE, "..", "..", "shared", "peers")
+
+
+def load_seed():
+    """The seed's Triton kernels: ../shared/peers beside the checkout, or an installed vLLM."""
+    sys.path.insert(0, os.path.abspath(PEERS))
+    for name in ("vllm_triton_seed", "vllm.model_executor.layers.mamba.ops.causal_conv1d"):
+        try:
+            return importlib.import_module(name)
+        except Exception:  # noqa: BLE001 (a missing or broken peer is skipped, not fatal)
+            continue
+    return None
+
+
+def load_dao():
+    try:
+        return importlib.import_module("causal_conv1d")
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def peer_implementations(case, inputs, seed, dao) -> dict:
+    """name -> callable for the peers that can run this case (fresh state copies, so that
+    their in-place updates never disturb our inputs)."""
+    impls = {}
+    if case.op == "fwd":
+        args = dict(inputs, conv_states=inputs["conv_states"].clone())
+        if seed is not None:
+            impls["seed triton"] = lambda: seed.causal_conv1d_fn(**args, activation="silu")
+        if dao is not None:
+            x = inputs["x"][None]
+            seq_idx = torch.repeat_interleave(
+                torch.arange(len(case.lengths), dtype=torch.int32, device=x.device),
+                torch.tensor(case.lengths, device=x.device),
+            )[None]
+            impls["dao"] = lambda: dao.causal_conv1d_fn(
+                x, inputs["weight"], inputs["bias"], seq_idx=seq_idx, activation="silu"
+            )
+    else:
+        args = dict(inputs, conv_state=inputs["conv_state"].clone())
+        if seed is not None:
+            impls["seed triton"] = lambda: seed.causal_conv1d_update(**args)
+        if dao is not None:
+            impls["dao"] = lambda: dao.causal_conv1d_update(**args)
+    return impls
+
+
+def run(device, cases, threads, min_run_time, with_peers=True):
+    seed = load_seed() if with_peers and device == "cuda" else None
+    dao = load_dao() if with_peers and device == "cuda" else None
+    ours_available = device == "cpu" or has_cuda_backend()
+    rows = []
+    for case in cases:
+        inputs = benchmark.make_inputs(case, device)
+        nbytes = benchmark.bytes_moved(case, inputs)
+        copy_fn = benchmark.copy_floor(nbytes, device)
+        impls = benchmark.implementations(case, inputs)
+        if not ours_available:
+            impls.pop("ours")
+        impls.update(peer_implementations(case, inputs, seed, dao))
+        row = {"case": case.name, "bytes": nbytes,
+               "copy_us": benchmark.time_us(copy_fn, device, threads, min_run_time)}
+        for name, fn in impls.items():
+            try:
+                row[f"{name}_us"] = benchmark.time_us(fn, device, threads, min_run_time)
+            except Exception as e:  # noqa: BLE001 (a peer that rejects a case is reported)
+                row[f"{name}_us"] = None
+                row[f"{name}_error"] = f"{type(e).__name__}: {str(e)[:120]}"
+        rows.append(row)
+        print(format_row(row), flush=True)
+    return rows
+
+
+def names(rows):
+    found = []
+    for row in rows:
+        for key in row:
+            if key.endswith("_us") and key != "copy_us" and key[:-3] not in found:
+                found.append(key[:-3])
+    return found
+
+
+def format_row(row) -> str:
+    parts = [f"{row['case']}: copy {row['copy_us']:.1f} us"]
+    for name in names([row]):
+        t = row.get(f"{name}_us")
+        parts.append(f"{name} " + ("n/a" if t is None else f"{t:.1f} us ({t / row['copy_us']:.2f}x)"))
+    return ", ".join(parts)
+
+
+def markdown(rows, header) -> str:
+    impls = names(rows)
+    lines = [header, "",
+             "| case | copy us | GB/s | " + " | ".join(f"{n} us (x copy)" for n in impls) + " |",
+             "|---|---|---|" + "---|" * len(impls)]
+    for row in rows:
+        cells = [row["case"], f"{row['copy_us']:.1f}", f"{row['bytes'] / row['copy_us'] / 1e3:.0f}"]
+        for name in impls:
+            t = row.get(f"{name}_us")
+            cells.append("n/a" if t is None else f"{t:.1f} ({t / row['copy_us']:.2f}x)")
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "x copy = time / time of a device copy moving the same bytes (x read + out "
+              "written + states read and written), measured in the same run. GB/s is the copy's."]
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows, title, path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    impls = names(rows)
+    fig, ax = plt.subplots(figsize=(10, 0.55 * len(rows) * max(1, len(impls)) + 1.5))
+    height = 0.8 / max(1, len(impls))
+    for j, name in enumerate(impls):
+        ys = [i + j * height for i in range(len(rows))]
+        xs = [(row.get(f"{name}_us") or 0) / row["copy_us"] for row in rows]
+        ax.barh(ys, xs, height=height, label=name)
+    ax.axvline(1.0, color="black", linewidth=1, linestyle="--", label="copy of the same bytes")
+    ax.set_yticks([i + 0.4 - height / 2 for i in range(len(rows))])
+    ax.set_yticklabels([row["case"] for row in rows])
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    ax.set_xlabel("time / copy time (lower is better, log scale)")
+    ax.set_title(title)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
+    parser.add_argument("--min-run-time", type=float, default=1.0, help="seconds per timing")
+    parser.add_argument("--cases", choices=["cpu", "gpu"], default=None,
+                        help="case list (default: by device)")
+    parser.add_argument("--name", default=None, help="output file stem (default: by machine)")
+    parser.add_argument("--out-dir", default=os.path.join(HERE, "results"))
+    parser.add_argument("--no-peers", action="store_true")
+    args = parser.parse_args(argv)
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    kind = args.cases or ("cpu" if args.device == "cpu" else "gpu")
+    cases = benchmark.CPU_CASES if kind == "cpu" else benchmark.GPU_CASES
+    machine = benchmark.machine(args.device)
+    isa = f", CPU kernels {cpu_isa()}" if args.device == "cpu" else ""
+    header = (f"## {args.device}: {machine}{isa}\n\ncausal_conv1d_kernels {__version__}, torch "
+              f"{torch.__version__}, {datetime.date.today()}; bf16, width 4, bias, SiLU; "
+              "median times")
+    print(header, flush=True)
+    rows = run(args.device, cases, args.threads, args.min_run_time, not args.no_peers)
+
+    os.makedirs(args.out_dir, exist_ok=True)
+    stem = args.name or f"{args.device}-{kind}"
+    base = os.path.join(args.out_dir, stem)
+    with open(base + ".md", "w") as f:
+        f.write(markdown(rows, header))
+    with open(base + ".json", "w") as f:
+        json.dump({"device": args.device, "machine": machine, "torch": torch.__version__,
+                   "version": __version__, "date": str(datetime.date.today()),
+                   "threads": torch.get_num_threads(), "rows": rows}, f, indent=1)
+    plot(rows, f"{args.device}: {machine}", base + ".png")
+    print(f"wrote {base}.md/.json/.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""What a user runs: the module's self-check, the ISA switch, the CMake build, the README."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def python(*args, env=None, cwd=None):
+    return subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, timeout=600,
+        env={**os.environ, **(env or {})}, cwd=cwd or ROOT,
+    )
+
+
+def test_main_module_runs_self_check_and_benchmark():
+    result = python("-m", "causal_conv1d_kernels", "--min-run-time", "0.02")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "self-check passed" in result.stdout
+    assert "prefill" in result.stdout and "update batch 256" in result.stdout
+    assert "FAILED" not in result.stdout
+
+
+def test_cpu_isa_can_be_forced():
+    code = "import causal_conv1d_kernels as c; print(c.cpu_isa())"
+    assert python("-c", code, env={"CAUSAL_CONV1D_CPU_ISA": "portable"}).stdout.strip() == "portable"
+    assert python("-c", code, env={"CAUSAL_CONV1D_CPU_ISA": "auto"}).stdout.strip() != ""
+
+
+def test_unsupported_cpu_isa_is_a_clear_error():
+    code = (
+        "import torch, causal_conv1d_kernels as c\n"
+        "x = torch.randn(4, 3); w = torch.randn(4, 4)\n"
+        "c.causal_conv1d_fn(x, w, None, None, torch.tensor([0, 3]))\n"
+    )
+    result = python("-c", code, env={"CAUSAL_CONV1D_CPU_ISA": "avx9000"})
+    assert result.returncode != 0
+    assert "CAUSAL_CONV1D_CPU_ISA=avx9000" in result.stderr and "portable" in result.stderr
+
+
+@pytest.mark.skipif(shutil.which("cmake") is None, reason="needs cmake")
+def test_cmake_build_registers_the_ops(tmp_path):
+    build = tmp_path / "build"
+    configure = subprocess.run(
+        ["cmake", "-S", ROOT, "-B", str(build), f"-DPython3_EXECUTABLE={sys.executable}"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert configure.returncode == 0, configure.stdout + configure.stderr
+    compiled = subprocess.run(
+        ["cmake", "--build", str(build), "-j", str(os.cpu_count() or 1)],
+        capture_output=True, text=True, timeout=1200,
+    )
+    assert compiled.returncode == 0, compiled.stdout[-4000:] + compiled.stderr[-4000:]
+    library = build / "libcausal_conv1d_kernels.so"
+    code = (
+        "import torch\n"
+        f"torch.ops.load_library({str(library)!r})\n"
+        "x = torch.randn(6, 5); w = torch.randn(6, 3)\n"
+        "out = torch.ops.causal_conv1d.causal_conv1d_fwd(x, w, None, None, torch.tensor([0, 5]),"
+        " None, None, False, -1)\n"
+        "expected = torch.nn.functional.conv1d(torch.nn.functional.pad(x, (2, 0))[None],"
+        " w[:, None], groups=6)[0]\n"
+        "torch.testing.assert_close(out, expected)\n"
+        "print('ok')\n"
+    )
+    result = python("-c", code, cwd=str(tmp_path))
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
+
+
+def test_readme_test_command_is_what_ci_runs():
+    with open(os.path.join(ROOT, "README.md")) as f:
+        readme = f.read()
+    with open(os.path.join(ROOT, ".ci", "run")) as f:
+        ci = f.read()
+    command = next(line for line in ci.splitlines() if line.startswith("python3 -m venv"))
+    assert command in readme, "the README's test command and .ci/run differ"
+    assert "pytest" in command
+
+
+def test_version_matches_distribution():
+    import importlib.metadata
+
+    import causal_conv1d_kernels
+
+    assert importlib.metadata.version("causal-conv1d-kernels") == causal_conv1d_kernels.__version__
+    assert torch.ops.causal_conv1d.cpu_isa() == causal_conv1d_kernels.cpu_isa()
