@@ -24,9 +24,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 PEERS = os.path.join(HERE, "..", "..", "shared", "peers")
 
 
-def load_seed():
-    """The seed's Triton kernels: ../shared/peers beside the checkout, or an installed vLLM."""
-    sys.path.insert(0, os.path.abspath(PEERS))
+def load_seed(peers_dir):
+    """The seed's Triton kernels: from peers_dir (../shared/peers beside the checkout by
+    default), or an installed vLLM."""
+    sys.path.insert(0, os.path.abspath(peers_dir))
     for name in ("vllm_triton_seed", "vllm.model_executor.layers.mamba.ops.causal_conv1d"):
         try:
             return importlib.import_module(name)
@@ -68,9 +69,10 @@ def peer_implementations(case, inputs, seed, dao) -> dict:
     return impls
 
 
-def run(device, cases, threads, min_run_time, with_peers=True):
-    seed = load_seed() if with_peers and device == "cuda" else None
-    dao = load_dao() if with_peers and device == "cuda" else None
+def run(device, cases, threads, min_run_time, peers_dir=None):
+    with_peers = peers_dir is not None and device == "cuda"
+    seed = load_seed(peers_dir) if with_peers else None
+    dao = load_dao() if with_peers else None
     ours_available = device == "cpu" or has_cuda_backend()
     rows = []
     for case in cases:
@@ -162,6 +164,7 @@ def main(argv=None) -> int:
                         help="case list (default: by device)")
     parser.add_argument("--name", default=None, help="output file stem (default: by machine)")
     parser.add_argument("--out-dir", default=os.path.join(HERE, "results"))
+    parser.add_argument("--peers-dir", default=PEERS, help="folder holding vllm_triton_seed.py")
     parser.add_argument("--no-peers", action="store_true")
     args = parser.parse_args(argv)
 
@@ -175,7 +178,8 @@ def main(argv=None) -> int:
               f"{torch.__version__}, {datetime.date.today()}; bf16, width 4, bias, SiLU; "
               "median times")
     print(header, flush=True)
-    rows = run(args.device, cases, args.threads, args.min_run_time, not args.no_peers)
+    peers_dir = None if args.no_peers else args.peers_dir
+    rows = run(args.device, cases, args.threads, args.min_run_time, peers_dir)
 
     os.makedirs(args.out_dir, exist_ok=True)
     stem = args.name or f"{args.device}-{kind}"
