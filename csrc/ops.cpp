@@ -9,6 +9,17 @@
 namespace causal_conv1d {
 namespace {
 
+// Integers reach error messages as strings formatted here, never through
+// iostreams: with some installs (seen with the torch 2.11 wheel and GCC 13.3)
+// an extension that streams an integer into c10::str crashes.
+std::string num(int64_t v) { return std::to_string(v); }
+
+std::string dims(at::IntArrayRef sizes) {
+  std::string s = "(";
+  for (size_t i = 0; i < sizes.size(); ++i) s += (i == 0 ? "" : ", ") + std::to_string(sizes[i]);
+  return s + (sizes.size() == 1 ? ",)" : ")");
+}
+
 bool is_float_type(c10::ScalarType t) {
   return t == at::kFloat || t == at::kHalf || t == at::kBFloat16;
 }
@@ -31,8 +42,8 @@ IndexVec index_vec(const char* op, const char* name, const at::Tensor& t, int64_
   check_device(op, name, t, x);
   TORCH_CHECK(is_index_type(t.scalar_type()), op, ": ", name, " must be int32 or int64, got ",
               t.scalar_type());
-  TORCH_CHECK(t.dim() == 1 && t.size(0) == size, op, ": ", name, " must have shape (", size,
-              ",), got ", t.sizes());
+  TORCH_CHECK(t.dim() == 1 && t.size(0) == size, op, ": ", name, " must have shape (", num(size),
+              ",), got ", dims(t.sizes()));
   IndexVec v;
   v.data = t.data_ptr();
   v.stride = t.stride(0);
@@ -49,10 +60,10 @@ void fill_conv_params(ConvParams& p, const char* op, const at::Tensor& x, int64_
   check_float(op, "weight", weight);
   check_device(op, "weight", weight, x);
   TORCH_CHECK(weight.dim() == 2 && weight.size(0) == dim, op, ": weight must have shape (dim=",
-              dim, ", width), got ", weight.sizes());
+              num(dim), ", width), got ", dims(weight.sizes()));
   const int64_t width = weight.size(1);
-  TORCH_CHECK(width >= 2 && width <= kMaxWidth, op, ": weight width must be in [2, ", kMaxWidth,
-              "], got ", width);
+  TORCH_CHECK(width >= 2 && width <= kMaxWidth, op, ": weight width must be in [2, ",
+              num(kMaxWidth), "], got ", num(width));
   p.dim = dim;
   p.width = width;
   p.silu = silu;
@@ -66,8 +77,8 @@ void fill_conv_params(ConvParams& p, const char* op, const at::Tensor& x, int64_
   if (bias.has_value()) {
     check_float(op, "bias", *bias);
     check_device(op, "bias", *bias, x);
-    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == dim, op, ": bias must have shape (dim=", dim,
-                ",), got ", bias->sizes());
+    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == dim, op, ": bias must have shape (dim=",
+                num(dim), ",), got ", dims(bias->sizes()));
     p.bias = bias->data_ptr();
     p.bias_type = bias->scalar_type();
     p.bias_stride = bias->stride(0);
@@ -78,8 +89,8 @@ void fill_conv_params(ConvParams& p, const char* op, const at::Tensor& x, int64_
     check_float(op, states_name, s);
     check_device(op, states_name, s, x);
     TORCH_CHECK(s.dim() == 3 && s.size(1) == dim && s.size(2) >= width - 1, op, ": ",
-                states_name, " must have shape (num_cache_lines, dim=", dim,
-                ", state_len >= width-1=", width - 1, "), got ", s.sizes());
+                states_name, " must have shape (num_cache_lines, dim=", num(dim),
+                ", state_len >= width-1=", num(width - 1), "), got ", dims(s.sizes()));
     p.states = s.data_ptr();
     p.state_type = s.scalar_type();
     p.num_cache_lines = s.size(0);
@@ -106,7 +117,7 @@ FwdParams make_fwd_params(const at::Tensor& x, const at::Tensor& weight,
                           const std::optional<at::Tensor>& has_initial_state, bool silu,
                           int64_t pad_slot_id, const at::Tensor& out) {
   constexpr const char* op = "causal_conv1d_fwd";
-  TORCH_CHECK(x.dim() == 2, op, ": x must have shape (dim, num_tokens), got ", x.sizes());
+  TORCH_CHECK(x.dim() == 2, op, ": x must have shape (dim, num_tokens), got ", dims(x.sizes()));
   TORCH_CHECK(out.sizes() == x.sizes() && out.scalar_type() == x.scalar_type() &&
                   out.device() == x.device(),
               op, ": out must match x");
@@ -123,7 +134,8 @@ FwdParams make_fwd_params(const at::Tensor& x, const at::Tensor& weight,
   p.out_tok_stride = out.stride(1);
 
   TORCH_CHECK(query_start_loc.dim() == 1 && query_start_loc.size(0) >= 1, op,
-              ": query_start_loc must have shape (batch + 1,), got ", query_start_loc.sizes());
+              ": query_start_loc must have shape (batch + 1,), got ",
+              dims(query_start_loc.sizes()));
   p.batch = query_start_loc.size(0) - 1;
   p.query_start_loc = index_vec(op, "query_start_loc", query_start_loc, p.batch + 1, x);
   if (cache_indices.has_value()) {
@@ -137,7 +149,8 @@ FwdParams make_fwd_params(const at::Tensor& x, const at::Tensor& weight,
     TORCH_CHECK(h.scalar_type() == at::kBool, op, ": has_initial_state must be bool, got ",
                 h.scalar_type());
     TORCH_CHECK(h.dim() == 1 && h.size(0) == p.batch, op,
-                ": has_initial_state must have shape (", p.batch, ",), got ", h.sizes());
+                ": has_initial_state must have shape (", num(p.batch), ",), got ",
+                dims(h.sizes()));
     p.has_initial_state = h.data_ptr<bool>();
     p.has_initial_state_stride = h.stride(0);
   }
@@ -151,11 +164,12 @@ UpdateParams make_update_params(const at::Tensor& x_in, const at::Tensor& conv_s
                                 int64_t pad_slot_id, const at::Tensor& out_in) {
   constexpr const char* op = "causal_conv1d_update";
   TORCH_CHECK(x_in.dim() == 2 || x_in.dim() == 3, op,
-              ": x must have shape (batch, dim) or (batch, dim, seqlen), got ", x_in.sizes());
+              ": x must have shape (batch, dim) or (batch, dim, seqlen), got ",
+              dims(x_in.sizes()));
   TORCH_CHECK(out_in.sizes() == x_in.sizes() && out_in.scalar_type() == x_in.scalar_type() &&
                   out_in.device() == x_in.device(),
-              op, ": out must have x's shape ", x_in.sizes(), " and dtype ", x_in.scalar_type(),
-              ", got ", out_in.sizes(), " ", out_in.scalar_type());
+              op, ": out must have x's shape ", dims(x_in.sizes()), " and dtype ",
+              x_in.scalar_type(), ", got ", dims(out_in.sizes()), " ", out_in.scalar_type());
   const at::Tensor x = x_in.dim() == 2 ? x_in.unsqueeze(-1) : x_in;
   const at::Tensor out = out_in.dim() == 2 ? out_in.unsqueeze(-1) : out_in;
 
@@ -180,8 +194,8 @@ UpdateParams make_update_params(const at::Tensor& x_in, const at::Tensor& conv_s
     p.state_indices = index_vec(op, "conv_state_indices", *conv_state_indices, p.batch, x);
   } else {
     TORCH_CHECK(p.num_cache_lines >= p.batch, op,
-                ": without conv_state_indices, conv_state needs a line per row (>= ", p.batch,
-                "), got ", p.num_cache_lines);
+                ": without conv_state_indices, conv_state needs a line per row (>= ",
+                num(p.batch), "), got ", num(p.num_cache_lines));
   }
   return p;
 }
