@@ -17,7 +17,6 @@ import os
 import sys
 
 import torch
-
 from causal_conv1d_kernels import __version__, benchmark, cpu_isa, has_cuda_backend
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -83,8 +82,11 @@ def run(device, cases, threads, min_run_time, peers_dir=None):
         if not ours_available:
             impls.pop("ours")
         impls.update(peer_implementations(case, inputs, seed, dao))
-        row = {"case": case.name, "bytes": nbytes,
-               "copy_us": benchmark.time_us(copy_fn, device, threads, min_run_time)}
+        row = {
+            "case": case.name,
+            "bytes": nbytes,
+            "copy_us": benchmark.time_us(copy_fn, device, threads, min_run_time),
+        }
         for name, fn in impls.items():
             try:
                 row[f"{name}_us"] = benchmark.time_us(fn, device, threads, min_run_time)
@@ -109,23 +111,31 @@ def format_row(row) -> str:
     parts = [f"{row['case']}: copy {row['copy_us']:.1f} us"]
     for name in names([row]):
         t = row.get(f"{name}_us")
-        parts.append(f"{name} " + ("n/a" if t is None else f"{t:.1f} us ({t / row['copy_us']:.2f}x)"))
+        parts.append(
+            f"{name} " + ("n/a" if t is None else f"{t:.1f} us ({t / row['copy_us']:.2f}x)")
+        )
     return ", ".join(parts)
 
 
 def markdown(rows, header) -> str:
     impls = names(rows)
-    lines = [header, "",
-             "| case | copy us | GB/s | " + " | ".join(f"{n} us (x copy)" for n in impls) + " |",
-             "|---|---|---|" + "---|" * len(impls)]
+    lines = [
+        header,
+        "",
+        "| case | copy us | GB/s | " + " | ".join(f"{n} us (x copy)" for n in impls) + " |",
+        "|---|---|---|" + "---|" * len(impls),
+    ]
     for row in rows:
         cells = [row["case"], f"{row['copy_us']:.1f}", f"{row['bytes'] / row['copy_us'] / 1e3:.0f}"]
         for name in impls:
             t = row.get(f"{name}_us")
             cells.append("n/a" if t is None else f"{t:.1f} ({t / row['copy_us']:.2f}x)")
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "x copy = time / time of a device copy moving the same bytes (x read + out "
-              "written + states read and written), measured in the same run. GB/s is the copy's."]
+    lines += [
+        "",
+        "x copy = time / time of a device copy moving the same bytes (x read + out "
+        "written + states read and written), measured in the same run. GB/s is the copy's.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -155,13 +165,15 @@ def plot(rows, title, path) -> None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
     parser.add_argument("--min-run-time", type=float, default=1.0, help="seconds per timing")
-    parser.add_argument("--cases", choices=["cpu", "gpu"], default=None,
-                        help="case list (default: by device)")
+    parser.add_argument(
+        "--cases", choices=["cpu", "gpu"], default=None, help="case list (default: by device)"
+    )
     parser.add_argument("--name", default=None, help="output file stem (default: by machine)")
     parser.add_argument("--out-dir", default=os.path.join(HERE, "results"))
     parser.add_argument("--peers-dir", default=PEERS, help="folder holding vllm_triton_seed.py")
@@ -174,9 +186,11 @@ def main(argv=None) -> int:
     cases = benchmark.CPU_CASES if kind == "cpu" else benchmark.GPU_CASES
     machine = benchmark.machine(args.device)
     isa = f", CPU kernels {cpu_isa()}" if args.device == "cpu" else ""
-    header = (f"## {args.device}: {machine}{isa}\n\ncausal_conv1d_kernels {__version__}, torch "
-              f"{torch.__version__}, {datetime.date.today()}; bf16, width 4, bias, SiLU; "
-              "median times")
+    header = (
+        f"## {args.device}: {machine}{isa}\n\ncausal_conv1d_kernels {__version__}, torch "
+        f"{torch.__version__}, {datetime.date.today()}; bf16, width 4, bias, SiLU; "
+        "median times"
+    )
     print(header, flush=True)
     peers_dir = None if args.no_peers else args.peers_dir
     rows = run(args.device, cases, args.threads, args.min_run_time, peers_dir)
@@ -187,9 +201,19 @@ def main(argv=None) -> int:
     with open(base + ".md", "w") as f:
         f.write(markdown(rows, header))
     with open(base + ".json", "w") as f:
-        json.dump({"device": args.device, "machine": machine, "torch": torch.__version__,
-                   "version": __version__, "date": str(datetime.date.today()),
-                   "threads": torch.get_num_threads(), "rows": rows}, f, indent=1)
+        json.dump(
+            {
+                "device": args.device,
+                "machine": machine,
+                "torch": torch.__version__,
+                "version": __version__,
+                "date": str(datetime.date.today()),
+                "threads": torch.get_num_threads(),
+                "rows": rows,
+            },
+            f,
+            indent=1,
+        )
     plot(rows, f"{args.device}: {machine}", base + ".png")
     print(f"wrote {base}.md/.json/.png")
     return 0

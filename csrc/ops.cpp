@@ -59,8 +59,8 @@ void fill_conv_params(ConvParams& p, const char* op, const at::Tensor& x, int64_
   check_float(op, "x", x);
   check_float(op, "weight", weight);
   check_device(op, "weight", weight, x);
-  TORCH_CHECK(weight.dim() == 2 && weight.size(0) == dim, op, ": weight must have shape (dim=",
-              num(dim), ", width), got ", dims(weight.sizes()));
+  TORCH_CHECK(weight.dim() == 2 && weight.size(0) == dim, op,
+              ": weight must have shape (dim=", num(dim), ", width), got ", dims(weight.sizes()));
   const int64_t width = weight.size(1);
   TORCH_CHECK(width >= 2 && width <= kMaxWidth, op, ": weight width must be in [2, ",
               num(kMaxWidth), "], got ", num(width));
@@ -77,8 +77,8 @@ void fill_conv_params(ConvParams& p, const char* op, const at::Tensor& x, int64_
   if (bias.has_value()) {
     check_float(op, "bias", *bias);
     check_device(op, "bias", *bias, x);
-    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == dim, op, ": bias must have shape (dim=",
-                num(dim), ",), got ", dims(bias->sizes()));
+    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == dim, op,
+                ": bias must have shape (dim=", num(dim), ",), got ", dims(bias->sizes()));
     p.bias = bias->data_ptr();
     p.bias_type = bias->scalar_type();
     p.bias_stride = bias->stride(0);
@@ -88,8 +88,8 @@ void fill_conv_params(ConvParams& p, const char* op, const at::Tensor& x, int64_
     const at::Tensor& s = *states;
     check_float(op, states_name, s);
     check_device(op, states_name, s, x);
-    TORCH_CHECK(s.dim() == 3 && s.size(1) == dim && s.size(2) >= width - 1, op, ": ",
-                states_name, " must have shape (num_cache_lines, dim=", num(dim),
+    TORCH_CHECK(s.dim() == 3 && s.size(1) == dim && s.size(2) >= width - 1, op, ": ", states_name,
+                " must have shape (num_cache_lines, dim=", num(dim),
                 ", state_len >= width-1=", num(width - 1), "), got ", dims(s.sizes()));
     p.states = s.data_ptr();
     p.state_type = s.scalar_type();
@@ -148,9 +148,8 @@ FwdParams make_fwd_params(const at::Tensor& x, const at::Tensor& weight,
     check_device(op, "has_initial_state", h, x);
     TORCH_CHECK(h.scalar_type() == at::kBool, op, ": has_initial_state must be bool, got ",
                 h.scalar_type());
-    TORCH_CHECK(h.dim() == 1 && h.size(0) == p.batch, op,
-                ": has_initial_state must have shape (", num(p.batch), ",), got ",
-                dims(h.sizes()));
+    TORCH_CHECK(h.dim() == 1 && h.size(0) == p.batch, op, ": has_initial_state must have shape (",
+                num(p.batch), ",), got ", dims(h.sizes()));
     p.has_initial_state = h.data_ptr<bool>();
     p.has_initial_state_stride = h.stride(0);
   }
@@ -164,8 +163,7 @@ UpdateParams make_update_params(const at::Tensor& x_in, const at::Tensor& conv_s
                                 int64_t pad_slot_id, const at::Tensor& out_in) {
   constexpr const char* op = "causal_conv1d_update";
   TORCH_CHECK(x_in.dim() == 2 || x_in.dim() == 3, op,
-              ": x must have shape (batch, dim) or (batch, dim, seqlen), got ",
-              dims(x_in.sizes()));
+              ": x must have shape (batch, dim) or (batch, dim, seqlen), got ", dims(x_in.sizes()));
   TORCH_CHECK(out_in.sizes() == x_in.sizes() && out_in.scalar_type() == x_in.scalar_type() &&
                   out_in.device() == x_in.device(),
               op, ": out must have x's shape ", dims(x_in.sizes()), " and dtype ",
@@ -174,8 +172,7 @@ UpdateParams make_update_params(const at::Tensor& x_in, const at::Tensor& conv_s
   const at::Tensor out = out_in.dim() == 2 ? out_in.unsqueeze(-1) : out_in;
 
   UpdateParams p;
-  fill_conv_params(p, op, x, x.size(1), weight, bias, &conv_state, "conv_state", silu,
-                   pad_slot_id);
+  fill_conv_params(p, op, x, x.size(1), weight, bias, &conv_state, "conv_state", silu, pad_slot_id);
   p.x = x.data_ptr();
   p.batch = x.size(0);
   p.seqlen = x.size(2);
@@ -194,8 +191,8 @@ UpdateParams make_update_params(const at::Tensor& x_in, const at::Tensor& conv_s
     p.state_indices = index_vec(op, "conv_state_indices", *conv_state_indices, p.batch, x);
   } else {
     TORCH_CHECK(p.num_cache_lines >= p.batch, op,
-                ": without conv_state_indices, conv_state needs a line per row (>= ",
-                num(p.batch), "), got ", num(p.num_cache_lines));
+                ": without conv_state_indices, conv_state needs a line per row (>= ", num(p.batch),
+                "), got ", num(p.num_cache_lines));
   }
   return p;
 }

@@ -62,8 +62,8 @@ struct FwdParams : ConvParams {
   int64_t out_dim_stride = 0, out_tok_stride = 0;
 
   int64_t batch = 0;
-  IndexVec query_start_loc;  // (batch + 1,)
-  IndexVec cache_indices;    // (batch,) or absent: sequence i uses line i
+  IndexVec query_start_loc;                 // (batch + 1,)
+  IndexVec cache_indices;                   // (batch,) or absent: sequence i uses line i
   const bool* has_initial_state = nullptr;  // (batch,) or null: all false
   int64_t has_initial_state_stride = 0;
 

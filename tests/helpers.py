@@ -6,7 +6,6 @@ import itertools
 
 import pytest
 import torch
-
 from causal_conv1d_kernels import PAD_SLOT_ID, has_cuda_backend
 
 F32, F16, BF16 = torch.float32, torch.float16, torch.bfloat16

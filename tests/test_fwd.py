@@ -2,10 +2,9 @@
 
 import pytest
 import torch
-from helpers import BF16, DTYPE_MIXES, F16, F32, WIDTHS, assert_close, devices, fwd_case, mix_id
-
 from causal_conv1d_kernels import causal_conv1d_fn
 from causal_conv1d_kernels.reference import causal_conv1d_fn_ref
+from helpers import BF16, DTYPE_MIXES, F16, F32, WIDTHS, assert_close, devices, fwd_case, mix_id
 
 
 def run_and_check(kwargs, pads, activation="silu"):
@@ -21,7 +20,9 @@ def run_and_check(kwargs, pads, activation="silu"):
     assert_close(out, expected_out)
     qsl = kwargs["query_start_loc"].tolist()
     for i in pads:
-        assert torch.equal(out[:, qsl[i] : qsl[i + 1]], torch.zeros_like(out[:, qsl[i] : qsl[i + 1]]))
+        assert torch.equal(
+            out[:, qsl[i] : qsl[i + 1]], torch.zeros_like(out[:, qsl[i] : qsl[i + 1]])
+        )
     if states is not None:
         assert torch.equal(states, expected_states), "states must match the reference bit-exactly"
         used = {int(v) for v in kwargs["cache_indices"].tolist()}
@@ -62,7 +63,9 @@ def test_activation_and_bias(device, activation, bias):
 @pytest.mark.parametrize("index_dtype", [torch.int32, torch.int64])
 @pytest.mark.parametrize("width", [2, 4, 7])
 def test_without_cache(device, index_dtype, width):
-    kwargs, pads = fwd_case(width, (F16, F32, F32), device, with_cache=False, index_dtype=index_dtype)
+    kwargs, pads = fwd_case(
+        width, (F16, F32, F32), device, with_cache=False, index_dtype=index_dtype
+    )
     run_and_check(kwargs, pads)
 
 
@@ -124,7 +127,9 @@ def test_empty_inputs(device):
 @pytest.mark.parametrize("device", devices())
 def test_many_sequences_parallel_split(device):
     """Enough work to split over threads: many sequences and channel blocks."""
-    lengths = [int(v) for v in torch.randint(0, 40, (150,), generator=torch.Generator().manual_seed(3))]
+    lengths = [
+        int(v) for v in torch.randint(0, 40, (150,), generator=torch.Generator().manual_seed(3))
+    ]
     kwargs, pads = fwd_case(4, (BF16, BF16, F32), device, lengths=lengths, dim=300, num_lines=200)
     run_and_check(kwargs, pads)
 
@@ -147,4 +152,3 @@ def test_custom_pad_slot_id(device):
     out = causal_conv1d_fn(**kwargs)
     assert_close(out, expected_out)
     assert torch.equal(kwargs["conv_states"], expected_states)
-

@@ -1,11 +1,10 @@
 """Op registration: schemas, fake kernels (opcheck) and torch.compile(fullgraph=True)."""
 
+import causal_conv1d_kernels as ck
 import pytest
 import torch
-from helpers import BF16, F16, F32, assert_close, devices, fwd_case, update_case
-
-import causal_conv1d_kernels as ck
 from causal_conv1d_kernels.ops import _silu
+from helpers import BF16, F16, F32, assert_close, devices, fwd_case, update_case
 
 
 def fwd_op_args(kwargs, activation="silu"):
@@ -99,7 +98,10 @@ def test_torch_compile_fullgraph(device, backend):
     token = torch.randn(batch, kwargs["x"].shape[0], device=device)
     model = PrefillThenDecode(kwargs["weight"], kwargs["bias"])
     args = (
-        kwargs["x"], kwargs["conv_states"], kwargs["query_start_loc"], kwargs["cache_indices"],
+        kwargs["x"],
+        kwargs["conv_states"],
+        kwargs["query_start_loc"],
+        kwargs["cache_indices"],
         kwargs["has_initial_state"],
     )
 

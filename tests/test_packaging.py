@@ -13,8 +13,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def python(*args, env=None, cwd=None):
     return subprocess.run(
-        [sys.executable, *args], capture_output=True, text=True, timeout=600,
-        env={**os.environ, **(env or {})}, cwd=cwd or ROOT,
+        [sys.executable, *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, **(env or {})},
+        cwd=cwd or ROOT,
     )
 
 
@@ -28,7 +32,9 @@ def test_main_module_runs_self_check_and_benchmark():
 
 def test_cpu_isa_can_be_forced():
     code = "import causal_conv1d_kernels as c; print(c.cpu_isa())"
-    assert python("-c", code, env={"CAUSAL_CONV1D_CPU_ISA": "portable"}).stdout.strip() == "portable"
+    assert (
+        python("-c", code, env={"CAUSAL_CONV1D_CPU_ISA": "portable"}).stdout.strip() == "portable"
+    )
     assert python("-c", code, env={"CAUSAL_CONV1D_CPU_ISA": "auto"}).stdout.strip() != ""
 
 
@@ -48,12 +54,16 @@ def test_cmake_build_registers_the_ops(tmp_path):
     build = tmp_path / "build"
     configure = subprocess.run(
         ["cmake", "-S", ROOT, "-B", str(build), f"-DPython3_EXECUTABLE={sys.executable}"],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert configure.returncode == 0, configure.stdout + configure.stderr
     compiled = subprocess.run(
         ["cmake", "--build", str(build), "-j", str(os.cpu_count() or 1)],
-        capture_output=True, text=True, timeout=1200,
+        capture_output=True,
+        text=True,
+        timeout=1200,
     )
     assert compiled.returncode == 0, compiled.stdout[-4000:] + compiled.stderr[-4000:]
     library = build / "libcausal_conv1d_kernels.so"

@@ -2,10 +2,9 @@
 
 import pytest
 import torch
-from helpers import BF16, DTYPE_MIXES, F16, F32, WIDTHS, assert_close, devices, mix_id, update_case
-
 from causal_conv1d_kernels import causal_conv1d_update
 from causal_conv1d_kernels.reference import causal_conv1d_update_ref
+from helpers import BF16, DTYPE_MIXES, F16, F32, WIDTHS, assert_close, devices, mix_id, update_case
 
 
 def run_and_check(kwargs, pads, inplace=False):
@@ -55,7 +54,11 @@ def test_more_tokens_than_state(device, width, circular, extra_state):
     """seqlen > state_len: only the newest tokens survive (ring: later tokens overwrite)."""
     state_len = width - 1 + extra_state
     kwargs, pads = update_case(
-        width, (BF16, BF16, F32), device, seqlen=state_len + 3, circular=circular,
+        width,
+        (BF16, BF16, F32),
+        device,
+        seqlen=state_len + 3,
+        circular=circular,
         extra_state=extra_state,
     )
     run_and_check(kwargs, pads)
@@ -66,8 +69,14 @@ def test_more_tokens_than_state(device, width, circular, extra_state):
 @pytest.mark.parametrize("state_layout", ["contiguous", "channel_last", "strided"])
 def test_layouts(device, x_layout, state_layout):
     kwargs, pads = update_case(
-        4, (F16, F16, F16), device, seqlen=4, x_layout=x_layout, state_layout=state_layout,
-        extra_state=1, circular=x_layout == "padded",
+        4,
+        (F16, F16, F16),
+        device,
+        seqlen=4,
+        x_layout=x_layout,
+        state_layout=state_layout,
+        extra_state=1,
+        circular=x_layout == "padded",
     )
     run_and_check(kwargs, pads)
 
@@ -79,7 +88,12 @@ def test_layouts(device, x_layout, state_layout):
 def test_in_place(device, seqlen, squeeze, circular, x_layout):
     """out=x: every output token is computed from the original x, and the state too."""
     kwargs, pads = update_case(
-        4, (BF16, BF16, BF16), device, seqlen=seqlen, squeeze=squeeze, circular=circular,
+        4,
+        (BF16, BF16, BF16),
+        device,
+        seqlen=seqlen,
+        squeeze=squeeze,
+        circular=circular,
         x_layout=x_layout,
     )
     run_and_check(kwargs, pads, inplace=True)
@@ -118,7 +132,9 @@ def test_activation_and_bias(device, activation, bias):
 @pytest.mark.parametrize("device", devices())
 @pytest.mark.parametrize("index_dtype", [torch.int32, torch.int64])
 def test_index_dtypes(device, index_dtype):
-    kwargs, pads = update_case(4, (BF16, BF16, BF16), device, circular=True, index_dtype=index_dtype)
+    kwargs, pads = update_case(
+        4, (BF16, BF16, BF16), device, circular=True, index_dtype=index_dtype
+    )
     run_and_check(kwargs, pads)
 
 
@@ -142,9 +158,8 @@ def test_empty_batch(device):
 @pytest.mark.parametrize("device", devices())
 def test_decode_continues_prefill(device):
     """A prefill followed by single-token decodes equals one prefill over all tokens."""
-    from helpers import cumulative
-
     from causal_conv1d_kernels import causal_conv1d_fn
+    from helpers import cumulative
 
     torch.manual_seed(1)
     dim, width, steps = 64, 4, 5

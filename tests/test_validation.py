@@ -3,9 +3,8 @@ before any cache is modified."""
 
 import pytest
 import torch
-from helpers import F32, fwd_case, update_case
-
 from causal_conv1d_kernels import causal_conv1d_fn, causal_conv1d_update
+from helpers import F32, fwd_case, update_case
 
 
 def fwd_kwargs():
@@ -42,30 +41,125 @@ FWD_ERRORS = [
     ("width-9", lambda k: k.update(weight=torch.randn(80, 9)), ValueError, ["width", "9"]),
     ("width-1", lambda k: k.update(weight=torch.randn(80, 1)), ValueError, ["width", "1"]),
     ("weight-int", lambda k: k.update(weight=k["weight"].long()), TypeError, ["weight", "int64"]),
-    ("weight-device", lambda k: k.update(weight=meta_like(k["weight"])), ValueError, ["weight", "device"]),
+    (
+        "weight-device",
+        lambda k: k.update(weight=meta_like(k["weight"])),
+        ValueError,
+        ["weight", "device"],
+    ),
     ("bias-shape", lambda k: k.update(bias=torch.randn(81)), ValueError, ["bias", "(80,)"]),
-    ("bias-dtype", lambda k: k.update(bias=torch.randn(80).double()), TypeError, ["bias", "float64"]),
-    ("states-short", lambda k: k.update(conv_states=torch.randn(6, 80, 2)), ValueError, ["conv_states", "state_len >= 3"]),
-    ("states-dim", lambda k: k.update(conv_states=torch.randn(6, 79, 3)), ValueError, ["conv_states", "dim=80"]),
-    ("states-dtype", lambda k: k.update(conv_states=torch.randn(6, 80, 3).double()), TypeError, ["conv_states"]),
-    ("states-device", lambda k: k.update(conv_states=meta_like(k["conv_states"])), ValueError, ["conv_states", "device"]),
-    ("qsl-float", lambda k: k.update(query_start_loc=k["query_start_loc"].float()), TypeError, ["query_start_loc", "int32 or int64"]),
-    ("qsl-2d", lambda k: k.update(query_start_loc=k["query_start_loc"][None]), ValueError, ["query_start_loc", "(batch + 1,)"]),
-    ("qsl-empty", lambda k: k.update(query_start_loc=k["query_start_loc"][:0]), ValueError, ["query_start_loc"]),
-    ("indices-size", lambda k: k.update(cache_indices=k["cache_indices"][:2]), ValueError, ["cache_indices", "(4,)"]),
-    ("indices-float", lambda k: k.update(cache_indices=k["cache_indices"].float()), TypeError, ["cache_indices", "int32 or int64"]),
-    ("indices-bool", lambda k: k.update(cache_indices=k["cache_indices"] > 0), TypeError, ["cache_indices", "bool"]),
-    ("init-int", lambda k: k.update(has_initial_state=k["has_initial_state"].int()), TypeError, ["has_initial_state", "bool"]),
-    ("init-size", lambda k: k.update(has_initial_state=k["has_initial_state"][:3]), ValueError, ["has_initial_state", "(4,)"]),
-    ("init-without-cache", lambda k: k.update(conv_states=None, cache_indices=None), ValueError, ["has_initial_state", "conv_states"]),
+    (
+        "bias-dtype",
+        lambda k: k.update(bias=torch.randn(80).double()),
+        TypeError,
+        ["bias", "float64"],
+    ),
+    (
+        "states-short",
+        lambda k: k.update(conv_states=torch.randn(6, 80, 2)),
+        ValueError,
+        ["conv_states", "state_len >= 3"],
+    ),
+    (
+        "states-dim",
+        lambda k: k.update(conv_states=torch.randn(6, 79, 3)),
+        ValueError,
+        ["conv_states", "dim=80"],
+    ),
+    (
+        "states-dtype",
+        lambda k: k.update(conv_states=torch.randn(6, 80, 3).double()),
+        TypeError,
+        ["conv_states"],
+    ),
+    (
+        "states-device",
+        lambda k: k.update(conv_states=meta_like(k["conv_states"])),
+        ValueError,
+        ["conv_states", "device"],
+    ),
+    (
+        "qsl-float",
+        lambda k: k.update(query_start_loc=k["query_start_loc"].float()),
+        TypeError,
+        ["query_start_loc", "int32 or int64"],
+    ),
+    (
+        "qsl-2d",
+        lambda k: k.update(query_start_loc=k["query_start_loc"][None]),
+        ValueError,
+        ["query_start_loc", "(batch + 1,)"],
+    ),
+    (
+        "qsl-empty",
+        lambda k: k.update(query_start_loc=k["query_start_loc"][:0]),
+        ValueError,
+        ["query_start_loc"],
+    ),
+    (
+        "indices-size",
+        lambda k: k.update(cache_indices=k["cache_indices"][:2]),
+        ValueError,
+        ["cache_indices", "(4,)"],
+    ),
+    (
+        "indices-float",
+        lambda k: k.update(cache_indices=k["cache_indices"].float()),
+        TypeError,
+        ["cache_indices", "int32 or int64"],
+    ),
+    (
+        "indices-bool",
+        lambda k: k.update(cache_indices=k["cache_indices"] > 0),
+        TypeError,
+        ["cache_indices", "bool"],
+    ),
+    (
+        "init-int",
+        lambda k: k.update(has_initial_state=k["has_initial_state"].int()),
+        TypeError,
+        ["has_initial_state", "bool"],
+    ),
+    (
+        "init-size",
+        lambda k: k.update(has_initial_state=k["has_initial_state"][:3]),
+        ValueError,
+        ["has_initial_state", "(4,)"],
+    ),
+    (
+        "init-without-cache",
+        lambda k: k.update(conv_states=None, cache_indices=None),
+        ValueError,
+        ["has_initial_state", "conv_states"],
+    ),
     ("activation", lambda k: k.update(activation="relu"), ValueError, ["activation", "relu"]),
     ("pad-slot-id", lambda k: k.update(pad_slot_id=-1.0), TypeError, ["pad_slot_id", "int"]),
     # value checks, run because validate=True
-    ("qsl-end", lambda k: k.update(validate=True, query_start_loc=k["query_start_loc"] - 1), ValueError, ["query_start_loc", "num_tokens=10"]),
-    ("qsl-decreasing", validated_with("query_start_loc", 2, 1), ValueError, ["query_start_loc", "never decrease"]),
-    ("index-too-big", validated_with("cache_indices", 0, 6), ValueError, ["cache_indices", "[0, 6)", "6"]),
+    (
+        "qsl-end",
+        lambda k: k.update(validate=True, query_start_loc=k["query_start_loc"] - 1),
+        ValueError,
+        ["query_start_loc", "num_tokens=10"],
+    ),
+    (
+        "qsl-decreasing",
+        validated_with("query_start_loc", 2, 1),
+        ValueError,
+        ["query_start_loc", "never decrease"],
+    ),
+    (
+        "index-too-big",
+        validated_with("cache_indices", 0, 6),
+        ValueError,
+        ["cache_indices", "[0, 6)", "6"],
+    ),
     ("index-negative", validated_with("cache_indices", 1, -3), ValueError, ["cache_indices", "-3"]),
-    ("too-few-lines", lambda k: k.update(validate=True, cache_indices=None, conv_states=k["conv_states"][:2]), ValueError, ["conv_states", "(>= 4)"]),
+    (
+        "too-few-lines",
+        lambda k: k.update(validate=True, cache_indices=None, conv_states=k["conv_states"][:2]),
+        ValueError,
+        ["conv_states", "(>= 4)"],
+    ),
 ]
 
 UPDATE_ERRORS = [
@@ -73,22 +167,67 @@ UPDATE_ERRORS = [
     ("x-1d", lambda k: k.update(x=k["x"][0, :, 0]), ValueError, ["x"]),
     ("x-bool", lambda k: k.update(x=k["x"] > 0), TypeError, ["x", "bool"]),
     ("state-2d", lambda k: k.update(conv_state=k["conv_state"][0]), ValueError, ["conv_state"]),
-    ("state-short", lambda k: k.update(conv_state=torch.randn(6, 72, 2)), ValueError, ["conv_state", "state_len >= 3"]),
-    ("state-device", lambda k: k.update(conv_state=meta_like(k["conv_state"])), ValueError, ["conv_state", "device"]),
+    (
+        "state-short",
+        lambda k: k.update(conv_state=torch.randn(6, 72, 2)),
+        ValueError,
+        ["conv_state", "state_len >= 3"],
+    ),
+    (
+        "state-device",
+        lambda k: k.update(conv_state=meta_like(k["conv_state"])),
+        ValueError,
+        ["conv_state", "device"],
+    ),
     ("weight-dim", lambda k: k.update(weight=torch.randn(71, 4)), ValueError, ["weight", "dim=72"]),
     ("width-10", lambda k: k.update(weight=torch.randn(72, 10)), ValueError, ["width", "10"]),
     ("bias-2d", lambda k: k.update(bias=torch.randn(72, 1)), ValueError, ["bias"]),
-    ("seqlens-float", lambda k: k.update(cache_seqlens=k["cache_seqlens"].float()), TypeError, ["cache_seqlens"]),
-    ("seqlens-size", lambda k: k.update(cache_seqlens=k["cache_seqlens"][:1]), ValueError, ["cache_seqlens", "(4,)"]),
-    ("indices-size", lambda k: k.update(conv_state_indices=k["conv_state_indices"][:3]), ValueError, ["conv_state_indices", "(4,)"]),
-    ("indices-float", lambda k: k.update(conv_state_indices=k["conv_state_indices"].double()), TypeError, ["conv_state_indices"]),
-    ("too-few-lines", lambda k: k.update(conv_state_indices=None, conv_state=k["conv_state"][:3]), ValueError, ["conv_state", "(>= 4)"]),
+    (
+        "seqlens-float",
+        lambda k: k.update(cache_seqlens=k["cache_seqlens"].float()),
+        TypeError,
+        ["cache_seqlens"],
+    ),
+    (
+        "seqlens-size",
+        lambda k: k.update(cache_seqlens=k["cache_seqlens"][:1]),
+        ValueError,
+        ["cache_seqlens", "(4,)"],
+    ),
+    (
+        "indices-size",
+        lambda k: k.update(conv_state_indices=k["conv_state_indices"][:3]),
+        ValueError,
+        ["conv_state_indices", "(4,)"],
+    ),
+    (
+        "indices-float",
+        lambda k: k.update(conv_state_indices=k["conv_state_indices"].double()),
+        TypeError,
+        ["conv_state_indices"],
+    ),
+    (
+        "too-few-lines",
+        lambda k: k.update(conv_state_indices=None, conv_state=k["conv_state"][:3]),
+        ValueError,
+        ["conv_state", "(>= 4)"],
+    ),
     ("out-shape", lambda k: k.update(out=torch.empty(4, 72)), ValueError, ["out", "shape"]),
-    ("out-dtype", lambda k: k.update(out=torch.empty_like(k["x"], dtype=torch.float16)), ValueError, ["out", "dtype"]),
+    (
+        "out-dtype",
+        lambda k: k.update(out=torch.empty_like(k["x"], dtype=torch.float16)),
+        ValueError,
+        ["out", "dtype"],
+    ),
     ("out-device", lambda k: k.update(out=meta_like(k["x"])), ValueError, ["out", "device"]),
     ("activation", lambda k: k.update(activation="gelu"), ValueError, ["activation", "gelu"]),
     ("pad-slot-id", lambda k: k.update(pad_slot_id=None), TypeError, ["pad_slot_id"]),
-    ("index-too-big", validated_with("conv_state_indices", 2, 40), ValueError, ["conv_state_indices", "40"]),
+    (
+        "index-too-big",
+        validated_with("conv_state_indices", 2, 40),
+        ValueError,
+        ["conv_state_indices", "40"],
+    ),
 ]
 
 
@@ -105,14 +244,20 @@ def check_rejected(call, kwargs, mutate, exc, words):
         assert torch.equal(states, before), "a rejected call modified the cache"
 
 
-@pytest.mark.parametrize("mutate,exc,words", [e[1:] for e in FWD_ERRORS], ids=[e[0] for e in FWD_ERRORS])
+@pytest.mark.parametrize(
+    "mutate,exc,words", [e[1:] for e in FWD_ERRORS], ids=[e[0] for e in FWD_ERRORS]
+)
 def test_fn_rejects(mutate, exc, words):
     check_rejected(causal_conv1d_fn, fwd_kwargs(), mutate, exc, ["causal_conv1d_fn", *words])
 
 
-@pytest.mark.parametrize("mutate,exc,words", [e[1:] for e in UPDATE_ERRORS], ids=[e[0] for e in UPDATE_ERRORS])
+@pytest.mark.parametrize(
+    "mutate,exc,words", [e[1:] for e in UPDATE_ERRORS], ids=[e[0] for e in UPDATE_ERRORS]
+)
 def test_update_rejects(mutate, exc, words):
-    check_rejected(causal_conv1d_update, update_kwargs(), mutate, exc, ["causal_conv1d_update", *words])
+    check_rejected(
+        causal_conv1d_update, update_kwargs(), mutate, exc, ["causal_conv1d_update", *words]
+    )
 
 
 def test_validate_environment_variable(monkeypatch):
@@ -135,8 +280,17 @@ def test_validate_accepts_good_input():
 # The C++ ops repeat the checks for callers of torch.ops.causal_conv1d.*.
 def test_op_checks_fwd():
     k = fwd_kwargs()
-    args = [k["x"], k["weight"], k["bias"], k["conv_states"], k["query_start_loc"],
-            k["cache_indices"], k["has_initial_state"], True, -1]
+    args = [
+        k["x"],
+        k["weight"],
+        k["bias"],
+        k["conv_states"],
+        k["query_start_loc"],
+        k["cache_indices"],
+        k["has_initial_state"],
+        True,
+        -1,
+    ]
     op = torch.ops.causal_conv1d.causal_conv1d_fwd
     for index, bad, words in [
         (1, torch.randn(80, 9), r"weight width must be in \[2, 8\], got 9"),
@@ -154,8 +308,17 @@ def test_op_checks_fwd():
 def test_op_checks_update():
     k = update_kwargs()
     out = torch.empty_like(k["x"])
-    args = [k["x"], k["conv_state"], k["weight"], k["bias"], True, k["cache_seqlens"],
-            k["conv_state_indices"], -1, out]
+    args = [
+        k["x"],
+        k["conv_state"],
+        k["weight"],
+        k["bias"],
+        True,
+        k["cache_seqlens"],
+        k["conv_state_indices"],
+        -1,
+        out,
+    ]
     op = torch.ops.causal_conv1d.causal_conv1d_update
     for index, bad, words in [
         (2, torch.randn(72, 1), "weight width"),

@@ -21,8 +21,7 @@ constexpr int64_t kMinElementsPerThread = 32768;
 CpuKernelSet choose_kernels() {
   const char* env = std::getenv("CAUSAL_CONV1D_CPU_ISA");
   const std::string want = env == nullptr || *env == '\0' ? "auto" : env;
-  TORCH_CHECK(want == "auto" || want == "portable",
-              "CAUSAL_CONV1D_CPU_ISA=", want,
+  TORCH_CHECK(want == "auto" || want == "portable", "CAUSAL_CONV1D_CPU_ISA=", want,
               " is not available in this build; choose one of: auto, portable");
   return portable_kernels();
 }
@@ -43,7 +42,8 @@ class WidenedWeights {
       const auto* w = static_cast<const scalar_t*>(p.weight);
       for (int64_t k = 0; k < p.width; ++k)
         for (int64_t c = 0; c < p.dim; ++c)
-          taps_[k * p.dim + c] = static_cast<float>(w[c * p.weight_dim_stride + k * p.weight_tap_stride]);
+          taps_[k * p.dim + c] =
+              static_cast<float>(w[c * p.weight_dim_stride + k * p.weight_tap_stride]);
     });
     if (p.bias == nullptr) return;
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, p.bias_type, "widen", [&] {
@@ -78,8 +78,8 @@ at::Tensor causal_conv1d_fwd_cpu(const at::Tensor& x, const at::Tensor& weight,
                                  int64_t pad_slot_id) {
   check_cpu("causal_conv1d_fwd", x);
   at::Tensor out = empty_fwd_output(x);
-  const FwdParams p = make_fwd_params(x, weight, bias, conv_states, query_start_loc,
-                                      cache_indices, has_initial_state, silu, pad_slot_id, out);
+  const FwdParams p = make_fwd_params(x, weight, bias, conv_states, query_start_loc, cache_indices,
+                                      has_initial_state, silu, pad_slot_id, out);
   if (p.batch == 0 || p.dim == 0 || p.num_tokens == 0) return out;
   const CpuKernelSet& k = kernels();
   const WidenedWeights widened(p);

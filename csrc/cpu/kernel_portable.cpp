@@ -12,22 +12,22 @@
 //
 // Decode: the window and the new tokens are staged in fp32 first, so `out`
 // may alias `x`; the state is then updated from x, then outputs are written.
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
-
-#include <c10/util/BFloat16.h>
-#include <c10/util/Half.h>
 
 #include "kernels.h"
 
 namespace causal_conv1d::cpu {
 namespace {
 
-constexpr int64_t kBlock = 256;    // channels per accumulator row
-constexpr int64_t kSlab = 2048;    // channels per work item
-constexpr int64_t kChunk = 256;    // tokens per prefill work item
+constexpr int64_t kBlock = 256;  // channels per accumulator row
+constexpr int64_t kSlab = 2048;  // channels per work item
+constexpr int64_t kChunk = 256;  // tokens per prefill work item
 
 // exp(v) to about 2 ulp without branches, so that the loops around it
 // vectorise: v = n ln2 + r with |r| <= ln2/2, e^r by a degree-7 polynomial,
@@ -156,9 +156,9 @@ void fwd_item(const FwdParams& p, const CpuWeights& w, int64_t seq, int64_t t0, 
 
   const int64_t H = p.width - 1, S = p.state_len;
   const int64_t s_dim = p.state_dim_stride, s_tok = p.state_tok_stride;
-  state_t* state = p.states == nullptr ? nullptr
-                                       : static_cast<state_t*>(p.states) +
-                                             line * p.state_line_stride + c0 * s_dim;
+  state_t* state = p.states == nullptr
+                       ? nullptr
+                       : static_cast<state_t*>(p.states) + line * p.state_line_stride + c0 * s_dim;
   const bool init = state != nullptr && p.has_initial_state != nullptr &&
                     p.has_initial_state[seq * p.has_initial_state_stride];
 
@@ -172,7 +172,8 @@ void fwd_item(const FwdParams& p, const CpuWeights& w, int64_t seq, int64_t t0, 
         fill_channels(scratch + k * n, 1, n);
       }
     }
-    for (int64_t k = 0; k < nhead; ++k) copy_channels(scratch + (H + k) * n, 1, x + k * x_tok, x_dim, n);
+    for (int64_t k = 0; k < nhead; ++k)
+      copy_channels(scratch + (H + k) * n, 1, x + k * x_tok, x_dim, n);
     for (int64_t t = 0; t < nhead; ++t)
       for (int64_t cb = 0; cb < n; cb += kBlock)
         conv_token(p, w, c0 + cb, std::min(kBlock, n - cb), scratch + t * n + cb, n, 1,
@@ -181,8 +182,8 @@ void fwd_item(const FwdParams& p, const CpuWeights& w, int64_t seq, int64_t t0, 
 
   for (int64_t t = std::max(t0, H); t < t1; ++t)
     for (int64_t cb = 0; cb < n; cb += kBlock)
-      conv_token(p, w, c0 + cb, std::min(kBlock, n - cb), x + (t - H) * x_tok + cb * x_dim,
-                 x_tok, x_dim, out + t * o_tok + cb * o_dim, o_dim);
+      conv_token(p, w, c0 + cb, std::min(kBlock, n - cb), x + (t - H) * x_tok + cb * x_dim, x_tok,
+                 x_dim, out + t * o_tok + cb * o_dim, o_dim);
 
   if (t0 != 0 || state == nullptr) return;
   // New state: the last S columns of cat(old or zeros, tokens). Ascending j
@@ -201,8 +202,8 @@ void fwd_item(const FwdParams& p, const CpuWeights& w, int64_t seq, int64_t t0, 
 
 // All tokens of one batch row, channels [c0, c1).
 template <typename scalar_t, typename state_t>
-void update_item(const UpdateParams& p, const CpuWeights& w, int64_t row, int64_t c0,
-                 int64_t c1, float* buf) {
+void update_item(const UpdateParams& p, const CpuWeights& w, int64_t row, int64_t c0, int64_t c1,
+                 float* buf) {
   const int64_t n = c1 - c0, L = p.seqlen;
   const int64_t x_dim = p.x_dim_stride, x_tok = p.x_tok_stride;
   const int64_t o_dim = p.out_dim_stride, o_tok = p.out_tok_stride;
@@ -283,8 +284,6 @@ UpdateItemFn select_update(const UpdateParams& p) {
 
 }  // namespace
 
-CpuKernelSet portable_kernels() {
-  return {"portable", kSlab, kChunk, &select_fwd, &select_update};
-}
+CpuKernelSet portable_kernels() { return {"portable", kSlab, kChunk, &select_fwd, &select_update}; }
 
 }  // namespace causal_conv1d::cpu

@@ -19,8 +19,8 @@ struct CpuWeights {
 // One work item of the prefill: tokens [t0, t1) of sequence `seq` (counted
 // from its start), channels [c0, c1). `scratch` holds 2 * (width - 1) * slab
 // floats.
-using FwdItemFn = void (*)(const FwdParams&, const CpuWeights&, int64_t seq, int64_t t0,
-                           int64_t t1, int64_t c0, int64_t c1, float* scratch);
+using FwdItemFn = void (*)(const FwdParams&, const CpuWeights&, int64_t seq, int64_t t0, int64_t t1,
+                           int64_t c0, int64_t c1, float* scratch);
 // One work item of the decode: batch row `row`, channels [c0, c1). `scratch`
 // holds (width - 1 + seqlen) * slab floats.
 using UpdateItemFn = void (*)(const UpdateParams&, const CpuWeights&, int64_t row, int64_t c0,

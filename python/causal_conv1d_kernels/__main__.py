@@ -66,12 +66,19 @@ def quick_benchmark(device, min_run_time: float) -> None:
     print(f"{'case':38} {'copy':>9} {'ours':>9} {'x':>6} {'plain torch':>12} {'x':>7}")
     for case in cases:
         inputs = benchmark.make_inputs(case, device)
-        copy = benchmark.time_us(benchmark.copy_floor(benchmark.bytes_moved(case, inputs), device),
-                                 device, min_run_time=min_run_time)
-        times = {name: benchmark.time_us(fn, device, min_run_time=min_run_time)
-                 for name, fn in benchmark.implementations(case, inputs).items()}
-        print(f"{case.name:38} {copy:9.1f} {times['ours']:9.1f} {times['ours'] / copy:6.2f} "
-              f"{times['torch']:12.1f} {times['torch'] / copy:7.1f}")
+        copy = benchmark.time_us(
+            benchmark.copy_floor(benchmark.bytes_moved(case, inputs), device),
+            device,
+            min_run_time=min_run_time,
+        )
+        times = {
+            name: benchmark.time_us(fn, device, min_run_time=min_run_time)
+            for name, fn in benchmark.implementations(case, inputs).items()
+        }
+        print(
+            f"{case.name:38} {copy:9.1f} {times['ours']:9.1f} {times['ours'] / copy:6.2f} "
+            f"{times['torch']:12.1f} {times['torch'] / copy:7.1f}"
+        )
 
 
 def main(argv=None) -> int:
@@ -81,18 +88,24 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     cuda = torch.cuda.is_available()
-    print(f"causal_conv1d_kernels {__version__}, torch {torch.__version__}, "
-          f"Python {sys.version.split()[0]}")
+    print(
+        f"causal_conv1d_kernels {__version__}, torch {torch.__version__}, "
+        f"Python {sys.version.split()[0]}"
+    )
     print(f"CPU: {benchmark.machine('cpu')}; kernels: {cpu_isa()}")
     gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else []
-    print(f"CUDA: {', '.join(gpus) if gpus else 'no GPU'}; "
-          f"CUDA backend {'built' if has_cuda_backend() else 'not built'}")
+    print(
+        f"CUDA: {', '.join(gpus) if gpus else 'no GPU'}; "
+        f"CUDA backend {'built' if has_cuda_backend() else 'not built'}"
+    )
 
     devices = ["cpu"] + (["cuda"] if cuda and has_cuda_backend() else [])
     failed = False
     for device in devices:
-        print(f"\nSelf-check on {device}: Mamba2 D={MAMBA2_DIM}, W={MAMBA2_WIDTH}, bf16 x, "
-              "fp32 states, 4 sequences (one padded)")
+        print(
+            f"\nSelf-check on {device}: Mamba2 D={MAMBA2_DIM}, W={MAMBA2_WIDTH}, bf16 x, "
+            "fp32 states, 4 sequences (one padded)"
+        )
         for step, ok, err in self_check(device):
             print(f"  {step:14} {'ok' if ok else 'FAILED'}  max |out - ref| = {err:.2e}")
             failed |= not ok

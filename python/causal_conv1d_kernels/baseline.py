@@ -8,8 +8,16 @@ import torch
 import torch.nn.functional as F
 
 
-def causal_conv1d_fn_torch(x, weight, bias, conv_states, query_start_loc, cache_indices,
-                           has_initial_state, activation="silu"):
+def causal_conv1d_fn_torch(
+    x,
+    weight,
+    bias,
+    conv_states,
+    query_start_loc,
+    cache_indices,
+    has_initial_state,
+    activation="silu",
+):
     """Prefill with one grouped conv1d per sequence; reads the lengths on the host."""
     dim, width = weight.shape
     w = weight.to(x.dtype)[:, None, :]

@@ -13,7 +13,7 @@ import os
 import platform
 import random
 import statistics
-from typing import Callable, Optional
+from typing import Callable
 
 import torch
 
@@ -57,7 +57,7 @@ CPU_CASES = [
 ]
 
 
-def make_inputs(case: Case, device, state_dtype: Optional[torch.dtype] = None, seed: int = 0):
+def make_inputs(case: Case, device, state_dtype: torch.dtype | None = None, seed: int = 0):
     """Serving-engine layouts: channel-last x, conv states with stride(1) == 1, cache lines
     in shuffled order."""
     g = torch.Generator().manual_seed(seed)
@@ -125,8 +125,9 @@ def copy_floor(nbytes: int, device) -> Callable[[], object]:
     return lambda: dst.copy_(src)
 
 
-def time_us(fn: Callable[[], object], device, threads: Optional[int] = None,
-            min_run_time: float = 0.5) -> float:
+def time_us(
+    fn: Callable[[], object], device, threads: int | None = None, min_run_time: float = 0.5
+) -> float:
     """Median time of one call in microseconds."""
     if torch.device(device).type == "cuda":
         return _time_cuda_us(fn, min_run_time)
@@ -150,8 +151,10 @@ def _time_cuda_us(fn, min_run_time: float) -> float:
     end.synchronize()
     one = max(start.elapsed_time(end) / 1e3, 1e-6)
     reps = max(20, min(2000, int(min_run_time / one)))
-    events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
-              for _ in range(reps)]
+    events = [
+        (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+        for _ in range(reps)
+    ]
     for s, e in events:
         s.record()
         fn()
@@ -167,7 +170,9 @@ def machine(device) -> str:
     model = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
-            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+            model = next(
+                line.split(":", 1)[1].strip() for line in f if line.startswith("model name")
+            )
     except (OSError, StopIteration):
         pass
     return f"{model}, {os.cpu_count()} cores, {torch.get_num_threads()} threads"

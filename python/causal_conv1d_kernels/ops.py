@@ -9,7 +9,7 @@ they were given: a cache index outside ``[0, num_cache_lines)`` is treated as pa
 from __future__ import annotations
 
 import os
-from typing import Optional, Union
+from typing import Union
 
 import torch
 
@@ -134,11 +134,11 @@ class _Checker:
 def causal_conv1d_fn(
     x: torch.Tensor,
     weight: torch.Tensor,
-    bias: Optional[torch.Tensor],
-    conv_states: Optional[torch.Tensor],
+    bias: torch.Tensor | None,
+    conv_states: torch.Tensor | None,
     query_start_loc: torch.Tensor,
-    cache_indices: Optional[torch.Tensor] = None,
-    has_initial_state: Optional[torch.Tensor] = None,
+    cache_indices: torch.Tensor | None = None,
+    has_initial_state: torch.Tensor | None = None,
     activation: Activation = "silu",
     pad_slot_id: int = PAD_SLOT_ID,
     validate: bool = False,
@@ -194,9 +194,7 @@ def causal_conv1d_fn(
             )
         check.tensor("has_initial_state", has_initial_state)
         if has_initial_state.dtype != torch.bool:
-            raise TypeError(
-                f"{op}: has_initial_state must be bool, got {has_initial_state.dtype}"
-            )
+            raise TypeError(f"{op}: has_initial_state must be bool, got {has_initial_state.dtype}")
         check.shape(
             "has_initial_state",
             has_initial_state.dim() == 1 and has_initial_state.shape[0] == batch,
@@ -241,12 +239,12 @@ def causal_conv1d_update(
     x: torch.Tensor,
     conv_state: torch.Tensor,
     weight: torch.Tensor,
-    bias: Optional[torch.Tensor] = None,
+    bias: torch.Tensor | None = None,
     activation: Activation = None,
-    cache_seqlens: Optional[torch.Tensor] = None,
-    conv_state_indices: Optional[torch.Tensor] = None,
+    cache_seqlens: torch.Tensor | None = None,
+    conv_state_indices: torch.Tensor | None = None,
     pad_slot_id: int = PAD_SLOT_ID,
-    out: Optional[torch.Tensor] = None,
+    out: torch.Tensor | None = None,
     validate: bool = False,
 ) -> torch.Tensor:
     """Causal depthwise conv1d for one or a few new tokens per sequence (decode).
@@ -324,7 +322,14 @@ def _fwd_output_like(x: torch.Tensor) -> torch.Tensor:
 
 @torch.library.register_fake("causal_conv1d::causal_conv1d_fwd")
 def _causal_conv1d_fwd_fake(
-    x, weight, bias, conv_states, query_start_loc, cache_indices, has_initial_state, silu,
+    x,
+    weight,
+    bias,
+    conv_states,
+    query_start_loc,
+    cache_indices,
+    has_initial_state,
+    silu,
     pad_slot_id,
 ):
     torch._check(x.dim() == 2, lambda: "causal_conv1d_fwd: x must be (dim, num_tokens)")

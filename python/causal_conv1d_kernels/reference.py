@@ -8,8 +8,6 @@ validate benchmarks.
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 
 from .ops import PAD_SLOT_ID, Activation, _silu
@@ -27,18 +25,18 @@ def _conv(window: torch.Tensor, tokens: torch.Tensor, weight, bias, silu: bool) 
     return y * torch.sigmoid(y) if silu else y
 
 
-def _is_padding(line: int, pad_slot_id: int, states: Optional[torch.Tensor]) -> bool:
+def _is_padding(line: int, pad_slot_id: int, states: torch.Tensor | None) -> bool:
     return line == pad_slot_id or (states is not None and not 0 <= line < states.shape[0])
 
 
 def causal_conv1d_fn_ref(
     x: torch.Tensor,
     weight: torch.Tensor,
-    bias: Optional[torch.Tensor],
-    conv_states: Optional[torch.Tensor],
+    bias: torch.Tensor | None,
+    conv_states: torch.Tensor | None,
     query_start_loc: torch.Tensor,
-    cache_indices: Optional[torch.Tensor] = None,
-    has_initial_state: Optional[torch.Tensor] = None,
+    cache_indices: torch.Tensor | None = None,
+    has_initial_state: torch.Tensor | None = None,
     activation: Activation = "silu",
     pad_slot_id: int = PAD_SLOT_ID,
 ):
@@ -75,10 +73,10 @@ def causal_conv1d_update_ref(
     x: torch.Tensor,
     conv_state: torch.Tensor,
     weight: torch.Tensor,
-    bias: Optional[torch.Tensor] = None,
+    bias: torch.Tensor | None = None,
     activation: Activation = None,
-    cache_seqlens: Optional[torch.Tensor] = None,
-    conv_state_indices: Optional[torch.Tensor] = None,
+    cache_seqlens: torch.Tensor | None = None,
+    conv_state_indices: torch.Tensor | None = None,
     pad_slot_id: int = PAD_SLOT_ID,
 ):
     """Reference of :func:`causal_conv1d_update`; returns ``(out, new_conv_state)``."""
