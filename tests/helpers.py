@@ -41,6 +41,13 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor) -> None:
     torch.testing.assert_close(actual, expected, atol=tol[0], rtol=tol[1])
 
 
+def assert_unused_lines_untouched(states, before, used) -> None:
+    """Cache lines no row or sequence maps to keep their exact previous contents."""
+    for line in range(states.shape[0]):
+        if line not in used:
+            assert torch.equal(states[line], before[line]), f"unused line {line} changed"
+
+
 def rand(shape, dtype, device, layout="contiguous") -> torch.Tensor:
     """A random (d0, d1) or (d0, d1, d2) tensor with the given memory layout.
 

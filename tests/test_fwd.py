@@ -4,7 +4,18 @@ import pytest
 import torch
 from causal_conv1d_kernels import causal_conv1d_fn
 from causal_conv1d_kernels.reference import causal_conv1d_fn_ref
-from helpers import BF16, DTYPE_MIXES, F16, F32, WIDTHS, assert_close, devices, fwd_case, mix_id
+from helpers import (
+    BF16,
+    DTYPE_MIXES,
+    F16,
+    F32,
+    WIDTHS,
+    assert_close,
+    assert_unused_lines_untouched,
+    devices,
+    fwd_case,
+    mix_id,
+)
 
 
 def run_and_check(kwargs, pads, activation="silu"):
@@ -26,9 +37,7 @@ def run_and_check(kwargs, pads, activation="silu"):
     if states is not None:
         assert torch.equal(states, expected_states), "states must match the reference bit-exactly"
         used = {int(v) for v in kwargs["cache_indices"].tolist()}
-        for line in range(states.shape[0]):
-            if line not in used:
-                assert torch.equal(states[line], before[line]), f"unused line {line} changed"
+        assert_unused_lines_untouched(states, before, used)
     return out
 
 

@@ -4,7 +4,18 @@ import pytest
 import torch
 from causal_conv1d_kernels import causal_conv1d_update
 from causal_conv1d_kernels.reference import causal_conv1d_update_ref
-from helpers import BF16, DTYPE_MIXES, F16, F32, WIDTHS, assert_close, devices, mix_id, update_case
+from helpers import (
+    BF16,
+    DTYPE_MIXES,
+    F16,
+    F32,
+    WIDTHS,
+    assert_close,
+    assert_unused_lines_untouched,
+    devices,
+    mix_id,
+    update_case,
+)
 
 
 def run_and_check(kwargs, pads, inplace=False):
@@ -26,9 +37,7 @@ def run_and_check(kwargs, pads, inplace=False):
     assert torch.equal(state, expected_state), "state must match the reference bit-exactly"
     indices = kwargs.get("conv_state_indices")
     used = set(range(x.shape[0])) if indices is None else {int(v) for v in indices.tolist()}
-    for line in range(state.shape[0]):
-        if line not in used:
-            assert torch.equal(state[line], before[line]), f"unused line {line} changed"
+    assert_unused_lines_untouched(state, before, used)
     return out
 
 
