@@ -9,7 +9,9 @@ Build switches (environment):
 
 import glob
 import os
+import platform
 import shutil
+import tempfile
 
 from setuptools import setup
 
@@ -69,9 +71,22 @@ def _sources(pattern):
     return sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, pattern)))
 
 
-cpp_sources = _sources("csrc/*.cpp") + _sources("csrc/cpu/*.cpp")
+# Each CPU ISA's kernels live in their own translation unit, compiled with
+# only that ISA's flags (never -march=native) and linked in as objects; the
+# dispatcher checks CPUID before calling them.
+ISA_SOURCES = {
+    "csrc/cpu/kernel_avx2.cpp": ("AVX2", ["-mavx2", "-mfma", "-mf16c"]),
+    "csrc/cpu/kernel_avx512_bf16.cpp": (
+        "AVX512_BF16",
+        ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512bf16", "-mfma", "-mf16c"],
+    ),
+}
+IS_X86 = platform.machine().lower() in ("x86_64", "amd64")
+cpp_sources = [
+    s for s in _sources("csrc/*.cpp") + _sources("csrc/cpu/*.cpp") if s not in ISA_SOURCES
+]
 cuda_sources = _sources("csrc/cuda/*.cu") + _sources("csrc/cuda/*.cpp")
-cxx_flags = ["-O3", "-fno-math-errno", "-fno-trapping-math"]
+cxx_flags = ["-O3", "-std=c++20", "-fno-math-errno", "-fno-trapping-math"]
 link_flags = []
 if torch.backends.openmp.is_available():
     # at::parallel_for is inlined into our code: without OpenMP it runs serially.
@@ -93,7 +108,49 @@ else:
         extra_link_args=link_flags,
     )
 
+
+
+class BuildWithIsaKernels(BuildExtension):
+    """BuildExtension, plus the ISA translation units compiled each with its own flags
+    (which BuildExtension cannot do per file) and linked in as objects. An ISA whose
+    flags the compiler rejects is left out; the dispatcher then never offers it."""
+
+    def build_extensions(self):
+        if IS_X86:
+            for extension in self.extensions:
+                for source, (name, flags) in ISA_SOURCES.items():
+                    if not self._compiler_accepts(flags):
+                        print(f"causal_conv1d_kernels: compiler lacks {flags}; no {name} kernels")
+                        continue
+                    define = f"-DCAUSAL_CONV1D_HAVE_{name}"
+                    extension.extra_objects += self._compile_isa(source, extension, flags, define)
+                    self._add_compile_flag(extension, define)
+        super().build_extensions()
+
+    def _compiler_accepts(self, flags):
+        with tempfile.TemporaryDirectory() as tmp:
+            probe = os.path.join(tmp, "probe.cpp")
+            with open(probe, "w") as f:
+                f.write("int main() { return 0; }\n")
+            try:
+                self.compiler.compile([probe], output_dir=tmp, extra_postargs=flags)
+            except Exception:  # noqa: BLE001 (any compiler failure means: not supported)
+                return False
+        return True
+
+    def _compile_isa(self, source, extension, flags, define):
+        import torch.utils.cpp_extension as cpp
+
+        abi = f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}"
+        return self.compiler.compile(
+            [source],
+            output_dir=self.build_temp,
+            include_dirs=cpp.include_paths() + extension.include_dirs,
+            extra_postargs=cxx_flags + ["-fPIC", abi, define] + flags,
+        )
+
+
 setup(
     ext_modules=[extension],
-    cmdclass={"build_ext": BuildExtension},
+    cmdclass={"build_ext": BuildWithIsaKernels},
 )

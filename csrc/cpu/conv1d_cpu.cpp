@@ -1,5 +1,7 @@
-// CPU backend of both ops: picks the ISA's kernels once per process, widens
-// the filter to fp32, and runs the kernels' work items with at::parallel_for.
+// CPU backend of both ops: picks the ISA's kernels once per process (CPUID,
+// or CAUSAL_CONV1D_CPU_ISA), prepares the filter, splits the call into work
+// items (token chunks of each sequence, or batch rows, times channel slabs)
+// and runs them with at::parallel_for.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -18,12 +20,53 @@ namespace {
 // costs more than the work.
 constexpr int64_t kMinElementsPerThread = 32768;
 
+struct Isa {
+  const char* name;
+  const char* needs;  // CPU features, for the error message
+  bool (*supported)();
+  CpuKernelSet (*kernels)();
+};
+
+#if defined(__x86_64__) || defined(_M_X64)
+bool cpu_has_avx2() {
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+         __builtin_cpu_supports("f16c");
+}
+bool cpu_has_avx512_bf16() {
+  return cpu_has_avx2() && __builtin_cpu_supports("avx512f") &&
+         __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+         __builtin_cpu_supports("avx512bf16");
+}
+#endif
+bool always() { return true; }
+
+// Best first. Only the ISAs this binary was built with are listed.
+constexpr Isa kIsas[] = {
+#ifdef CAUSAL_CONV1D_HAVE_AVX512_BF16
+    {"avx512_bf16", "avx512f, avx512bw, avx512vl, avx512bf16, fma, f16c", &cpu_has_avx512_bf16,
+     &avx512_bf16_kernels},
+#endif
+#ifdef CAUSAL_CONV1D_HAVE_AVX2
+    {"avx2", "avx2, fma, f16c", &cpu_has_avx2, &avx2_kernels},
+#endif
+    {"portable", "nothing", &always, &portable_kernels},
+};
+
 CpuKernelSet choose_kernels() {
   const char* env = std::getenv("CAUSAL_CONV1D_CPU_ISA");
   const std::string want = env == nullptr || *env == '\0' ? "auto" : env;
-  TORCH_CHECK(want == "auto" || want == "portable", "CAUSAL_CONV1D_CPU_ISA=", want,
-              " is not available in this build; choose one of: auto, portable");
-  return portable_kernels();
+  std::string built = "auto";
+  for (const Isa& isa : kIsas) {
+    if (want == "auto" && isa.supported()) return isa.kernels();
+    if (want == isa.name) {
+      TORCH_CHECK(isa.supported(), "CAUSAL_CONV1D_CPU_ISA=", want, ": this CPU lacks one of ",
+                  isa.needs);
+      return isa.kernels();
+    }
+    built += std::string(", ") + isa.name;
+  }
+  TORCH_CHECK(false, "CAUSAL_CONV1D_CPU_ISA=", want,
+              " is not available in this build; choose one of: ", built);
 }
 
 // A function-local static: an invalid environment raises on every call
@@ -33,11 +76,13 @@ const CpuKernelSet& kernels() {
   return chosen;
 }
 
-// The filter as fp32 taps (width, dim) and bias (dim,): one pass over the
-// weights, cheaper than tensor ops for the small filters of decode.
-class WidenedWeights {
+// The filter as fp32 taps (width, dim) and bias (dim,), plus bf16 VNNI pairs
+// when the kernels want them: one pass over the weights, cheaper than tensor
+// ops for the small filters of decode.
+class PreparedWeights {
  public:
-  WidenedWeights(const ConvParams& p) : taps_(p.width * p.dim), bias_(p.bias ? p.dim : 0) {
+  PreparedWeights(const ConvParams& p, bool want_vnni)
+      : taps_(p.width * p.dim), bias_(p.bias ? p.dim : 0) {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, p.weight_type, "widen", [&] {
       const auto* w = static_cast<const scalar_t*>(p.weight);
       for (int64_t k = 0; k < p.width; ++k)
@@ -45,16 +90,30 @@ class WidenedWeights {
           taps_[k * p.dim + c] =
               static_cast<float>(w[c * p.weight_dim_stride + k * p.weight_tap_stride]);
     });
-    if (p.bias == nullptr) return;
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, p.bias_type, "widen", [&] {
-      const auto* b = static_cast<const scalar_t*>(p.bias);
-      for (int64_t c = 0; c < p.dim; ++c) bias_[c] = static_cast<float>(b[c * p.bias_stride]);
-    });
+    if (p.bias != nullptr) {
+      AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, p.bias_type, "widen", [&] {
+        const auto* b = static_cast<const scalar_t*>(p.bias);
+        for (int64_t c = 0; c < p.dim; ++c) bias_[c] = static_cast<float>(b[c * p.bias_stride]);
+      });
+    }
+    if (want_vnni && p.weight_type == at::kBFloat16 && p.x_type == at::kBFloat16) {
+      const int64_t pairs = (p.width + 1) / 2;
+      vnni_.assign(pairs * p.dim * 2, 0);  // an odd width's last pair ends in a zero tap
+      const auto* w = static_cast<const c10::BFloat16*>(p.weight);
+      for (int64_t k = 0; k < p.width; ++k)
+        for (int64_t c = 0; c < p.dim; ++c)
+          vnni_[((k / 2) * p.dim + c) * 2 + k % 2] =
+              w[c * p.weight_dim_stride + k * p.weight_tap_stride].x;
+    }
   }
-  CpuWeights view() const { return {taps_.data(), bias_.empty() ? nullptr : bias_.data()}; }
+  CpuWeights view() const {
+    return {taps_.data(), bias_.empty() ? nullptr : bias_.data(),
+            vnni_.empty() ? nullptr : vnni_.data()};
+  }
 
  private:
   std::vector<float> taps_, bias_;
+  std::vector<uint16_t> vnni_;
 };
 
 // Runs body(item) for items [0, n_items) whose total output is `elements`.
@@ -82,8 +141,8 @@ at::Tensor causal_conv1d_fwd_cpu(const at::Tensor& x, const at::Tensor& weight,
                                       has_initial_state, silu, pad_slot_id, out);
   if (p.batch == 0 || p.dim == 0 || p.num_tokens == 0) return out;
   const CpuKernelSet& k = kernels();
-  const WidenedWeights widened(p);
-  const CpuWeights w = widened.view();
+  const PreparedWeights weights(p, k.packs_vnni);
+  const CpuWeights w = weights.view();
   const FwdItemFn fn = k.fwd(p);
 
   // Token chunks of every sequence; a sequence's first chunk also owns its state.
@@ -94,18 +153,18 @@ at::Tensor causal_conv1d_fwd_cpu(const at::Tensor& x, const at::Tensor& weight,
   for (int64_t seq = 0; seq < p.batch; ++seq) {
     int64_t begin, end;
     p.token_range(seq, begin, end);
-    for (int64_t t0 = 0; t0 < end - begin; t0 += k.chunk)
-      chunks.push_back({seq, t0, std::min(end - begin, t0 + k.chunk)});
+    for (int64_t t0 = 0; t0 < end - begin; t0 += kChunk)
+      chunks.push_back({seq, t0, std::min(end - begin, t0 + kChunk)});
   }
-  const int64_t slabs = (p.dim + k.slab - 1) / k.slab;
+  const int64_t slabs = (p.dim + kSlab - 1) / kSlab;
   const int64_t n_items = static_cast<int64_t>(chunks.size()) * slabs;
-  const int64_t scratch_size = 2 * (p.width - 1) * std::min(k.slab, p.dim);
+  const int64_t scratch_size = 2 * (p.width - 1) * std::min(kSlab, p.dim);
   parallel_items(n_items, p.num_tokens * p.dim, [&](int64_t begin, int64_t end) {
     std::vector<float> scratch(scratch_size);
     for (int64_t i = begin; i < end; ++i) {
       const Chunk& c = chunks[i / slabs];
-      const int64_t c0 = (i % slabs) * k.slab;
-      fn(p, w, c.seq, c.t0, c.t1, c0, std::min(p.dim, c0 + k.slab), scratch.data());
+      const int64_t c0 = (i % slabs) * kSlab;
+      fn(p, w, c.seq, c.t0, c.t1, c0, std::min(p.dim, c0 + kSlab), scratch.data());
     }
   });
   return out;
@@ -121,16 +180,16 @@ void causal_conv1d_update_cpu(const at::Tensor& x, const at::Tensor& conv_state,
                                             conv_state_indices, pad_slot_id, out);
   if (p.batch == 0 || p.dim == 0 || p.seqlen == 0) return;
   const CpuKernelSet& k = kernels();
-  const WidenedWeights widened(p);
-  const CpuWeights w = widened.view();
+  const PreparedWeights weights(p, k.packs_vnni);
+  const CpuWeights w = weights.view();
   const UpdateItemFn fn = k.update(p);
-  const int64_t slabs = (p.dim + k.slab - 1) / k.slab;
-  const int64_t scratch_size = (p.width - 1 + p.seqlen) * std::min(k.slab, p.dim);
+  const int64_t slabs = (p.dim + kSlab - 1) / kSlab;
+  const int64_t scratch_size = (p.width - 1 + p.seqlen) * std::min(kSlab, p.dim);
   parallel_items(p.batch * slabs, p.batch * p.seqlen * p.dim, [&](int64_t begin, int64_t end) {
     std::vector<float> scratch(scratch_size);
     for (int64_t i = begin; i < end; ++i) {
-      const int64_t c0 = (i % slabs) * k.slab;
-      fn(p, w, i / slabs, c0, std::min(p.dim, c0 + k.slab), scratch.data());
+      const int64_t c0 = (i % slabs) * kSlab;
+      fn(p, w, i / slabs, c0, std::min(p.dim, c0 + kSlab), scratch.data());
     }
   });
 }

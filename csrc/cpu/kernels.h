@@ -1,7 +1,8 @@
 // The interface between the CPU dispatcher (conv1d_cpu.cpp) and one ISA's
 // kernels. An ISA file exports a CpuKernelSet and nothing else: no
 // registrations and no static initialisers, so that it can be compiled with
-// its own instruction-set flags and only called after a CPUID check.
+// its own instruction-set flags and only called after a CPUID check. The
+// dispatcher splits a call into work items (kernel_items.h) and runs them.
 #pragma once
 
 #include <cstdint>
@@ -10,10 +11,13 @@
 
 namespace causal_conv1d::cpu {
 
-// The filter widened to fp32 by the dispatcher, once per call.
+// The filter prepared by the dispatcher, once per call.
 struct CpuWeights {
-  const float* taps = nullptr;  // (width, dim): taps[k * dim + c]
-  const float* bias = nullptr;  // (dim,) or null
+  const float* taps = nullptr;  // (width, dim) in fp32: taps[k * dim + c]
+  const float* bias = nullptr;  // (dim,) in fp32, or null
+  // bf16 weights only: the taps as bf16 VNNI pairs (ceil(width / 2), dim, 2),
+  // an odd width padded with a zero tap; null otherwise.
+  const uint16_t* vnni = nullptr;
 };
 
 // One work item of the prefill: tokens [t0, t1) of sequence `seq` (counted
@@ -26,14 +30,22 @@ using FwdItemFn = void (*)(const FwdParams&, const CpuWeights&, int64_t seq, int
 using UpdateItemFn = void (*)(const UpdateParams&, const CpuWeights&, int64_t row, int64_t c0,
                               int64_t c1, float* scratch);
 
+constexpr int64_t kSlab = 2048;  // channels per work item
+constexpr int64_t kChunk = 256;  // prefill tokens per work item (more than kMaxWidth)
+
 struct CpuKernelSet {
   const char* name;
-  int64_t slab;   // channels per work item
-  int64_t chunk;  // prefill tokens per work item (at least kMaxWidth)
+  bool packs_vnni;  // wants CpuWeights::vnni for bf16 x and weights
   FwdItemFn (*fwd)(const FwdParams&);
   UpdateItemFn (*update)(const UpdateParams&);
 };
 
 CpuKernelSet portable_kernels();
+#ifdef CAUSAL_CONV1D_HAVE_AVX2
+CpuKernelSet avx2_kernels();  // needs avx2, fma, f16c
+#endif
+#ifdef CAUSAL_CONV1D_HAVE_AVX512_BF16
+CpuKernelSet avx512_bf16_kernels();  // needs avx512f/bw/vl/bf16, fma, f16c
+#endif
 
 }  // namespace causal_conv1d::cpu

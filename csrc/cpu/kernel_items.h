@@ -1,0 +1,308 @@
+// Work-item logic shared by every CPU ISA (see kernels.h): prefill items (a
+// token chunk of one sequence x a channel slab) and decode items (one batch row
+// x a channel slab), parameterised by an `Isa` policy that supplies fp16
+// conversions and `conv_token`, the computation of one output token over a
+// block of channels. Each ISA translation unit includes this file, compiled
+// with that ISA's flags; everything here has internal linkage (an anonymous
+// namespace), so no inline function compiled for one ISA can stand in for
+// another's at link time.
+//
+// Prefill: the item holding a sequence's first tokens stages the window before
+// the sequence (conv state or zeros) and those tokens in fp32, computes the
+// first width-1 outputs from that, and writes the new state once it has read
+// the old one; every other output reads its taps (the halo included) from x.
+// Inside an item tokens are the outer loop and channels the inner one, so
+// channel-last rows stream through contiguously.
+//
+// Decode: the window and the new tokens are staged in fp32 first, so `out`
+// may alias `x`; the state is then updated from x, then outputs are written.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+#include "kernels.h"
+
+namespace causal_conv1d::cpu {
+namespace {
+
+constexpr int64_t kBlock = 256;  // channels per accumulator row
+
+// Storage types, layout-compatible with float, c10::BFloat16 and c10::Half.
+// Plain structs rather than c10's, whose inline members would otherwise be
+// compiled with this ISA's flags.
+struct bf16_t {
+  uint16_t bits;
+};
+struct f16_t {
+  uint16_t bits;
+};
+
+inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+inline int64_t max64(int64_t a, int64_t b) { return a < b ? b : a; }
+inline int64_t wrap(int64_t v, int64_t n) { return ((v % n) + n) % n; }
+
+inline float bits_to_float(uint32_t bits) {
+  float f;
+  std::memcpy(&f, &bits, sizeof(f));
+  return f;
+}
+
+inline uint32_t float_to_bits(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, sizeof(bits));
+  return bits;
+}
+
+// Element conversions; fp32 to bf16 rounds to nearest even exactly as c10
+// does, without branches so that the loops around it vectorise.
+template <class Isa>
+struct Convert {
+  static float to_float(float v) { return v; }
+  static float to_float(bf16_t v) { return bits_to_float(uint32_t{v.bits} << 16); }
+  static float to_float(f16_t v) { return Isa::half_to_float(v.bits); }
+
+  static void from_float(float v, float& out) { out = v; }
+  static void from_float(float v, bf16_t& out) {
+    const uint32_t bits = float_to_bits(v);
+    const uint32_t rounded = (bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16;
+    const bool nan = (bits & 0x7FFFFFFFu) > 0x7F800000u;
+    out.bits = static_cast<uint16_t>(nan ? 0x7FC0u : rounded);
+  }
+  static void from_float(float v, f16_t& out) { out.bits = Isa::float_to_half(v); }
+
+  // Storage to storage through fp32; a plain copy when the types agree.
+  template <typename To, typename From>
+  static void convert(From v, To& out) {
+    if constexpr (std::is_same_v<To, From>) {
+      out = v;
+    } else {
+      from_float(to_float(v), out);
+    }
+  }
+};
+
+// exp(v) to about 2 ulp without branches, so that the loops around it
+// vectorise: v = n ln2 + r with |r| <= ln2/2, e^r by a degree-7 polynomial,
+// 2^n assembled in the exponent bits. Integer work is unsigned so that no
+// input (NaN included) is undefined behaviour. The SIMD ISAs evaluate the
+// same polynomial in vector registers.
+constexpr float kExpLo = -87.3f, kExpHi = 88.3f;
+constexpr float kLog2e = 1.44269504f, kRoundShift = 12582912.f;  // 1.5 * 2^23
+constexpr float kLn2Hi = 0.693359375f, kLn2Lo = -2.12194440e-4f;
+constexpr float kExpPoly[6] = {1.9875691500e-4f, 1.3981999507e-3f, 8.3334519073e-3f,
+                               4.1665795894e-2f, 1.6666665459e-1f, 5.0000001201e-1f};
+
+inline float exp_fast(float v) {
+  v = v < kExpLo ? kExpLo : (v > kExpHi ? kExpHi : v);
+  const float shifted = v * kLog2e + kRoundShift;  // rounds v / ln2 to an integer n
+  const float n = shifted - kRoundShift;
+  const float r = (v - n * kLn2Hi) - n * kLn2Lo;
+  float p = kExpPoly[0];
+  for (int i = 1; i < 6; ++i) p = p * r + kExpPoly[i];
+  p = p * (r * r) + r + 1.f;
+  return p * bits_to_float((float_to_bits(shifted) - 0x4B400000u + 127u) << 23);
+}
+
+// Channel loops come in a unit-stride (vectorised) and a strided flavour.
+
+template <class Isa, typename To, typename From>
+inline void copy_channels(To* dst, int64_t dst_stride, const From* src, int64_t src_stride,
+                          int64_t n) {
+  if (dst_stride == 1 && src_stride == 1) {
+    for (int64_t c = 0; c < n; ++c) Convert<Isa>::convert(src[c], dst[c]);
+  } else {
+    for (int64_t c = 0; c < n; ++c) Convert<Isa>::convert(src[c * src_stride], dst[c * dst_stride]);
+  }
+}
+
+template <class Isa, typename T>
+inline void fill_channels(T* dst, int64_t stride, int64_t n) {
+  for (int64_t c = 0; c < n; ++c) Convert<Isa>::from_float(0.f, dst[c * stride]);
+}
+
+template <class Isa, typename T>
+inline void accumulate_tap(float* acc, const float* tap, const T* in, int64_t stride, int64_t n) {
+  if (stride == 1) {
+    for (int64_t c = 0; c < n; ++c) acc[c] += tap[c] * Convert<Isa>::to_float(in[c]);
+  } else {
+    for (int64_t c = 0; c < n; ++c) acc[c] += tap[c] * Convert<Isa>::to_float(in[c * stride]);
+  }
+}
+
+// acc (n <= kBlock values) through the activation into out. SiLU runs as two
+// loops: GCC schedules the fused exp-and-divide loop about 4x slower.
+template <class Isa, typename T>
+inline void store_output(T* out, int64_t stride, float* acc, int64_t n, bool act) {
+  if (act) {
+    float e[kBlock];
+    for (int64_t c = 0; c < n; ++c) e[c] = exp_fast(-acc[c]);
+    for (int64_t c = 0; c < n; ++c) acc[c] = acc[c] / (1.f + e[c]);
+  }
+  copy_channels<Isa>(out, stride, acc, 1, n);
+}
+
+// One output token over channels [c0, c0 + n), n <= kBlock, with plain loops.
+// The window's column k lies at in + k * in_tok, channels at stride in_dim.
+template <class Isa, typename in_t, typename out_t>
+inline void conv_token_loops(const ConvParams& p, const CpuWeights& w, int64_t c0, int64_t n,
+                             const in_t* in, int64_t in_tok, int64_t in_dim, out_t* out,
+                             int64_t out_dim) {
+  float acc[kBlock];
+  for (int64_t c = 0; c < n; ++c) acc[c] = w.bias == nullptr ? 0.f : w.bias[c0 + c];
+  for (int64_t k = 0; k < p.width; ++k)
+    accumulate_tap<Isa>(acc, w.taps + k * p.dim + c0, in + k * in_tok, in_dim, n);
+  store_output<Isa>(out, out_dim, acc, n, p.silu);
+}
+
+// Outputs of tokens [t0, t1) of one sequence, channels [c0, c1).
+template <class Isa, typename scalar_t, typename state_t>
+void fwd_item(const FwdParams& p, const CpuWeights& w, int64_t seq, int64_t t0, int64_t t1,
+              int64_t c0, int64_t c1, float* scratch) {
+  int64_t begin, end;
+  p.token_range(seq, begin, end);
+  const int64_t len = end - begin, n = c1 - c0;
+  const int64_t x_dim = p.x_dim_stride, x_tok = p.x_tok_stride;
+  const int64_t o_dim = p.out_dim_stride, o_tok = p.out_tok_stride;
+  const scalar_t* x = static_cast<const scalar_t*>(p.x) + begin * x_tok + c0 * x_dim;
+  scalar_t* out = static_cast<scalar_t*>(p.out) + begin * o_tok + c0 * o_dim;
+
+  const int64_t line = p.cache_indices.present() ? p.cache_indices[seq] : seq;
+  if (p.is_padding(line)) {
+    for (int64_t t = t0; t < t1; ++t) fill_channels<Isa>(out + t * o_tok, o_dim, n);
+    return;
+  }
+
+  const int64_t H = p.width - 1, S = p.state_len;
+  const int64_t s_dim = p.state_dim_stride, s_tok = p.state_tok_stride;
+  state_t* state = p.states == nullptr
+                       ? nullptr
+                       : static_cast<state_t*>(p.states) + line * p.state_line_stride + c0 * s_dim;
+  const bool init = state != nullptr && p.has_initial_state != nullptr &&
+                    p.has_initial_state[seq * p.has_initial_state_stride];
+
+  if (t0 == 0) {
+    // scratch rows 0..H-1: the window before the sequence; then its first tokens.
+    const int64_t nhead = min64(len, H);
+    for (int64_t k = 0; k < H; ++k) {
+      if (init) {
+        copy_channels<Isa>(scratch + k * n, 1, state + (S - H + k) * s_tok, s_dim, n);
+      } else {
+        fill_channels<Isa>(scratch + k * n, 1, n);
+      }
+    }
+    for (int64_t k = 0; k < nhead; ++k)
+      copy_channels<Isa>(scratch + (H + k) * n, 1, x + k * x_tok, x_dim, n);
+    for (int64_t t = 0; t < nhead; ++t)
+      for (int64_t cb = 0; cb < n; cb += kBlock)
+        Isa::conv_token(p, w, c0 + cb, min64(kBlock, n - cb), scratch + t * n + cb, n, 1,
+                        out + t * o_tok + cb * o_dim, o_dim);
+  }
+
+  for (int64_t t = max64(t0, H); t < t1; ++t)
+    for (int64_t cb = 0; cb < n; cb += kBlock)
+      Isa::conv_token(p, w, c0 + cb, min64(kBlock, n - cb), x + (t - H) * x_tok + cb * x_dim, x_tok,
+                      x_dim, out + t * o_tok + cb * o_dim, o_dim);
+
+  if (t0 != 0 || state == nullptr) return;
+  // New state: the last S columns of cat(old or zeros, tokens). Ascending j
+  // reads old column j + len before anything overwrites it.
+  for (int64_t j = 0; j < S; ++j) {
+    const int64_t src = len - S + j;
+    if (src >= 0) {
+      copy_channels<Isa>(state + j * s_tok, s_dim, x + src * x_tok, x_dim, n);
+    } else if (init) {
+      copy_channels<Isa>(state + j * s_tok, s_dim, state + (j + len) * s_tok, s_dim, n);
+    } else {
+      fill_channels<Isa>(state + j * s_tok, s_dim, n);
+    }
+  }
+}
+
+// All tokens of one batch row, channels [c0, c1).
+template <class Isa, typename scalar_t, typename state_t>
+void update_item(const UpdateParams& p, const CpuWeights& w, int64_t row, int64_t c0, int64_t c1,
+                 float* buf) {
+  const int64_t n = c1 - c0, L = p.seqlen;
+  const int64_t x_dim = p.x_dim_stride, x_tok = p.x_tok_stride;
+  const int64_t o_dim = p.out_dim_stride, o_tok = p.out_tok_stride;
+  const scalar_t* x = static_cast<const scalar_t*>(p.x) + row * p.x_batch_stride + c0 * x_dim;
+  scalar_t* out = static_cast<scalar_t*>(p.out) + row * p.out_batch_stride + c0 * o_dim;
+
+  const int64_t line = p.state_indices.present() ? p.state_indices[row] : row;
+  if (p.is_padding(line)) {
+    for (int64_t t = 0; t < L; ++t) fill_channels<Isa>(out + t * o_tok, o_dim, n);
+    return;
+  }
+
+  const int64_t H = p.width - 1, S = p.state_len;
+  const int64_t s_dim = p.state_dim_stride, s_tok = p.state_tok_stride;
+  state_t* state = static_cast<state_t*>(p.states) + line * p.state_line_stride + c0 * s_dim;
+  const bool circular = p.cache_seqlens.present();
+  const int64_t pos = circular ? wrap(p.cache_seqlens[row], S) : 0;
+
+  // buf rows: the H window columns, then the L new tokens.
+  for (int64_t k = 0; k < H; ++k) {
+    const int64_t col = circular ? wrap(pos - H + k, S) : S - H + k;
+    copy_channels<Isa>(buf + k * n, 1, state + col * s_tok, s_dim, n);
+  }
+  for (int64_t t = 0; t < L; ++t) copy_channels<Isa>(buf + (H + t) * n, 1, x + t * x_tok, x_dim, n);
+
+  if (circular) {
+    // Token j goes to ring position pos + j; with L > S later tokens win.
+    for (int64_t j = 0; j < L; ++j)
+      copy_channels<Isa>(state + ((pos + j) % S) * s_tok, s_dim, x + j * x_tok, x_dim, n);
+  } else {
+    // Shift left by L and append: ascending j reads column j + L before it is overwritten.
+    for (int64_t j = 0; j < S; ++j) {
+      const int64_t src = j + L;
+      if (src < S) {
+        copy_channels<Isa>(state + j * s_tok, s_dim, state + src * s_tok, s_dim, n);
+      } else {
+        copy_channels<Isa>(state + j * s_tok, s_dim, x + (src - S) * x_tok, x_dim, n);
+      }
+    }
+  }
+
+  for (int64_t t = 0; t < L; ++t)
+    for (int64_t cb = 0; cb < n; cb += kBlock)
+      Isa::conv_token(p, w, c0 + cb, min64(kBlock, n - cb), buf + t * n + cb, n, 1,
+                      out + t * o_tok + cb * o_dim, o_dim);
+}
+
+// Calls f with a value of the storage type named by t.
+template <typename F>
+auto with_storage_type(c10::ScalarType t, F&& f) {
+  switch (t) {
+    case c10::ScalarType::Half:
+      return f(f16_t{});
+    case c10::ScalarType::BFloat16:
+      return f(bf16_t{});
+    default:
+      return f(float{});
+  }
+}
+
+template <class Isa>
+FwdItemFn select_fwd(const FwdParams& p) {
+  // Without a cache the state type is irrelevant: reuse x's instantiation.
+  const c10::ScalarType state_type = p.states == nullptr ? p.x_type : p.state_type;
+  return with_storage_type(p.x_type, [&](auto x_tag) {
+    return with_storage_type(state_type, [&](auto s_tag) -> FwdItemFn {
+      return &fwd_item<Isa, decltype(x_tag), decltype(s_tag)>;
+    });
+  });
+}
+
+template <class Isa>
+UpdateItemFn select_update(const UpdateParams& p) {
+  return with_storage_type(p.x_type, [&](auto x_tag) {
+    return with_storage_type(p.state_type, [&](auto s_tag) -> UpdateItemFn {
+      return &update_item<Isa, decltype(x_tag), decltype(s_tag)>;
+    });
+  });
+}
+
+}  // namespace
+}  // namespace causal_conv1d::cpu
