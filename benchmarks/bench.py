@@ -2,7 +2,11 @@
 formulation and, where importable, the seed's Triton kernels and Dao-AILab's causal-conv1d.
 
     python benchmarks/bench.py --device cpu            # CPU_CASES, all threads
+    python benchmarks/bench.py --device cpu --isas portable,avx2,avx512_bf16
     python benchmarks/bench.py --device cuda           # GPU_CASES
+
+With --isas each CPU kernel set runs in its own process (the set is chosen once per process)
+and the table puts them side by side, each against the copy measured in its own run.
 
 Writes <out-dir>/<name>.md, .json and .png (ratios to the copy of the same bytes).
 """
@@ -14,7 +18,9 @@ import datetime
 import importlib
 import json
 import os
+import subprocess
 import sys
+import tempfile
 
 import torch
 from causal_conv1d_kernels import __version__, benchmark, cpu_isa, has_cuda_backend
@@ -98,6 +104,38 @@ def run(device, cases, threads, min_run_time, peers_dir=None):
     return rows
 
 
+def run_isas(args, isas, stem):
+    """Runs this script once per CPU kernel set; returns rows with one column per set."""
+    out_dir = tempfile.mkdtemp(prefix="bench-isas-")
+    merged = None
+    for isa in isas:
+        child = [
+            sys.executable,
+            os.path.abspath(__file__),
+            "--device",
+            "cpu",
+            "--no-peers",
+            "--min-run-time",
+            str(args.min_run_time),
+            "--out-dir",
+            out_dir,
+            "--name",
+            f"{stem}-{isa}",
+        ]
+        if args.threads:
+            child += ["--threads", str(args.threads)]
+        env = {**os.environ, "CAUSAL_CONV1D_CPU_ISA": isa}
+        subprocess.run(child, env=env, check=True)
+        with open(os.path.join(out_dir, f"{stem}-{isa}.json")) as f:
+            rows = json.load(f)["rows"]
+        if merged is None:
+            merged = [{k: v for k, v in row.items() if k != "ours_us"} for row in rows]
+        for row, own in zip(merged, rows):
+            # Scaled to the first run's copy, so every column reads against one copy time.
+            row[f"{isa}_us"] = own["ours_us"] * row["copy_us"] / own["copy_us"]
+    return merged
+
+
 def names(rows):
     found = []
     for row in rows:
@@ -178,6 +216,9 @@ def main(argv=None) -> int:
     parser.add_argument("--out-dir", default=os.path.join(HERE, "results"))
     parser.add_argument("--peers-dir", default=PEERS, help="folder holding vllm_triton_seed.py")
     parser.add_argument("--no-peers", action="store_true")
+    parser.add_argument(
+        "--isas", default=None, help="CPU only: comma-separated kernel sets to run side by side"
+    )
     args = parser.parse_args(argv)
 
     if args.threads:
@@ -191,12 +232,21 @@ def main(argv=None) -> int:
         f"{torch.__version__}, {datetime.date.today()}; bf16, width 4, bias, SiLU; "
         "median times"
     )
-    print(header, flush=True)
-    peers_dir = None if args.no_peers else args.peers_dir
-    rows = run(args.device, cases, args.threads, args.min_run_time, peers_dir)
-
     os.makedirs(args.out_dir, exist_ok=True)
     stem = args.name or f"{args.device}-{kind}"
+    if args.isas:
+        isas = args.isas.split(",")
+        header = header.replace(f", CPU kernels {cpu_isa()}", "")
+        header += (
+            f"; CPU kernel sets {', '.join(isas)} each in its own run, its time scaled "
+            "to the first run's copy (x copy is against its own run's copy)"
+        )
+        rows = run_isas(args, isas, stem)
+    else:
+        print(header, flush=True)
+        peers_dir = None if args.no_peers else args.peers_dir
+        rows = run(args.device, cases, args.threads, args.min_run_time, peers_dir)
+
     base = os.path.join(args.out_dir, stem)
     with open(base + ".md", "w") as f:
         f.write(markdown(rows, header))

@@ -21,7 +21,8 @@ struct Avx2 {
   static V add(V a, V b) { return _mm256_add_ps(a, b); }
   static V sub(V a, V b) { return _mm256_sub_ps(a, b); }
   static V mul(V a, V b) { return _mm256_mul_ps(a, b); }
-  static V div(V a, V b) { return _mm256_div_ps(a, b); }
+  static V rcp(V a) { return _mm256_rcp_ps(a); }                        // 1/a to 12 bits
+  static V fnmadd(V a, V b, V c) { return _mm256_fnmadd_ps(a, b, c); }  // c - a * b
   static V fmadd(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
   // max/min return the second operand for NaN lanes: NaN inputs clamp, and the
   // NaN still reaches the result through SiLU's numerator.

@@ -26,7 +26,8 @@ struct Avx512Bf16 {
   static V add(V a, V b) { return _mm512_add_ps(a, b); }
   static V sub(V a, V b) { return _mm512_sub_ps(a, b); }
   static V mul(V a, V b) { return _mm512_mul_ps(a, b); }
-  static V div(V a, V b) { return _mm512_div_ps(a, b); }
+  static V rcp(V a) { return _mm512_rcp14_ps(a); }                      // 1/a to 14 bits
+  static V fnmadd(V a, V b, V c) { return _mm512_fnmadd_ps(a, b, c); }  // c - a * b
   static V fmadd(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
   // max/min return the second operand for NaN lanes: NaN inputs clamp, and the
   // NaN still reaches the result through SiLU's numerator.
