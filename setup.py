@@ -109,7 +109,6 @@ else:
     )
 
 
-
 class BuildWithIsaKernels(BuildExtension):
     """BuildExtension, plus the ISA translation units compiled each with its own flags
     (which BuildExtension cannot do per file) and linked in as objects. An ISA whose

@@ -129,7 +129,8 @@ def run_isas(args, isas, stem):
         with open(os.path.join(out_dir, f"{stem}-{isa}.json")) as f:
             rows = json.load(f)["rows"]
         if merged is None:
-            merged = [{k: v for k, v in row.items() if k != "ours_us"} for row in rows]
+            keep = ("case", "bytes", "copy_us", "torch_us")
+            merged = [{k: v for k, v in row.items() if k in keep} for row in rows]
         for row, own in zip(merged, rows):
             # Scaled to the first run's copy, so every column reads against one copy time.
             row[f"{isa}_us"] = own["ours_us"] * row["copy_us"] / own["copy_us"]

@@ -120,7 +120,10 @@ FwdParams make_fwd_params(const at::Tensor& x, const at::Tensor& weight,
   TORCH_CHECK(x.dim() == 2, op, ": x must have shape (dim, num_tokens), got ", dims(x.sizes()));
   TORCH_CHECK(out.sizes() == x.sizes() && out.scalar_type() == x.scalar_type() &&
                   out.device() == x.device(),
-              op, ": out must match x");
+              op, ": out must have x's shape ", dims(x.sizes()), " and dtype ", x.scalar_type(),
+              ", got ", dims(out.sizes()), " ", out.scalar_type());
+  TORCH_CHECK(out.numel() == 0 || out.data_ptr() != x.data_ptr(), op,
+              ": out must not be x (the prefill reads earlier tokens after writing later ones)");
   FwdParams p;
   fill_conv_params(p, op, x, x.size(0), weight, bias,
                    conv_states.has_value() ? &*conv_states : nullptr, "conv_states", silu,
@@ -204,6 +207,11 @@ TORCH_LIBRARY(causal_conv1d, m) {
       "causal_conv1d_fwd(Tensor x, Tensor weight, Tensor? bias, Tensor(a!)? conv_states, "
       "Tensor query_start_loc, Tensor? cache_indices, Tensor? has_initial_state, bool silu, "
       "int pad_slot_id) -> Tensor");
+  // The same into a caller's buffer (x's shape and dtype, any strides, not overlapping x).
+  m.def(
+      "causal_conv1d_fwd_out(Tensor x, Tensor weight, Tensor? bias, Tensor(a!)? conv_states, "
+      "Tensor query_start_loc, Tensor? cache_indices, Tensor? has_initial_state, bool silu, "
+      "int pad_slot_id, Tensor(b!) out) -> ()");
   m.def(
       "causal_conv1d_update(Tensor x, Tensor(a!) conv_state, Tensor weight, Tensor? bias, "
       "bool silu, Tensor? cache_seqlens, Tensor? conv_state_indices, int pad_slot_id, "

@@ -15,6 +15,7 @@ from helpers import (
     devices,
     fwd_case,
     mix_id,
+    rand,
 )
 
 
@@ -159,5 +160,18 @@ def test_custom_pad_slot_id(device):
     kwargs["pad_slot_id"] = 99
     expected_out, expected_states = causal_conv1d_fn_ref(**kwargs)
     out = causal_conv1d_fn(**kwargs)
+    assert_close(out, expected_out)
+    assert torch.equal(kwargs["conv_states"], expected_states)
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("out_layout", ["channel_last", "contiguous", "strided"])
+def test_out_buffer(device, out_layout):
+    """out=: every element written (the buffer starts as NaN), any strides, same results."""
+    kwargs, pads = fwd_case(4, (BF16, BF16, F32), device)
+    expected_out, expected_states = causal_conv1d_fn_ref(**kwargs)
+    out = rand(tuple(kwargs["x"].shape), BF16, device, out_layout).fill_(float("nan"))
+    result = causal_conv1d_fn(**kwargs, out=out)
+    assert result is out
     assert_close(out, expected_out)
     assert torch.equal(kwargs["conv_states"], expected_states)

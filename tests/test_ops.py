@@ -51,7 +51,9 @@ def test_schemas_annotate_writes():
     fwd = torch.ops.causal_conv1d.causal_conv1d_fwd.default._schema
     upd = torch.ops.causal_conv1d.causal_conv1d_update.default._schema
     written = lambda s: [a.name for a in s.arguments if a.alias_info and a.alias_info.is_write]  # noqa: E731
+    fwd_out = torch.ops.causal_conv1d.causal_conv1d_fwd_out.default._schema
     assert written(fwd) == ["conv_states"]
+    assert written(fwd_out) == ["conv_states", "out"]
     assert written(upd) == ["conv_state", "out"]
 
 
@@ -60,6 +62,16 @@ def test_schemas_annotate_writes():
 def test_opcheck_fwd(device, sample):
     kwargs, _ = fwd_case(device=device, lengths=[3, 0, 9, 1], **FWD_SAMPLES[sample])
     torch.library.opcheck(torch.ops.causal_conv1d.causal_conv1d_fwd.default, fwd_op_args(kwargs))
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("sample", range(len(FWD_SAMPLES)))
+def test_opcheck_fwd_out(device, sample):
+    kwargs, _ = fwd_case(device=device, lengths=[3, 0, 9, 1], **FWD_SAMPLES[sample])
+    out = torch.empty_like(kwargs["x"])
+    torch.library.opcheck(
+        torch.ops.causal_conv1d.causal_conv1d_fwd_out.default, (*fwd_op_args(kwargs), out)
+    )
 
 
 @pytest.mark.parametrize("device", devices())
@@ -80,8 +92,8 @@ class PrefillThenDecode(torch.nn.Module):
         self.weight = torch.nn.Parameter(weight, requires_grad=False)
         self.bias = torch.nn.Parameter(bias, requires_grad=False)
 
-    def forward(self, x, states, qsl, lines, has_init, token):
-        y = ck.causal_conv1d_fn(x, self.weight, self.bias, states, qsl, lines, has_init)
+    def forward(self, x, states, qsl, lines, has_init, token, buf):
+        y = ck.causal_conv1d_fn(x, self.weight, self.bias, states, qsl, lines, has_init, out=buf)
         z = ck.causal_conv1d_update(
             token, states, self.weight, self.bias, "silu", conv_state_indices=lines, out=token
         )
@@ -106,11 +118,13 @@ def test_torch_compile_fullgraph(device, backend):
     )
 
     eager_states, eager_token = args[1].clone(), token.clone()
-    eager = model(args[0], eager_states, *args[2:], eager_token)
+    eager = model(args[0], eager_states, *args[2:], eager_token, torch.empty_like(args[0]))
     compiled_fn = torch.compile(model, fullgraph=True, backend=backend)
-    compiled = compiled_fn(*args, token)
+    buf = torch.empty_like(args[0])
+    compiled = compiled_fn(*args, token, buf)
 
     assert_close(compiled[0], eager[0])
     assert_close(compiled[1], eager[1])
     assert torch.equal(args[1], eager_states), "compiled call must update the cache in place"
     assert torch.equal(token, eager_token), "compiled call must write out=token in place"
+    assert_close(buf.sum(dim=0), eager[0]), "compiled call must fill the prefill's out buffer"

@@ -134,6 +134,19 @@ FWD_ERRORS = [
     ),
     ("activation", lambda k: k.update(activation="relu"), ValueError, ["activation", "relu"]),
     ("pad-slot-id", lambda k: k.update(pad_slot_id=-1.0), TypeError, ["pad_slot_id", "int"]),
+    (
+        "out-shape",
+        lambda k: k.update(out=torch.empty(80, 9)),
+        ValueError,
+        ["out", "shape"],
+    ),
+    (
+        "out-dtype",
+        lambda k: k.update(out=torch.empty_like(k["x"], dtype=torch.float16)),
+        ValueError,
+        ["out", "dtype"],
+    ),
+    ("out-is-x", lambda k: k.update(out=k["x"]), ValueError, ["out", "in place"]),
     # value checks, run because validate=True
     (
         "qsl-end",
@@ -330,3 +343,21 @@ def test_op_checks_update():
         bad_args[index] = bad
         with pytest.raises(RuntimeError, match=f"causal_conv1d_update: {words}"):
             op(*bad_args)
+
+
+def test_op_rejects_in_place_prefill():
+    k = fwd_kwargs()
+    args = [
+        k["x"],
+        k["weight"],
+        k["bias"],
+        k["conv_states"],
+        k["query_start_loc"],
+        k["cache_indices"],
+        k["has_initial_state"],
+        True,
+        -1,
+        k["x"],
+    ]
+    with pytest.raises(RuntimeError, match="causal_conv1d_fwd: out must not be x"):
+        torch.ops.causal_conv1d.causal_conv1d_fwd_out(*args)

@@ -128,18 +128,17 @@ void check_cpu(const char* op, const at::Tensor& x) {
   TORCH_CHECK(x.device().is_cpu(), op, ": x must be a CPU tensor, got ", x.device());
 }
 
-at::Tensor causal_conv1d_fwd_cpu(const at::Tensor& x, const at::Tensor& weight,
-                                 const std::optional<at::Tensor>& bias,
-                                 const std::optional<at::Tensor>& conv_states,
-                                 const at::Tensor& query_start_loc,
-                                 const std::optional<at::Tensor>& cache_indices,
-                                 const std::optional<at::Tensor>& has_initial_state, bool silu,
-                                 int64_t pad_slot_id) {
+void causal_conv1d_fwd_out_cpu(const at::Tensor& x, const at::Tensor& weight,
+                               const std::optional<at::Tensor>& bias,
+                               const std::optional<at::Tensor>& conv_states,
+                               const at::Tensor& query_start_loc,
+                               const std::optional<at::Tensor>& cache_indices,
+                               const std::optional<at::Tensor>& has_initial_state, bool silu,
+                               int64_t pad_slot_id, const at::Tensor& out) {
   check_cpu("causal_conv1d_fwd", x);
-  at::Tensor out = empty_fwd_output(x);
   const FwdParams p = make_fwd_params(x, weight, bias, conv_states, query_start_loc, cache_indices,
                                       has_initial_state, silu, pad_slot_id, out);
-  if (p.batch == 0 || p.dim == 0 || p.num_tokens == 0) return out;
+  if (p.batch == 0 || p.dim == 0 || p.num_tokens == 0) return;
   const CpuKernelSet& k = kernels();
   const PreparedWeights weights(p, k.packs_vnni);
   const CpuWeights w = weights.view();
@@ -167,6 +166,18 @@ at::Tensor causal_conv1d_fwd_cpu(const at::Tensor& x, const at::Tensor& weight,
       fn(p, w, c.seq, c.t0, c.t1, c0, std::min(p.dim, c0 + kSlab), scratch.data());
     }
   });
+}
+
+at::Tensor causal_conv1d_fwd_cpu(const at::Tensor& x, const at::Tensor& weight,
+                                 const std::optional<at::Tensor>& bias,
+                                 const std::optional<at::Tensor>& conv_states,
+                                 const at::Tensor& query_start_loc,
+                                 const std::optional<at::Tensor>& cache_indices,
+                                 const std::optional<at::Tensor>& has_initial_state, bool silu,
+                                 int64_t pad_slot_id) {
+  at::Tensor out = empty_fwd_output(x);
+  causal_conv1d_fwd_out_cpu(x, weight, bias, conv_states, query_start_loc, cache_indices,
+                            has_initial_state, silu, pad_slot_id, out);
   return out;
 }
 
@@ -203,5 +214,6 @@ std::string cpu_isa_name() { return cpu::kernels().name; }
 
 TORCH_LIBRARY_IMPL(causal_conv1d, CPU, m) {
   m.impl("causal_conv1d_fwd", &causal_conv1d::cpu::causal_conv1d_fwd_cpu);
+  m.impl("causal_conv1d_fwd_out", &causal_conv1d::cpu::causal_conv1d_fwd_out_cpu);
   m.impl("causal_conv1d_update", &causal_conv1d::cpu::causal_conv1d_update_cpu);
 }

@@ -142,6 +142,7 @@ def causal_conv1d_fn(
     activation: Activation = "silu",
     pad_slot_id: int = PAD_SLOT_ID,
     validate: bool = False,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Causal depthwise conv1d over packed variable-length sequences (prefill).
 
@@ -160,9 +161,11 @@ def causal_conv1d_fn(
         pad_slot_id: a sequence whose cache index equals it is padding: zero output, its
             state untouched.
         validate: also check index values (syncs with the device).
+        out: optional buffer with x's shape and dtype (any strides) to write into instead of
+            a new tensor, e.g. one a serving engine reuses; it must not overlap x.
 
     Returns:
-        A new tensor with x's shape and dtype (channel-last when x is).
+        ``out``, or a new tensor with x's shape and dtype (channel-last when x is).
     """
     op = "causal_conv1d_fn"
     check = _Checker(op, x)
@@ -222,17 +225,19 @@ def causal_conv1d_fn(
                 f"(>= {batch}), got {conv_states.shape[0]}"
             )
 
-    return torch.ops.causal_conv1d.causal_conv1d_fwd(
-        x,
-        weight,
-        bias,
-        conv_states,
-        query_start_loc,
-        cache_indices,
-        has_initial_state,
-        silu,
-        pad_slot_id,
-    )
+    args = (x, weight, bias, conv_states, query_start_loc, cache_indices, has_initial_state)
+    if out is None:
+        return torch.ops.causal_conv1d.causal_conv1d_fwd(*args, silu, pad_slot_id)
+    check.tensor("out", out)
+    if out.shape != x.shape or out.dtype != x.dtype:
+        raise ValueError(
+            f"{op}: out must have x's shape {_shape(x)} and dtype {x.dtype}, "
+            f"got {_shape(out)} and {out.dtype}"
+        )
+    if out is x:
+        raise ValueError(f"{op}: out must not be x: the prefill cannot run in place")
+    torch.ops.causal_conv1d.causal_conv1d_fwd_out(*args, silu, pad_slot_id, out)
+    return out
 
 
 def causal_conv1d_update(
@@ -347,6 +352,33 @@ def _causal_conv1d_fwd_fake(
             lambda: "causal_conv1d_fwd: conv_states must be (num_cache_lines, dim, state_len)",
         )
     return _fwd_output_like(x)
+
+
+@torch.library.register_fake("causal_conv1d::causal_conv1d_fwd_out")
+def _causal_conv1d_fwd_out_fake(
+    x,
+    weight,
+    bias,
+    conv_states,
+    query_start_loc,
+    cache_indices,
+    has_initial_state,
+    silu,
+    pad_slot_id,
+    out,
+):
+    _causal_conv1d_fwd_fake(
+        x,
+        weight,
+        bias,
+        conv_states,
+        query_start_loc,
+        cache_indices,
+        has_initial_state,
+        silu,
+        pad_slot_id,
+    )
+    torch._check(out.shape == x.shape, lambda: "causal_conv1d_fwd: out must match x")
 
 
 @torch.library.register_fake("causal_conv1d::causal_conv1d_update")
