@@ -76,6 +76,30 @@ const CpuKernelSet& kernels() {
   return chosen;
 }
 
+// 64-byte aligned storage for what the kernels load in full vectors: AVX-512
+// accesses that straddle two cache lines are costly on Intel cores.
+template <typename T>
+struct CacheLineAllocator {
+  using value_type = T;
+  CacheLineAllocator() = default;
+  template <typename U>
+  CacheLineAllocator(const CacheLineAllocator<U>&) {}
+  T* allocate(size_t n) {
+    return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t{kScratchAlign}));
+  }
+  void deallocate(T* p, size_t) { ::operator delete(p, std::align_val_t{kScratchAlign}); }
+  template <typename U>
+  bool operator==(const CacheLineAllocator<U>&) const {
+    return true;
+  }
+  template <typename U>
+  bool operator!=(const CacheLineAllocator<U>&) const {
+    return false;
+  }
+};
+template <typename T>
+using AlignedVector = std::vector<T, CacheLineAllocator<T>>;
+
 // The filter as fp32 taps (width, dim) and bias (dim,), plus bf16 VNNI pairs
 // when the kernels want them: one pass over the weights, cheaper than tensor
 // ops for the small filters of decode.
@@ -112,8 +136,8 @@ class PreparedWeights {
   }
 
  private:
-  std::vector<float> taps_, bias_;
-  std::vector<uint16_t> vnni_;
+  AlignedVector<float> taps_, bias_;
+  AlignedVector<uint16_t> vnni_;
 };
 
 // Runs body(item) for items [0, n_items) whose total output is `elements`.
@@ -157,9 +181,9 @@ void causal_conv1d_fwd_out_cpu(const at::Tensor& x, const at::Tensor& weight,
   }
   const int64_t slabs = (p.dim + kSlab - 1) / kSlab;
   const int64_t n_items = static_cast<int64_t>(chunks.size()) * slabs;
-  const int64_t scratch_size = 2 * (p.width - 1) * std::min(kSlab, p.dim);
+  const int64_t scratch_size = 2 * (p.width - 1) * scratch_pitch(std::min(kSlab, p.dim));
   parallel_items(n_items, p.num_tokens * p.dim, [&](int64_t begin, int64_t end) {
-    std::vector<float> scratch(scratch_size);
+    AlignedVector<float> scratch(scratch_size);
     for (int64_t i = begin; i < end; ++i) {
       const Chunk& c = chunks[i / slabs];
       const int64_t c0 = (i % slabs) * kSlab;
@@ -191,13 +215,13 @@ void causal_conv1d_update_cpu(const at::Tensor& x, const at::Tensor& conv_state,
                                             conv_state_indices, pad_slot_id, out);
   if (p.batch == 0 || p.dim == 0 || p.seqlen == 0) return;
   const CpuKernelSet& k = kernels();
-  const PreparedWeights weights(p, k.packs_vnni);
+  const PreparedWeights weights(p, /*want_vnni=*/false);  // decode stages fp32 rows
   const CpuWeights w = weights.view();
   const UpdateItemFn fn = k.update(p);
   const int64_t slabs = (p.dim + kSlab - 1) / kSlab;
-  const int64_t scratch_size = (p.width - 1 + p.seqlen) * std::min(kSlab, p.dim);
+  const int64_t scratch_size = (p.width - 1 + p.seqlen) * scratch_pitch(std::min(kSlab, p.dim));
   parallel_items(p.batch * slabs, p.batch * p.seqlen * p.dim, [&](int64_t begin, int64_t end) {
-    std::vector<float> scratch(scratch_size);
+    AlignedVector<float> scratch(scratch_size);
     for (int64_t i = begin; i < end; ++i) {
       const int64_t c0 = (i % slabs) * kSlab;
       fn(p, w, i / slabs, c0, std::min(p.dim, c0 + kSlab), scratch.data());

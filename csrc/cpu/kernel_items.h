@@ -162,7 +162,7 @@ void fwd_item(const FwdParams& p, const CpuWeights& w, int64_t seq, int64_t t0, 
               int64_t c0, int64_t c1, float* scratch) {
   int64_t begin, end;
   p.token_range(seq, begin, end);
-  const int64_t len = end - begin, n = c1 - c0;
+  const int64_t len = end - begin, n = c1 - c0, pitch = scratch_pitch(n);
   const int64_t x_dim = p.x_dim_stride, x_tok = p.x_tok_stride;
   const int64_t o_dim = p.out_dim_stride, o_tok = p.out_tok_stride;
   const scalar_t* x = static_cast<const scalar_t*>(p.x) + begin * x_tok + c0 * x_dim;
@@ -187,16 +187,16 @@ void fwd_item(const FwdParams& p, const CpuWeights& w, int64_t seq, int64_t t0, 
     const int64_t nhead = min64(len, H);
     for (int64_t k = 0; k < H; ++k) {
       if (init) {
-        copy_channels<Isa>(scratch + k * n, 1, state + (S - H + k) * s_tok, s_dim, n);
+        copy_channels<Isa>(scratch + k * pitch, 1, state + (S - H + k) * s_tok, s_dim, n);
       } else {
-        fill_channels<Isa>(scratch + k * n, 1, n);
+        fill_channels<Isa>(scratch + k * pitch, 1, n);
       }
     }
     for (int64_t k = 0; k < nhead; ++k)
-      copy_channels<Isa>(scratch + (H + k) * n, 1, x + k * x_tok, x_dim, n);
+      copy_channels<Isa>(scratch + (H + k) * pitch, 1, x + k * x_tok, x_dim, n);
     for (int64_t t = 0; t < nhead; ++t)
       for (int64_t cb = 0; cb < n; cb += kBlock)
-        Isa::conv_token(p, w, c0 + cb, min64(kBlock, n - cb), scratch + t * n + cb, n, 1,
+        Isa::conv_token(p, w, c0 + cb, min64(kBlock, n - cb), scratch + t * pitch + cb, pitch, 1,
                         out + t * o_tok + cb * o_dim, o_dim);
   }
 
@@ -224,7 +224,7 @@ void fwd_item(const FwdParams& p, const CpuWeights& w, int64_t seq, int64_t t0, 
 template <class Isa, typename scalar_t, typename state_t>
 void update_item(const UpdateParams& p, const CpuWeights& w, int64_t row, int64_t c0, int64_t c1,
                  float* buf) {
-  const int64_t n = c1 - c0, L = p.seqlen;
+  const int64_t n = c1 - c0, L = p.seqlen, pitch = scratch_pitch(n);
   const int64_t x_dim = p.x_dim_stride, x_tok = p.x_tok_stride;
   const int64_t o_dim = p.out_dim_stride, o_tok = p.out_tok_stride;
   const scalar_t* x = static_cast<const scalar_t*>(p.x) + row * p.x_batch_stride + c0 * x_dim;
@@ -245,9 +245,10 @@ void update_item(const UpdateParams& p, const CpuWeights& w, int64_t row, int64_
   // buf rows: the H window columns, then the L new tokens.
   for (int64_t k = 0; k < H; ++k) {
     const int64_t col = circular ? wrap(pos - H + k, S) : S - H + k;
-    copy_channels<Isa>(buf + k * n, 1, state + col * s_tok, s_dim, n);
+    copy_channels<Isa>(buf + k * pitch, 1, state + col * s_tok, s_dim, n);
   }
-  for (int64_t t = 0; t < L; ++t) copy_channels<Isa>(buf + (H + t) * n, 1, x + t * x_tok, x_dim, n);
+  for (int64_t t = 0; t < L; ++t)
+    copy_channels<Isa>(buf + (H + t) * pitch, 1, x + t * x_tok, x_dim, n);
 
   if (circular) {
     // Token j goes to ring position pos + j; with L > S later tokens win.
@@ -267,7 +268,7 @@ void update_item(const UpdateParams& p, const CpuWeights& w, int64_t row, int64_
 
   for (int64_t t = 0; t < L; ++t)
     for (int64_t cb = 0; cb < n; cb += kBlock)
-      Isa::conv_token(p, w, c0 + cb, min64(kBlock, n - cb), buf + t * n + cb, n, 1,
+      Isa::conv_token(p, w, c0 + cb, min64(kBlock, n - cb), buf + t * pitch + cb, pitch, 1,
                       out + t * o_tok + cb * o_dim, o_dim);
 }
 

@@ -21,16 +21,20 @@ struct CpuWeights {
 };
 
 // One work item of the prefill: tokens [t0, t1) of sequence `seq` (counted
-// from its start), channels [c0, c1). `scratch` holds 2 * (width - 1) * slab
-// floats.
+// from its start), channels [c0, c1). `scratch` holds 2 * (width - 1) rows of
+// scratch_pitch(slab) floats, 64-byte aligned.
 using FwdItemFn = void (*)(const FwdParams&, const CpuWeights&, int64_t seq, int64_t t0, int64_t t1,
                            int64_t c0, int64_t c1, float* scratch);
 // One work item of the decode: batch row `row`, channels [c0, c1). `scratch`
-// holds (width - 1 + seqlen) * slab floats.
+// holds (width - 1 + seqlen) rows of scratch_pitch(slab) floats, 64-byte aligned.
 using UpdateItemFn = void (*)(const UpdateParams&, const CpuWeights&, int64_t row, int64_t c0,
                               int64_t c1, float* scratch);
 
-constexpr int64_t kSlab = 2048;  // channels per work item
+constexpr int64_t kSlab = 2048;       // channels per work item
+constexpr size_t kScratchAlign = 64;  // bytes; scratch rows start on cache lines
+
+// Floats from one scratch row to the next for n channels: rows start on cache lines.
+inline int64_t scratch_pitch(int64_t n) { return (n + 15) / 16 * 16; }
 constexpr int64_t kChunk = 256;  // prefill tokens per work item (more than kMaxWidth)
 
 struct CpuKernelSet {
