@@ -7,6 +7,7 @@ import itertools
 import pytest
 import torch
 from causal_conv1d_kernels import PAD_SLOT_ID, has_cuda_backend
+from causal_conv1d_kernels.ops import _silu
 
 F32, F16, BF16 = torch.float32, torch.float16, torch.bfloat16
 WIDTHS = list(range(2, 9))
@@ -162,3 +163,33 @@ def update_case(
             0, 4 * state_len, (batch,), dtype=index_dtype, device=device
         )
     return kwargs, pads
+
+
+def fwd_op_args(kwargs, activation="silu"):
+    """Positional arguments of torch.ops.causal_conv1d.causal_conv1d_fwd for fwd_case kwargs."""
+    return (
+        kwargs["x"],
+        kwargs["weight"],
+        kwargs["bias"],
+        kwargs["conv_states"],
+        kwargs["query_start_loc"],
+        kwargs.get("cache_indices"),
+        kwargs.get("has_initial_state"),
+        _silu("test", activation),
+        -1,
+    )
+
+
+def update_op_args(kwargs, out):
+    """Positional arguments of torch.ops.causal_conv1d.causal_conv1d_update."""
+    return (
+        kwargs["x"],
+        kwargs["conv_state"],
+        kwargs["weight"],
+        kwargs["bias"],
+        _silu("test", kwargs["activation"]),
+        kwargs.get("cache_seqlens"),
+        kwargs.get("conv_state_indices"),
+        -1,
+        out,
+    )

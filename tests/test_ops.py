@@ -3,37 +3,17 @@
 import causal_conv1d_kernels as ck
 import pytest
 import torch
-from causal_conv1d_kernels.ops import _silu
-from helpers import BF16, F16, F32, assert_close, devices, fwd_case, update_case
-
-
-def fwd_op_args(kwargs, activation="silu"):
-    return (
-        kwargs["x"],
-        kwargs["weight"],
-        kwargs["bias"],
-        kwargs["conv_states"],
-        kwargs["query_start_loc"],
-        kwargs.get("cache_indices"),
-        kwargs.get("has_initial_state"),
-        _silu("test", activation),
-        -1,
-    )
-
-
-def update_op_args(kwargs, out):
-    return (
-        kwargs["x"],
-        kwargs["conv_state"],
-        kwargs["weight"],
-        kwargs["bias"],
-        _silu("test", kwargs["activation"]),
-        kwargs.get("cache_seqlens"),
-        kwargs.get("conv_state_indices"),
-        -1,
-        out,
-    )
-
+from helpers import (
+    BF16,
+    F16,
+    F32,
+    assert_close,
+    devices,
+    fwd_case,
+    fwd_op_args,
+    update_case,
+    update_op_args,
+)
 
 FWD_SAMPLES = [
     dict(width=4, mix=(BF16, BF16, F32)),

@@ -4,7 +4,7 @@ before any cache is modified."""
 import pytest
 import torch
 from causal_conv1d_kernels import causal_conv1d_fn, causal_conv1d_update
-from helpers import F32, fwd_case, update_case
+from helpers import F32, fwd_case, fwd_op_args, update_case, update_op_args
 
 
 def fwd_kwargs():
@@ -293,17 +293,7 @@ def test_validate_accepts_good_input():
 # The C++ ops repeat the checks for callers of torch.ops.causal_conv1d.*.
 def test_op_checks_fwd():
     k = fwd_kwargs()
-    args = [
-        k["x"],
-        k["weight"],
-        k["bias"],
-        k["conv_states"],
-        k["query_start_loc"],
-        k["cache_indices"],
-        k["has_initial_state"],
-        True,
-        -1,
-    ]
+    args = list(fwd_op_args(k))
     op = torch.ops.causal_conv1d.causal_conv1d_fwd
     for index, bad, words in [
         (1, torch.randn(80, 9), r"weight width must be in \[2, 8\], got 9"),
@@ -321,17 +311,7 @@ def test_op_checks_fwd():
 def test_op_checks_update():
     k = update_kwargs()
     out = torch.empty_like(k["x"])
-    args = [
-        k["x"],
-        k["conv_state"],
-        k["weight"],
-        k["bias"],
-        True,
-        k["cache_seqlens"],
-        k["conv_state_indices"],
-        -1,
-        out,
-    ]
+    args = list(update_op_args(k, out))
     op = torch.ops.causal_conv1d.causal_conv1d_update
     for index, bad, words in [
         (2, torch.randn(72, 1), "weight width"),
@@ -347,17 +327,6 @@ def test_op_checks_update():
 
 def test_op_rejects_in_place_prefill():
     k = fwd_kwargs()
-    args = [
-        k["x"],
-        k["weight"],
-        k["bias"],
-        k["conv_states"],
-        k["query_start_loc"],
-        k["cache_indices"],
-        k["has_initial_state"],
-        True,
-        -1,
-        k["x"],
-    ]
+    args = [*fwd_op_args(k), k["x"]]
     with pytest.raises(RuntimeError, match="causal_conv1d_fwd: out must not be x"):
         torch.ops.causal_conv1d.causal_conv1d_fwd_out(*args)
