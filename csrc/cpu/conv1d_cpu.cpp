@@ -7,6 +7,7 @@
 #include <torch/library.h>
 
 #include <cstdlib>
+#include <new>
 #include <string>
 #include <vector>
 
@@ -20,7 +21,7 @@ namespace {
 // costs more than the work.
 constexpr int64_t kMinElementsPerThread = 32768;
 
-struct Isa {
+struct IsaEntry {
   const char* name;
   const char* needs;  // CPU features, for the error message
   bool (*supported)();
@@ -41,7 +42,7 @@ bool cpu_has_avx512_bf16() {
 bool always() { return true; }
 
 // Best first. Only the ISAs this binary was built with are listed.
-constexpr Isa kIsas[] = {
+constexpr IsaEntry kIsas[] = {
 #ifdef CAUSAL_CONV1D_HAVE_AVX512_BF16
     {"avx512_bf16", "avx512f, avx512bw, avx512vl, avx512bf16, fma, f16c", &cpu_has_avx512_bf16,
      &avx512_bf16_kernels},
@@ -56,7 +57,7 @@ CpuKernelSet choose_kernels() {
   const char* env = std::getenv("CAUSAL_CONV1D_CPU_ISA");
   const std::string want = env == nullptr || *env == '\0' ? "auto" : env;
   std::string built = "auto";
-  for (const Isa& isa : kIsas) {
+  for (const IsaEntry& isa : kIsas) {
     if (want == "auto" && isa.supported()) return isa.kernels();
     if (want == isa.name) {
       TORCH_CHECK(isa.supported(), "CAUSAL_CONV1D_CPU_ISA=", want, ": this CPU lacks one of ",
