@@ -11,6 +11,7 @@ import glob
 import os
 import platform
 import shutil
+import subprocess
 import tempfile
 
 from setuptools import setup
@@ -93,7 +94,20 @@ if torch.backends.openmp.is_available():
     cxx_flags.append("-fopenmp")
     link_flags.append("-fopenmp")
 
+
+def _default_cuda_archs(cuda_home):
+    """8.0, 9.0 and 10.0, as far as this nvcc can compile for them."""
+    nvcc = os.path.join(cuda_home, "bin", "nvcc")
+    try:
+        listed = subprocess.check_output([nvcc, "--list-gpu-arch"], text=True).split()
+    except (OSError, subprocess.CalledProcessError):
+        return "8.0;9.0"
+    return ";".join(a for a in ("8.0", "9.0", "10.0") if f"compute_{a.replace('.', '')}" in listed)
+
+
 if _build_cuda(cuda_sources):
+    if not os.environ.get("TORCH_CUDA_ARCH_LIST"):
+        os.environ["TORCH_CUDA_ARCH_LIST"] = _default_cuda_archs(os.environ["CUDA_HOME"])
     extension = CUDAExtension(
         "causal_conv1d_kernels._C",
         cpp_sources + cuda_sources,

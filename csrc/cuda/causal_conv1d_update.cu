@@ -1,0 +1,134 @@
+// CUDA decode (causal_conv1d_update).
+//
+// Tiling: one block per (batch row, kThreads * n channels), each thread n
+// consecutive channels (16 bytes of x on the vector path, 1 otherwise). A
+// thread reads its window from the conv state into registers, then updates the
+// state (reading x, before any output is written, so that out may be x), then
+// computes the seqlen outputs token by token. Linear states shift left by
+// seqlen; ring buffers write token j at (cache_seqlens + j) % state_len.
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include "../ops.h"
+#include "common.cuh"
+
+namespace causal_conv1d::cuda {
+namespace {
+
+__device__ __forceinline__ int64_t wrap(int64_t v, int64_t m) { return ((v % m) + m) % m; }
+
+template <typename scalar_t, typename state_t, int kW, int n>
+__global__ void __launch_bounds__(kThreads) update_kernel(const UpdateParams p) {
+  const int64_t row = blockIdx.x;
+  const int64_t c = (static_cast<int64_t>(blockIdx.y) * kThreads + threadIdx.x) * n;
+  if (c >= p.dim) return;
+  const int64_t L = p.seqlen;
+  const scalar_t* x =
+      static_cast<const scalar_t*>(p.x) + row * p.x_batch_stride + c * p.x_dim_stride;
+  scalar_t* out = static_cast<scalar_t*>(p.out) + row * p.out_batch_stride + c * p.out_dim_stride;
+
+  const int64_t line = p.state_indices.present() ? p.state_indices[row] : row;
+  if (p.is_padding(line)) {
+    const float zeros[n] = {};
+    for (int64_t t = 0; t < L; ++t) store_row<scalar_t, n>(out + t * p.out_tok_stride, zeros);
+    return;
+  }
+
+  const int H = (kW > 0 ? kW : p.width) - 1;
+  const int64_t S = p.state_len, s_dim = p.state_dim_stride, s_tok = p.state_tok_stride;
+  state_t* state = static_cast<state_t*>(p.states) + line * p.state_line_stride + c * s_dim;
+  const bool circular = p.cache_seqlens.present();
+  const int64_t pos = circular ? wrap(p.cache_seqlens[row], S) : 0;
+
+  const Filter<kW, n> filter(p, c);
+  Window<kW, n> window;
+#pragma unroll
+  for (int k = 0; k < kTaps<kW> - 1; ++k) {
+    if (k >= H) continue;
+    const int64_t col = circular ? wrap(pos - H + k, S) : S - H + k;
+#pragma unroll
+    for (int i = 0; i < n; ++i) window.v[k][i] = to_float(state[i * s_dim + col * s_tok]);
+  }
+
+  if (circular) {
+    // With L > S later tokens overwrite earlier ones, as the contract says.
+    for (int64_t j = 0; j < L; ++j) {
+      const int64_t col = (pos + j) % S;
+#pragma unroll
+      for (int i = 0; i < n; ++i)
+        state[i * s_dim + col * s_tok] =
+            convert<state_t>(x[j * p.x_tok_stride + i * p.x_dim_stride]);
+    }
+  } else {
+    // Shift left by L and append: ascending j reads column j + L before this
+    // thread overwrites it.
+    for (int64_t j = 0; j < S; ++j) {
+      const int64_t src = j + L;
+#pragma unroll
+      for (int i = 0; i < n; ++i)
+        state[i * s_dim + j * s_tok] =
+            src < S ? state[i * s_dim + src * s_tok]
+                    : convert<state_t>(x[(src - S) * p.x_tok_stride + i * p.x_dim_stride]);
+    }
+  }
+
+  for (int64_t t = 0; t < L; ++t) {
+    float col[n], y[n];
+    load_row<scalar_t, n>(x + t * p.x_tok_stride, col);
+    conv_step<kW, n>(p, filter, window, col, y);
+    store_row<scalar_t, n>(out + t * p.out_tok_stride, y);
+  }
+}
+
+template <typename scalar_t, typename state_t, int kW>
+void launch(const UpdateParams& p, cudaStream_t stream) {
+  constexpr int n = kVec<scalar_t>;
+  // The token stride only matters for seqlen > 1 (a 2-D x has a stride-1 token dim).
+  const bool tokens_aligned =
+      p.seqlen == 1 || (p.x_tok_stride % n == 0 && p.out_tok_stride % n == 0);
+  const bool vector = p.x_dim_stride == 1 && p.out_dim_stride == 1 && p.dim % n == 0 &&
+                      p.x_batch_stride % n == 0 && p.out_batch_stride % n == 0 && tokens_aligned &&
+                      aligned16(p.x) && aligned16(p.out);
+  const int per_block = kThreads * (vector ? n : 1);
+  const dim3 grid(p.batch, (p.dim + per_block - 1) / per_block);
+  if (vector) {
+    update_kernel<scalar_t, state_t, kW, n><<<grid, kThreads, 0, stream>>>(p);
+  } else {
+    update_kernel<scalar_t, state_t, kW, 1><<<grid, kThreads, 0, stream>>>(p);
+  }
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+void causal_conv1d_update_cuda(const at::Tensor& x, const at::Tensor& conv_state,
+                               const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                               bool silu, const std::optional<at::Tensor>& cache_seqlens,
+                               const std::optional<at::Tensor>& conv_state_indices,
+                               int64_t pad_slot_id, const at::Tensor& out) {
+  TORCH_CHECK(x.is_cuda(), "causal_conv1d_update: x must be a CUDA tensor, got ", x.device());
+  const c10::cuda::CUDAGuard guard(x.device());
+  const UpdateParams p = make_update_params(x, conv_state, weight, bias, silu, cache_seqlens,
+                                            conv_state_indices, pad_slot_id, out);
+  if (p.batch == 0 || p.dim == 0 || p.seqlen == 0) return;
+  TORCH_CHECK(p.batch <= 2147483647, "causal_conv1d_update: batch too large for one grid");
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  with_storage_type(p.x_type, [&](auto x_tag) {
+    with_storage_type(p.state_type, [&](auto s_tag) {
+      using scalar_t = decltype(x_tag);
+      using state_t = decltype(s_tag);
+      if (p.width == 4) {
+        launch<scalar_t, state_t, 4>(p, stream);
+      } else {
+        launch<scalar_t, state_t, 0>(p, stream);
+      }
+    });
+  });
+}
+
+}  // namespace
+}  // namespace causal_conv1d::cuda
+
+TORCH_LIBRARY_IMPL(causal_conv1d, CUDA, m) {
+  m.impl("causal_conv1d_update", &causal_conv1d::cuda::causal_conv1d_update_cuda);
+}

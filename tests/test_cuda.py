@@ -1,0 +1,93 @@
+"""CUDA-only behaviour: graph capture with new data and lengths, streams, device guard.
+The correctness suites in test_fwd.py / test_update.py also run on CUDA (device param)."""
+
+import pytest
+import torch
+from causal_conv1d_kernels import causal_conv1d_fn, causal_conv1d_update, has_cuda_backend
+from causal_conv1d_kernels.reference import causal_conv1d_fn_ref, causal_conv1d_update_ref
+from helpers import BF16, F32, assert_close, cumulative
+
+pytestmark = pytest.mark.skipif(
+    not (torch.cuda.is_available() and has_cuda_backend()),
+    reason="needs a GPU and the CUDA backend",
+)
+
+
+def test_graph_capture_replays_with_new_data_and_lengths():
+    """Both ops captured once; replays with new x, new sequence lengths, new indices and new
+    states in the same buffers match the reference: nothing about the data is baked in."""
+    dim, width, max_tokens, batch, lines = 256, 4, 300, 4, 8
+    g = torch.Generator(device="cuda").manual_seed(0)
+    x = torch.empty(max_tokens, dim, device="cuda", dtype=BF16).t()
+    weight = torch.randn(dim, width, device="cuda", dtype=BF16, generator=g)
+    bias = torch.randn(dim, device="cuda", dtype=BF16, generator=g)
+    states = torch.empty(lines, dim, width - 1, device="cuda", dtype=F32)
+    qsl = torch.empty(batch + 1, dtype=torch.int32, device="cuda")
+    idx = torch.empty(batch, dtype=torch.int64, device="cuda")
+    init = torch.empty(batch, dtype=torch.bool, device="cuda")
+    token = torch.empty(batch, dim, device="cuda", dtype=BF16)
+
+    def fill(lengths, seed):
+        gen = torch.Generator(device="cuda").manual_seed(seed)
+        x.copy_(torch.randn(x.shape, device="cuda", generator=gen).to(BF16))
+        states.copy_(torch.randn(states.shape, device="cuda", generator=gen))
+        qsl.copy_(cumulative(lengths, torch.int32, "cuda"))
+        idx.copy_(torch.randperm(lines, device="cuda", generator=gen)[:batch])
+        init.copy_(torch.rand(batch, device="cuda", generator=gen) > 0.5)
+        token.copy_(torch.randn(token.shape, device="cuda", generator=gen).to(BF16))
+
+    def step():
+        y = causal_conv1d_fn(x, weight, bias, states, qsl, idx, init)
+        z = causal_conv1d_update(token, states, weight, bias, "silu", conv_state_indices=idx)
+        return y, z
+
+    fill([100, 0, 150, 50], seed=1)
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        step()  # warm up outside the graph
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        y, z = step()
+
+    for seed, lengths in [(2, [1, 299, 0, 0]), (3, [64, 64, 64, 108]), (4, [0, 0, 0, 300])]:
+        fill(lengths, seed)
+        before = states.clone()
+        expected_y, mid = causal_conv1d_fn_ref(x, weight, bias, before, qsl, idx, init)
+        expected_z, after = causal_conv1d_update_ref(
+            token, mid, weight, bias, "silu", conv_state_indices=idx
+        )
+        graph.replay()
+        torch.cuda.synchronize()
+        assert_close(y, expected_y)
+        assert_close(z, expected_z)
+        assert torch.equal(states, after)
+
+
+def test_runs_on_the_current_stream():
+    dim, width = 128, 4
+    x = torch.randn(40, dim, device="cuda").t()
+    weight = torch.randn(dim, width, device="cuda")
+    qsl = torch.tensor([0, 40], dtype=torch.int32, device="cuda")
+    expected, _ = causal_conv1d_fn_ref(x, weight, None, None, qsl)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        torch.cuda._sleep(10_000_000)  # the stream is busy: a launch elsewhere would race
+        out = causal_conv1d_fn(x, weight, None, None, qsl)
+    side.synchronize()
+    assert_close(out, expected)
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+def test_tensors_on_a_non_default_device():
+    dim, width = 64, 3
+    x = torch.randn(2, dim, 5, device="cuda:1")
+    state = torch.randn(2, dim, width - 1, device="cuda:1")
+    weight = torch.randn(dim, width, device="cuda:1")
+    expected, expected_state = causal_conv1d_update_ref(x, state, weight, None, "silu")
+    out = causal_conv1d_update(x, state, weight, None, "silu")
+    assert out.device == torch.device("cuda:1")
+    assert_close(out, expected)
+    assert torch.equal(state, expected_state)
