@@ -111,7 +111,7 @@ if _build_cuda(cuda_sources):
     extension = CUDAExtension(
         "causal_conv1d_kernels._C",
         cpp_sources + cuda_sources,
-        extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "--use_fast_math"]},
+        extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "-std=c++20", "--use_fast_math"]},
         extra_link_args=link_flags,
     )
 else:

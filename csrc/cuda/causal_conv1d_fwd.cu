@@ -58,8 +58,7 @@ __global__ void __launch_bounds__(kThreads) fwd_kernel(const FwdParams p) {
   scalar_t* out = static_cast<scalar_t*>(p.out) + begin * p.out_tok_stride + c * p.out_dim_stride;
   const int64_t line = p.cache_indices.present() ? p.cache_indices[seq] : seq;
   if (p.is_padding(line)) {
-    const float zeros[n] = {};
-    for (int64_t t = t0; t < t1; ++t) store_row<scalar_t, n>(out + t * p.out_tok_stride, zeros);
+    zero_tokens<scalar_t, n>(out, p.out_tok_stride, t0, t1);
     return;
   }
 
@@ -109,12 +108,7 @@ __global__ void __launch_bounds__(kThreads) fwd_kernel(const FwdParams p) {
     }
   }
 
-  for (int64_t t = t0; t < t1; ++t) {
-    float col[n], y[n];
-    load_row<scalar_t, n>(x + t * p.x_tok_stride, col);
-    conv_step<kW, n>(p, filter, window, col, y);
-    store_row<scalar_t, n>(out + t * p.out_tok_stride, y);
-  }
+  conv_tokens<scalar_t, kW, n>(p, filter, window, x, p.x_tok_stride, out, p.out_tok_stride, t0, t1);
 }
 
 template <typename scalar_t, typename state_t, int kW>
@@ -148,16 +142,8 @@ void causal_conv1d_fwd_out_cuda(const at::Tensor& x, const at::Tensor& weight,
   if (p.batch == 0 || p.dim == 0 || p.num_tokens == 0) return;
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   const c10::ScalarType state_type = p.states == nullptr ? p.x_type : p.state_type;
-  with_storage_type(p.x_type, [&](auto x_tag) {
-    with_storage_type(state_type, [&](auto s_tag) {
-      using scalar_t = decltype(x_tag);
-      using state_t = decltype(s_tag);
-      if (p.width == 4) {
-        launch<scalar_t, state_t, 4>(p, stream);
-      } else {
-        launch<scalar_t, state_t, 0>(p, stream);
-      }
-    });
+  dispatch(p.x_type, state_type, p.width, [&]<typename scalar_t, typename state_t, int kW>() {
+    launch<scalar_t, state_t, kW>(p, stream);
   });
 }
 

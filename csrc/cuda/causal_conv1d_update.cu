@@ -31,8 +31,7 @@ __global__ void __launch_bounds__(kThreads) update_kernel(const UpdateParams p) 
 
   const int64_t line = p.state_indices.present() ? p.state_indices[row] : row;
   if (p.is_padding(line)) {
-    const float zeros[n] = {};
-    for (int64_t t = 0; t < L; ++t) store_row<scalar_t, n>(out + t * p.out_tok_stride, zeros);
+    zero_tokens<scalar_t, n>(out, p.out_tok_stride, 0, L);
     return;
   }
 
@@ -74,12 +73,7 @@ __global__ void __launch_bounds__(kThreads) update_kernel(const UpdateParams p) 
     }
   }
 
-  for (int64_t t = 0; t < L; ++t) {
-    float col[n], y[n];
-    load_row<scalar_t, n>(x + t * p.x_tok_stride, col);
-    conv_step<kW, n>(p, filter, window, col, y);
-    store_row<scalar_t, n>(out + t * p.out_tok_stride, y);
-  }
+  conv_tokens<scalar_t, kW, n>(p, filter, window, x, p.x_tok_stride, out, p.out_tok_stride, 0, L);
 }
 
 template <typename scalar_t, typename state_t, int kW>
@@ -113,16 +107,8 @@ void causal_conv1d_update_cuda(const at::Tensor& x, const at::Tensor& conv_state
   if (p.batch == 0 || p.dim == 0 || p.seqlen == 0) return;
   TORCH_CHECK(p.batch <= 2147483647, "causal_conv1d_update: batch too large for one grid");
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  with_storage_type(p.x_type, [&](auto x_tag) {
-    with_storage_type(p.state_type, [&](auto s_tag) {
-      using scalar_t = decltype(x_tag);
-      using state_t = decltype(s_tag);
-      if (p.width == 4) {
-        launch<scalar_t, state_t, 4>(p, stream);
-      } else {
-        launch<scalar_t, state_t, 0>(p, stream);
-      }
-    });
+  dispatch(p.x_type, p.state_type, p.width, [&]<typename scalar_t, typename state_t, int kW>() {
+    launch<scalar_t, state_t, kW>(p, stream);
   });
 }
 

@@ -159,6 +159,45 @@ __device__ __forceinline__ void conv_step(const ConvParams& p, const Filter<kW, 
   }
 }
 
+// Outputs of tokens [t0, t1) for this thread's channels: x and out point at
+// token 0 of the row, the window holds the columns before t0.
+template <typename scalar_t, int kW, int n>
+__device__ __forceinline__ void conv_tokens(const ConvParams& p, const Filter<kW, n>& filter,
+                                            Window<kW, n>& window, const scalar_t* x, int64_t x_tok,
+                                            scalar_t* out, int64_t out_tok, int64_t t0,
+                                            int64_t t1) {
+  for (int64_t t = t0; t < t1; ++t) {
+    float col[n], y[n];
+    load_row<scalar_t, n>(x + t * x_tok, col);
+    conv_step<kW, n>(p, filter, window, col, y);
+    store_row<scalar_t, n>(out + t * out_tok, y);
+  }
+}
+
+template <typename scalar_t, int n>
+__device__ __forceinline__ void zero_tokens(scalar_t* out, int64_t out_tok, int64_t t0,
+                                            int64_t t1) {
+  const float zeros[n] = {};
+  for (int64_t t = t0; t < t1; ++t) store_row<scalar_t, n>(out + t * out_tok, zeros);
+}
+
+// Calls f.template operator()<scalar_t, state_t, kW>() for the storage types
+// of x and the states and the width (4 compiled as such, others at run time).
+template <typename F>
+void dispatch(c10::ScalarType x_type, c10::ScalarType state_type, int64_t width, F&& f) {
+  with_storage_type(x_type, [&](auto x_tag) {
+    with_storage_type(state_type, [&](auto s_tag) {
+      using scalar_t = decltype(x_tag);
+      using state_t = decltype(s_tag);
+      if (width == 4) {
+        f.template operator()<scalar_t, state_t, 4>();
+      } else {
+        f.template operator()<scalar_t, state_t, 0>();
+      }
+    });
+  });
+}
+
 // Calls f with a value of the CUDA storage type named by t.
 template <typename F>
 auto with_storage_type(c10::ScalarType t, F&& f) {
