@@ -106,34 +106,34 @@ def run(device, cases, threads, min_run_time, peers_dir=None):
 
 def run_isas(args, isas, stem):
     """Runs this script once per CPU kernel set; returns rows with one column per set."""
-    out_dir = tempfile.mkdtemp(prefix="bench-isas-")
     merged = None
-    for isa in isas:
-        child = [
-            sys.executable,
-            os.path.abspath(__file__),
-            "--device",
-            "cpu",
-            "--no-peers",
-            "--min-run-time",
-            str(args.min_run_time),
-            "--out-dir",
-            out_dir,
-            "--name",
-            f"{stem}-{isa}",
-        ]
-        if args.threads:
-            child += ["--threads", str(args.threads)]
-        env = {**os.environ, "CAUSAL_CONV1D_CPU_ISA": isa}
-        subprocess.run(child, env=env, check=True)
-        with open(os.path.join(out_dir, f"{stem}-{isa}.json")) as f:
-            rows = json.load(f)["rows"]
-        if merged is None:
-            keep = ("case", "bytes", "copy_us", "torch_us")
-            merged = [{k: v for k, v in row.items() if k in keep} for row in rows]
-        for row, own in zip(merged, rows):
-            # Scaled to the first run's copy, so every column reads against one copy time.
-            row[f"{isa}_us"] = own["ours_us"] * row["copy_us"] / own["copy_us"]
+    with tempfile.TemporaryDirectory(prefix="bench-isas-") as out_dir:
+        for isa in isas:
+            child = [
+                sys.executable,
+                os.path.abspath(__file__),
+                "--device",
+                "cpu",
+                "--no-peers",
+                "--min-run-time",
+                str(args.min_run_time),
+                "--out-dir",
+                out_dir,
+                "--name",
+                f"{stem}-{isa}",
+            ]
+            if args.threads:
+                child += ["--threads", str(args.threads)]
+            env = {**os.environ, "CAUSAL_CONV1D_CPU_ISA": isa}
+            subprocess.run(child, env=env, check=True)
+            with open(os.path.join(out_dir, f"{stem}-{isa}.json")) as f:
+                rows = json.load(f)["rows"]
+            if merged is None:
+                keep = ("case", "bytes", "copy_us", "torch_us")
+                merged = [{k: v for k, v in row.items() if k in keep} for row in rows]
+            for row, own in zip(merged, rows):
+                # Scaled to the first run's copy, so every column reads against one copy time.
+                row[f"{isa}_us"] = own["ours_us"] * row["copy_us"] / own["copy_us"]
     return merged
 
 
