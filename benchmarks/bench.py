@@ -213,6 +213,9 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--cases", choices=["cpu", "gpu"], default=None, help="case list (default: by device)"
     )
+    parser.add_argument(
+        "--only", default=None, help="comma-separated substrings: run the cases whose name has one"
+    )
     parser.add_argument("--name", default=None, help="output file stem (default: by machine)")
     parser.add_argument("--out-dir", default=os.path.join(HERE, "results"))
     parser.add_argument("--peers-dir", default=PEERS, help="folder holding vllm_triton_seed.py")
@@ -226,6 +229,8 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     kind = args.cases or ("cpu" if args.device == "cpu" else "gpu")
     cases = benchmark.CPU_CASES if kind == "cpu" else benchmark.GPU_CASES
+    if args.only:
+        cases = [c for c in cases if any(part in c.name for part in args.only.split(","))]
     machine = benchmark.machine(args.device)
     isa = f", CPU kernels {cpu_isa()}" if args.device == "cpu" else ""
     header = (

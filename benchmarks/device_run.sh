@@ -3,6 +3,9 @@
 # run, and CUDA when built), the self-check and both benchmarks. Everything goes to $OUT
 # (or ./device-out): log.txt and the benchmark tables, JSON and plots.
 #   bash benchmarks/device_run.sh            # from the repository root
+#   STAGES="cuda-tests gpu-bench" bash benchmarks/device_run.sh   # a subset
+# Stages: tests (whole suite), cuda-tests (tests whose id names cuda), selfcheck, cpu-bench,
+# gpu-bench, chunk-sweep (prefill at each forced tokens-per-program), sanitize (compute-sanitizer memcheck and racecheck over a reduced CUDA run).
 # The seed's Triton kernels are taken from .peers/ (a copy of shared/peers, not committed).
 set -uo pipefail
 OUT="${OUT:-$PWD/device-out}"
@@ -16,10 +19,30 @@ export PYTHONUNBUFFERED=1
 head -3 "$LOG"
 TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}" MAX_JOBS="${MAX_JOBS:-16}" \
   python3 -m pip install --no-build-isolation -e . >> "$LOG" 2>&1 || { tail -40 "$LOG"; exit 1; }
-python3 -m pytest -q -rs tests -p no:cacheprovider 2>&1 | tee -a "$LOG" | grep -E "passed|failed|SKIPPED.*test_isa|Error" | tail -8
-python3 -m causal_conv1d_kernels 2>&1 | tee -a "$LOG" | tail -9
-python3 benchmarks/bench.py --device cpu --threads 16 --min-run-time 1 --isas portable,avx2,avx512_bf16 \
+STAGES=" ${STAGES:-tests selfcheck cpu-bench gpu-bench} "
+want() { [[ "$STAGES" == *" $1 "* ]]; }
+want tests && python3 -m pytest -q -rs tests -p no:cacheprovider 2>&1 | tee -a "$LOG" | grep -E "passed|failed|SKIPPED.*test_isa|Error" | tail -8
+want cuda-tests && python3 -m pytest -q tests -k cuda -p no:cacheprovider 2>&1 | tee -a "$LOG" \
+  | grep -E "passed|failed|Error|FAILED" | tail -30
+want selfcheck && python3 -m causal_conv1d_kernels 2>&1 | tee -a "$LOG" | tail -9
+want cpu-bench && python3 benchmarks/bench.py --device cpu --threads 16 --min-run-time 1 --isas portable,avx2,avx512_bf16 \
   --name cpu-xeon-16t --out-dir "$OUT" 2>&1 | tee -a "$LOG" | grep -v "^wrote" | tail -3
-cat "$OUT/cpu-xeon-16t.md"
-python3 benchmarks/bench.py --device cuda --min-run-time 0.5 --peers-dir .peers --name gpu-h100 \
+want cpu-bench && cat "$OUT/cpu-xeon-16t.md"
+want gpu-bench && python3 benchmarks/bench.py --device cuda --min-run-time 0.5 --peers-dir .peers --name gpu-h100 \
   --out-dir "$OUT" 2>&1 | tee -a "$LOG" | tail -9
+if want chunk-sweep; then
+  for chunk in 8 16 32 64 128; do
+    echo "tokens per program $chunk:"
+    CAUSAL_CONV1D_CUDA_CHUNK=$chunk python3 benchmarks/bench.py --device cuda --min-run-time 0.3 \
+      --no-peers --only prefill,mixed,small --name "sweep-$chunk" --out-dir "$OUT" 2>&1 \
+      | tee -a "$LOG" | grep -E "^(prefill|mixed|small)" | cut -d, -f1-3
+  done
+fi
+if want sanitize; then
+  for tool in memcheck racecheck; do
+    compute-sanitizer --tool "$tool" --error-exitcode 9 python3 -m pytest -q -x tests/test_cuda.py \
+      tests/test_fwd.py tests/test_update.py -k "cuda and (width4 or 3) and not compile" \
+      -p no:cacheprovider > "$OUT/sanitize-$tool.txt" 2>&1
+    echo "compute-sanitizer $tool: exit $?"; tail -3 "$OUT/sanitize-$tool.txt"
+  done
+fi

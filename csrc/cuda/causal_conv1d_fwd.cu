@@ -1,22 +1,28 @@
 // CUDA prefill (causal_conv1d_fwd, causal_conv1d_fwd_out).
 //
-// Tiling: a program (block) owns kTokens tokens of one sequence times
+// Tiling: a program (block) owns `chunk` tokens of one sequence times
 // kThreads * n channels, each thread n consecutive channels (n = 16 bytes of x
 // on the vector path, 1 on the strided path). The grid is sized by an upper
-// bound, cdiv(num_tokens, kTokens) + batch programs along x: sequence i's
-// chunks are programs floor(query_start_loc[i] / kTokens) + i onwards, which
-// never overlap the next sequence's, and each program finds its sequence by
-// binary search over query_start_loc. So the launch needs nothing from the
-// host that depends on the data: no sync, graph-capturable.
+// bound, cdiv(num_tokens, chunk) + batch programs along x: sequence i's chunks
+// are programs floor(query_start_loc[i] / chunk) + i onwards, which never
+// overlap the next sequence's, and each block finds its sequence with a
+// kThreads-ary search over query_start_loc. So the launch needs nothing from
+// the host that depends on the data: no sync, graph-capturable. The chunk is
+// chosen from the shapes so that the grid fills the GPU.
 //
 // A thread keeps the width-1 columns before its next token in registers: the
 // first chunk takes them from the conv state (or zeros), later chunks from x
-// (the halo). The first chunk also writes the new state, after it has read
-// the old one; no other program of the sequence touches the state.
+// (the halo). The first chunk also writes the new state, after its outputs;
+// no other program of the sequence touches the state.
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
+#include <cuda_runtime.h>
 #include <torch/library.h>
+
+#include <array>
+#include <atomic>
+#include <cstdlib>
 
 #include "../ops.h"
 #include "common.cuh"
@@ -24,106 +30,142 @@
 namespace causal_conv1d::cuda {
 namespace {
 
-constexpr int64_t kTokens = 64;  // tokens per program
-
-__device__ __forceinline__ int64_t first_program(const FwdParams& p, int64_t seq) {
+__device__ __forceinline__ int64_t first_program(const FwdParams& p, int64_t seq, int64_t chunk) {
   int64_t start = p.query_start_loc[seq];
   start = start < 0 ? 0 : (start > p.num_tokens ? p.num_tokens : start);
-  return start / kTokens + seq;
+  return start / chunk + seq;
+}
+
+// The last sequence whose first program is <= this block's, found by the
+// whole block: each round every thread tests one of kThreads evenly spaced
+// candidates, so batches up to kThreads^2 take two rounds of one load each.
+// Malformed (decreasing) query_start_loc still ends in some sequence in
+// range, whose clamped token range keeps every access inside x.
+__device__ int64_t find_sequence(const FwdParams& p, int64_t program, int64_t chunk) {
+  int64_t lo = 0, hi = p.batch;
+  while (hi - lo > 1) {
+    const int64_t step = (hi - lo + kThreads - 1) / kThreads;
+    const int64_t candidate = lo + threadIdx.x * step;
+    const bool before = candidate < hi && first_program(p, candidate, chunk) <= program;
+    const int count = __syncthreads_count(before);  // the passing candidates are a prefix
+    if (count > 0) lo += (count - 1) * step;
+    hi = lo + step < hi ? lo + step : hi;
+  }
+  return lo;
 }
 
 template <typename scalar_t, typename state_t, int kW, int n>
-__global__ void __launch_bounds__(kThreads) fwd_kernel(const FwdParams p) {
+__global__ void __launch_bounds__(kThreads)
+    fwd_kernel(const FwdParams p, const int64_t chunk, const VecFlags vec) {
   const int64_t program = blockIdx.x;
-  int64_t lo = 0, hi = p.batch;  // the last sequence whose first program is <= this one
-  while (hi - lo > 1) {
-    const int64_t mid = (lo + hi) / 2;
-    if (first_program(p, mid) <= program) {
-      lo = mid;
-    } else {
-      hi = mid;
-    }
-  }
-  const int64_t seq = lo;
+  const int64_t c = (static_cast<int64_t>(blockIdx.y) * kThreads + threadIdx.x) * n;
+  const bool active = c < p.dim;
+  Filter<kW, n> filter;
+  if (active) filter.load(p, c, vec);  // in flight during the search
+  const int64_t seq = find_sequence(p, program, chunk);
+  if (!active) return;
+
   int64_t begin, end;
   p.token_range(seq, begin, end);
-  const int64_t t0 = (program - first_program(p, seq)) * kTokens;
-  if (t0 < 0 || t0 >= end - begin) return;  // a spare program of the upper bound
-  const int64_t t1 = end - begin < t0 + kTokens ? end - begin : t0 + kTokens;
-  const int64_t c = (static_cast<int64_t>(blockIdx.y) * kThreads + threadIdx.x) * n;
-  if (c >= p.dim) return;
+  const int64_t len = end - begin;
+  const int64_t t0 = (program - first_program(p, seq, chunk)) * chunk;
+  if (t0 < 0 || t0 >= len) return;  // a spare program of the upper bound
+  const int64_t t1 = len < t0 + chunk ? len : t0 + chunk;
 
-  const scalar_t* x =
-      static_cast<const scalar_t*>(p.x) + begin * p.x_tok_stride + c * p.x_dim_stride;
-  scalar_t* out = static_cast<scalar_t*>(p.out) + begin * p.out_tok_stride + c * p.out_dim_stride;
+  const Rows<const scalar_t, n> x{
+      static_cast<const scalar_t*>(p.x) + begin * p.x_tok_stride + c * p.x_dim_stride,
+      p.x_tok_stride, p.x_dim_stride};
+  const Rows<scalar_t, n> out{
+      static_cast<scalar_t*>(p.out) + begin * p.out_tok_stride + c * p.out_dim_stride,
+      p.out_tok_stride, p.out_dim_stride};
   const int64_t line = p.cache_indices.present() ? p.cache_indices[seq] : seq;
   if (p.is_padding(line)) {
-    zero_tokens<scalar_t, n>(out, p.out_tok_stride, t0, t1);
+    zero_tokens<scalar_t, n>(out, t0, t1);
     return;
   }
 
   const int H = (kW > 0 ? kW : p.width) - 1;
-  const int64_t S = p.state_len, s_dim = p.state_dim_stride, s_tok = p.state_tok_stride;
-  state_t* state = p.states == nullptr
-                       ? nullptr
-                       : static_cast<state_t*>(p.states) + line * p.state_line_stride + c * s_dim;
-  const bool init = state != nullptr && p.has_initial_state != nullptr &&
+  const int64_t S = p.state_len;
+  const bool has_state = p.states != nullptr;
+  const StateLine<state_t, n> state{
+      has_state
+          ? static_cast<state_t*>(p.states) + line * p.state_line_stride + c * p.state_dim_stride
+          : nullptr,
+      p.state_tok_stride, p.state_dim_stride, vec.state};
+  const bool init = has_state && p.has_initial_state != nullptr &&
                     p.has_initial_state[seq * p.has_initial_state_stride];
 
-  const Filter<kW, n> filter(p, c);
   Window<kW, n> window;
 #pragma unroll
   for (int k = 0; k < kTaps<kW> - 1; ++k) {
     if (k >= H) continue;
     if (t0 > 0) {
-      float col[n];
-      load_row<scalar_t, n>(x + (t0 - H + k) * p.x_tok_stride, col);
-#pragma unroll
-      for (int i = 0; i < n; ++i) window.v[k][i] = col[i];
+      x.load(t0 - H + k, window.v[k]);
+    } else if (init) {
+      state.load(S - H + k, window.v[k]);
     } else {
 #pragma unroll
-      for (int i = 0; i < n; ++i)
-        window.v[k][i] = init ? to_float(state[i * s_dim + (S - H + k) * s_tok]) : 0.f;
+      for (int i = 0; i < n; ++i) window.v[k][i] = 0.f;
     }
   }
 
-  if (t0 == 0 && state != nullptr) {
-    // New state: the last S columns of cat(old or zeros, tokens). Ascending j
-    // reads old column j + len before this thread overwrites it.
-    const int64_t len = end - begin;
-    for (int64_t j = 0; j < S; ++j) {
-      const int64_t src = len - S + j;
-#pragma unroll
-      for (int i = 0; i < n; ++i) {
-        state_t v;
-        if (src >= 0) {
-          v = convert<state_t>(x[src * p.x_tok_stride + i * p.x_dim_stride]);
-        } else if (init) {
-          v = state[i * s_dim + (j + len) * s_tok];
-        } else {
-          v = from_float<state_t>(0.f);
-        }
-        state[i * s_dim + j * s_tok] = v;
-      }
-    }
-  }
+  conv_tokens<scalar_t, kW, n>(p, filter, window, x, out, t0, t1);
 
-  conv_tokens<scalar_t, kW, n>(p, filter, window, x, p.x_tok_stride, out, p.out_tok_stride, t0, t1);
+  if (t0 == 0 && has_state) {
+    // New state: the last S columns of cat(old or zeros, the sequence's tokens).
+    // After the outputs, so that the filter's registers are free; nothing else
+    // of this sequence reads or writes the state.
+    shift_state<state_t, n>(state, S, len, init, [&](int64_t t, float(&v)[n]) { x.load(t, v); });
+  }
+}
+
+int multiprocessors(int device) {
+  static std::array<std::atomic<int>, 64> cached{};
+  if (device < 0 || device >= static_cast<int>(cached.size())) return 132;
+  int count = cached[device].load(std::memory_order_relaxed);
+  if (count == 0) {
+    C10_CUDA_CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device));
+    cached[device].store(count, std::memory_order_relaxed);
+  }
+  return count;
+}
+
+// Tokens per program: the largest power of two from 64 down to 8 whose grid
+// still has as many threads as the GPU holds at once, so that short batches
+// spread over every SM. CAUSAL_CONV1D_CUDA_CHUNK (a positive integer) forces
+// one, for tuning.
+int64_t tokens_per_program(const FwdParams& p, int64_t channel_blocks, int device) {
+  static const int64_t forced = [] {
+    const char* v = std::getenv("CAUSAL_CONV1D_CUDA_CHUNK");
+    const long long chunk = v == nullptr ? 0 : std::atoll(v);
+    return chunk > 0 ? static_cast<int64_t>(chunk) : int64_t{0};
+  }();
+  if (forced > 0) return forced;
+  const int64_t resident = static_cast<int64_t>(multiprocessors(device)) * 2048;
+  int64_t chunk = 64;
+  while (chunk > 8 &&
+         ((p.num_tokens + chunk - 1) / chunk + p.batch) * channel_blocks * kThreads < resident)
+    chunk /= 2;
+  return chunk;
 }
 
 template <typename scalar_t, typename state_t, int kW>
-void launch(const FwdParams& p, cudaStream_t stream) {
+void launch(const FwdParams& p, cudaStream_t stream, int device) {
   constexpr int n = kVec<scalar_t>;
   const bool vector = p.x_dim_stride == 1 && p.out_dim_stride == 1 && p.dim % n == 0 &&
                       p.x_tok_stride % n == 0 && p.out_tok_stride % n == 0 && aligned16(p.x) &&
                       aligned16(p.out);
   const int per_block = kThreads * (vector ? n : 1);
-  const dim3 grid((p.num_tokens + kTokens - 1) / kTokens + p.batch,
-                  (p.dim + per_block - 1) / per_block);
+  const int64_t channel_blocks = (p.dim + per_block - 1) / per_block;
+  const int64_t chunk = tokens_per_program(p, channel_blocks, device);
+  const dim3 grid((p.num_tokens + chunk - 1) / chunk + p.batch, channel_blocks);
+  const VecFlags vec = vec_flags(p, kW, c10::elementSize(p.weight_type),
+                                 c10::elementSize(p.bias_type), sizeof(state_t));
+  TORCH_CHECK(grid.y <= 65535, "causal_conv1d_fwd: dim too large for one grid");
   if (vector) {
-    fwd_kernel<scalar_t, state_t, kW, n><<<grid, kThreads, 0, stream>>>(p);
+    fwd_kernel<scalar_t, state_t, kW, n><<<grid, kThreads, 0, stream>>>(p, chunk, vec);
   } else {
-    fwd_kernel<scalar_t, state_t, kW, 1><<<grid, kThreads, 0, stream>>>(p);
+    fwd_kernel<scalar_t, state_t, kW, 1><<<grid, kThreads, 0, stream>>>(p, chunk, vec);
   }
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
@@ -143,7 +185,7 @@ void causal_conv1d_fwd_out_cuda(const at::Tensor& x, const at::Tensor& weight,
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   const c10::ScalarType state_type = p.states == nullptr ? p.x_type : p.state_type;
   dispatch(p.x_type, state_type, p.width, [&]<typename scalar_t, typename state_t, int kW>() {
-    launch<scalar_t, state_t, kW>(p, stream);
+    launch<scalar_t, state_t, kW>(p, stream, x.get_device());
   });
 }
 

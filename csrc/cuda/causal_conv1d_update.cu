@@ -4,8 +4,10 @@
 // consecutive channels (16 bytes of x on the vector path, 1 otherwise). A
 // thread reads its window from the conv state into registers, then updates the
 // state (reading x, before any output is written, so that out may be x), then
-// computes the seqlen outputs token by token. Linear states shift left by
-// seqlen; ring buffers write token j at (cache_seqlens + j) % state_len.
+// computes the seqlen outputs. Linear states shift left by seqlen; ring
+// buffers write token j at (cache_seqlens + j) % state_len. Every group of
+// loads is issued before the stores that follow it, so a row costs a few
+// memory latencies, not one per element.
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -20,60 +22,52 @@ namespace {
 __device__ __forceinline__ int64_t wrap(int64_t v, int64_t m) { return ((v % m) + m) % m; }
 
 template <typename scalar_t, typename state_t, int kW, int n>
-__global__ void __launch_bounds__(kThreads) update_kernel(const UpdateParams p) {
+__global__ void __launch_bounds__(kThreads)
+    update_kernel(const UpdateParams p, const VecFlags vec) {
   const int64_t row = blockIdx.x;
   const int64_t c = (static_cast<int64_t>(blockIdx.y) * kThreads + threadIdx.x) * n;
   if (c >= p.dim) return;
   const int64_t L = p.seqlen;
-  const scalar_t* x =
-      static_cast<const scalar_t*>(p.x) + row * p.x_batch_stride + c * p.x_dim_stride;
-  scalar_t* out = static_cast<scalar_t*>(p.out) + row * p.out_batch_stride + c * p.out_dim_stride;
+  const Rows<const scalar_t, n> x{
+      static_cast<const scalar_t*>(p.x) + row * p.x_batch_stride + c * p.x_dim_stride,
+      p.x_tok_stride, p.x_dim_stride};
+  const Rows<scalar_t, n> out{
+      static_cast<scalar_t*>(p.out) + row * p.out_batch_stride + c * p.out_dim_stride,
+      p.out_tok_stride, p.out_dim_stride};
 
   const int64_t line = p.state_indices.present() ? p.state_indices[row] : row;
+  Filter<kW, n> filter;
+  filter.load(p, c, vec);
   if (p.is_padding(line)) {
-    zero_tokens<scalar_t, n>(out, p.out_tok_stride, 0, L);
+    zero_tokens<scalar_t, n>(out, 0, L);
     return;
   }
 
   const int H = (kW > 0 ? kW : p.width) - 1;
-  const int64_t S = p.state_len, s_dim = p.state_dim_stride, s_tok = p.state_tok_stride;
-  state_t* state = static_cast<state_t*>(p.states) + line * p.state_line_stride + c * s_dim;
+  const int64_t S = p.state_len;
+  const StateLine<state_t, n> state{
+      static_cast<state_t*>(p.states) + line * p.state_line_stride + c * p.state_dim_stride,
+      p.state_tok_stride, p.state_dim_stride, vec.state};
   const bool circular = p.cache_seqlens.present();
   const int64_t pos = circular ? wrap(p.cache_seqlens[row], S) : 0;
 
-  const Filter<kW, n> filter(p, c);
   Window<kW, n> window;
 #pragma unroll
-  for (int k = 0; k < kTaps<kW> - 1; ++k) {
-    if (k >= H) continue;
-    const int64_t col = circular ? wrap(pos - H + k, S) : S - H + k;
-#pragma unroll
-    for (int i = 0; i < n; ++i) window.v[k][i] = to_float(state[i * s_dim + col * s_tok]);
-  }
+  for (int k = 0; k < kTaps<kW> - 1; ++k)
+    if (k < H) state.load(circular ? wrap(pos - H + k, S) : S - H + k, window.v[k]);
 
   if (circular) {
     // With L > S later tokens overwrite earlier ones, as the contract says.
     for (int64_t j = 0; j < L; ++j) {
-      const int64_t col = (pos + j) % S;
-#pragma unroll
-      for (int i = 0; i < n; ++i)
-        state[i * s_dim + col * s_tok] =
-            convert<state_t>(x[j * p.x_tok_stride + i * p.x_dim_stride]);
+      float v[n];
+      x.load(j, v);
+      state.store((pos + j) % S, v);
     }
   } else {
-    // Shift left by L and append: ascending j reads column j + L before this
-    // thread overwrites it.
-    for (int64_t j = 0; j < S; ++j) {
-      const int64_t src = j + L;
-#pragma unroll
-      for (int i = 0; i < n; ++i)
-        state[i * s_dim + j * s_tok] =
-            src < S ? state[i * s_dim + src * s_tok]
-                    : convert<state_t>(x[(src - S) * p.x_tok_stride + i * p.x_dim_stride]);
-    }
+    shift_state<state_t, n>(state, S, L, true, [&](int64_t t, float (&v)[n]) { x.load(t, v); });
   }
 
-  conv_tokens<scalar_t, kW, n>(p, filter, window, x, p.x_tok_stride, out, p.out_tok_stride, 0, L);
+  conv_tokens<scalar_t, kW, n>(p, filter, window, x, out, 0, L);
 }
 
 template <typename scalar_t, typename state_t, int kW>
@@ -87,10 +81,13 @@ void launch(const UpdateParams& p, cudaStream_t stream) {
                       aligned16(p.x) && aligned16(p.out);
   const int per_block = kThreads * (vector ? n : 1);
   const dim3 grid(p.batch, (p.dim + per_block - 1) / per_block);
+  const VecFlags vec = vec_flags(p, kW, c10::elementSize(p.weight_type),
+                                 c10::elementSize(p.bias_type), sizeof(state_t));
+  TORCH_CHECK(grid.y <= 65535, "causal_conv1d_update: dim too large for one grid");
   if (vector) {
-    update_kernel<scalar_t, state_t, kW, n><<<grid, kThreads, 0, stream>>>(p);
+    update_kernel<scalar_t, state_t, kW, n><<<grid, kThreads, 0, stream>>>(p, vec);
   } else {
-    update_kernel<scalar_t, state_t, kW, 1><<<grid, kThreads, 0, stream>>>(p);
+    update_kernel<scalar_t, state_t, kW, 1><<<grid, kThreads, 0, stream>>>(p, vec);
   }
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }

@@ -7,6 +7,7 @@
 #include <cuda_fp16.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "../params.h"
 
@@ -59,47 +60,89 @@ __device__ __forceinline__ To convert(From v) {
   }
 }
 
-// One element of a tensor whose dtype is only known at run time (the filter:
-// read once per thread, so the switch costs nothing that matters).
-__device__ __forceinline__ float load_as_float(const void* base, c10::ScalarType type,
-                                               int64_t index) {
+// n elements p[0], p[s], ..., p[(n-1)s] as fp32. With vec (s == 1 and p
+// 16-byte aligned) and a multiple of 16 bytes in all, 16-byte accesses; else
+// one access per element.
+template <typename T, int n>
+__device__ __forceinline__ void load_n(const T* p, int64_t s, bool vec, float (&out)[n]) {
+  constexpr int kPerWord = 16 / sizeof(T);
+  if constexpr (n % kPerWord == 0) {
+    if (vec) {
+#pragma unroll
+      for (int w = 0; w < n / kPerWord; ++w) {
+        const uint4 raw = reinterpret_cast<const uint4*>(p)[w];
+        const T* v = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+        for (int i = 0; i < kPerWord; ++i) out[w * kPerWord + i] = to_float(v[i]);
+      }
+      return;
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < n; ++i) out[i] = to_float(p[i * s]);
+}
+
+template <typename T, int n>
+__device__ __forceinline__ void store_n(T* p, int64_t s, bool vec, const float (&in)[n]) {
+  constexpr int kPerWord = 16 / sizeof(T);
+  if constexpr (n % kPerWord == 0) {
+    if (vec) {
+#pragma unroll
+      for (int w = 0; w < n / kPerWord; ++w) {
+        uint4 raw;
+        T* v = reinterpret_cast<T*>(&raw);
+#pragma unroll
+        for (int i = 0; i < kPerWord; ++i) v[i] = from_float<T>(in[w * kPerWord + i]);
+        reinterpret_cast<uint4*>(p)[w] = raw;
+      }
+      return;
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < n; ++i) p[i * s] = from_float<T>(in[i]);
+}
+
+// load_n for a tensor whose dtype is only known at run time (the filter).
+template <int n>
+__device__ __forceinline__ void load_n(const void* base, c10::ScalarType type, int64_t index,
+                                       int64_t s, bool vec, float (&out)[n]) {
   switch (type) {
     case c10::ScalarType::Half:
-      return __half2float(static_cast<const __half*>(base)[index]);
+      return load_n<__half, n>(static_cast<const __half*>(base) + index, s, vec, out);
     case c10::ScalarType::BFloat16:
-      return __bfloat162float(static_cast<const __nv_bfloat16*>(base)[index]);
+      return load_n<__nv_bfloat16, n>(static_cast<const __nv_bfloat16*>(base) + index, s, vec, out);
     default:
-      return static_cast<const float*>(base)[index];
+      return load_n<float, n>(static_cast<const float*>(base) + index, s, vec, out);
   }
 }
 
 __device__ __forceinline__ float silu(float v) { return v / (1.f + __expf(-v)); }
 
-// A thread's n channels of one token: n = kVec<T> consecutive elements in one
-// 16-byte access on the vector path, one element otherwise.
-template <typename T, int n>
-__device__ __forceinline__ void load_row(const T* p, float (&out)[n]) {
-  if constexpr (n > 1) {
-    const uint4 raw = *reinterpret_cast<const uint4*>(p);
-    const T* v = reinterpret_cast<const T*>(&raw);
-#pragma unroll
-    for (int i = 0; i < n; ++i) out[i] = to_float(v[i]);
-  } else {
-    out[0] = to_float(p[0]);
-  }
+// Which operands take 16-byte accesses, decided once per launch: a tensor
+// qualifies when its channels are contiguous and every thread's first
+// element is 16-byte aligned (x and out: by the kernel's choice of n).
+struct VecFlags {
+  bool weight = false;  // (dim, width) contiguous, width fixed at compile time
+  bool bias = false;
+  bool state = false;
+};
+
+inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+inline bool aligned16(const void* p, int64_t stride, size_t elem) {
+  return aligned16(p) && (stride * static_cast<int64_t>(elem)) % 16 == 0;
 }
 
-template <typename T, int n>
-__device__ __forceinline__ void store_row(T* p, const float (&in)[n]) {
-  if constexpr (n > 1) {
-    uint4 raw;
-    T* v = reinterpret_cast<T*>(&raw);
-#pragma unroll
-    for (int i = 0; i < n; ++i) v[i] = from_float<T>(in[i]);
-    *reinterpret_cast<uint4*>(p) = raw;
-  } else {
-    p[0] = from_float<T>(in[0]);
-  }
+inline VecFlags vec_flags(const ConvParams& p, int fixed_width, size_t weight_elem,
+                          size_t bias_elem, size_t state_elem) {
+  VecFlags f;
+  f.weight = fixed_width > 0 && p.weight_dim_stride == p.width && p.weight_tap_stride == 1 &&
+             aligned16(p.weight);
+  f.bias = p.bias != nullptr && p.bias_stride == 1 && aligned16(p.bias);
+  f.state = p.states != nullptr && p.state_dim_stride == 1 &&
+            aligned16(p.states, p.state_line_stride, state_elem) &&
+            aligned16(p.states, p.state_tok_stride, state_elem);
+  return f;
 }
 
 // Taps held in registers: the width when it is fixed at compile time (kW > 0),
@@ -113,16 +156,34 @@ struct Filter {
   float w[kTaps<kW>][n];
   float b[n];
 
-  __device__ __forceinline__ Filter(const ConvParams& p, int64_t c) {
+  __device__ __forceinline__ void load(const ConvParams& p, int64_t c, const VecFlags& vec) {
+    if constexpr (kW > 0) {
+      if (vec.weight) {  // n * kW contiguous elements, channel-major
+        float flat[n * kW];
+        load_n<n * kW>(p.weight, p.weight_type, c * kW, 1, true, flat);
 #pragma unroll
-    for (int i = 0; i < n; ++i) {
+        for (int i = 0; i < n; ++i)
 #pragma unroll
-      for (int k = 0; k < kTaps<kW>; ++k)
-        w[k][i] = k < p.width
-                      ? load_as_float(p.weight, p.weight_type,
-                                      (c + i) * p.weight_dim_stride + k * p.weight_tap_stride)
-                      : 0.f;
-      b[i] = p.bias == nullptr ? 0.f : load_as_float(p.bias, p.bias_type, (c + i) * p.bias_stride);
+          for (int k = 0; k < kW; ++k) w[k][i] = flat[i * kW + k];
+      }
+    }
+    if (kW == 0 || !vec.weight) {
+#pragma unroll
+      for (int k = 0; k < kTaps<kW>; ++k) {
+        if (k < p.width) {
+          load_n<n>(p.weight, p.weight_type, c * p.weight_dim_stride + k * p.weight_tap_stride,
+                    p.weight_dim_stride, false, w[k]);
+        } else {
+#pragma unroll
+          for (int i = 0; i < n; ++i) w[k][i] = 0.f;
+        }
+      }
+    }
+    if (p.bias != nullptr) {
+      load_n<n>(p.bias, p.bias_type, c * p.bias_stride, p.bias_stride, vec.bias, b);
+    } else {
+#pragma unroll
+      for (int i = 0; i < n; ++i) b[i] = 0.f;
     }
   }
 };
@@ -159,26 +220,117 @@ __device__ __forceinline__ void conv_step(const ConvParams& p, const Filter<kW, 
   }
 }
 
-// Outputs of tokens [t0, t1) for this thread's channels: x and out point at
-// token 0 of the row, the window holds the columns before t0.
+// Tokens (or state columns) whose loads are issued together before any of
+// their results is used: memory latency is paid once per group.
+constexpr int kGroup = 4;
+
+// n elements of T as stored, held in registers until they are converted.
+template <typename T, int n>
+struct alignas(n * sizeof(T) % 16 == 0 ? 16 : alignof(T)) Packed {
+  T v[n];
+  __device__ __forceinline__ void unpack(float (&out)[n]) const {
+#pragma unroll
+    for (int i = 0; i < n; ++i) out[i] = to_float(v[i]);
+  }
+};
+
+// A thread's n channels of one token of x or out: 16 bytes when n > 1 (the
+// vector path guarantees contiguity and alignment), one element otherwise.
+template <typename T, int n>
+struct Rows {
+  using value_type = std::remove_const_t<T>;
+  T* base;  // token 0, channel c
+  int64_t tok, dim;
+  __device__ __forceinline__ Packed<value_type, n> load_packed(int64_t t) const {
+    Packed<value_type, n> r;
+    if constexpr (n > 1) {
+      static_assert(sizeof(r) % 16 == 0);
+#pragma unroll
+      for (int w = 0; w < static_cast<int>(sizeof(r) / 16); ++w)
+        reinterpret_cast<uint4*>(&r)[w] = reinterpret_cast<const uint4*>(base + t * tok)[w];
+    } else {
+      r.v[0] = base[t * tok];
+    }
+    return r;
+  }
+  __device__ __forceinline__ void load(int64_t t, float (&v)[n]) const { load_packed(t).unpack(v); }
+  __device__ __forceinline__ void store(int64_t t, const float (&v)[n]) const {
+    store_n<value_type, n>(base + t * tok, dim, n > 1, v);
+  }
+};
+
+// Outputs of tokens [t0, t1) for this thread's channels; the window holds the
+// columns before t0. x may be out (decode): each group reads before it writes.
 template <typename scalar_t, int kW, int n>
 __device__ __forceinline__ void conv_tokens(const ConvParams& p, const Filter<kW, n>& filter,
-                                            Window<kW, n>& window, const scalar_t* x, int64_t x_tok,
-                                            scalar_t* out, int64_t out_tok, int64_t t0,
-                                            int64_t t1) {
-  for (int64_t t = t0; t < t1; ++t) {
+                                            Window<kW, n>& window, const Rows<const scalar_t, n>& x,
+                                            const Rows<scalar_t, n>& out, int64_t t0, int64_t t1) {
+  int64_t t = t0;
+  for (; t + kGroup <= t1; t += kGroup) {
+    Packed<scalar_t, n> cols[kGroup];
+#pragma unroll
+    for (int g = 0; g < kGroup; ++g) cols[g] = x.load_packed(t + g);
+#pragma unroll
+    for (int g = 0; g < kGroup; ++g) {
+      float col[n], y[n];
+      cols[g].unpack(col);
+      conv_step<kW, n>(p, filter, window, col, y);
+      out.store(t + g, y);
+    }
+  }
+  for (; t < t1; ++t) {
     float col[n], y[n];
-    load_row<scalar_t, n>(x + t * x_tok, col);
+    x.load(t, col);
     conv_step<kW, n>(p, filter, window, col, y);
-    store_row<scalar_t, n>(out + t * out_tok, y);
+    out.store(t, y);
   }
 }
 
 template <typename scalar_t, int n>
-__device__ __forceinline__ void zero_tokens(scalar_t* out, int64_t out_tok, int64_t t0,
-                                            int64_t t1) {
+__device__ __forceinline__ void zero_tokens(const Rows<scalar_t, n>& out, int64_t t0, int64_t t1) {
   const float zeros[n] = {};
-  for (int64_t t = t0; t < t1; ++t) store_row<scalar_t, n>(out + t * out_tok, zeros);
+  for (int64_t t = t0; t < t1; ++t) out.store(t, zeros);
+}
+
+// A thread's n channels of one cache line.
+template <typename state_t, int n>
+struct StateLine {
+  state_t* base;  // column 0, channel c
+  int64_t tok, dim;
+  bool vec;
+  __device__ __forceinline__ void load(int64_t col, float (&v)[n]) const {
+    load_n<state_t, n>(base + col * tok, dim, vec, v);
+  }
+  __device__ __forceinline__ void store(int64_t col, const float (&v)[n]) const {
+    store_n<state_t, n>(base + col * tok, dim, vec, v);
+  }
+};
+
+// Linear state update: new column j = column j + shift of cat(old, x), for
+// j < S, where x column t is source(t). Loads of each group of columns are
+// issued before its stores; later groups read columns beyond those written.
+template <typename state_t, int n, typename Source>
+__device__ __forceinline__ void shift_state(const StateLine<state_t, n>& state, int64_t S,
+                                            int64_t shift, bool keep_old, Source&& source) {
+  for (int64_t j0 = 0; j0 < S; j0 += kGroup) {
+    float v[kGroup][n];
+#pragma unroll
+    for (int g = 0; g < kGroup; ++g) {
+      const int64_t j = j0 + g, src = j + shift;
+      if (j >= S) continue;
+      if (src >= S) {
+        source(src - S, v[g]);
+      } else if (keep_old) {
+        state.load(src, v[g]);
+      } else {
+#pragma unroll
+        for (int i = 0; i < n; ++i) v[g][i] = 0.f;
+      }
+    }
+#pragma unroll
+    for (int g = 0; g < kGroup; ++g)
+      if (j0 + g < S) state.store(j0 + g, v[g]);
+  }
 }
 
 // Calls f.template operator()<scalar_t, state_t, kW>() for the storage types
@@ -210,7 +362,5 @@ auto with_storage_type(c10::ScalarType t, F&& f) {
       return f(float{});
   }
 }
-
-inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 }  // namespace causal_conv1d::cuda
