@@ -5,7 +5,7 @@
 #   bash benchmarks/device_run.sh            # from the repository root
 #   STAGES="cuda-tests gpu-bench" bash benchmarks/device_run.sh   # a subset
 # Stages: tests (whole suite), cuda-tests (tests whose id names cuda), selfcheck, cpu-bench,
-# gpu-bench, chunk-sweep (prefill at each forced tokens-per-program), sanitize (compute-sanitizer memcheck and racecheck over a reduced CUDA run).
+# gpu-bench, vec8 (CUDA tests and benchmark with 8-byte accesses), chunk-sweep (prefill at each forced tokens-per-program), sanitize (compute-sanitizer memcheck and racecheck over a reduced CUDA run).
 # The seed's Triton kernels are taken from .peers/ (a copy of shared/peers, not committed).
 set -uo pipefail
 OUT="${OUT:-$PWD/device-out}"
@@ -30,12 +30,19 @@ want cpu-bench && python3 benchmarks/bench.py --device cpu --threads 16 --min-ru
 want cpu-bench && cat "$OUT/cpu-xeon-16t.md"
 want gpu-bench && python3 benchmarks/bench.py --device cuda --min-run-time 0.5 --peers-dir .peers --name gpu-h100 \
   --out-dir "$OUT" 2>&1 | tee -a "$LOG" | tail -9
+if want vec8; then
+  export CAUSAL_CONV1D_CUDA_VEC_BYTES=8
+  python3 -m pytest -q tests -k cuda -p no:cacheprovider 2>&1 | tee -a "$LOG" | grep -E "passed|failed|FAILED" | tail -5
+  python3 benchmarks/bench.py --device cuda --min-run-time 0.3 --no-peers --name gpu-vec8 \
+    --out-dir "$OUT" 2>&1 | tee -a "$LOG" | grep -E "^(prefill|mixed|small|update)" | cut -d: -f2 | cut -d, -f1-3
+  unset CAUSAL_CONV1D_CUDA_VEC_BYTES
+fi
 if want chunk-sweep; then
   for chunk in 8 16 32 64 128; do
     echo "tokens per program $chunk:"
     CAUSAL_CONV1D_CUDA_CHUNK=$chunk python3 benchmarks/bench.py --device cuda --min-run-time 0.3 \
       --no-peers --only prefill,mixed,small --name "sweep-$chunk" --out-dir "$OUT" 2>&1 \
-      | tee -a "$LOG" | grep -E "^(prefill|mixed|small)" | cut -d, -f1-3
+      | tee -a "$LOG" | grep -E "^(prefill|mixed|small)" | cut -d: -f2 | cut -d, -f1-3
   done
 fi
 if want sanitize; then

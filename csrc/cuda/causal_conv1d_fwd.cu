@@ -78,15 +78,14 @@ __global__ void __launch_bounds__(kThreads)
   const Rows<scalar_t, n> out{
       static_cast<scalar_t*>(p.out) + begin * p.out_tok_stride + c * p.out_dim_stride,
       p.out_tok_stride, p.out_dim_stride};
+  // Padding zeroes the outputs; deciding that at the stores keeps the loads
+  // of x from waiting for the cache index.
   const int64_t line = p.cache_indices.present() ? p.cache_indices[seq] : seq;
-  if (p.is_padding(line)) {
-    zero_tokens<scalar_t, n>(out, t0, t1);
-    return;
-  }
+  const bool padding = p.is_padding(line);
 
   const int H = (kW > 0 ? kW : p.width) - 1;
   const int64_t S = p.state_len;
-  const bool has_state = p.states != nullptr;
+  const bool has_state = p.states != nullptr && !padding;
   const StateLine<state_t, n> state{
       has_state
           ? static_cast<state_t*>(p.states) + line * p.state_line_stride + c * p.state_dim_stride
@@ -104,18 +103,17 @@ __global__ void __launch_bounds__(kThreads)
     } else if (init) {
       state.load(S - H + k, window.v[k]);
     } else {
-#pragma unroll
-      for (int i = 0; i < n; ++i) window.v[k][i] = 0.f;
+      clear(window.v[k]);
     }
   }
 
-  conv_tokens<scalar_t, kW, n>(p, filter, window, x, out, t0, t1);
+  conv_tokens<scalar_t, kW, n>(p, filter, window, x, out, t0, t1, padding);
 
   if (t0 == 0 && has_state) {
     // New state: the last S columns of cat(old or zeros, the sequence's tokens).
     // After the outputs, so that the filter's registers are free; nothing else
     // of this sequence reads or writes the state.
-    shift_state<state_t, n>(state, S, len, init, [&](int64_t t, float(&v)[n]) { x.load(t, v); });
+    shift_state<state_t, n>(state, S, len, init, [&](int64_t t, float (&v)[n]) { x.load(t, v); });
   }
 }
 
@@ -130,10 +128,10 @@ int multiprocessors(int device) {
   return count;
 }
 
-// Tokens per program: the largest power of two from 64 down to 8 whose grid
-// still has as many threads as the GPU holds at once, so that short batches
-// spread over every SM. CAUSAL_CONV1D_CUDA_CHUNK (a positive integer) forces
-// one, for tuning.
+// Tokens per program: the largest power of two from 128 down to 8 whose grid
+// still has a quarter as many threads as the GPU holds at once (each thread
+// keeps kGroup tokens in flight), so that short batches spread over every SM.
+// CAUSAL_CONV1D_CUDA_CHUNK (a positive integer) forces one, for tuning.
 int64_t tokens_per_program(const FwdParams& p, int64_t channel_blocks, int device) {
   static const int64_t forced = [] {
     const char* v = std::getenv("CAUSAL_CONV1D_CUDA_CHUNK");
@@ -141,33 +139,39 @@ int64_t tokens_per_program(const FwdParams& p, int64_t channel_blocks, int devic
     return chunk > 0 ? static_cast<int64_t>(chunk) : int64_t{0};
   }();
   if (forced > 0) return forced;
-  const int64_t resident = static_cast<int64_t>(multiprocessors(device)) * 2048;
-  int64_t chunk = 64;
+  const int64_t resident = static_cast<int64_t>(multiprocessors(device)) * 2048 / 4;
+  int64_t chunk = 128;
   while (chunk > 8 &&
          ((p.num_tokens + chunk - 1) / chunk + p.batch) * channel_blocks * kThreads < resident)
     chunk /= 2;
   return chunk;
 }
 
-template <typename scalar_t, typename state_t, int kW>
-void launch(const FwdParams& p, cudaStream_t stream, int device) {
-  constexpr int n = kVec<scalar_t>;
-  const bool vector = p.x_dim_stride == 1 && p.out_dim_stride == 1 && p.dim % n == 0 &&
-                      p.x_tok_stride % n == 0 && p.out_tok_stride % n == 0 && aligned16(p.x) &&
-                      aligned16(p.out);
-  const int per_block = kThreads * (vector ? n : 1);
+template <typename scalar_t, typename state_t, int kW, int n>
+void launch_n(const FwdParams& p, cudaStream_t stream, int device) {
+  const int per_block = kThreads * n;
   const int64_t channel_blocks = (p.dim + per_block - 1) / per_block;
   const int64_t chunk = tokens_per_program(p, channel_blocks, device);
   const dim3 grid((p.num_tokens + chunk - 1) / chunk + p.batch, channel_blocks);
+  TORCH_CHECK(grid.y <= 65535, "causal_conv1d_fwd: dim too large for one grid");
   const VecFlags vec = vec_flags(p, kW, c10::elementSize(p.weight_type),
                                  c10::elementSize(p.bias_type), sizeof(state_t));
-  TORCH_CHECK(grid.y <= 65535, "causal_conv1d_fwd: dim too large for one grid");
-  if (vector) {
-    fwd_kernel<scalar_t, state_t, kW, n><<<grid, kThreads, 0, stream>>>(p, chunk, vec);
-  } else {
-    fwd_kernel<scalar_t, state_t, kW, 1><<<grid, kThreads, 0, stream>>>(p, chunk, vec);
-  }
+  fwd_kernel<scalar_t, state_t, kW, n><<<grid, kThreads, 0, stream>>>(p, chunk, vec);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+// n channels per thread with vector accesses when x and out are channel-last
+// and aligned for them, else one channel per thread.
+template <typename scalar_t, typename state_t, int kW>
+void launch(const FwdParams& p, cudaStream_t stream, int device) {
+  const int bytes = vec_bytes(16);
+  const int64_t n = bytes / static_cast<int64_t>(sizeof(scalar_t));
+  const bool vector = p.x_dim_stride == 1 && p.out_dim_stride == 1 && p.dim % n == 0 &&
+                      p.x_tok_stride % n == 0 && p.out_tok_stride % n == 0 && aligned16(p.x) &&
+                      aligned16(p.out);
+  if (!vector) return launch_n<scalar_t, state_t, kW, 1>(p, stream, device);
+  if (bytes == 8) return launch_n<scalar_t, state_t, kW, 8 / sizeof(scalar_t)>(p, stream, device);
+  launch_n<scalar_t, state_t, kW, 16 / sizeof(scalar_t)>(p, stream, device);
 }
 
 void causal_conv1d_fwd_out_cuda(const at::Tensor& x, const at::Tensor& weight,

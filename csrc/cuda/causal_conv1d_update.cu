@@ -35,6 +35,8 @@ __global__ void __launch_bounds__(kThreads)
       static_cast<scalar_t*>(p.out) + row * p.out_batch_stride + c * p.out_dim_stride,
       p.out_tok_stride, p.out_dim_stride};
 
+  // Token 0 (L >= 1), the cache index and the filter are loaded together.
+  const Packed<scalar_t, n> x0 = x.load_packed(0);
   const int64_t line = p.state_indices.present() ? p.state_indices[row] : row;
   Filter<kW, n> filter;
   filter.load(p, c, vec);
@@ -56,40 +58,62 @@ __global__ void __launch_bounds__(kThreads)
   for (int k = 0; k < kTaps<kW> - 1; ++k)
     if (k < H) state.load(circular ? wrap(pos - H + k, S) : S - H + k, window.v[k]);
 
+  float col0[n];
+  x0.unpack(col0);
   if (circular) {
     // With L > S later tokens overwrite earlier ones, as the contract says.
-    for (int64_t j = 0; j < L; ++j) {
+    state.store(pos, col0);
+    for (int64_t j = 1; j < L; ++j) {
       float v[n];
       x.load(j, v);
       state.store((pos + j) % S, v);
     }
+  } else if (L == 1 && S == H) {
+    // The common decode step: the window holds the whole old state, so the
+    // shifted state needs no reloads.
+#pragma unroll
+    for (int k = 0; k + 1 < kTaps<kW> - 1; ++k)
+      if (k + 1 < H) state.store(k, window.v[k + 1]);
+    state.store(H - 1, col0);
   } else {
     shift_state<state_t, n>(state, S, L, true, [&](int64_t t, float (&v)[n]) { x.load(t, v); });
   }
 
-  conv_tokens<scalar_t, kW, n>(p, filter, window, x, out, 0, L);
+  if (L == 1) {
+    float y[n];
+    conv_step<kW, n>(p, filter, window, col0, y);
+    out.store(0, y);
+  } else {
+    conv_tokens<scalar_t, kW, n>(p, filter, window, x, out, 0, L);
+  }
 }
 
+template <typename scalar_t, typename state_t, int kW, int n>
+void launch_n(const UpdateParams& p, cudaStream_t stream) {
+  const int per_block = kThreads * n;
+  const dim3 grid(p.batch, (p.dim + per_block - 1) / per_block);
+  TORCH_CHECK(grid.y <= 65535, "causal_conv1d_update: dim too large for one grid");
+  const VecFlags vec = vec_flags(p, kW, c10::elementSize(p.weight_type),
+                                 c10::elementSize(p.bias_type), sizeof(state_t));
+  update_kernel<scalar_t, state_t, kW, n><<<grid, kThreads, 0, stream>>>(p, vec);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+// n channels per thread with vector accesses when x and out are channel-last
+// and aligned for them, else one channel per thread.
 template <typename scalar_t, typename state_t, int kW>
 void launch(const UpdateParams& p, cudaStream_t stream) {
-  constexpr int n = kVec<scalar_t>;
+  const int bytes = vec_bytes(16);
+  const int64_t n = bytes / static_cast<int64_t>(sizeof(scalar_t));
   // The token stride only matters for seqlen > 1 (a 2-D x has a stride-1 token dim).
   const bool tokens_aligned =
       p.seqlen == 1 || (p.x_tok_stride % n == 0 && p.out_tok_stride % n == 0);
   const bool vector = p.x_dim_stride == 1 && p.out_dim_stride == 1 && p.dim % n == 0 &&
                       p.x_batch_stride % n == 0 && p.out_batch_stride % n == 0 && tokens_aligned &&
                       aligned16(p.x) && aligned16(p.out);
-  const int per_block = kThreads * (vector ? n : 1);
-  const dim3 grid(p.batch, (p.dim + per_block - 1) / per_block);
-  const VecFlags vec = vec_flags(p, kW, c10::elementSize(p.weight_type),
-                                 c10::elementSize(p.bias_type), sizeof(state_t));
-  TORCH_CHECK(grid.y <= 65535, "causal_conv1d_update: dim too large for one grid");
-  if (vector) {
-    update_kernel<scalar_t, state_t, kW, n><<<grid, kThreads, 0, stream>>>(p, vec);
-  } else {
-    update_kernel<scalar_t, state_t, kW, 1><<<grid, kThreads, 0, stream>>>(p, vec);
-  }
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  if (!vector) return launch_n<scalar_t, state_t, kW, 1>(p, stream);
+  if (bytes == 8) return launch_n<scalar_t, state_t, kW, 8 / sizeof(scalar_t)>(p, stream);
+  launch_n<scalar_t, state_t, kW, 16 / sizeof(scalar_t)>(p, stream);
 }
 
 void causal_conv1d_update_cuda(const at::Tensor& x, const at::Tensor& conv_state,

@@ -7,17 +7,20 @@
 #include <cuda_fp16.h>
 
 #include <cstdint>
+#include <cstdlib>
 #include <type_traits>
 
 #include "../params.h"
 
 namespace causal_conv1d::cuda {
 
-constexpr int kThreads = 128;  // threads per block; each owns kVec<T> channels
+constexpr int kThreads = 128;  // threads per block; each owns n channels
 
-// Channels per thread on the vector path: one 16-byte load of x per token.
-template <typename T>
-constexpr int kVec = 16 / sizeof(T);
+// The widest access that moves `bytes` (a power of two, at most 16) at once.
+template <int bytes>
+using Word = std::conditional_t<
+    bytes >= 16, uint4,
+    std::conditional_t<bytes == 8, uint2, std::conditional_t<bytes == 4, uint32_t, uint16_t>>>;
 
 template <typename T>
 __device__ __forceinline__ float to_float(T v);
@@ -61,16 +64,24 @@ __device__ __forceinline__ To convert(From v) {
 }
 
 // n elements p[0], p[s], ..., p[(n-1)s] as fp32. With vec (s == 1 and p
-// 16-byte aligned) and a multiple of 16 bytes in all, 16-byte accesses; else
-// one access per element.
+// aligned to the access) and a power-of-two number of bytes up to 16 or a
+// multiple of 16, vector accesses; else one access per element.
+template <typename T, int n>
+constexpr int kWordBytes = n * sizeof(T) % 16 == 0 ? 16 : n * sizeof(T);
+
+template <typename T, int n>
+constexpr bool kVectorizable =
+    n * sizeof(T) % 16 == 0 || (n * sizeof(T) & (n * sizeof(T) - 1)) == 0;
+
 template <typename T, int n>
 __device__ __forceinline__ void load_n(const T* p, int64_t s, bool vec, float (&out)[n]) {
-  constexpr int kPerWord = 16 / sizeof(T);
-  if constexpr (n % kPerWord == 0) {
+  if constexpr (n > 1 && kVectorizable<T, n>) {
     if (vec) {
+      using W = Word<kWordBytes<T, n>>;
+      constexpr int kPerWord = sizeof(W) / sizeof(T);
 #pragma unroll
       for (int w = 0; w < n / kPerWord; ++w) {
-        const uint4 raw = reinterpret_cast<const uint4*>(p)[w];
+        const W raw = reinterpret_cast<const W*>(p)[w];
         const T* v = reinterpret_cast<const T*>(&raw);
 #pragma unroll
         for (int i = 0; i < kPerWord; ++i) out[w * kPerWord + i] = to_float(v[i]);
@@ -84,16 +95,17 @@ __device__ __forceinline__ void load_n(const T* p, int64_t s, bool vec, float (&
 
 template <typename T, int n>
 __device__ __forceinline__ void store_n(T* p, int64_t s, bool vec, const float (&in)[n]) {
-  constexpr int kPerWord = 16 / sizeof(T);
-  if constexpr (n % kPerWord == 0) {
+  if constexpr (n > 1 && kVectorizable<T, n>) {
     if (vec) {
+      using W = Word<kWordBytes<T, n>>;
+      constexpr int kPerWord = sizeof(W) / sizeof(T);
 #pragma unroll
       for (int w = 0; w < n / kPerWord; ++w) {
-        uint4 raw;
+        W raw;
         T* v = reinterpret_cast<T*>(&raw);
 #pragma unroll
         for (int i = 0; i < kPerWord; ++i) v[i] = from_float<T>(in[w * kPerWord + i]);
-        reinterpret_cast<uint4*>(p)[w] = raw;
+        reinterpret_cast<W*>(p)[w] = raw;
       }
       return;
     }
@@ -118,14 +130,26 @@ __device__ __forceinline__ void load_n(const void* base, c10::ScalarType type, i
 
 __device__ __forceinline__ float silu(float v) { return v / (1.f + __expf(-v)); }
 
-// Which operands take 16-byte accesses, decided once per launch: a tensor
-// qualifies when its channels are contiguous and every thread's first
-// element is 16-byte aligned (x and out: by the kernel's choice of n).
+// Which operands take vector accesses, decided once per launch: a tensor
+// qualifies when its channels are contiguous and 16-byte aligned (every
+// thread's first element then is aligned to its access; x and out: by the
+// kernel's choice of n).
 struct VecFlags {
   bool weight = false;  // (dim, width) contiguous, width fixed at compile time
   bool bias = false;
   bool state = false;
 };
+
+// Bytes per access on the channel-contiguous path: `fallback`, or what
+// CAUSAL_CONV1D_CUDA_VEC_BYTES (8 or 16) says, for tuning.
+inline int vec_bytes(int fallback) {
+  static const int forced = [] {
+    const char* v = std::getenv("CAUSAL_CONV1D_CUDA_VEC_BYTES");
+    const int bytes = v == nullptr ? 0 : std::atoi(v);
+    return bytes == 8 || bytes == 16 ? bytes : 0;
+  }();
+  return forced > 0 ? forced : fallback;
+}
 
 inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
@@ -220,13 +244,19 @@ __device__ __forceinline__ void conv_step(const ConvParams& p, const Filter<kW, 
   }
 }
 
+template <int n>
+__device__ __forceinline__ void clear(float (&v)[n]) {
+#pragma unroll
+  for (int i = 0; i < n; ++i) v[i] = 0.f;
+}
+
 // Tokens (or state columns) whose loads are issued together before any of
 // their results is used: memory latency is paid once per group.
 constexpr int kGroup = 4;
 
 // n elements of T as stored, held in registers until they are converted.
 template <typename T, int n>
-struct alignas(n * sizeof(T) % 16 == 0 ? 16 : alignof(T)) Packed {
+struct alignas(kVectorizable<T, n> ? kWordBytes<T, n> : alignof(T)) Packed {
   T v[n];
   __device__ __forceinline__ void unpack(float (&out)[n]) const {
 #pragma unroll
@@ -234,8 +264,8 @@ struct alignas(n * sizeof(T) % 16 == 0 ? 16 : alignof(T)) Packed {
   }
 };
 
-// A thread's n channels of one token of x or out: 16 bytes when n > 1 (the
-// vector path guarantees contiguity and alignment), one element otherwise.
+// A thread's n channels of one token of x or out: vector accesses when n > 1
+// (the vector path guarantees contiguity and alignment), one element otherwise.
 template <typename T, int n>
 struct Rows {
   using value_type = std::remove_const_t<T>;
@@ -244,10 +274,11 @@ struct Rows {
   __device__ __forceinline__ Packed<value_type, n> load_packed(int64_t t) const {
     Packed<value_type, n> r;
     if constexpr (n > 1) {
-      static_assert(sizeof(r) % 16 == 0);
+      using W = Word<kWordBytes<value_type, n>>;
+      static_assert(kVectorizable<value_type, n> && sizeof(r) % sizeof(W) == 0);
 #pragma unroll
-      for (int w = 0; w < static_cast<int>(sizeof(r) / 16); ++w)
-        reinterpret_cast<uint4*>(&r)[w] = reinterpret_cast<const uint4*>(base + t * tok)[w];
+      for (int w = 0; w < static_cast<int>(sizeof(r) / sizeof(W)); ++w)
+        reinterpret_cast<W*>(&r)[w] = reinterpret_cast<const W*>(base + t * tok)[w];
     } else {
       r.v[0] = base[t * tok];
     }
@@ -259,12 +290,14 @@ struct Rows {
   }
 };
 
-// Outputs of tokens [t0, t1) for this thread's channels; the window holds the
-// columns before t0. x may be out (decode): each group reads before it writes.
+// Outputs of tokens [t0, t1) for this thread's channels (zeros when `zero`);
+// the window holds the columns before t0. x may be out (decode): each group
+// reads before it writes.
 template <typename scalar_t, int kW, int n>
 __device__ __forceinline__ void conv_tokens(const ConvParams& p, const Filter<kW, n>& filter,
                                             Window<kW, n>& window, const Rows<const scalar_t, n>& x,
-                                            const Rows<scalar_t, n>& out, int64_t t0, int64_t t1) {
+                                            const Rows<scalar_t, n>& out, int64_t t0, int64_t t1,
+                                            bool zero = false) {
   int64_t t = t0;
   for (; t + kGroup <= t1; t += kGroup) {
     Packed<scalar_t, n> cols[kGroup];
@@ -275,6 +308,7 @@ __device__ __forceinline__ void conv_tokens(const ConvParams& p, const Filter<kW
       float col[n], y[n];
       cols[g].unpack(col);
       conv_step<kW, n>(p, filter, window, col, y);
+      if (zero) clear(y);
       out.store(t + g, y);
     }
   }
@@ -282,6 +316,7 @@ __device__ __forceinline__ void conv_tokens(const ConvParams& p, const Filter<kW
     float col[n], y[n];
     x.load(t, col);
     conv_step<kW, n>(p, filter, window, col, y);
+    if (zero) clear(y);
     out.store(t, y);
   }
 }
