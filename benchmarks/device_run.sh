@@ -5,7 +5,7 @@
 #   bash benchmarks/device_run.sh            # from the repository root
 #   STAGES="cuda-tests gpu-bench" bash benchmarks/device_run.sh   # a subset
 # Stages: tests (whole suite), cuda-tests (tests whose id names cuda), selfcheck, cpu-bench,
-# gpu-bench, vec8 (CUDA tests and benchmark with 8-byte accesses), chunk-sweep (prefill at each forced tokens-per-program), sanitize (compute-sanitizer memcheck and racecheck over a reduced CUDA run).
+# gpu-bench, profile (ncu over a few cases, ours and the seed), vec8 (CUDA tests and benchmark with 8-byte accesses), chunk-sweep (prefill at each forced tokens-per-program), sanitize (compute-sanitizer memcheck and racecheck over a reduced CUDA run).
 # The seed's Triton kernels are taken from .peers/ (a copy of shared/peers, not committed).
 set -uo pipefail
 OUT="${OUT:-$PWD/device-out}"
@@ -30,6 +30,14 @@ want cpu-bench && python3 benchmarks/bench.py --device cpu --threads 16 --min-ru
 want cpu-bench && cat "$OUT/cpu-xeon-16t.md"
 want gpu-bench && python3 benchmarks/bench.py --device cuda --min-run-time 0.5 --peers-dir .peers --name gpu-h100 \
   --out-dir "$OUT" 2>&1 | tee -a "$LOG" | tail -9
+if want profile; then
+  ncu --kernel-name regex:"fwd_kernel|update_kernel|_causal_conv1d" --section SpeedOfLight \
+    --section Occupancy --section LaunchStats --section WarpStateStats --section MemoryWorkloadAnalysis \
+    python3 benchmarks/profile_cuda.py "update batch 1," "update batch 256" "mixed" "prefill 1x8192" \
+    > "$OUT/ncu.txt" 2>&1
+  grep -E "profiled|^  [a-z_]*kernel|Duration|DRAM Throughput|Achieved Occupancy|Registers Per|Block Limit Reg|stalled|L2 Hit" \
+    "$OUT/ncu.txt" | cut -c1-220 | head -150
+fi
 if want vec8; then
   export CAUSAL_CONV1D_CUDA_VEC_BYTES=8
   python3 -m pytest -q tests -k cuda -p no:cacheprovider 2>&1 | tee -a "$LOG" | grep -E "passed|failed|FAILED" | tail -5
