@@ -5,7 +5,7 @@
 #   bash benchmarks/device_run.sh            # from the repository root
 #   STAGES="cuda-tests gpu-bench" bash benchmarks/device_run.sh   # a subset
 # Stages: tests (whole suite), cuda-tests (tests whose id names cuda), selfcheck, cpu-bench,
-# gpu-bench, profile (ncu over a few cases, ours and the seed), vec8 (CUDA tests and benchmark with 8-byte accesses), chunk-sweep (prefill at each forced tokens-per-program), sanitize (compute-sanitizer memcheck and racecheck over a reduced CUDA run).
+# gpu-bench, profile (ncu over a few cases, ours and the seed), group8 (CUDA tests and prefill benchmark with 8-token load groups), chunk-sweep (prefill at each forced tokens-per-program), sanitize (compute-sanitizer memcheck and racecheck over a reduced CUDA run).
 # The seed's Triton kernels are taken from .peers/ (a copy of shared/peers, not committed).
 set -uo pipefail
 OUT="${OUT:-$PWD/device-out}"
@@ -38,12 +38,12 @@ if want profile; then
   grep -E "profiled|^  [a-z_]*kernel|Duration|DRAM Throughput|Achieved Occupancy|Registers Per|Block Limit Reg|stalled|L2 Hit" \
     "$OUT/ncu.txt" | cut -c1-220 | head -150
 fi
-if want vec8; then
-  export CAUSAL_CONV1D_CUDA_VEC_BYTES=8
+if want group8; then
+  export CAUSAL_CONV1D_CUDA_GROUP8=1
   python3 -m pytest -q tests -k cuda -p no:cacheprovider 2>&1 | tee -a "$LOG" | grep -E "passed|failed|FAILED" | tail -5
-  python3 benchmarks/bench.py --device cuda --min-run-time 0.3 --no-peers --name gpu-vec8 \
-    --out-dir "$OUT" 2>&1 | tee -a "$LOG" | grep -E "^(prefill|mixed|small|update)" | cut -d: -f2 | cut -d, -f1-3
-  unset CAUSAL_CONV1D_CUDA_VEC_BYTES
+  python3 benchmarks/bench.py --device cuda --min-run-time 0.3 --no-peers --only prefill,mixed,small \
+    --name gpu-group8 --out-dir "$OUT" 2>&1 | tee -a "$LOG" | grep -E "^(prefill|mixed|small)" | cut -d: -f2 | cut -d, -f1-3
+  unset CAUSAL_CONV1D_CUDA_GROUP8
 fi
 if want chunk-sweep; then
   for chunk in 8 16 32 64 128; do
@@ -55,9 +55,10 @@ if want chunk-sweep; then
 fi
 if want sanitize; then
   for tool in memcheck racecheck; do
-    compute-sanitizer --tool "$tool" --error-exitcode 9 python3 -m pytest -q -x tests/test_cuda.py \
-      tests/test_fwd.py tests/test_update.py -k "cuda and (width4 or 3) and not compile" \
-      -p no:cacheprovider > "$OUT/sanitize-$tool.txt" 2>&1
-    echo "compute-sanitizer $tool: exit $?"; tail -3 "$OUT/sanitize-$tool.txt"
+    timeout 240 compute-sanitizer --tool "$tool" --error-exitcode 9 python3 -m pytest -q \
+      tests/test_fwd.py tests/test_update.py tests/test_cuda.py tests/test_safety.py -p no:cacheprovider \
+      -k "cuda and not compile and not opcheck and (not matches_reference or bfloat16-bfloat16-float32 or float32-float16-bfloat16)" \
+      > "$OUT/sanitize-$tool.txt" 2>&1
+    echo "compute-sanitizer $tool: exit $?"; grep -E "ERROR SUMMARY|passed|failed" "$OUT/sanitize-$tool.txt" | tail -3
   done
 fi

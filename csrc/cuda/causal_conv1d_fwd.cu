@@ -54,7 +54,7 @@ __device__ int64_t find_sequence(const FwdParams& p, int64_t program, int64_t ch
   return lo;
 }
 
-template <typename scalar_t, typename state_t, int kW, int n>
+template <typename scalar_t, typename state_t, int kW, int n, int kTokens>
 __global__ void __launch_bounds__(kThreads)
     fwd_kernel(const FwdParams p, const int64_t chunk, const VecFlags vec) {
   const int64_t program = blockIdx.x;
@@ -107,7 +107,7 @@ __global__ void __launch_bounds__(kThreads)
     }
   }
 
-  conv_tokens<scalar_t, kW, n>(p, filter, window, x, out, t0, t1, padding);
+  conv_tokens<scalar_t, kW, n, kTokens>(p, filter, window, x, out, t0, t1, padding);
 
   if (t0 == 0 && has_state) {
     // New state: the last S columns of cat(old or zeros, the sequence's tokens).
@@ -147,7 +147,7 @@ int64_t tokens_per_program(const FwdParams& p, int64_t channel_blocks, int devic
   return chunk;
 }
 
-template <typename scalar_t, typename state_t, int kW, int n>
+template <typename scalar_t, typename state_t, int kW, int n, int kTokens = kGroup>
 void launch_n(const FwdParams& p, cudaStream_t stream, int device) {
   const int per_block = kThreads * n;
   const int64_t channel_blocks = (p.dim + per_block - 1) / per_block;
@@ -156,7 +156,7 @@ void launch_n(const FwdParams& p, cudaStream_t stream, int device) {
   TORCH_CHECK(grid.y <= 65535, "causal_conv1d_fwd: dim too large for one grid");
   const VecFlags vec = vec_flags(p, kW, c10::elementSize(p.weight_type),
                                  c10::elementSize(p.bias_type), sizeof(state_t));
-  fwd_kernel<scalar_t, state_t, kW, n><<<grid, kThreads, 0, stream>>>(p, chunk, vec);
+  fwd_kernel<scalar_t, state_t, kW, n, kTokens><<<grid, kThreads, 0, stream>>>(p, chunk, vec);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
@@ -164,13 +164,13 @@ void launch_n(const FwdParams& p, cudaStream_t stream, int device) {
 // and aligned for them, else one channel per thread.
 template <typename scalar_t, typename state_t, int kW>
 void launch(const FwdParams& p, cudaStream_t stream, int device) {
-  const int bytes = vec_bytes(16);
-  const int64_t n = bytes / static_cast<int64_t>(sizeof(scalar_t));
+  const int64_t n = 16 / static_cast<int64_t>(sizeof(scalar_t));
   const bool vector = p.x_dim_stride == 1 && p.out_dim_stride == 1 && p.dim % n == 0 &&
                       p.x_tok_stride % n == 0 && p.out_tok_stride % n == 0 && aligned16(p.x) &&
                       aligned16(p.out);
   if (!vector) return launch_n<scalar_t, state_t, kW, 1>(p, stream, device);
-  if (bytes == 8) return launch_n<scalar_t, state_t, kW, 8 / sizeof(scalar_t)>(p, stream, device);
+  static const bool group8 = std::getenv("CAUSAL_CONV1D_CUDA_GROUP8") != nullptr;  // tuning
+  if (group8) return launch_n<scalar_t, state_t, kW, 16 / sizeof(scalar_t), 8>(p, stream, device);
   launch_n<scalar_t, state_t, kW, 16 / sizeof(scalar_t)>(p, stream, device);
 }
 

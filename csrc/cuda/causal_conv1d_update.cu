@@ -21,7 +21,9 @@ namespace {
 
 __device__ __forceinline__ int64_t wrap(int64_t v, int64_t m) { return ((v % m) + m) % m; }
 
-template <typename scalar_t, typename state_t, int kW, int n>
+// kStep: the common decode step (one token, linear state of width-1 columns),
+// compiled on its own so that the general paths cost it no registers.
+template <typename scalar_t, typename state_t, int kW, int n, bool kStep>
 __global__ void __launch_bounds__(kThreads)
     update_kernel(const UpdateParams p, const VecFlags vec) {
   const int64_t row = blockIdx.x;
@@ -50,7 +52,7 @@ __global__ void __launch_bounds__(kThreads)
   const StateLine<state_t, n> state{
       static_cast<state_t*>(p.states) + line * p.state_line_stride + c * p.state_dim_stride,
       p.state_tok_stride, p.state_dim_stride, vec.state};
-  const bool circular = p.cache_seqlens.present();
+  const bool circular = !kStep && p.cache_seqlens.present();
   const int64_t pos = circular ? wrap(p.cache_seqlens[row], S) : 0;
 
   Window<kW, n> window;
@@ -60,7 +62,13 @@ __global__ void __launch_bounds__(kThreads)
 
   float col0[n];
   x0.unpack(col0);
-  if (circular) {
+  if constexpr (kStep) {
+    // The window holds the whole old state: the shifted state needs no reloads.
+#pragma unroll
+    for (int k = 0; k + 1 < kTaps<kW> - 1; ++k)
+      if (k + 1 < H) state.store(k, window.v[k + 1]);
+    state.store(H - 1, col0);
+  } else if (circular) {
     // With L > S later tokens overwrite earlier ones, as the contract says.
     state.store(pos, col0);
     for (int64_t j = 1; j < L; ++j) {
@@ -68,18 +76,11 @@ __global__ void __launch_bounds__(kThreads)
       x.load(j, v);
       state.store((pos + j) % S, v);
     }
-  } else if (L == 1 && S == H) {
-    // The common decode step: the window holds the whole old state, so the
-    // shifted state needs no reloads.
-#pragma unroll
-    for (int k = 0; k + 1 < kTaps<kW> - 1; ++k)
-      if (k + 1 < H) state.store(k, window.v[k + 1]);
-    state.store(H - 1, col0);
   } else {
     shift_state<state_t, n>(state, S, L, true, [&](int64_t t, float (&v)[n]) { x.load(t, v); });
   }
 
-  if (L == 1) {
+  if (kStep || L == 1) {
     float y[n];
     conv_step<kW, n>(p, filter, window, col0, y);
     out.store(0, y);
@@ -88,14 +89,14 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-template <typename scalar_t, typename state_t, int kW, int n>
+template <typename scalar_t, typename state_t, int kW, int n, bool kStep = false>
 void launch_n(const UpdateParams& p, cudaStream_t stream) {
   const int per_block = kThreads * n;
   const dim3 grid(p.batch, (p.dim + per_block - 1) / per_block);
   TORCH_CHECK(grid.y <= 65535, "causal_conv1d_update: dim too large for one grid");
   const VecFlags vec = vec_flags(p, kW, c10::elementSize(p.weight_type),
                                  c10::elementSize(p.bias_type), sizeof(state_t));
-  update_kernel<scalar_t, state_t, kW, n><<<grid, kThreads, 0, stream>>>(p, vec);
+  update_kernel<scalar_t, state_t, kW, n, kStep><<<grid, kThreads, 0, stream>>>(p, vec);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
@@ -103,7 +104,9 @@ void launch_n(const UpdateParams& p, cudaStream_t stream) {
 // and aligned for them, else one channel per thread.
 template <typename scalar_t, typename state_t, int kW>
 void launch(const UpdateParams& p, cudaStream_t stream) {
-  const int bytes = vec_bytes(16);
+  // 4 bytes (2 channels of bf16) per thread: few registers, so enough rows are
+  // in flight at once; a warp still moves whole 128-byte lines.
+  const int bytes = vec_bytes(4);
   const int64_t n = bytes / static_cast<int64_t>(sizeof(scalar_t));
   // The token stride only matters for seqlen > 1 (a 2-D x has a stride-1 token dim).
   const bool tokens_aligned =
@@ -112,8 +115,11 @@ void launch(const UpdateParams& p, cudaStream_t stream) {
                       p.x_batch_stride % n == 0 && p.out_batch_stride % n == 0 && tokens_aligned &&
                       aligned16(p.x) && aligned16(p.out);
   if (!vector) return launch_n<scalar_t, state_t, kW, 1>(p, stream);
-  if (bytes == 8) return launch_n<scalar_t, state_t, kW, 8 / sizeof(scalar_t)>(p, stream);
-  launch_n<scalar_t, state_t, kW, 16 / sizeof(scalar_t)>(p, stream);
+  if (bytes == 16) return launch_n<scalar_t, state_t, kW, 16 / sizeof(scalar_t)>(p, stream);
+  constexpr int n4 = sizeof(scalar_t) < 4 ? 4 / sizeof(scalar_t) : 1;
+  const bool step = !p.cache_seqlens.present() && p.seqlen == 1 && p.state_len == p.width - 1;
+  if (step) return launch_n<scalar_t, state_t, kW, n4, true>(p, stream);
+  launch_n<scalar_t, state_t, kW, n4>(p, stream);
 }
 
 void causal_conv1d_update_cuda(const at::Tensor& x, const at::Tensor& conv_state,

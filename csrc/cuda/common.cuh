@@ -141,12 +141,12 @@ struct VecFlags {
 };
 
 // Bytes per access on the channel-contiguous path: `fallback`, or what
-// CAUSAL_CONV1D_CUDA_VEC_BYTES (8 or 16) says, for tuning.
+// CAUSAL_CONV1D_CUDA_VEC_BYTES (4 or 16) says, for tuning.
 inline int vec_bytes(int fallback) {
   static const int forced = [] {
     const char* v = std::getenv("CAUSAL_CONV1D_CUDA_VEC_BYTES");
     const int bytes = v == nullptr ? 0 : std::atoi(v);
-    return bytes == 8 || bytes == 16 ? bytes : 0;
+    return bytes == 4 || bytes == 16 ? bytes : 0;
   }();
   return forced > 0 ? forced : fallback;
 }
@@ -293,18 +293,18 @@ struct Rows {
 // Outputs of tokens [t0, t1) for this thread's channels (zeros when `zero`);
 // the window holds the columns before t0. x may be out (decode): each group
 // reads before it writes.
-template <typename scalar_t, int kW, int n>
+template <typename scalar_t, int kW, int n, int kTokens = kGroup>
 __device__ __forceinline__ void conv_tokens(const ConvParams& p, const Filter<kW, n>& filter,
                                             Window<kW, n>& window, const Rows<const scalar_t, n>& x,
                                             const Rows<scalar_t, n>& out, int64_t t0, int64_t t1,
                                             bool zero = false) {
   int64_t t = t0;
-  for (; t + kGroup <= t1; t += kGroup) {
-    Packed<scalar_t, n> cols[kGroup];
+  for (; t + kTokens <= t1; t += kTokens) {
+    Packed<scalar_t, n> cols[kTokens];
 #pragma unroll
-    for (int g = 0; g < kGroup; ++g) cols[g] = x.load_packed(t + g);
+    for (int g = 0; g < kTokens; ++g) cols[g] = x.load_packed(t + g);
 #pragma unroll
-    for (int g = 0; g < kGroup; ++g) {
+    for (int g = 0; g < kTokens; ++g) {
       float col[n], y[n];
       cols[g].unpack(col);
       conv_step<kW, n>(p, filter, window, col, y);
