@@ -54,10 +54,10 @@ if want chunk-sweep; then
   done
 fi
 if want sanitize; then
-  for tool in memcheck racecheck; do
-    timeout 240 compute-sanitizer --tool "$tool" --error-exitcode 9 python3 -m pytest -q \
+  for tool in ${SANITIZERS:-memcheck racecheck}; do
+    timeout "${SANITIZE_TIMEOUT:-240}" compute-sanitizer --tool "$tool" --error-exitcode 9 python3 -m pytest -q \
       tests/test_fwd.py tests/test_update.py tests/test_cuda.py tests/test_safety.py -p no:cacheprovider \
-      -k "cuda and not compile and not opcheck and (not matches_reference or bfloat16-bfloat16-float32 or float32-float16-bfloat16)" \
+      -k "${SANITIZE_K:-cuda and not compile and not opcheck and (not matches_reference or bfloat16-bfloat16-float32 or float32-float16-bfloat16)}" \
       > "$OUT/sanitize-$tool.txt" 2>&1
     echo "compute-sanitizer $tool: exit $?"; grep -E "ERROR SUMMARY|passed|failed" "$OUT/sanitize-$tool.txt" | tail -3
   done

@@ -132,6 +132,10 @@ int multiprocessors(int device) {
 // still has a quarter as many threads as the GPU holds at once (each thread
 // keeps kGroup tokens in flight), so that short batches spread over every SM.
 // CAUSAL_CONV1D_CUDA_CHUNK (a positive integer) forces one, for tuning.
+// Tokens whose loads a thread issues together on the vector path: 8 (128
+// bytes in flight per thread) measured 2-5% faster than 4 on an H100.
+constexpr int kPrefillGroup = 8;
+
 int64_t tokens_per_program(const FwdParams& p, int64_t channel_blocks, int device) {
   static const int64_t forced = [] {
     const char* v = std::getenv("CAUSAL_CONV1D_CUDA_CHUNK");
@@ -169,9 +173,7 @@ void launch(const FwdParams& p, cudaStream_t stream, int device) {
                       p.x_tok_stride % n == 0 && p.out_tok_stride % n == 0 && aligned16(p.x) &&
                       aligned16(p.out);
   if (!vector) return launch_n<scalar_t, state_t, kW, 1>(p, stream, device);
-  static const bool group8 = std::getenv("CAUSAL_CONV1D_CUDA_GROUP8") != nullptr;  // tuning
-  if (group8) return launch_n<scalar_t, state_t, kW, 16 / sizeof(scalar_t), 8>(p, stream, device);
-  launch_n<scalar_t, state_t, kW, 16 / sizeof(scalar_t)>(p, stream, device);
+  launch_n<scalar_t, state_t, kW, 16 / sizeof(scalar_t), kPrefillGroup>(p, stream, device);
 }
 
 void causal_conv1d_fwd_out_cuda(const at::Tensor& x, const at::Tensor& weight,

@@ -106,8 +106,7 @@ template <typename scalar_t, typename state_t, int kW>
 void launch(const UpdateParams& p, cudaStream_t stream) {
   // 4 bytes (2 channels of bf16) per thread: few registers, so enough rows are
   // in flight at once; a warp still moves whole 128-byte lines.
-  const int bytes = vec_bytes(4);
-  const int64_t n = bytes / static_cast<int64_t>(sizeof(scalar_t));
+  constexpr int n = sizeof(scalar_t) < 4 ? 4 / sizeof(scalar_t) : 1;
   // The token stride only matters for seqlen > 1 (a 2-D x has a stride-1 token dim).
   const bool tokens_aligned =
       p.seqlen == 1 || (p.x_tok_stride % n == 0 && p.out_tok_stride % n == 0);
@@ -115,11 +114,9 @@ void launch(const UpdateParams& p, cudaStream_t stream) {
                       p.x_batch_stride % n == 0 && p.out_batch_stride % n == 0 && tokens_aligned &&
                       aligned16(p.x) && aligned16(p.out);
   if (!vector) return launch_n<scalar_t, state_t, kW, 1>(p, stream);
-  if (bytes == 16) return launch_n<scalar_t, state_t, kW, 16 / sizeof(scalar_t)>(p, stream);
-  constexpr int n4 = sizeof(scalar_t) < 4 ? 4 / sizeof(scalar_t) : 1;
   const bool step = !p.cache_seqlens.present() && p.seqlen == 1 && p.state_len == p.width - 1;
-  if (step) return launch_n<scalar_t, state_t, kW, n4, true>(p, stream);
-  launch_n<scalar_t, state_t, kW, n4>(p, stream);
+  if (step) return launch_n<scalar_t, state_t, kW, n, true>(p, stream);
+  launch_n<scalar_t, state_t, kW, n>(p, stream);
 }
 
 void causal_conv1d_update_cuda(const at::Tensor& x, const at::Tensor& conv_state,

@@ -140,17 +140,6 @@ struct VecFlags {
   bool state = false;
 };
 
-// Bytes per access on the channel-contiguous path: `fallback`, or what
-// CAUSAL_CONV1D_CUDA_VEC_BYTES (4 or 16) says, for tuning.
-inline int vec_bytes(int fallback) {
-  static const int forced = [] {
-    const char* v = std::getenv("CAUSAL_CONV1D_CUDA_VEC_BYTES");
-    const int bytes = v == nullptr ? 0 : std::atoi(v);
-    return bytes == 4 || bytes == 16 ? bytes : 0;
-  }();
-  return forced > 0 ? forced : fallback;
-}
-
 inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 inline bool aligned16(const void* p, int64_t stride, size_t elem) {
