@@ -95,7 +95,10 @@ def run(device, cases, threads, min_run_time, peers_dir=None):
         }
         for name, fn in impls.items():
             try:
-                row[f"{name}_us"] = benchmark.time_us(fn, device, threads, min_run_time)
+                info = {}
+                row[f"{name}_us"] = benchmark.time_us(fn, device, threads, min_run_time, info)
+                if not info.get("graph", True):
+                    row[f"{name}_timing"] = "python"
             except Exception as e:  # noqa: BLE001 (a peer that rejects a case is reported)
                 row[f"{name}_us"] = None
                 row[f"{name}_error"] = f"{type(e).__name__}: {str(e)[:120]}"
@@ -168,13 +171,20 @@ def markdown(rows, header) -> str:
         cells = [row["case"], f"{row['copy_us']:.1f}", f"{row['bytes'] / row['copy_us'] / 1e3:.0f}"]
         for name in impls:
             t = row.get(f"{name}_us")
-            cells.append("n/a" if t is None else f"{t:.1f} ({t / row['copy_us']:.2f}x)")
+            mark = " *" if row.get(f"{name}_timing") == "python" else ""
+            cells.append("n/a" if t is None else f"{t:.1f} ({t / row['copy_us']:.2f}x){mark}")
         lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",
         "x copy = time / time of a device copy moving the same bytes (x read + out "
         "written + states read and written), measured in the same run. GB/s is the copy's.",
     ]
+    if any(key.endswith("_timing") for row in rows for key in row):
+        lines.append(
+            "On CUDA each time is a CUDA graph of 20 calls replayed, per call; * marks a "
+            "callable that could not be captured (it syncs with the host), timed as 20 calls "
+            "from Python between two events, host work included."
+        )
     return "\n".join(lines) + "\n"
 
 

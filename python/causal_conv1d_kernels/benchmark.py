@@ -13,6 +13,7 @@ import os
 import platform
 import random
 import statistics
+import warnings
 from typing import Callable
 
 import torch
@@ -130,11 +131,16 @@ def copy_floor(nbytes: int, device) -> Callable[[], object]:
 
 
 def time_us(
-    fn: Callable[[], object], device, threads: int | None = None, min_run_time: float = 0.5
+    fn: Callable[[], object],
+    device,
+    threads: int | None = None,
+    min_run_time: float = 0.5,
+    info: dict | None = None,
 ) -> float:
-    """Median time of one call in microseconds."""
+    """Median time of one call in microseconds. On CUDA, info["graph"] (when info is given)
+    says whether the calls were replayed from a CUDA graph or launched from Python."""
     if torch.device(device).type == "cuda":
-        return _time_cuda_us(fn, min_run_time)
+        return _time_cuda_us(fn, min_run_time, info if info is not None else {})
     # torch.utils.benchmark imports cpp_extension, which warns when a CUDA build of torch
     # finds no GPU: irrelevant for CPU timing.
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
@@ -144,7 +150,7 @@ def time_us(
     return timer.blocked_autorange(min_run_time=min_run_time).median * 1e6
 
 
-def _time_cuda_us(fn, min_run_time: float) -> float:
+def _time_cuda_us(fn, min_run_time: float, info: dict) -> float:
     """Median device time of one call: N back-to-back calls captured in a CUDA graph and
     replayed (so launch gaps and Python overhead stay out), or, for a callable that cannot be
     captured, N back-to-back calls between two events."""
@@ -153,6 +159,7 @@ def _time_cuda_us(fn, min_run_time: float) -> float:
     torch.cuda.synchronize()
     calls = 20
     run = _graph_of(fn, calls)
+    info["graph"] = run is not None
     if run is None:
 
         def run():
@@ -188,9 +195,11 @@ def _graph_of(fn, calls: int):
             fn()  # warm-up on the capture stream, as torch recommends
         torch.cuda.current_stream().wait_stream(stream)
         torch.cuda.synchronize()
-        with torch.cuda.graph(graph):
-            for _ in range(calls):
-                fn()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # an aborted capture warns that it is empty
+            with torch.cuda.graph(graph):
+                for _ in range(calls):
+                    fn()
     except Exception:  # noqa: BLE001 (peers that sync on the host cannot be captured)
         torch.cuda.synchronize()
         return None
