@@ -56,6 +56,18 @@ def test_matches_reference(device, mix, width, circular, seqlen, squeeze):
 
 
 @pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("mix", DTYPE_MIXES, ids=mix_id)
+@pytest.mark.parametrize("width", WIDTHS)
+@pytest.mark.parametrize("dim", [72, 75])
+def test_decode_step(device, mix, width, dim):
+    """The common serving step, which CPU and CUDA compute in registers of their own: one
+    token, a linear state of exactly width-1 columns, channel-last; 75 channels leave a
+    tail after every vector width."""
+    kwargs, pads = update_case(width, mix, device, squeeze=True, dim=dim)
+    run_and_check(kwargs, pads)
+
+
+@pytest.mark.parametrize("device", devices())
 @pytest.mark.parametrize("width", [2, 4, 8])
 @pytest.mark.parametrize("circular", [False, True], ids=["linear", "circular"])
 @pytest.mark.parametrize("extra_state", [0, 5])

@@ -9,7 +9,7 @@
 namespace causal_conv1d::cpu {
 namespace {
 
-struct Avx2 {
+struct Avx2 : SimdOps<Avx2> {
   using V = __m256;
   static constexpr int64_t kLanes = 8;
 
@@ -57,13 +57,6 @@ struct Avx2 {
   }
   static void store(f16_t* p, V v) {
     _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
-  }
-
-  template <typename in_t, typename out_t>
-  static void conv_token(const ConvParams& p, const CpuWeights& w, int64_t c0, int64_t n,
-                         const in_t* in, int64_t in_tok, int64_t in_dim, out_t* out,
-                         int64_t out_dim) {
-    conv_token_vec<Avx2>(p, w, c0, n, in, in_tok, in_dim, out, out_dim);
   }
 };
 

@@ -14,7 +14,7 @@
 namespace causal_conv1d::cpu {
 namespace {
 
-struct Avx512Bf16 {
+struct Avx512Bf16 : SimdOps<Avx512Bf16> {
   using V = __m512;
   static constexpr int64_t kLanes = 16;
 
@@ -66,6 +66,7 @@ struct Avx512Bf16 {
   static void conv_token_vnni(const ConvParams& p, const CpuWeights& w, int64_t c0, int64_t n,
                               const bf16_t* in, int64_t in_tok, bf16_t* out) {
     const int64_t pairs = (p.width + 1) / 2;
+    const bool silu = p.silu;
     int64_t c = 0;
     for (; c + kLanes <= n; c += kLanes) {
       V acc = w.bias == nullptr ? zero() : load(w.bias + c0 + c);
@@ -79,9 +80,64 @@ struct Avx512Bf16 {
         const __m512i b = _mm512_loadu_si512(w.vnni + 2 * (j * p.dim + c0 + c));
         acc = _mm512_dpbf16_ps(acc, (__m512bh)a, (__m512bh)b);
       }
-      store(out + c, p.silu ? silu_vec<Avx512Bf16>(acc) : acc);
+      store(out + c, silu ? silu_vec<Avx512Bf16, bf16_t>(acc) : acc);
     }
     if (c < n) conv_token_loops<Avx512Bf16>(p, w, c0 + c, n - c, in + c, in_tok, 1, out + c, 1);
+  }
+
+  // The VNNI micro-kernel for `count` consecutive tokens with the taps and the
+  // window in registers. Q(s) interleaves x[s] (low halves) and x[s + 1] (high
+  // halves); token t's pair j is Q(t - H + 2j), or x[t] alone for the padding
+  // pair of an odd width, so each token builds one new pair, Q(t - 1).
+  template <int kW>
+  static void conv_tokens_vnni(const ConvParams& p, const CpuWeights& w, int64_t c0, int64_t n,
+                               const bf16_t* in, int64_t in_tok, bf16_t* out, int64_t out_tok,
+                               int64_t count) {
+    constexpr int H = kW - 1, kPairs = (kW + 1) / 2;
+    const bool silu = p.silu;
+    int64_t c = 0;
+    for (; c + kLanes <= n; c += kLanes) {
+      __m512i tap[kPairs], q[H];
+      for (int j = 0; j < kPairs; ++j)
+        tap[j] = _mm512_loadu_si512(w.vnni + 2 * (j * p.dim + c0 + c));
+      const V bias = w.bias == nullptr ? zero() : load(w.bias + c0 + c);
+      __m512i prev = widen16(in + c);
+      for (int k = 0; k + 1 < H; ++k) {
+        const __m512i next = widen16(in + (k + 1) * in_tok + c);
+        q[k] = _mm512_or_si512(prev, _mm512_slli_epi32(next, 16));
+        prev = next;
+      }
+      for (int64_t t = 0; t < count; ++t) {
+        const __m512i cur = widen16(in + (H + t) * in_tok + c);
+        q[H - 1] = _mm512_or_si512(prev, _mm512_slli_epi32(cur, 16));
+        V acc = bias;
+        for (int j = 0; j < kPairs; ++j) {
+          const __m512i a = 2 * j + 1 < kW ? q[2 * j] : cur;
+          acc = _mm512_dpbf16_ps(acc, (__m512bh)a, (__m512bh)tap[j]);
+        }
+        store(out + t * out_tok + c, silu ? silu_vec<Avx512Bf16, bf16_t>(acc) : acc);
+        for (int k = 0; k + 1 < H; ++k) q[k] = q[k + 1];
+        prev = cur;
+      }
+    }
+    if (c < n)
+      for (int64_t t = 0; t < count; ++t)
+        conv_token_loops<Avx512Bf16>(p, w, c0 + c, n - c, in + t * in_tok + c, in_tok, 1,
+                                     out + t * out_tok + c, 1);
+  }
+
+  template <typename in_t, typename out_t>
+  static void conv_tokens(const ConvParams& p, const CpuWeights& w, int64_t c0, int64_t n,
+                          const in_t* in, int64_t in_tok, int64_t in_dim, out_t* out,
+                          int64_t out_tok, int64_t out_dim, int64_t count) {
+    if constexpr (std::is_same_v<in_t, bf16_t> && std::is_same_v<out_t, bf16_t>) {
+      const bool done =
+          w.vnni != nullptr && in_dim == 1 && out_dim == 1 && with_width(p.width, [&]<int kW>() {
+            conv_tokens_vnni<kW>(p, w, c0, n, in, in_tok, out, out_tok, count);
+          });
+      if (done) return;
+    }
+    conv_tokens_vec<Avx512Bf16>(p, w, c0, n, in, in_tok, in_dim, out, out_tok, out_dim, count);
   }
 
   template <typename in_t, typename out_t>

@@ -11,11 +11,14 @@
 // the sequence (conv state or zeros) and those tokens in fp32, computes the
 // first width-1 outputs from that, and writes the new state once it has read
 // the old one; every other output reads its taps (the halo included) from x.
-// Inside an item tokens are the outer loop and channels the inner one, so
-// channel-last rows stream through contiguously.
+// Inside an item, blocks of kTokens tokens x kBlock channels: the SIMD ISAs
+// walk each register of channels down the block's tokens with the taps and
+// the window in registers, while the block's rows stay in L1.
 //
-// Decode: the window and the new tokens are staged in fp32 first, so `out`
-// may alias `x`; the state is then updated from x, then outputs are written.
+// Decode: the SIMD ISAs do the common step (one token, a linear state of
+// width-1 columns, channel-last) in registers (Isa::update_step). Otherwise the
+// window and the new tokens are staged in fp32 first, so `out` may alias `x`;
+// the state is then updated from x, then outputs are written.
 #pragma once
 
 #include <cstdint>
@@ -28,6 +31,7 @@ namespace causal_conv1d::cpu {
 namespace {
 
 constexpr int64_t kBlock = 256;  // channels per accumulator row
+constexpr int64_t kTokens = 16;  // tokens per register-blocked run of the prefill
 
 // Storage types, layout-compatible with float, c10::BFloat16 and c10::Half.
 // Plain structs rather than c10's, whose inline members would otherwise be
@@ -156,6 +160,15 @@ inline void conv_token_loops(const ConvParams& p, const CpuWeights& w, int64_t c
   store_output<Isa>(out, out_dim, acc, n, p.silu);
 }
 
+// conv_token for `count` consecutive tokens, one at a time.
+template <class Isa, typename in_t, typename out_t>
+inline void conv_tokens_loops(const ConvParams& p, const CpuWeights& w, int64_t c0, int64_t n,
+                              const in_t* in, int64_t in_tok, int64_t in_dim, out_t* out,
+                              int64_t out_tok, int64_t out_dim, int64_t count) {
+  for (int64_t t = 0; t < count; ++t)
+    Isa::conv_token(p, w, c0, n, in + t * in_tok, in_tok, in_dim, out + t * out_tok, out_dim);
+}
+
 // Outputs of tokens [t0, t1) of one sequence, channels [c0, c1).
 template <class Isa, typename scalar_t, typename state_t>
 void fwd_item(const FwdParams& p, const CpuWeights& w, int64_t seq, int64_t t0, int64_t t1,
@@ -200,10 +213,13 @@ void fwd_item(const FwdParams& p, const CpuWeights& w, int64_t seq, int64_t t0, 
                         out + t * o_tok + cb * o_dim, o_dim);
   }
 
-  for (int64_t t = max64(t0, H); t < t1; ++t)
+  // Blocks of kTokens tokens x kBlock channels: the rows of a block stay in L1
+  // while each channel register walks down its tokens.
+  for (int64_t tb = max64(t0, H); tb < t1; tb += kTokens)
     for (int64_t cb = 0; cb < n; cb += kBlock)
-      Isa::conv_token(p, w, c0 + cb, min64(kBlock, n - cb), x + (t - H) * x_tok + cb * x_dim, x_tok,
-                      x_dim, out + t * o_tok + cb * o_dim, o_dim);
+      Isa::conv_tokens(p, w, c0 + cb, min64(kBlock, n - cb), x + (tb - H) * x_tok + cb * x_dim,
+                       x_tok, x_dim, out + tb * o_tok + cb * o_dim, o_tok, o_dim,
+                       min64(kTokens, t1 - tb));
 
   if (t0 != 0 || state == nullptr) return;
   // New state: the last S columns of cat(old or zeros, tokens). Ascending j
@@ -239,6 +255,7 @@ void update_item(const UpdateParams& p, const CpuWeights& w, int64_t row, int64_
   const int64_t H = p.width - 1, S = p.state_len;
   const int64_t s_dim = p.state_dim_stride, s_tok = p.state_tok_stride;
   state_t* state = static_cast<state_t*>(p.states) + line * p.state_line_stride + c0 * s_dim;
+  if (Isa::update_step(p, w, c0, n, x, state, out)) return;
   const bool circular = p.cache_seqlens.present();
   const int64_t pos = circular ? wrap(p.cache_seqlens[row], S) : 0;
 
@@ -270,6 +287,21 @@ void update_item(const UpdateParams& p, const CpuWeights& w, int64_t row, int64_
     for (int64_t cb = 0; cb < n; cb += kBlock)
       Isa::conv_token(p, w, c0 + cb, min64(kBlock, n - cb), buf + t * pitch + cb, pitch, 1,
                       out + t * o_tok + cb * o_dim, o_dim);
+}
+
+// Calls f.template operator()<kW>() with the width as a compile-time constant;
+// false for a width outside kW..kMaxWidth.
+template <int kW = 2, typename F>
+bool with_width(int64_t width, F&& f) {
+  if (width == kW) {
+    f.template operator()<kW>();
+    return true;
+  }
+  if constexpr (kW < kMaxWidth) {
+    return with_width<kW + 1>(width, f);
+  } else {
+    return false;
+  }
 }
 
 // Calls f with a value of the storage type named by t.

@@ -17,6 +17,20 @@ struct Portable {
                          int64_t out_dim) {
     conv_token_loops<Portable>(p, w, c0, n, in, in_tok, in_dim, out, out_dim);
   }
+
+  // No register-held decode step: update_item's general path does it.
+  template <typename x_t, typename state_t>
+  static bool update_step(const UpdateParams&, const CpuWeights&, int64_t, int64_t, const x_t*,
+                          state_t*, x_t*) {
+    return false;
+  }
+
+  template <typename in_t, typename out_t>
+  static void conv_tokens(const ConvParams& p, const CpuWeights& w, int64_t c0, int64_t n,
+                          const in_t* in, int64_t in_tok, int64_t in_dim, out_t* out,
+                          int64_t out_tok, int64_t out_dim, int64_t count) {
+    conv_tokens_loops<Portable>(p, w, c0, n, in, in_tok, in_dim, out, out_tok, out_dim, count);
+  }
 };
 
 }  // namespace

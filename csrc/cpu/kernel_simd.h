@@ -9,23 +9,36 @@
 namespace causal_conv1d::cpu {
 namespace {
 
-// v / (1 + exp(-v)) with the polynomial exp of kernel_items.h and a
-// reciprocal estimate refined by one Newton step (a division would be the
-// slowest instruction of the loop).
-template <class Isa>
+// e^r on |r| <= ln2/2 to a relative 1.3e-4 (minimax, degree 3): enough for
+// 16-bit outputs (a bf16 ulp is 3.9e-3, an fp16 ulp 4.9e-4).
+constexpr float kExpPoly3[2] = {0.16662825f, 0.50394122f};
+
+// v / (1 + exp(-v)) as accurate as the output type keeps: for fp32 outputs the
+// degree-7 exp of kernel_items.h and a reciprocal estimate refined by one
+// Newton step (about 2 ulp; a division would be the slowest instruction of the
+// loop); for 16-bit outputs the degree-3 exp, and for bf16 the bare estimate
+// (AVX2: relative 3.7e-4, a tenth of a bf16 ulp).
+template <class Isa, typename out_t = float>
 inline typename Isa::V silu_vec(typename Isa::V v) {
   using V = typename Isa::V;
+  constexpr bool kFull = std::is_same_v<out_t, float>;
   const V x = Isa::min(Isa::max(Isa::sub(Isa::zero(), v), Isa::set1(kExpLo)), Isa::set1(kExpHi));
   const V shifted = Isa::fmadd(x, Isa::set1(kLog2e), Isa::set1(kRoundShift));
   const V n = Isa::sub(shifted, Isa::set1(kRoundShift));
   V r = Isa::fmadd(n, Isa::set1(-kLn2Hi), x);
   r = Isa::fmadd(n, Isa::set1(-kLn2Lo), r);
-  V p = Isa::set1(kExpPoly[0]);
-  for (int i = 1; i < 6; ++i) p = Isa::fmadd(p, r, Isa::set1(kExpPoly[i]));
+  V p;
+  if constexpr (kFull) {
+    p = Isa::set1(kExpPoly[0]);
+    for (int i = 1; i < 6; ++i) p = Isa::fmadd(p, r, Isa::set1(kExpPoly[i]));
+  } else {
+    p = Isa::fmadd(Isa::set1(kExpPoly3[0]), r, Isa::set1(kExpPoly3[1]));
+  }
   p = Isa::fmadd(p, Isa::mul(r, r), Isa::add(r, Isa::set1(1.f)));
   const V e = Isa::mul(p, Isa::pow2_from_shifted(shifted));
   const V d = Isa::add(Isa::set1(1.f), e);
   const V y = Isa::rcp(d);
+  if constexpr (std::is_same_v<out_t, bf16_t>) return Isa::mul(v, y);
   return Isa::mul(v, Isa::mul(y, Isa::fnmadd(d, y, Isa::set1(2.f))));
 }
 
@@ -40,15 +53,136 @@ inline void conv_token_vec(const ConvParams& p, const CpuWeights& w, int64_t c0,
     return;
   }
   using V = typename Isa::V;
+  const bool silu = p.silu;  // a local: the stores could otherwise alias it
   int64_t c = 0;
   for (; c + Isa::kLanes <= n; c += Isa::kLanes) {
     V acc = w.bias == nullptr ? Isa::zero() : Isa::load(w.bias + c0 + c);
     for (int64_t k = 0; k < p.width; ++k)
       acc = Isa::fmadd(Isa::load(w.taps + k * p.dim + c0 + c), Isa::load(in + k * in_tok + c), acc);
-    Isa::store(out + c, p.silu ? silu_vec<Isa>(acc) : acc);
+    Isa::store(out + c, silu ? silu_vec<Isa, out_t>(acc) : acc);
   }
   if (c < n) conv_token_loops<Isa>(p, w, c0 + c, n - c, in + c, in_tok, 1, out + c, 1);
 }
+
+// Outputs of `count` consecutive tokens over channels [c0, c0 + n) with the
+// kW taps, the bias and the width-1 window in registers: per output register
+// one load of x, kW fused multiply-adds, the activation and one store. `in`
+// points at the first window column (the token before the first output minus
+// width-2), `out` at the first output; both unit-stride along channels.
+template <class Isa, int kW, typename in_t, typename out_t>
+inline void conv_tokens_regs(const ConvParams& p, const CpuWeights& w, int64_t c0, int64_t n,
+                             const in_t* in, int64_t in_tok, out_t* out, int64_t out_tok,
+                             int64_t count) {
+  using V = typename Isa::V;
+  constexpr int H = kW - 1;
+  const bool silu = p.silu;
+  int64_t c = 0;
+  for (; c + Isa::kLanes <= n; c += Isa::kLanes) {
+    V tap[kW], window[H];
+    for (int k = 0; k < kW; ++k) tap[k] = Isa::load(w.taps + k * p.dim + c0 + c);
+    const V bias = w.bias == nullptr ? Isa::zero() : Isa::load(w.bias + c0 + c);
+    for (int k = 0; k < H; ++k) window[k] = Isa::load(in + k * in_tok + c);
+    for (int64_t t = 0; t < count; ++t) {
+      const V xt = Isa::load(in + (H + t) * in_tok + c);
+      V acc = bias;
+      for (int k = 0; k < H; ++k) acc = Isa::fmadd(tap[k], window[k], acc);
+      acc = Isa::fmadd(tap[H], xt, acc);
+      for (int k = 0; k + 1 < H; ++k) window[k] = window[k + 1];
+      window[H - 1] = xt;
+      Isa::store(out + t * out_tok + c, silu ? silu_vec<Isa, out_t>(acc) : acc);
+    }
+  }
+  if (c < n)
+    for (int64_t t = 0; t < count; ++t)
+      conv_token_loops<Isa>(p, w, c0 + c, n - c, in + t * in_tok + c, in_tok, 1,
+                            out + t * out_tok + c, 1);
+}
+
+// conv_token for `count` consecutive tokens: the register-held window for
+// unit-stride channels, one token at a time otherwise.
+template <class Isa, typename in_t, typename out_t>
+inline void conv_tokens_vec(const ConvParams& p, const CpuWeights& w, int64_t c0, int64_t n,
+                            const in_t* in, int64_t in_tok, int64_t in_dim, out_t* out,
+                            int64_t out_tok, int64_t out_dim, int64_t count) {
+  const bool done = in_dim == 1 && out_dim == 1 && with_width(p.width, [&]<int kW>() {
+                      conv_tokens_regs<Isa, kW>(p, w, c0, n, in, in_tok, out, out_tok, count);
+                    });
+  if (!done) conv_tokens_loops<Isa>(p, w, c0, n, in, in_tok, in_dim, out, out_tok, out_dim, count);
+}
+
+// The common decode step in registers: one token, a linear state of exactly
+// width-1 columns, unit-stride channels. Per register of channels: the window
+// from the state and the token, the shifted state written back, the output.
+// Each register reads x before it writes out, so out may be x.
+template <class Isa, int kW, typename x_t, typename state_t>
+inline void update_step_regs(const ConvParams& p, const CpuWeights& w, int64_t c0, int64_t n,
+                             const x_t* x, state_t* state, int64_t s_tok, x_t* out) {
+  using V = typename Isa::V;
+  using C = Convert<Isa>;
+  using out_t = x_t;
+  constexpr int H = kW - 1;
+  const bool silu = p.silu;
+  int64_t c = 0;
+  for (; c + Isa::kLanes <= n; c += Isa::kLanes) {
+    V window[H];
+    for (int k = 0; k < H; ++k) window[k] = Isa::load(state + k * s_tok + c);
+    const V xt = Isa::load(x + c);
+    V acc = w.bias == nullptr ? Isa::zero() : Isa::load(w.bias + c0 + c);
+    for (int k = 0; k < H; ++k)
+      acc = Isa::fmadd(Isa::load(w.taps + k * p.dim + c0 + c), window[k], acc);
+    acc = Isa::fmadd(Isa::load(w.taps + H * p.dim + c0 + c), xt, acc);
+    for (int k = 0; k + 1 < H; ++k) Isa::store(state + k * s_tok + c, window[k + 1]);
+    Isa::store(state + (H - 1) * s_tok + c, xt);
+    Isa::store(out + c, silu ? silu_vec<Isa, out_t>(acc) : acc);
+  }
+  for (; c < n; ++c) {  // the channel tail, the same steps one channel at a time
+    float window[H];
+    for (int k = 0; k < H; ++k) window[k] = C::to_float(state[k * s_tok + c]);
+    const float xt = C::to_float(x[c]);
+    float acc = w.bias == nullptr ? 0.f : w.bias[c0 + c];
+    for (int k = 0; k < H; ++k) acc += w.taps[k * p.dim + c0 + c] * window[k];
+    acc += w.taps[H * p.dim + c0 + c] * xt;
+    for (int k = 0; k + 1 < H; ++k) C::from_float(window[k + 1], state[k * s_tok + c]);
+    C::from_float(xt, state[(H - 1) * s_tok + c]);
+    C::from_float(silu ? acc / (1.f + exp_fast(-acc)) : acc, out[c]);
+  }
+}
+
+// update_step_regs where it applies (see update_item); false otherwise.
+template <class Isa, typename x_t, typename state_t>
+inline bool update_step_vec(const UpdateParams& p, const CpuWeights& w, int64_t c0, int64_t n,
+                            const x_t* x, state_t* state, x_t* out) {
+  const bool applies = !p.cache_seqlens.present() && p.seqlen == 1 && p.state_len == p.width - 1 &&
+                       p.x_dim_stride == 1 && p.out_dim_stride == 1 && p.state_dim_stride == 1;
+  return applies && with_width(p.width, [&]<int kW>() {
+           update_step_regs<Isa, kW>(p, w, c0, n, x, state, p.state_tok_stride, out);
+         });
+}
+
+// What an ISA policy `struct Isa : SimdOps<Isa>` gets from the vector code
+// above; a policy may hide any of these with its own (AVX-512's VNNI kernels).
+template <class Isa>
+struct SimdOps {
+  template <typename in_t, typename out_t>
+  static void conv_token(const ConvParams& p, const CpuWeights& w, int64_t c0, int64_t n,
+                         const in_t* in, int64_t in_tok, int64_t in_dim, out_t* out,
+                         int64_t out_dim) {
+    conv_token_vec<Isa>(p, w, c0, n, in, in_tok, in_dim, out, out_dim);
+  }
+
+  template <typename in_t, typename out_t>
+  static void conv_tokens(const ConvParams& p, const CpuWeights& w, int64_t c0, int64_t n,
+                          const in_t* in, int64_t in_tok, int64_t in_dim, out_t* out,
+                          int64_t out_tok, int64_t out_dim, int64_t count) {
+    conv_tokens_vec<Isa>(p, w, c0, n, in, in_tok, in_dim, out, out_tok, out_dim, count);
+  }
+
+  template <typename x_t, typename state_t>
+  static bool update_step(const UpdateParams& p, const CpuWeights& w, int64_t c0, int64_t n,
+                          const x_t* x, state_t* state, x_t* out) {
+    return update_step_vec<Isa>(p, w, c0, n, x, state, out);
+  }
+};
 
 }  // namespace
 }  // namespace causal_conv1d::cpu
