@@ -127,6 +127,8 @@ def run_isas(args, isas, stem):
             ]
             if args.threads:
                 child += ["--threads", str(args.threads)]
+            if args.only:
+                child += ["--only", args.only]
             env = {**os.environ, "CAUSAL_CONV1D_CPU_ISA": isa}
             subprocess.run(child, env=env, check=True)
             with open(os.path.join(out_dir, f"{stem}-{isa}.json")) as f:

@@ -5,7 +5,7 @@
 #   bash benchmarks/device_run.sh            # from the repository root
 #   STAGES="cuda-tests gpu-bench" bash benchmarks/device_run.sh   # a subset
 # Stages: tests (whole suite), cuda-tests (tests whose id names cuda), selfcheck, cpu-bench,
-# gpu-bench, profile (ncu over a few cases, ours and the seed), group8 (CUDA tests and prefill benchmark with 8-token load groups), chunk-sweep (prefill at each forced tokens-per-program), sanitize (compute-sanitizer memcheck and racecheck over a reduced CUDA run).
+# gpu-bench, profile (ncu over a few cases, ours and the seed), chunk-sweep (prefill at each forced tokens-per-program), sanitize (compute-sanitizer memcheck and racecheck over a reduced CUDA run).
 # The seed's Triton kernels are taken from .peers/ (a copy of shared/peers, not committed).
 set -uo pipefail
 OUT="${OUT:-$PWD/device-out}"
@@ -37,13 +37,6 @@ if want profile; then
     > "$OUT/ncu.txt" 2>&1
   grep -E "profiled|^  [a-z_]*kernel|Duration|DRAM Throughput|Achieved Occupancy|Registers Per|Block Limit Reg|stalled|L2 Hit" \
     "$OUT/ncu.txt" | cut -c1-220 | head -150
-fi
-if want group8; then
-  export CAUSAL_CONV1D_CUDA_GROUP8=1
-  python3 -m pytest -q tests -k cuda -p no:cacheprovider 2>&1 | tee -a "$LOG" | grep -E "passed|failed|FAILED" | tail -5
-  python3 benchmarks/bench.py --device cuda --min-run-time 0.3 --no-peers --only prefill,mixed,small \
-    --name gpu-group8 --out-dir "$OUT" 2>&1 | tee -a "$LOG" | grep -E "^(prefill|mixed|small)" | cut -d: -f2 | cut -d, -f1-3
-  unset CAUSAL_CONV1D_CUDA_GROUP8
 fi
 if want chunk-sweep; then
   for chunk in 8 16 32 64 128; do

@@ -62,29 +62,6 @@ struct Avx512Bf16 : SimdOps<Avx512Bf16> {
                         _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
   }
 
-  // The VNNI micro-kernel: bf16 window columns straight from x, bf16 taps.
-  static void conv_token_vnni(const ConvParams& p, const CpuWeights& w, int64_t c0, int64_t n,
-                              const bf16_t* in, int64_t in_tok, bf16_t* out) {
-    const int64_t pairs = (p.width + 1) / 2;
-    const bool silu = p.silu;
-    int64_t c = 0;
-    for (; c + kLanes <= n; c += kLanes) {
-      V acc = w.bias == nullptr ? zero() : load(w.bias + c0 + c);
-      for (int64_t j = 0; j < pairs; ++j) {
-        // Lane i: column 2j of channel i in the low half, column 2j+1 (or a zero
-        // for the padding tap of an odd width) in the high half.
-        const __m512i even = widen16(in + 2 * j * in_tok + c);
-        const __m512i odd =
-            2 * j + 1 < p.width ? widen16(in + (2 * j + 1) * in_tok + c) : _mm512_setzero_si512();
-        const __m512i a = _mm512_or_si512(even, _mm512_slli_epi32(odd, 16));
-        const __m512i b = _mm512_loadu_si512(w.vnni + 2 * (j * p.dim + c0 + c));
-        acc = _mm512_dpbf16_ps(acc, (__m512bh)a, (__m512bh)b);
-      }
-      store(out + c, silu ? silu_vec<Avx512Bf16, bf16_t>(acc) : acc);
-    }
-    if (c < n) conv_token_loops<Avx512Bf16>(p, w, c0 + c, n - c, in + c, in_tok, 1, out + c, 1);
-  }
-
   // The VNNI micro-kernel for `count` consecutive tokens with the taps and the
   // window in registers. Q(s) interleaves x[s] (low halves) and x[s + 1] (high
   // halves); token t's pair j is Q(t - H + 2j), or x[t] alone for the padding
@@ -138,19 +115,6 @@ struct Avx512Bf16 : SimdOps<Avx512Bf16> {
       if (done) return;
     }
     conv_tokens_vec<Avx512Bf16>(p, w, c0, n, in, in_tok, in_dim, out, out_tok, out_dim, count);
-  }
-
-  template <typename in_t, typename out_t>
-  static void conv_token(const ConvParams& p, const CpuWeights& w, int64_t c0, int64_t n,
-                         const in_t* in, int64_t in_tok, int64_t in_dim, out_t* out,
-                         int64_t out_dim) {
-    if constexpr (std::is_same_v<in_t, bf16_t> && std::is_same_v<out_t, bf16_t>) {
-      if (w.vnni != nullptr && in_dim == 1 && out_dim == 1) {
-        conv_token_vnni(p, w, c0, n, in, in_tok, out);
-        return;
-      }
-    }
-    conv_token_vec<Avx512Bf16>(p, w, c0, n, in, in_tok, in_dim, out, out_dim);
   }
 };
 
