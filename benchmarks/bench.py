@@ -242,7 +242,7 @@ def main(argv=None) -> int:
     kind = args.cases or ("cpu" if args.device == "cpu" else "gpu")
     cases = benchmark.CPU_CASES if kind == "cpu" else benchmark.GPU_CASES
     if args.only:
-        cases = [c for c in cases if any(part in c.name for part in args.only.split(","))]
+        cases = [c for c in cases if any(part and part in c.name for part in args.only.split(","))]
     machine = benchmark.machine(args.device)
     isa = f", CPU kernels {cpu_isa()}" if args.device == "cpu" else ""
     header = (
