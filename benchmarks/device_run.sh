@@ -5,7 +5,7 @@
 #   bash benchmarks/device_run.sh            # from the repository root
 #   STAGES="cuda-tests gpu-bench" bash benchmarks/device_run.sh   # a subset
 # Stages: tests (whole suite), cuda-tests (tests whose id names cuda), selfcheck, cpu-bench,
-# gpu-bench, profile (ncu over a few cases, ours and the seed), chunk-sweep (prefill at each forced tokens-per-program), sanitize (compute-sanitizer memcheck and racecheck over a reduced CUDA run).
+# cpu-scaling (benchmarks/cpu_scaling.py), gpu-bench, profile (ncu over a few cases, ours and the seed), chunk-sweep (prefill at each forced tokens-per-program), sanitize (compute-sanitizer memcheck and racecheck over a reduced CUDA run).
 # The seed's Triton kernels are taken from .peers/ (a copy of shared/peers, not committed).
 set -uo pipefail
 OUT="${OUT:-$PWD/device-out}"
@@ -13,7 +13,7 @@ mkdir -p "$OUT"
 LOG="$OUT/log.txt"
 export PYTHONUNBUFFERED=1
 {
-  nproc; lscpu | grep -E "Model name|Flags" | cut -c1-2000; nvidia-smi -L
+  nproc; lscpu | grep -vE "^Vulnerab" | cut -c1-2000; nvidia-smi -L
   python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
 } > "$LOG" 2>&1
 head -3 "$LOG"
@@ -28,6 +28,8 @@ want selfcheck && python3 -m causal_conv1d_kernels 2>&1 | tee -a "$LOG" | tail -
 want cpu-bench && python3 benchmarks/bench.py --device cpu --threads 16 --min-run-time 1 --isas portable,avx2,avx512_bf16 \
   --name cpu-xeon-16t --out-dir "$OUT" 2>&1 | tee -a "$LOG" | grep -v "^wrote" | tail -3
 want cpu-bench && cat "$OUT/cpu-xeon-16t.md"
+want cpu-scaling && python3 benchmarks/cpu_scaling.py --isas "${SCALING_ISAS:-avx2,avx512_bf16}" \
+  --threads "${SCALING_THREADS:-1,8,16}" 2>&1 | tee -a "$LOG" "$OUT/cpu-scaling.txt"
 want gpu-bench && python3 benchmarks/bench.py --device cuda --min-run-time 0.5 --peers-dir .peers --name gpu-h100 \
   --out-dir "$OUT" 2>&1 | tee -a "$LOG" | tail -9
 if want profile; then

@@ -62,41 +62,60 @@ struct Avx512Bf16 : SimdOps<Avx512Bf16> {
                         _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
   }
 
-  // The VNNI micro-kernel for `count` consecutive tokens with the taps and the
-  // window in registers. Q(s) interleaves x[s] (low halves) and x[s + 1] (high
-  // halves); token t's pair j is Q(t - H + 2j), or x[t] alone for the padding
-  // pair of an odd width, so each token builds one new pair, Q(t - 1).
-  template <int kW>
-  static void conv_tokens_vnni(const ConvParams& p, const CpuWeights& w, int64_t c0, int64_t n,
+  // The VNNI micro-kernel for `count` consecutive tokens over the kCols
+  // registers of channels at c, with the taps and the window in registers.
+  // Q(s) interleaves x[s] (low halves) and x[s + 1] (high halves); token t's
+  // pair j is Q(t - H + 2j), or x[t] alone for the padding pair of an odd
+  // width, so each token builds one new pair, Q(t - 1). `in` and `out` are
+  // offset by c already.
+  template <int kW, int kCols>
+  static void conv_column_vnni(const ConvParams& p, const CpuWeights& w, int64_t c,
                                const bf16_t* in, int64_t in_tok, bf16_t* out, int64_t out_tok,
                                int64_t count) {
     constexpr int H = kW - 1, kPairs = (kW + 1) / 2;
     const bool silu = p.silu;
-    int64_t c = 0;
-    for (; c + kLanes <= n; c += kLanes) {
-      __m512i tap[kPairs], q[H];
-      for (int j = 0; j < kPairs; ++j)
-        tap[j] = _mm512_loadu_si512(w.vnni + 2 * (j * p.dim + c0 + c));
-      const V bias = w.bias == nullptr ? zero() : load(w.bias + c0 + c);
-      __m512i prev = widen16(in + c);
+    __m512i tap[kPairs][kCols], q[H][kCols], prev[kCols];
+    V bias[kCols];
+    for (int i = 0; i < kCols; ++i) {
+      const int64_t ci = c + i * kLanes;
+      for (int j = 0; j < kPairs; ++j) tap[j][i] = _mm512_loadu_si512(w.vnni + 2 * (j * p.dim + ci));
+      bias[i] = w.bias == nullptr ? zero() : load(w.bias + ci);
+      prev[i] = widen16(in + i * kLanes);
       for (int k = 0; k + 1 < H; ++k) {
-        const __m512i next = widen16(in + (k + 1) * in_tok + c);
-        q[k] = _mm512_or_si512(prev, _mm512_slli_epi32(next, 16));
-        prev = next;
-      }
-      for (int64_t t = 0; t < count; ++t) {
-        const __m512i cur = widen16(in + (H + t) * in_tok + c);
-        q[H - 1] = _mm512_or_si512(prev, _mm512_slli_epi32(cur, 16));
-        V acc = bias;
-        for (int j = 0; j < kPairs; ++j) {
-          const __m512i a = 2 * j + 1 < kW ? q[2 * j] : cur;
-          acc = _mm512_dpbf16_ps(acc, (__m512bh)a, (__m512bh)tap[j]);
-        }
-        store(out + t * out_tok + c, silu ? silu_vec<Avx512Bf16, bf16_t>(acc) : acc);
-        for (int k = 0; k + 1 < H; ++k) q[k] = q[k + 1];
-        prev = cur;
+        const __m512i next = widen16(in + (k + 1) * in_tok + i * kLanes);
+        q[k][i] = _mm512_or_si512(prev[i], _mm512_slli_epi32(next, 16));
+        prev[i] = next;
       }
     }
+    for (int64_t t = 0; t < count; ++t) {
+      prefetch_ahead(in + (H + t) * in_tok, out + t * out_tok);
+      for (int i = 0; i < kCols; ++i) {
+        const __m512i cur = widen16(in + (H + t) * in_tok + i * kLanes);
+        q[H - 1][i] = _mm512_or_si512(prev[i], _mm512_slli_epi32(cur, 16));
+        V acc = bias[i];
+        for (int j = 0; j < kPairs; ++j) {
+          const __m512i a = 2 * j + 1 < kW ? q[2 * j][i] : cur;
+          acc = _mm512_dpbf16_ps(acc, (__m512bh)a, (__m512bh)tap[j][i]);
+        }
+        store(out + t * out_tok + i * kLanes, silu ? silu_vec<Avx512Bf16, bf16_t>(acc) : acc);
+        for (int k = 0; k + 1 < H; ++k) q[k][i] = q[k + 1][i];
+        prev[i] = cur;
+      }
+    }
+  }
+
+  // conv_column_vnni over channels [c0, c0 + n), a cache line of x per column
+  // (see conv_tokens_regs).
+  template <int kW>
+  static void conv_tokens_vnni(const ConvParams& p, const CpuWeights& w, int64_t c0, int64_t n,
+                               const bf16_t* in, int64_t in_tok, bf16_t* out, int64_t out_tok,
+                               int64_t count) {
+    constexpr int kCols = kLineRegs<Avx512Bf16, bf16_t>;
+    int64_t c = 0;
+    for (; c + kCols * kLanes <= n; c += kCols * kLanes)
+      conv_column_vnni<kW, kCols>(p, w, c0 + c, in + c, in_tok, out + c, out_tok, count);
+    for (; c + kLanes <= n; c += kLanes)
+      conv_column_vnni<kW, 1>(p, w, c0 + c, in + c, in_tok, out + c, out_tok, count);
     if (c < n)
       for (int64_t t = 0; t < count; ++t)
         conv_token_loops<Avx512Bf16>(p, w, c0 + c, n - c, in + t * in_tok + c, in_tok, 1,

@@ -64,34 +64,60 @@ inline void conv_token_vec(const ConvParams& p, const CpuWeights& w, int64_t c0,
   if (c < n) conv_token_loops<Isa>(p, w, c0 + c, n - c, in + c, in_tok, 1, out + c, 1);
 }
 
-// Outputs of `count` consecutive tokens over channels [c0, c0 + n) with the
-// kW taps, the bias and the width-1 window in registers: per output register
-// one load of x, kW fused multiply-adds, the activation and one store. `in`
-// points at the first window column (the token before the first output minus
-// width-2), `out` at the first output; both unit-stride along channels.
-template <class Isa, int kW, typename in_t, typename out_t>
-inline void conv_tokens_regs(const ConvParams& p, const CpuWeights& w, int64_t c0, int64_t n,
+// Registers of Isa::kLanes values of T that one 64-byte cache line holds (at least one).
+template <class Isa, typename T>
+constexpr int kLineRegs = 64 / (sizeof(T) * Isa::kLanes) > 0 ? 64 / (sizeof(T) * Isa::kLanes) : 1;
+
+// Outputs of `count` consecutive tokens over the kCols registers of channels
+// at c: the kW taps, the bias and the width-1 window in registers; per token
+// and register one load of x, kW fused multiply-adds, the activation and one
+// store. `in` points at the first window column (the token before the first
+// output minus width-2), `out` at the first output; both unit-stride along
+// channels and offset by c already.
+template <class Isa, int kW, int kCols, typename in_t, typename out_t>
+inline void conv_column_regs(const ConvParams& p, const CpuWeights& w, int64_t c,
                              const in_t* in, int64_t in_tok, out_t* out, int64_t out_tok,
                              int64_t count) {
   using V = typename Isa::V;
   constexpr int H = kW - 1;
-  const bool silu = p.silu;
-  int64_t c = 0;
-  for (; c + Isa::kLanes <= n; c += Isa::kLanes) {
-    V tap[kW], window[H];
-    for (int k = 0; k < kW; ++k) tap[k] = Isa::load(w.taps + k * p.dim + c0 + c);
-    const V bias = w.bias == nullptr ? Isa::zero() : Isa::load(w.bias + c0 + c);
-    for (int k = 0; k < H; ++k) window[k] = Isa::load(in + k * in_tok + c);
-    for (int64_t t = 0; t < count; ++t) {
-      const V xt = Isa::load(in + (H + t) * in_tok + c);
-      V acc = bias;
-      for (int k = 0; k < H; ++k) acc = Isa::fmadd(tap[k], window[k], acc);
-      acc = Isa::fmadd(tap[H], xt, acc);
-      for (int k = 0; k + 1 < H; ++k) window[k] = window[k + 1];
-      window[H - 1] = xt;
-      Isa::store(out + t * out_tok + c, silu ? silu_vec<Isa, out_t>(acc) : acc);
+  const bool silu = p.silu;  // a local: the stores could otherwise alias it
+  V tap[kW][kCols], bias[kCols], window[H][kCols];
+  for (int j = 0; j < kCols; ++j) {
+    const int64_t cj = c + j * Isa::kLanes;
+    for (int k = 0; k < kW; ++k) tap[k][j] = Isa::load(w.taps + k * p.dim + cj);
+    bias[j] = w.bias == nullptr ? Isa::zero() : Isa::load(w.bias + cj);
+    for (int k = 0; k < H; ++k) window[k][j] = Isa::load(in + k * in_tok + j * Isa::kLanes);
+  }
+  for (int64_t t = 0; t < count; ++t) {
+    prefetch_ahead(in + (H + t) * in_tok, out + t * out_tok);
+    for (int j = 0; j < kCols; ++j) {
+      const V xt = Isa::load(in + (H + t) * in_tok + j * Isa::kLanes);
+      V acc = bias[j];
+      for (int k = 0; k < H; ++k) acc = Isa::fmadd(tap[k][j], window[k][j], acc);
+      acc = Isa::fmadd(tap[H][j], xt, acc);
+      for (int k = 0; k + 1 < H; ++k) window[k][j] = window[k + 1][j];
+      window[H - 1][j] = xt;
+      Isa::store(out + t * out_tok + j * Isa::kLanes, silu ? silu_vec<Isa, out_t>(acc) : acc);
     }
   }
+}
+
+// Outputs of `count` consecutive tokens over channels [c0, c0 + n), in
+// columns of one cache line of x each walking down the tokens (see
+// conv_column_regs). A column spans a whole line so that each line is used up
+// while it is in L1: a row stride that is a multiple of 4 KiB puts the rows a
+// column reads and writes in one cache set, which evicts them before the next
+// column along the line could reuse them.
+template <class Isa, int kW, typename in_t, typename out_t>
+inline void conv_tokens_regs(const ConvParams& p, const CpuWeights& w, int64_t c0, int64_t n,
+                             const in_t* in, int64_t in_tok, out_t* out, int64_t out_tok,
+                             int64_t count) {
+  constexpr int kCols = kLineRegs<Isa, in_t>;
+  int64_t c = 0;
+  for (; c + kCols * Isa::kLanes <= n; c += kCols * Isa::kLanes)
+    conv_column_regs<Isa, kW, kCols>(p, w, c0 + c, in + c, in_tok, out + c, out_tok, count);
+  for (; c + Isa::kLanes <= n; c += Isa::kLanes)
+    conv_column_regs<Isa, kW, 1>(p, w, c0 + c, in + c, in_tok, out + c, out_tok, count);
   if (c < n)
     for (int64_t t = 0; t < count; ++t)
       conv_token_loops<Isa>(p, w, c0 + c, n - c, in + t * in_tok + c, in_tok, 1,

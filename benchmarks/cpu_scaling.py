@@ -1,0 +1,63 @@
+"""How the CPU kernels scale with threads, and what SiLU costs: for each kernel set (one
+process each, forced with CAUSAL_CONV1D_CPU_ISA) and thread count, the bf16 width-4 cases
+of SPEC section 4 with and without SiLU, each as a ratio to a copy of the same bytes timed
+at the same thread count.
+
+    python benchmarks/cpu_scaling.py --isas avx2,avx512_bf16 --threads 1,8,16
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+
+import torch
+from causal_conv1d_kernels import benchmark, causal_conv1d_fn, causal_conv1d_update, cpu_isa
+
+
+def measure(threads: list[int], min_run_time: float) -> None:
+    for case in benchmark.CPU_CASES:
+        inputs = benchmark.make_inputs(case, "cpu")
+        copy = benchmark.copy_floor(benchmark.bytes_moved(case, inputs), "cpu")
+        calls = {}
+        for act in ("silu", None):
+            if case.op == "fwd":
+                out = torch.empty_like(inputs["x"].t()).t()
+                calls[act] = lambda a=act: causal_conv1d_fn(**inputs, out=out, activation=a)
+            else:
+                args = dict(inputs, activation=act)
+                calls[act] = lambda a=args: causal_conv1d_update(**a, out=a["x"])
+        for n in threads:
+            copy_us = benchmark.time_us(copy, "cpu", n, min_run_time)
+            on = benchmark.time_us(calls["silu"], "cpu", n, min_run_time)
+            off = benchmark.time_us(calls[None], "cpu", n, min_run_time)
+            print(
+                f"{cpu_isa():12s} {case.name:26s} threads {n:2d}: copy {copy_us:9.1f} us, "
+                f"silu {on:9.1f} us ({on / copy_us:5.2f}x), no act {off:9.1f} us "
+                f"({off / copy_us:5.2f}x)",
+                flush=True,
+            )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--isas", default="")
+    parser.add_argument("--threads", default="1,16")
+    parser.add_argument("--min-run-time", type=float, default=0.5)
+    args = parser.parse_args()
+    threads = [int(t) for t in args.threads.split(",")]
+    if not args.isas:
+        measure(threads, args.min_run_time)
+        return 0
+    status = 0
+    for isa in args.isas.split(","):
+        env = dict(os.environ, CAUSAL_CONV1D_CPU_ISA=isa)
+        cmd = [sys.executable, __file__, "--threads", args.threads]
+        status |= subprocess.call(cmd + ["--min-run-time", str(args.min_run_time)], env=env)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
