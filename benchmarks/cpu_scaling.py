@@ -17,18 +17,19 @@ import torch
 from causal_conv1d_kernels import benchmark, causal_conv1d_fn, causal_conv1d_update, cpu_isa
 
 
+def call(case, inputs, activation):
+    if case.op == "fwd":
+        out = torch.empty_like(inputs["x"].t()).t()
+        return lambda: causal_conv1d_fn(**inputs, out=out, activation=activation)
+    args = dict(inputs, activation=activation)
+    return lambda: causal_conv1d_update(**args, out=args["x"])
+
+
 def measure(threads: list[int], min_run_time: float) -> None:
     for case in benchmark.CPU_CASES:
         inputs = benchmark.make_inputs(case, "cpu")
         copy = benchmark.copy_floor(benchmark.bytes_moved(case, inputs), "cpu")
-        calls = {}
-        for act in ("silu", None):
-            if case.op == "fwd":
-                out = torch.empty_like(inputs["x"].t()).t()
-                calls[act] = lambda a=act: causal_conv1d_fn(**inputs, out=out, activation=a)
-            else:
-                args = dict(inputs, activation=act)
-                calls[act] = lambda a=args: causal_conv1d_update(**a, out=a["x"])
+        calls = {act: call(case, inputs, act) for act in ("silu", None)}
         for n in threads:
             copy_us = benchmark.time_us(copy, "cpu", n, min_run_time)
             on = benchmark.time_us(calls["silu"], "cpu", n, min_run_time)

@@ -78,7 +78,8 @@ struct Avx512Bf16 : SimdOps<Avx512Bf16> {
     V bias[kCols];
     for (int i = 0; i < kCols; ++i) {
       const int64_t ci = c + i * kLanes;
-      for (int j = 0; j < kPairs; ++j) tap[j][i] = _mm512_loadu_si512(w.vnni + 2 * (j * p.dim + ci));
+      for (int j = 0; j < kPairs; ++j)
+        tap[j][i] = _mm512_loadu_si512(w.vnni + 2 * (j * p.dim + ci));
       bias[i] = w.bias == nullptr ? zero() : load(w.bias + ci);
       prev[i] = widen16(in + i * kLanes);
       for (int k = 0; k + 1 < H; ++k) {

@@ -75,9 +75,8 @@ constexpr int kLineRegs = 64 / (sizeof(T) * Isa::kLanes) > 0 ? 64 / (sizeof(T) *
 // output minus width-2), `out` at the first output; both unit-stride along
 // channels and offset by c already.
 template <class Isa, int kW, int kCols, typename in_t, typename out_t>
-inline void conv_column_regs(const ConvParams& p, const CpuWeights& w, int64_t c,
-                             const in_t* in, int64_t in_tok, out_t* out, int64_t out_tok,
-                             int64_t count) {
+inline void conv_column_regs(const ConvParams& p, const CpuWeights& w, int64_t c, const in_t* in,
+                             int64_t in_tok, out_t* out, int64_t out_tok, int64_t count) {
   using V = typename Isa::V;
   constexpr int H = kW - 1;
   const bool silu = p.silu;  // a local: the stores could otherwise alias it
