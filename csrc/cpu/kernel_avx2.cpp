@@ -28,10 +28,11 @@ struct Avx2 : SimdOps<Avx2> {
   // NaN still reaches the result through SiLU's numerator.
   static V max(V a, V b) { return _mm256_max_ps(a, b); }
   static V min(V a, V b) { return _mm256_min_ps(a, b); }
-  static V pow2_from_shifted(V shifted) {
-    const __m256i n =
-        _mm256_sub_epi32(_mm256_castps_si256(shifted), _mm256_set1_epi32(0x4B400000 - 127));
-    return _mm256_castsi256_ps(_mm256_slli_epi32(n, 23));
+  static V round(V a) { return _mm256_round_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+  // p * 2^n for integral n in [-126, 127], assembled in the exponent bits.
+  static V scale(V p, V n) {
+    const __m256i e = _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127));
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(_mm256_slli_epi32(e, 23)));
   }
 
   static V load(const float* p) { return _mm256_loadu_ps(p); }

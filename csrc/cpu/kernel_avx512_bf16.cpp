@@ -33,11 +33,10 @@ struct Avx512Bf16 : SimdOps<Avx512Bf16> {
   // NaN still reaches the result through SiLU's numerator.
   static V max(V a, V b) { return _mm512_max_ps(a, b); }
   static V min(V a, V b) { return _mm512_min_ps(a, b); }
-  static V pow2_from_shifted(V shifted) {
-    const __m512i n =
-        _mm512_sub_epi32(_mm512_castps_si512(shifted), _mm512_set1_epi32(0x4B400000 - 127));
-    return _mm512_castsi512_ps(_mm512_slli_epi32(n, 23));
+  static V round(V a) {
+    return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   }
+  static V scale(V p, V n) { return _mm512_scalef_ps(p, n); }  // p * 2^n
 
   static __m512i widen16(const void* p) {
     return _mm512_cvtepu16_epi32(_mm256_loadu_si256(static_cast<const __m256i*>(p)));
@@ -60,6 +59,17 @@ struct Avx512Bf16 : SimdOps<Avx512Bf16> {
   static void store(f16_t* p, V v) {
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(p),
                         _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
+  }
+
+  // Outputs in bf16 with one instruction (vcvtneps2bf16: nearest even, but
+  // results below the smallest normal flush to zero, so states never take it).
+  template <typename T>
+  static void store_out(T* p, V v) {
+    if constexpr (std::is_same_v<T, bf16_t>) {
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), (__m256i)_mm512_cvtneps_pbh(v));
+    } else {
+      store(p, v);
+    }
   }
 
   // The VNNI micro-kernel for `count` consecutive tokens over the kCols
@@ -98,7 +108,7 @@ struct Avx512Bf16 : SimdOps<Avx512Bf16> {
           const __m512i a = 2 * j + 1 < kW ? q[2 * j][i] : cur;
           acc = _mm512_dpbf16_ps(acc, (__m512bh)a, (__m512bh)tap[j][i]);
         }
-        store(out + t * out_tok + i * kLanes, silu ? silu_vec<Avx512Bf16, bf16_t>(acc) : acc);
+        store_out(out + t * out_tok + i * kLanes, silu ? silu_vec<Avx512Bf16, bf16_t>(acc) : acc);
         for (int k = 0; k + 1 < H; ++k) q[k][i] = q[k + 1][i];
         prev[i] = cur;
       }

@@ -9,34 +9,41 @@
 namespace causal_conv1d::cpu {
 namespace {
 
-// e^r on |r| <= ln2/2 to a relative 1.3e-4 (minimax, degree 3): enough for
+// 2^f on |f| <= 1/2 to a relative 7.5e-5 (minimax, degree 3): enough for
 // 16-bit outputs (a bf16 ulp is 3.9e-3, an fp16 ulp 4.9e-4).
-constexpr float kExpPoly3[2] = {0.16662825f, 0.50394122f};
+constexpr float kExp2Poly3[4] = {0.0551716685f, 0.242611155f, 0.693260968f, 0.999928057f};
+constexpr float kExp2Lo = -126.f, kExp2Hi = 126.f;  // 2^n stays a normal number
 
-// v / (1 + exp(-v)) as accurate as the output type keeps: for fp32 outputs the
-// degree-7 exp of kernel_items.h and a reciprocal estimate refined by one
-// Newton step (about 2 ulp; a division would be the slowest instruction of the
-// loop); for 16-bit outputs the degree-3 exp, and for bf16 the bare estimate
-// (AVX2: relative 3.7e-4, a tenth of a bf16 ulp).
+// v / (1 + exp(-v)) as accurate as the output type keeps. exp(-v) = p * 2^n
+// with n an integer, the policy supplying round(z) and scale(p, n) = p * 2^n.
+// For fp32 outputs, the degree-7 e^r of kernel_items.h on the remainder of a
+// two-part ln2 reduction and a reciprocal estimate refined by one Newton step
+// (about 2 ulp; a division would be the slowest instruction of the loop); for
+// 16-bit outputs 2^f on f = z - n with z = -v log2(e), and for bf16 the bare
+// reciprocal estimate (AVX2: relative 3.7e-4, a tenth of a bf16 ulp).
+// The clamps keep 2^n normal; NaN lanes clamp (max/min return their second
+// operand) and the NaN still reaches the result through the numerator.
 template <class Isa, typename out_t = float>
 inline typename Isa::V silu_vec(typename Isa::V v) {
   using V = typename Isa::V;
-  constexpr bool kFull = std::is_same_v<out_t, float>;
-  const V x = Isa::min(Isa::max(Isa::sub(Isa::zero(), v), Isa::set1(kExpLo)), Isa::set1(kExpHi));
-  const V shifted = Isa::fmadd(x, Isa::set1(kLog2e), Isa::set1(kRoundShift));
-  const V n = Isa::sub(shifted, Isa::set1(kRoundShift));
-  V r = Isa::fmadd(n, Isa::set1(-kLn2Hi), x);
-  r = Isa::fmadd(n, Isa::set1(-kLn2Lo), r);
-  V p;
-  if constexpr (kFull) {
+  V n, p;
+  if constexpr (std::is_same_v<out_t, float>) {
+    const V x = Isa::min(Isa::max(Isa::sub(Isa::zero(), v), Isa::set1(kExpLo)), Isa::set1(kExpHi));
+    n = Isa::round(Isa::mul(x, Isa::set1(kLog2e)));
+    V r = Isa::fmadd(n, Isa::set1(-kLn2Hi), x);
+    r = Isa::fmadd(n, Isa::set1(-kLn2Lo), r);
     p = Isa::set1(kExpPoly[0]);
     for (int i = 1; i < 6; ++i) p = Isa::fmadd(p, r, Isa::set1(kExpPoly[i]));
+    p = Isa::fmadd(p, Isa::mul(r, r), Isa::add(r, Isa::set1(1.f)));
   } else {
-    p = Isa::fmadd(Isa::set1(kExpPoly3[0]), r, Isa::set1(kExpPoly3[1]));
+    const V z =
+        Isa::min(Isa::max(Isa::mul(v, Isa::set1(-kLog2e)), Isa::set1(kExp2Lo)), Isa::set1(kExp2Hi));
+    n = Isa::round(z);
+    const V f = Isa::sub(z, n);
+    p = Isa::set1(kExp2Poly3[0]);
+    for (int i = 1; i < 4; ++i) p = Isa::fmadd(p, f, Isa::set1(kExp2Poly3[i]));
   }
-  p = Isa::fmadd(p, Isa::mul(r, r), Isa::add(r, Isa::set1(1.f)));
-  const V e = Isa::mul(p, Isa::pow2_from_shifted(shifted));
-  const V d = Isa::add(Isa::set1(1.f), e);
+  const V d = Isa::add(Isa::set1(1.f), Isa::scale(p, n));
   const V y = Isa::rcp(d);
   if constexpr (std::is_same_v<out_t, bf16_t>) return Isa::mul(v, y);
   return Isa::mul(v, Isa::mul(y, Isa::fnmadd(d, y, Isa::set1(2.f))));
@@ -59,7 +66,7 @@ inline void conv_token_vec(const ConvParams& p, const CpuWeights& w, int64_t c0,
     V acc = w.bias == nullptr ? Isa::zero() : Isa::load(w.bias + c0 + c);
     for (int64_t k = 0; k < p.width; ++k)
       acc = Isa::fmadd(Isa::load(w.taps + k * p.dim + c0 + c), Isa::load(in + k * in_tok + c), acc);
-    Isa::store(out + c, silu ? silu_vec<Isa, out_t>(acc) : acc);
+    Isa::store_out(out + c, silu ? silu_vec<Isa, out_t>(acc) : acc);
   }
   if (c < n) conv_token_loops<Isa>(p, w, c0 + c, n - c, in + c, in_tok, 1, out + c, 1);
 }
@@ -96,7 +103,7 @@ inline void conv_column_regs(const ConvParams& p, const CpuWeights& w, int64_t c
       acc = Isa::fmadd(tap[H][j], xt, acc);
       for (int k = 0; k + 1 < H; ++k) window[k][j] = window[k + 1][j];
       window[H - 1][j] = xt;
-      Isa::store(out + t * out_tok + j * Isa::kLanes, silu ? silu_vec<Isa, out_t>(acc) : acc);
+      Isa::store_out(out + t * out_tok + j * Isa::kLanes, silu ? silu_vec<Isa, out_t>(acc) : acc);
     }
   }
 }
@@ -135,6 +142,12 @@ inline void conv_tokens_vec(const ConvParams& p, const CpuWeights& w, int64_t c0
   if (!done) conv_tokens_loops<Isa>(p, w, c0, n, in, in_tok, in_dim, out, out_tok, out_dim, count);
 }
 
+// Isa::kLanes values from src to dst as they are.
+template <class Isa, typename T>
+inline void copy_lanes(T* dst, const T* src) {
+  std::memcpy(dst, src, Isa::kLanes * sizeof(T));
+}
+
 // The common decode step in registers: one token, a linear state of exactly
 // width-1 columns, unit-stride channels. Per register of channels: the window
 // from the state and the token, the shifted state written back, the output.
@@ -156,9 +169,15 @@ inline void update_step_regs(const ConvParams& p, const CpuWeights& w, int64_t c
     for (int k = 0; k < H; ++k)
       acc = Isa::fmadd(Isa::load(w.taps + k * p.dim + c0 + c), window[k], acc);
     acc = Isa::fmadd(Isa::load(w.taps + H * p.dim + c0 + c), xt, acc);
-    for (int k = 0; k + 1 < H; ++k) Isa::store(state + k * s_tok + c, window[k + 1]);
-    Isa::store(state + (H - 1) * s_tok + c, xt);
-    Isa::store(out + c, silu ? silu_vec<Isa, out_t>(acc) : acc);
+    if constexpr (std::is_same_v<state_t, x_t>) {  // the stored values, no rounding to redo
+      for (int k = 0; k + 1 < H; ++k)
+        copy_lanes<Isa>(state + k * s_tok + c, state + (k + 1) * s_tok + c);
+      copy_lanes<Isa>(state + (H - 1) * s_tok + c, x + c);
+    } else {
+      for (int k = 0; k + 1 < H; ++k) Isa::store(state + k * s_tok + c, window[k + 1]);
+      Isa::store(state + (H - 1) * s_tok + c, xt);
+    }
+    Isa::store_out(out + c, silu ? silu_vec<Isa, out_t>(acc) : acc);
   }
   for (; c < n; ++c) {  // the channel tail, the same steps one channel at a time
     float window[H];
@@ -188,6 +207,12 @@ inline bool update_step_vec(const UpdateParams& p, const CpuWeights& w, int64_t 
 // above; a policy may hide any of these with its own (AVX-512's VNNI kernels).
 template <class Isa>
 struct SimdOps {
+  // Stores of outputs (never of states): a policy may round them more cheaply.
+  template <typename T, typename V>
+  static void store_out(T* p, V v) {
+    Isa::store(p, v);
+  }
+
   template <typename in_t, typename out_t>
   static void conv_token(const ConvParams& p, const CpuWeights& w, int64_t c0, int64_t n,
                          const in_t* in, int64_t in_tok, int64_t in_dim, out_t* out,
