@@ -22,7 +22,8 @@ def call(case, inputs, activation):
         out = torch.empty_like(inputs["x"].t()).t()
         return lambda: causal_conv1d_fn(**inputs, out=out, activation=activation)
     out = torch.empty_like(inputs["x"])
-    return lambda: causal_conv1d_update(**inputs, activation=activation, out=out)
+    args = dict(inputs, activation=activation)
+    return lambda: causal_conv1d_update(**args, out=out)
 
 
 def measure(threads: list[int], min_run_time: float) -> None:

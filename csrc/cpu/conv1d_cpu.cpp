@@ -219,13 +219,16 @@ void causal_conv1d_update_cpu(const at::Tensor& x, const at::Tensor& conv_state,
   const PreparedWeights weights(p, /*want_vnni=*/false);  // decode stages fp32 rows
   const CpuWeights w = weights.view();
   const UpdateItemFn fn = k.update(p);
-  const int64_t slabs = (p.dim + kSlab - 1) / kSlab;
-  const int64_t scratch_size = (p.width - 1 + p.seqlen) * scratch_pitch(std::min(kSlab, p.dim));
+  // Whole rows when there are rows enough for every thread: a row's state
+  // columns are then streams long enough for the hardware prefetchers.
+  const int64_t slab = p.batch >= at::get_num_threads() ? p.dim : std::min(kSlab, p.dim);
+  const int64_t slabs = (p.dim + slab - 1) / slab;
+  const int64_t scratch_size = (p.width - 1 + p.seqlen) * scratch_pitch(slab);
   parallel_items(p.batch * slabs, p.batch * p.seqlen * p.dim, [&](int64_t begin, int64_t end) {
     AlignedVector<float> scratch(scratch_size);
     for (int64_t i = begin; i < end; ++i) {
-      const int64_t c0 = (i % slabs) * kSlab;
-      fn(p, w, i / slabs, c0, std::min(p.dim, c0 + kSlab), scratch.data());
+      const int64_t c0 = (i % slabs) * slab;
+      fn(p, w, i / slabs, c0, std::min(p.dim, c0 + slab), scratch.data());
     }
   });
 }

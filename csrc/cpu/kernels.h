@@ -30,7 +30,7 @@ using FwdItemFn = void (*)(const FwdParams&, const CpuWeights&, int64_t seq, int
 using UpdateItemFn = void (*)(const UpdateParams&, const CpuWeights&, int64_t row, int64_t c0,
                               int64_t c1, float* scratch);
 
-constexpr int64_t kSlab = 2048;       // channels per work item
+constexpr int64_t kSlab = 2048;       // channels per work item (decode: when rows are few)
 constexpr size_t kScratchAlign = 64;  // bytes; scratch rows start on cache lines
 
 // Floats from one scratch row to the next for n channels: rows start on cache lines.
