@@ -99,7 +99,6 @@ struct Avx512Bf16 : SimdOps<Avx512Bf16> {
       }
     }
     for (int64_t t = 0; t < count; ++t) {
-      prefetch_ahead(in + (H + t) * in_tok, out + t * out_tok);
       for (int i = 0; i < kCols; ++i) {
         const __m512i cur = widen16(in + (H + t) * in_tok + i * kLanes);
         q[H - 1][i] = _mm512_or_si512(prev[i], _mm512_slli_epi32(cur, 16));

@@ -109,19 +109,6 @@ inline float exp_fast(float v) {
   return p * bits_to_float((float_to_bits(shifted) - 0x4B400000u + 127u) << 23);
 }
 
-// The register-blocked loops walk each register of channels down a block's
-// tokens, so consecutive accesses fall in different pages, which the hardware
-// prefetchers follow poorly: they ask for the lines kPrefetchAhead bytes
-// further along the rows they read and write. A prefetch never faults, so the
-// address may run past the end of the tensor.
-constexpr int64_t kPrefetchAhead = 256;
-
-template <typename in_t, typename out_t>
-inline void prefetch_ahead(const in_t* in, out_t* out) {
-  __builtin_prefetch(reinterpret_cast<const char*>(in) + kPrefetchAhead, 0, 3);
-  __builtin_prefetch(reinterpret_cast<char*>(out) + kPrefetchAhead, 1, 3);
-}
-
 // Channel loops come in a unit-stride (vectorised) and a strided flavour.
 
 template <class Isa, typename To, typename From>

@@ -95,7 +95,6 @@ inline void conv_column_regs(const ConvParams& p, const CpuWeights& w, int64_t c
     for (int k = 0; k < H; ++k) window[k][j] = Isa::load(in + k * in_tok + j * Isa::kLanes);
   }
   for (int64_t t = 0; t < count; ++t) {
-    prefetch_ahead(in + (H + t) * in_tok, out + t * out_tok);
     for (int j = 0; j < kCols; ++j) {
       const V xt = Isa::load(in + (H + t) * in_tok + j * Isa::kLanes);
       V acc = bias[j];
