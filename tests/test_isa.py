@@ -10,7 +10,12 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ISAS = ["avx512_bf16", "avx2", "portable"]  # best first
-SUITE = ["tests/test_fwd.py", "tests/test_update.py", "tests/test_safety.py"]
+SUITE = [
+    "tests/test_fwd.py",
+    "tests/test_update.py",
+    "tests/test_safety.py",
+    "tests/test_hostile.py",
+]
 PROBE = "import causal_conv1d_kernels as c; print(c.cpu_isa())"
 
 

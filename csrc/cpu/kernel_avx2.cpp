@@ -29,7 +29,7 @@ struct Avx2 : SimdOps<Avx2> {
   static V max(V a, V b) { return _mm256_max_ps(a, b); }
   static V min(V a, V b) { return _mm256_min_ps(a, b); }
   static V round(V a) { return _mm256_round_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
-  // p * 2^n for integral n in [-126, 127], assembled in the exponent bits.
+  // p * 2^n for integral n in [-126, 128], assembled in the exponent bits (n = 128: infinity).
   static V scale(V p, V n) {
     const __m256i e = _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127));
     return _mm256_mul_ps(p, _mm256_castsi256_ps(_mm256_slli_epi32(e, 23)));

@@ -91,8 +91,11 @@ struct Convert {
 // vectorise: v = n ln2 + r with |r| <= ln2/2, e^r by a degree-7 polynomial,
 // 2^n assembled in the exponent bits. Integer work is unsigned so that no
 // input (NaN included) is undefined behaviour. The SIMD ISAs evaluate the
-// same polynomial in vector registers.
-constexpr float kExpLo = -87.3f, kExpHi = 88.3f;
+// same polynomial in vector registers. Past kExpHi, 2^n is 2^128, the
+// infinity of its bit pattern: e^v overflows as it should, so that SiLU's
+// v / (1 + e^-v) is -0 for large negative v and NaN for -inf, as
+// v * sigmoid(v) is.
+constexpr float kExpLo = -87.3f, kExpHi = 89.f;
 constexpr float kLog2e = 1.44269504f, kRoundShift = 12582912.f;  // 1.5 * 2^23
 constexpr float kLn2Hi = 0.693359375f, kLn2Lo = -2.12194440e-4f;
 constexpr float kExpPoly[6] = {1.9875691500e-4f, 1.3981999507e-3f, 8.3334519073e-3f,

@@ -9,20 +9,27 @@
 namespace causal_conv1d::cpu {
 namespace {
 
-// 2^f on |f| <= 1/2 to a relative 7.5e-5 (minimax, degree 3): enough for
-// 16-bit outputs (a bf16 ulp is 3.9e-3, an fp16 ulp 4.9e-4).
-constexpr float kExp2Poly3[4] = {0.0551716685f, 0.242611155f, 0.693260968f, 0.999928057f};
-constexpr float kExp2Lo = -126.f, kExp2Hi = 126.f;  // 2^n stays a normal number
+// 2^f on |f| <= 1/2 to a relative 1.0e-4 (minimax, degree 3): enough for
+// 16-bit outputs (a bf16 ulp is 3.9e-3, an fp16 ulp 9.8e-4). Its constant
+// term is exactly 1, so that z = kExp2Hi gives 1 * 2^128, infinite under
+// either policy's scale (a constant below 1 would leave AVX-512's vscalefps a
+// finite result there).
+constexpr float kExp2Poly3[4] = {0.0550089329f, 0.242210969f, 0.693282902f, 1.f};
+// 2^n stays normal above kExp2Lo and is infinite at kExp2Hi (see kExpHi).
+constexpr float kExp2Lo = -126.f, kExp2Hi = 128.f;
 
 // v / (1 + exp(-v)) as accurate as the output type keeps. exp(-v) = p * 2^n
 // with n an integer, the policy supplying round(z) and scale(p, n) = p * 2^n.
 // For fp32 outputs, the degree-7 e^r of kernel_items.h on the remainder of a
 // two-part ln2 reduction and a reciprocal estimate refined by one Newton step
 // (about 2 ulp; a division would be the slowest instruction of the loop); for
-// 16-bit outputs 2^f on f = z - n with z = -v log2(e), and for bf16 the bare
-// reciprocal estimate (AVX2: relative 3.7e-4, a tenth of a bf16 ulp).
-// The clamps keep 2^n normal; NaN lanes clamp (max/min return their second
-// operand) and the NaN still reaches the result through the numerator.
+// 16-bit outputs 2^f on f = z - n with z = -v log2(e), and the bare reciprocal
+// estimate (AVX2: relative 3.7e-4, AVX-512: 6e-5).
+// The clamps keep 2^n normal below and let it overflow above, so that, as
+// with v * sigmoid(v), large negative v give -0 and -inf gives NaN (the
+// reciprocal of an infinite 1 + e is 0; the Newton factor, NaN there, is
+// capped at 2). NaN lanes clamp (max/min return their second operand) and the
+// NaN still reaches the result through the numerator.
 template <class Isa, typename out_t = float>
 inline typename Isa::V silu_vec(typename Isa::V v) {
   using V = typename Isa::V;
@@ -45,8 +52,9 @@ inline typename Isa::V silu_vec(typename Isa::V v) {
   }
   const V d = Isa::add(Isa::set1(1.f), Isa::scale(p, n));
   const V y = Isa::rcp(d);
-  if constexpr (std::is_same_v<out_t, bf16_t>) return Isa::mul(v, y);
-  return Isa::mul(v, Isa::mul(y, Isa::fnmadd(d, y, Isa::set1(2.f))));
+  if constexpr (!std::is_same_v<out_t, float>) return Isa::mul(v, y);
+  const V newton = Isa::min(Isa::fnmadd(d, y, Isa::set1(2.f)), Isa::set1(2.f));
+  return Isa::mul(v, Isa::mul(y, newton));
 }
 
 // One output token over channels [c0, c0 + n): kLanes channels per register,
