@@ -4,6 +4,11 @@ Build switches (environment):
   CAUSAL_CONV1D_BUILD_CUDA=0|1   force the CUDA backend off or on; by default it is
                                  built when torch is a CUDA build, nvcc is found and
                                  the tree has CUDA sources.
+  CAUSAL_CONV1D_SANITIZE=1        build the C++ sources (CPU backend only, no CUDA)
+                                 with AddressSanitizer and UndefinedBehaviorSanitizer,
+                                 any undefined behaviour fatal; run Python with
+                                 LD_PRELOAD=$(g++ -print-file-name=libasan.so)
+                                 ASAN_OPTIONS=detect_leaks=0 (see .ci/run).
   TORCH_CUDA_ARCH_LIST, MAX_JOBS  honoured as torch's BuildExtension does.
 """
 
@@ -41,11 +46,21 @@ def _find_cuda_home():
     return None
 
 
+def _switch(name):
+    value = os.environ.get(name)
+    if value not in (None, "", "0", "1"):
+        raise ValueError(f"{name} must be 0 or 1, got {value!r}")
+    return value or None
+
+
+SANITIZE = _switch("CAUSAL_CONV1D_SANITIZE") == "1"
+
+
 def _build_cuda(cuda_sources):
-    forced = os.environ.get("CAUSAL_CONV1D_BUILD_CUDA")
-    if forced not in (None, "", "0", "1"):
-        raise ValueError(f"CAUSAL_CONV1D_BUILD_CUDA must be 0 or 1, got {forced!r}")
-    if forced == "0":
+    forced = _switch("CAUSAL_CONV1D_BUILD_CUDA")
+    if forced == "1" and SANITIZE:
+        raise RuntimeError("CAUSAL_CONV1D_SANITIZE=1 builds the CPU backend only")
+    if forced == "0" or SANITIZE:
         return False
     available = torch.version.cuda is not None and os.environ.get("CUDA_HOME") is not None
     if forced == "1":
@@ -89,6 +104,10 @@ cpp_sources = [
 cuda_sources = _sources("csrc/cuda/*.cu") + _sources("csrc/cuda/*.cpp")
 cxx_flags = ["-O3", "-std=c++20", "-fno-math-errno", "-fno-trapping-math"]
 link_flags = []
+if SANITIZE:
+    sanitizers = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined"]
+    cxx_flags += sanitizers + ["-fno-omit-frame-pointer", "-g", "-O1"]
+    link_flags += sanitizers
 if torch.backends.openmp.is_available():
     # at::parallel_for is inlined into our code: without OpenMP it runs serially.
     cxx_flags.append("-fopenmp")

@@ -15,6 +15,8 @@ SUITE = [
     "tests/test_update.py",
     "tests/test_safety.py",
     "tests/test_hostile.py",
+    "tests/test_fuzz.py",
+    "tests/test_stress.py",
 ]
 PROBE = "import causal_conv1d_kernels as c; print(c.cpu_isa())"
 
