@@ -12,8 +12,8 @@
 // first width-1 outputs from that, and writes the new state once it has read
 // the old one; every other output reads its taps (the halo included) from x.
 // Inside an item, blocks of kTokens tokens x kBlock channels: the SIMD ISAs
-// walk each register of channels down the block's tokens with the taps and
-// the window in registers, while the block's rows stay in L1.
+// walk each cache line of channels down the block's tokens with the taps and
+// the window in registers.
 //
 // Decode: the SIMD ISAs do the common step (one token, a linear state of
 // width-1 columns, channel-last) in registers (Isa::update_step). Otherwise the
@@ -216,8 +216,8 @@ void fwd_item(const FwdParams& p, const CpuWeights& w, int64_t seq, int64_t t0, 
                         out + t * o_tok + cb * o_dim, o_dim);
   }
 
-  // Blocks of kTokens tokens x kBlock channels: the rows of a block stay in L1
-  // while each channel register walks down its tokens.
+  // Blocks of kTokens tokens x kBlock channels, each cache line of channels
+  // walking down the block's tokens (Isa::conv_tokens).
   for (int64_t tb = max64(t0, H); tb < t1; tb += kTokens)
     for (int64_t cb = 0; cb < n; cb += kBlock)
       Isa::conv_tokens(p, w, c0 + cb, min64(kBlock, n - cb), x + (tb - H) * x_tok + cb * x_dim,
