@@ -6,6 +6,7 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <new>
 #include <string>
@@ -101,45 +102,64 @@ struct CacheLineAllocator {
 template <typename T>
 using AlignedVector = std::vector<T, CacheLineAllocator<T>>;
 
+// At least n elements of v, kept by the thread for its next call: allocating
+// (and zeroing) per call was a large part of a one-row decode. Contents are
+// whatever the last call left.
+template <typename T>
+T* reuse(AlignedVector<T>& v, size_t n) {
+  if (v.size() < n) v.resize(n);
+  return v.data();
+}
+
 // The filter as fp32 taps (width, dim) and bias (dim,), plus bf16 VNNI pairs
 // when the kernels want them: one pass over the weights, cheaper than tensor
-// ops for the small filters of decode.
+// ops for the small filters of decode. The storage is the calling thread's,
+// valid until its next call.
 class PreparedWeights {
  public:
-  PreparedWeights(const ConvParams& p, bool want_vnni)
-      : taps_(p.width * p.dim), bias_(p.bias ? p.dim : 0) {
+  PreparedWeights(const ConvParams& p, bool want_vnni) {
+    thread_local AlignedVector<float> taps_storage, bias_storage;
+    thread_local AlignedVector<uint16_t> vnni_storage;
+    float* taps = reuse(taps_storage, p.width * p.dim);
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, p.weight_type, "widen", [&] {
       const auto* w = static_cast<const scalar_t*>(p.weight);
       for (int64_t k = 0; k < p.width; ++k)
         for (int64_t c = 0; c < p.dim; ++c)
-          taps_[k * p.dim + c] =
+          taps[k * p.dim + c] =
               static_cast<float>(w[c * p.weight_dim_stride + k * p.weight_tap_stride]);
     });
+    view_.taps = taps;
     if (p.bias != nullptr) {
+      float* bias = reuse(bias_storage, p.dim);
       AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, p.bias_type, "widen", [&] {
         const auto* b = static_cast<const scalar_t*>(p.bias);
-        for (int64_t c = 0; c < p.dim; ++c) bias_[c] = static_cast<float>(b[c * p.bias_stride]);
+        for (int64_t c = 0; c < p.dim; ++c) bias[c] = static_cast<float>(b[c * p.bias_stride]);
       });
+      view_.bias = bias;
     }
     if (want_vnni && p.weight_type == at::kBFloat16 && p.x_type == at::kBFloat16) {
       const int64_t pairs = (p.width + 1) / 2;
-      vnni_.assign(pairs * p.dim * 2, 0);  // an odd width's last pair ends in a zero tap
+      uint16_t* vnni = reuse(vnni_storage, pairs * p.dim * 2);
+      std::fill_n(vnni, pairs * p.dim * 2, 0);  // an odd width's last pair ends in a zero tap
       const auto* w = static_cast<const c10::BFloat16*>(p.weight);
       for (int64_t k = 0; k < p.width; ++k)
         for (int64_t c = 0; c < p.dim; ++c)
-          vnni_[((k / 2) * p.dim + c) * 2 + k % 2] =
+          vnni[((k / 2) * p.dim + c) * 2 + k % 2] =
               w[c * p.weight_dim_stride + k * p.weight_tap_stride].x;
+      view_.vnni = vnni;
     }
   }
-  CpuWeights view() const {
-    return {taps_.data(), bias_.empty() ? nullptr : bias_.data(),
-            vnni_.empty() ? nullptr : vnni_.data()};
-  }
+  CpuWeights view() const { return view_; }
 
  private:
-  AlignedVector<float> taps_, bias_;
-  AlignedVector<uint16_t> vnni_;
+  CpuWeights view_;
 };
+
+// The scratch rows of the work items a thread runs (see kernels.h).
+float* thread_scratch(int64_t n) {
+  thread_local AlignedVector<float> storage;
+  return reuse(storage, n);
+}
 
 // Runs body(item) for items [0, n_items) whose total output is `elements`.
 template <typename F>
@@ -184,11 +204,11 @@ void causal_conv1d_fwd_out_cpu(const at::Tensor& x, const at::Tensor& weight,
   const int64_t n_items = static_cast<int64_t>(chunks.size()) * slabs;
   const int64_t scratch_size = 2 * (p.width - 1) * scratch_pitch(std::min(kSlab, p.dim));
   parallel_items(n_items, p.num_tokens * p.dim, [&](int64_t begin, int64_t end) {
-    AlignedVector<float> scratch(scratch_size);
+    float* scratch = thread_scratch(scratch_size);
     for (int64_t i = begin; i < end; ++i) {
       const Chunk& c = chunks[i / slabs];
       const int64_t c0 = (i % slabs) * kSlab;
-      fn(p, w, c.seq, c.t0, c.t1, c0, std::min(p.dim, c0 + kSlab), scratch.data());
+      fn(p, w, c.seq, c.t0, c.t1, c0, std::min(p.dim, c0 + kSlab), scratch);
     }
   });
 }
@@ -225,10 +245,10 @@ void causal_conv1d_update_cpu(const at::Tensor& x, const at::Tensor& conv_state,
   const int64_t slabs = (p.dim + slab - 1) / slab;
   const int64_t scratch_size = (p.width - 1 + p.seqlen) * scratch_pitch(slab);
   parallel_items(p.batch * slabs, p.batch * p.seqlen * p.dim, [&](int64_t begin, int64_t end) {
-    AlignedVector<float> scratch(scratch_size);
+    float* scratch = thread_scratch(scratch_size);
     for (int64_t i = begin; i < end; ++i) {
       const int64_t c0 = (i % slabs) * slab;
-      fn(p, w, i / slabs, c0, std::min(p.dim, c0 + slab), scratch.data());
+      fn(p, w, i / slabs, c0, std::min(p.dim, c0 + slab), scratch);
     }
   });
 }
