@@ -193,3 +193,16 @@ def update_op_args(kwargs, out):
         -1,
         out,
     )
+
+
+def check_rejected(call, kwargs, mutate, exc, words):
+    mutate(kwargs)
+    states = kwargs.get("conv_states", kwargs.get("conv_state"))
+    before = None if states is None or states.is_meta else states.clone()
+    with pytest.raises(exc) as info:
+        call(**kwargs)
+    message = str(info.value)
+    for word in words:
+        assert word in message, f"{word!r} not in {message!r}"
+    if before is not None:
+        assert torch.equal(states, before), "a rejected call modified the cache"

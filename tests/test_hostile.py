@@ -6,7 +6,17 @@ import pytest
 import torch
 from causal_conv1d_kernels import causal_conv1d_fn, causal_conv1d_update, has_cuda_backend
 from causal_conv1d_kernels.reference import causal_conv1d_fn_ref, causal_conv1d_update_ref
-from helpers import BF16, DTYPE_MIXES, F16, F32, devices, fwd_case, mix_id, update_case
+from helpers import (
+    BF16,
+    DTYPE_MIXES,
+    F16,
+    F32,
+    check_rejected,
+    devices,
+    fwd_case,
+    mix_id,
+    update_case,
+)
 
 SPECIALS = [float("nan"), float("inf"), -float("inf")]
 
@@ -14,14 +24,9 @@ SPECIALS = [float("nan"), float("inf"), -float("inf")]
 def sprinkle(t: torch.Tensor, count: int, seed: int) -> None:
     """Writes NaN, +inf and -inf at `count` random positions of t, in place."""
     g = torch.Generator().manual_seed(seed)
-    flat = t.view(-1) if t.is_contiguous() else None
     for i in range(count):
-        position = [int(torch.randint(0, s, (1,), generator=g)) for s in t.shape]
-        value = SPECIALS[i % len(SPECIALS)]
-        if flat is not None:
-            flat[sum(p * s for p, s in zip(position, t.stride()))] = value
-        else:
-            t[tuple(position)] = value
+        position = tuple(int(torch.randint(0, s, (1,), generator=g)) for s in t.shape)
+        t[position] = SPECIALS[i % len(SPECIALS)]
 
 
 def assert_same_values(actual, expected, what):
@@ -101,14 +106,23 @@ def test_zero_size_dims(device):
     assert torch.equal(kwargs["conv_state"], before)
 
 
-def rejected(call, kwargs, states_name, exc, words):
-    states = kwargs[states_name]
-    before = states.clone()
-    with pytest.raises(exc) as info:
-        call(**kwargs)
-    for word in words:
-        assert word in str(info.value), f"{word!r} not in {str(info.value)!r}"
-    assert torch.equal(kwargs[states_name], before), "a rejected call modified the cache"
+def move(name):
+    """A mutation putting argument `name` on the other device (CPU <-> GPU)."""
+
+    def mutate(kwargs):
+        t = kwargs[name]
+        kwargs[name] = t.cpu() if t.is_cuda else t.cuda()
+
+    return mutate
+
+
+def replace(name, make):
+    """A mutation replacing argument `name` with make(it)."""
+
+    def mutate(kwargs):
+        kwargs[name] = make(kwargs[name])
+
+    return mutate
 
 
 cuda_only = pytest.mark.skipif(
@@ -124,21 +138,17 @@ cuda_only = pytest.mark.skipif(
 def test_fwd_mixed_devices_rejected(moved):
     """One argument on the other device (CPU tensors in a CUDA call and the reverse)."""
     kwargs, _ = fwd_case(4, (F32, F32, F32), "cuda", lengths=[3, 5, 2])
-    if moved == "x":  # a CPU call with everything else on the GPU
-        kwargs = {k: v.cpu() if k != "x" and torch.is_tensor(v) else v for k, v in kwargs.items()}
-        kwargs["x"] = kwargs["x"].cuda()
-        moved, kwargs["conv_states"] = "conv_states", kwargs["conv_states"].cuda()
-    else:
-        kwargs[moved] = kwargs[moved].cpu()
-    rejected(causal_conv1d_fn, kwargs, "conv_states", ValueError, [moved, "device"])
+    # x on the CPU makes a CPU call with everything else on the GPU: the first argument
+    # checked against x's device, weight, is named.
+    named = "weight" if moved == "x" else moved
+    check_rejected(causal_conv1d_fn, kwargs, move(moved), ValueError, [named, "device"])
 
 
 @cuda_only
 @pytest.mark.parametrize("moved", ["weight", "conv_state", "conv_state_indices", "cache_seqlens"])
 def test_update_mixed_devices_rejected(moved):
     kwargs, _ = update_case(4, (F32, F32, F32), "cuda", circular=True)
-    kwargs[moved] = kwargs[moved].cpu()
-    rejected(causal_conv1d_update, kwargs, "conv_state", ValueError, [moved, "device"])
+    check_rejected(causal_conv1d_update, kwargs, move(moved), ValueError, [moved, "device"])
 
 
 @pytest.mark.parametrize(
@@ -160,15 +170,7 @@ def test_update_mixed_devices_rejected(moved):
 )
 def test_fwd_wrong_kinds_rejected(name, make, exc, words):
     kwargs, _ = fwd_case(4, (F32, F32, F32), lengths=[3, 5, 2])
-    states = kwargs["conv_states"]
-    kwargs[name] = make(kwargs[name])
-    if name != "conv_states":
-        rejected(causal_conv1d_fn, kwargs, "conv_states", exc, words)
-    else:
-        before = states.clone()
-        with pytest.raises(exc, match=words[0]):
-            causal_conv1d_fn(**kwargs)
-        assert torch.equal(states, before)
+    check_rejected(causal_conv1d_fn, kwargs, replace(name, make), exc, words)
 
 
 @pytest.mark.parametrize(
@@ -186,8 +188,7 @@ def test_fwd_wrong_kinds_rejected(name, make, exc, words):
 )
 def test_update_wrong_kinds_rejected(name, make, exc, words):
     kwargs, _ = update_case(4, (F32, F32, F32), circular=True)
-    kwargs[name] = make(kwargs[name])
-    rejected(causal_conv1d_update, kwargs, "conv_state", exc, words)
+    check_rejected(causal_conv1d_update, kwargs, replace(name, make), exc, words)
 
 
 @pytest.mark.parametrize("device", devices())
@@ -195,5 +196,10 @@ def test_update_wrong_kinds_rejected(name, make, exc, words):
 def test_update_bad_index_with_validation_rejected(device, bad_index):
     kwargs, _ = update_case(4, (F32, F32, F32), device, index_dtype=torch.int64)
     kwargs["conv_state_indices"][2] = bad_index
-    kwargs["validate"] = True
-    rejected(causal_conv1d_update, kwargs, "conv_state", ValueError, ["conv_state_indices"])
+    check_rejected(
+        causal_conv1d_update,
+        kwargs,
+        lambda k: k.update(validate=True),
+        ValueError,
+        ["conv_state_indices"],
+    )

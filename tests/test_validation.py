@@ -4,7 +4,7 @@ before any cache is modified."""
 import pytest
 import torch
 from causal_conv1d_kernels import causal_conv1d_fn, causal_conv1d_update
-from helpers import F32, fwd_case, fwd_op_args, update_case, update_op_args
+from helpers import F32, check_rejected, fwd_case, fwd_op_args, update_case, update_op_args
 
 
 def fwd_kwargs():
@@ -242,19 +242,6 @@ UPDATE_ERRORS = [
         ["conv_state_indices", "40"],
     ),
 ]
-
-
-def check_rejected(call, kwargs, mutate, exc, words):
-    mutate(kwargs)
-    states = kwargs.get("conv_states", kwargs.get("conv_state"))
-    before = None if states is None or states.is_meta else states.clone()
-    with pytest.raises(exc) as info:
-        call(**kwargs)
-    message = str(info.value)
-    for word in words:
-        assert word in message, f"{word!r} not in {message!r}"
-    if before is not None:
-        assert torch.equal(states, before), "a rejected call modified the cache"
 
 
 @pytest.mark.parametrize(
