@@ -5,7 +5,7 @@
 #   bash benchmarks/device_run.sh            # from the repository root
 #   STAGES="cuda-tests gpu-bench" bash benchmarks/device_run.sh   # a subset
 # Stages: tests (whole suite), cuda-tests (tests whose id names cuda), selfcheck, cpu-bench,
-# cpu-scaling (benchmarks/cpu_scaling.py), reliability (CUDA hostile/fuzz/stress/large tests), gpu-bench, profile (ncu over a few cases, ours and the seed), chunk-sweep (prefill at each forced tokens-per-program), sanitize (compute-sanitizer memcheck and racecheck over a reduced CUDA run).
+# cpu-scaling (benchmarks/cpu_scaling.py), reliability (CUDA hostile/fuzz/stress/large tests), gpu-bench, profile (ncu over a few cases, ours and the seed), chunk-sweep (prefill at each forced tokens-per-program), sanitize (compute-sanitizer memcheck, racecheck and initcheck over a reduced CUDA run, side by side).
 # The seed's Triton kernels are taken from .peers/ (a copy of shared/peers, not committed).
 set -uo pipefail
 OUT="${OUT:-$PWD/device-out}"
@@ -51,19 +51,25 @@ if want chunk-sweep; then
       | tee -a "$LOG" | grep -E "^(prefill|mixed|small)" | cut -d: -f2 | cut -d, -f1-3
   done
 fi
-if want reliability; then  # issue 5's CUDA runs: hostile inputs, fuzzing, stress, >2^31 elements
-  CAUSAL_CONV1D_STRESS_CALLS="${STRESS_CALLS:-10000}" CAUSAL_CONV1D_FUZZ_EXAMPLES="${FUZZ_EXAMPLES:-500}" \
-    python3 -m pytest -q -rs tests/test_hostile.py tests/test_fuzz.py tests/test_stress.py \
-    tests/test_large.py -k cuda -p no:cacheprovider 2>&1 | tee -a "$LOG" | tail -12
-fi
-if want sanitize; then
+if want sanitize; then  # the tools run side by side, beside the reliability stage (one GPU is plenty)
   for tool in ${SANITIZERS:-memcheck racecheck initcheck}; do
-    CAUSAL_CONV1D_STRESS_CALLS=200 CAUSAL_CONV1D_FUZZ_EXAMPLES=30 \
-      timeout "${SANITIZE_TIMEOUT:-240}" compute-sanitizer --tool "$tool" --error-exitcode 9 python3 -m pytest -q \
+    ( CAUSAL_CONV1D_STRESS_CALLS=200 CAUSAL_CONV1D_FUZZ_EXAMPLES=30 \
+      timeout "${SANITIZE_TIMEOUT:-300}" compute-sanitizer --tool "$tool" --error-exitcode 9 python3 -m pytest -q \
       tests/test_fwd.py tests/test_update.py tests/test_cuda.py tests/test_safety.py tests/test_hostile.py \
       tests/test_fuzz.py tests/test_stress.py -p no:cacheprovider \
       -k "${SANITIZE_K:-cuda and not compile and not opcheck and (not matches_reference or bfloat16-bfloat16-float32 or float32-float16-bfloat16)}" \
       > "$OUT/sanitize-$tool.txt" 2>&1
-    echo "compute-sanitizer $tool: exit $?"; grep -E "ERROR SUMMARY|passed|failed" "$OUT/sanitize-$tool.txt" | tail -3
+      echo "compute-sanitizer $tool: exit $? (124: timed out)" >> "$OUT/sanitize-$tool.txt" ) &
+  done
+fi
+if want reliability; then  # issue 5's CUDA runs: hostile inputs, fuzzing, stress, >2^31 elements
+  CAUSAL_CONV1D_STRESS_CALLS="${STRESS_CALLS:-10000}" CAUSAL_CONV1D_FUZZ_EXAMPLES="${FUZZ_EXAMPLES:-500}" \
+    python3 -m pytest -q -rs --durations=8 tests/test_hostile.py tests/test_fuzz.py tests/test_stress.py \
+    tests/test_large.py -k cuda -p no:cacheprovider 2>&1 | tee -a "$LOG" "$OUT/reliability.txt" | tail -25
+fi
+wait
+if want sanitize; then
+  for tool in ${SANITIZERS:-memcheck racecheck initcheck}; do
+    grep -E "ERROR SUMMARY|RACECHECK SUMMARY|passed|failed|^compute-sanitizer" "$OUT/sanitize-$tool.txt" | tail -4
   done
 fi
