@@ -4,8 +4,13 @@
 # (or ./device-out): log.txt and the benchmark tables, JSON and plots.
 #   bash benchmarks/device_run.sh            # from the repository root
 #   STAGES="cuda-tests gpu-bench" bash benchmarks/device_run.sh   # a subset
-# Stages: tests (whole suite), cuda-tests (tests whose id names cuda), selfcheck, cpu-bench,
-# cpu-scaling (benchmarks/cpu_scaling.py), reliability (CUDA hostile/fuzz/stress/large tests), gpu-bench, profile (ncu over a few cases, ours and the seed), chunk-sweep (prefill at each forced tokens-per-program), sanitize (compute-sanitizer memcheck, racecheck and initcheck over a reduced CUDA run, side by side).
+# Stages: tests (whole suite), cuda-tests (tests whose id names cuda: every GPU-only test does),
+# selfcheck, cpu-bench, cpu-scaling (benchmarks/cpu_scaling.py), reliability (CUDA hostile, fuzz,
+# stress and large tests), gpu-bench, profile (ncu over a few cases, ours and the seed),
+# chunk-sweep (prefill at each forced tokens-per-program), sanitize (compute-sanitizer memcheck,
+# racecheck and initcheck over a reduced CUDA run, side by side; on the H100 memcheck and
+# initcheck take about 5 minutes each and racecheck longer than one 10-minute call: give it a
+# call of its own, SANITIZERS=racecheck, with fewer tests through SANITIZE_K).
 # The seed's Triton kernels are taken from .peers/ (a copy of shared/peers, not committed).
 set -uo pipefail
 OUT="${OUT:-$PWD/device-out}"

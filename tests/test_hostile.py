@@ -135,7 +135,7 @@ cuda_only = pytest.mark.skipif(
 @pytest.mark.parametrize(
     "moved", ["weight", "bias", "conv_states", "query_start_loc", "cache_indices", "x"]
 )
-def test_fwd_mixed_devices_rejected(moved):
+def test_fwd_mixed_cpu_cuda_devices_rejected(moved):
     """One argument on the other device (CPU tensors in a CUDA call and the reverse)."""
     kwargs, _ = fwd_case(4, (F32, F32, F32), "cuda", lengths=[3, 5, 2])
     # x on the CPU makes a CPU call with everything else on the GPU: the first argument
@@ -146,7 +146,7 @@ def test_fwd_mixed_devices_rejected(moved):
 
 @cuda_only
 @pytest.mark.parametrize("moved", ["weight", "conv_state", "conv_state_indices", "cache_seqlens"])
-def test_update_mixed_devices_rejected(moved):
+def test_update_mixed_cpu_cuda_devices_rejected(moved):
     kwargs, _ = update_case(4, (F32, F32, F32), "cuda", circular=True)
     check_rejected(causal_conv1d_update, kwargs, move(moved), ValueError, [moved, "device"])
 
