@@ -195,7 +195,7 @@ inline void update_step_regs(const ConvParams& p, const CpuWeights& w, int64_t c
     acc += w.taps[H * p.dim + c0 + c] * xt;
     for (int k = 0; k + 1 < H; ++k) C::from_float(window[k + 1], state[k * s_tok + c]);
     C::from_float(xt, state[(H - 1) * s_tok + c]);
-    C::from_float(silu ? acc / (1.f + exp_fast(-acc)) : acc, out[c]);
+    C::from_float(silu ? silu_one(acc) : acc, out[c]);
   }
 }
 
