@@ -4,11 +4,12 @@ Build switches (environment):
   CAUSAL_CONV1D_BUILD_CUDA=0|1   force the CUDA backend off or on; by default it is
                                  built when torch is a CUDA build, nvcc is found and
                                  the tree has CUDA sources.
-  CAUSAL_CONV1D_SANITIZE=1        build the C++ sources (CPU backend only, no CUDA)
+  CAUSAL_CONV1D_SANITIZE=1       build the C++ sources (CPU backend only, no CUDA)
                                  with AddressSanitizer and UndefinedBehaviorSanitizer,
                                  any undefined behaviour fatal; run Python with
-                                 LD_PRELOAD=$(g++ -print-file-name=libasan.so)
-                                 ASAN_OPTIONS=detect_leaks=0 (see .ci/run).
+                                 LD_PRELOAD="$(g++ -print-file-name=libasan.so)
+                                 $(g++ -print-file-name=libstdc++.so)" (libstdc++ for
+                                 C++ exceptions) ASAN_OPTIONS=detect_leaks=0 (see .ci/run).
   TORCH_CUDA_ARCH_LIST, MAX_JOBS  honoured as torch's BuildExtension does.
 """
 

@@ -112,8 +112,8 @@ inline float exp_fast(float v) {
   return p * bits_to_float((float_to_bits(shifted) - 0x4B400000u + 127u) << 23);
 }
 
-// SiLU of one value, as every kernel set computes it (store_output splits the
-// same formula over two loops).
+// SiLU of one value, for the scalar channel tails (store_output splits the
+// same formula over two loops, which GCC vectorises).
 inline float silu_one(float v) { return v / (1.f + exp_fast(-v)); }
 
 // Channel loops come in a unit-stride (vectorised) and a strided flavour.
