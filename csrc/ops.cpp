@@ -36,14 +36,16 @@ void check_device(const char* op, const char* name, const at::Tensor& t, const a
               ", got ", t.device());
 }
 
-// A 1-D (batch,) int32/int64 tensor on x's device.
+// A 1-D int32/int64 tensor on x's device with at least `size` entries:
+// engines pass persistent buffers longer than the batch; entries past it are
+// never read.
 IndexVec index_vec(const char* op, const char* name, const at::Tensor& t, int64_t size,
                    const at::Tensor& x) {
   check_device(op, name, t, x);
   TORCH_CHECK(is_index_type(t.scalar_type()), op, ": ", name, " must be int32 or int64, got ",
               t.scalar_type());
-  TORCH_CHECK(t.dim() == 1 && t.size(0) == size, op, ": ", name, " must have shape (", num(size),
-              ",), got ", dims(t.sizes()));
+  TORCH_CHECK(t.dim() == 1 && t.size(0) >= size, op, ": ", name, " must have shape (", num(size),
+              ",) or be longer, got ", dims(t.sizes()));
   IndexVec v;
   v.data = t.data_ptr();
   v.stride = t.stride(0);
@@ -51,11 +53,18 @@ IndexVec index_vec(const char* op, const char* name, const at::Tensor& t, int64_
   return v;
 }
 
+// query_start_loc: (batch + 1,) int32/int64 on x's device.
+IndexVec query_starts(const char* op, const at::Tensor& q, const at::Tensor& x) {
+  TORCH_CHECK(q.dim() == 1 && q.size(0) >= 1, op,
+              ": query_start_loc must have shape (batch + 1,), got ", dims(q.sizes()));
+  return index_vec(op, "query_start_loc", q, q.size(0), x);
+}
+
 // Fills the filter and cache fields; `states` may be undefined (no cache).
 void fill_conv_params(ConvParams& p, const char* op, const at::Tensor& x, int64_t dim,
                       const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                       const at::Tensor* states, const char* states_name, bool silu,
-                      int64_t pad_slot_id) {
+                      int64_t pad_slot_id, int64_t null_block_id, bool front_window) {
   check_float(op, "x", x);
   check_float(op, "weight", weight);
   check_device(op, "weight", weight, x);
@@ -68,6 +77,8 @@ void fill_conv_params(ConvParams& p, const char* op, const at::Tensor& x, int64_
   p.width = width;
   p.silu = silu;
   p.pad_slot_id = pad_slot_id;
+  p.null_block_id = null_block_id;
+  p.front_window = front_window;
   p.x_type = x.scalar_type();
   p.weight = weight.data_ptr();
   p.weight_type = weight.scalar_type();
@@ -115,7 +126,8 @@ FwdParams make_fwd_params(const at::Tensor& x, const at::Tensor& weight,
                           const at::Tensor& query_start_loc,
                           const std::optional<at::Tensor>& cache_indices,
                           const std::optional<at::Tensor>& has_initial_state, bool silu,
-                          int64_t pad_slot_id, const at::Tensor& out) {
+                          int64_t pad_slot_id, const at::Tensor& out, int64_t null_block_id,
+                          bool front_window) {
   constexpr const char* op = "causal_conv1d_fwd";
   TORCH_CHECK(x.dim() == 2, op, ": x must have shape (dim, num_tokens), got ", dims(x.sizes()));
   TORCH_CHECK(out.sizes() == x.sizes() && out.scalar_type() == x.scalar_type() &&
@@ -127,7 +139,7 @@ FwdParams make_fwd_params(const at::Tensor& x, const at::Tensor& weight,
   FwdParams p;
   fill_conv_params(p, op, x, x.size(0), weight, bias,
                    conv_states.has_value() ? &*conv_states : nullptr, "conv_states", silu,
-                   pad_slot_id);
+                   pad_slot_id, null_block_id, front_window);
   p.x = x.data_ptr();
   p.num_tokens = x.size(1);
   p.x_dim_stride = x.stride(0);
@@ -136,11 +148,8 @@ FwdParams make_fwd_params(const at::Tensor& x, const at::Tensor& weight,
   p.out_dim_stride = out.stride(0);
   p.out_tok_stride = out.stride(1);
 
-  TORCH_CHECK(query_start_loc.dim() == 1 && query_start_loc.size(0) >= 1, op,
-              ": query_start_loc must have shape (batch + 1,), got ",
-              dims(query_start_loc.sizes()));
+  p.query_start_loc = query_starts(op, query_start_loc, x);
   p.batch = query_start_loc.size(0) - 1;
-  p.query_start_loc = index_vec(op, "query_start_loc", query_start_loc, p.batch + 1, x);
   if (cache_indices.has_value()) {
     p.cache_indices = index_vec(op, "cache_indices", *cache_indices, p.batch, x);
   }
@@ -151,8 +160,8 @@ FwdParams make_fwd_params(const at::Tensor& x, const at::Tensor& weight,
     check_device(op, "has_initial_state", h, x);
     TORCH_CHECK(h.scalar_type() == at::kBool, op, ": has_initial_state must be bool, got ",
                 h.scalar_type());
-    TORCH_CHECK(h.dim() == 1 && h.size(0) == p.batch, op, ": has_initial_state must have shape (",
-                num(p.batch), ",), got ", dims(h.sizes()));
+    TORCH_CHECK(h.dim() == 1 && h.size(0) >= p.batch, op, ": has_initial_state must have shape (",
+                num(p.batch), ",) or be longer, got ", dims(h.sizes()));
     p.has_initial_state = h.data_ptr<bool>();
     p.has_initial_state_stride = h.stride(0);
   }
@@ -163,21 +172,37 @@ UpdateParams make_update_params(const at::Tensor& x_in, const at::Tensor& conv_s
                                 const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                                 bool silu, const std::optional<at::Tensor>& cache_seqlens,
                                 const std::optional<at::Tensor>& conv_state_indices,
-                                int64_t pad_slot_id, const at::Tensor& out_in) {
+                                int64_t pad_slot_id, const at::Tensor& out_in,
+                                const std::optional<at::Tensor>& num_accepted_tokens,
+                                const std::optional<at::Tensor>& query_start_loc,
+                                int64_t max_query_len, int64_t null_block_id, bool front_window) {
   constexpr const char* op = "causal_conv1d_update";
-  TORCH_CHECK(x_in.dim() == 2 || x_in.dim() == 3, op,
-              ": x must have shape (batch, dim) or (batch, dim, seqlen), got ", dims(x_in.sizes()));
+  const bool varlen = query_start_loc.has_value();
+  if (varlen) {
+    TORCH_CHECK(x_in.dim() == 2, op,
+                ": with query_start_loc, x must have shape (num_tokens, dim), got ",
+                dims(x_in.sizes()));
+  } else {
+    TORCH_CHECK(x_in.dim() == 2 || x_in.dim() == 3, op,
+                ": x must have shape (batch, dim) or (batch, dim, seqlen), got ",
+                dims(x_in.sizes()));
+  }
   TORCH_CHECK(out_in.sizes() == x_in.sizes() && out_in.scalar_type() == x_in.scalar_type() &&
                   out_in.device() == x_in.device(),
               op, ": out must have x's shape ", dims(x_in.sizes()), " and dtype ",
               x_in.scalar_type(), ", got ", dims(out_in.sizes()), " ", out_in.scalar_type());
-  const at::Tensor x = x_in.dim() == 2 ? x_in.unsqueeze(-1) : x_in;
-  const at::Tensor out = out_in.dim() == 2 ? out_in.unsqueeze(-1) : out_in;
+  // Varlen x (num_tokens, dim) is one row of num_tokens tokens: (1, dim, num_tokens).
+  const auto as_rows = [&](const at::Tensor& t) {
+    if (varlen) return t.t().unsqueeze(0);
+    return t.dim() == 2 ? t.unsqueeze(-1) : t;
+  };
+  const at::Tensor x = as_rows(x_in);
+  const at::Tensor out = as_rows(out_in);
 
   UpdateParams p;
-  fill_conv_params(p, op, x, x.size(1), weight, bias, &conv_state, "conv_state", silu, pad_slot_id);
+  fill_conv_params(p, op, x, x.size(1), weight, bias, &conv_state, "conv_state", silu, pad_slot_id,
+                   null_block_id, front_window);
   p.x = x.data_ptr();
-  p.batch = x.size(0);
   p.seqlen = x.size(2);
   p.x_batch_stride = x.stride(0);
   p.x_dim_stride = x.stride(1);
@@ -186,12 +211,35 @@ UpdateParams make_update_params(const at::Tensor& x_in, const at::Tensor& conv_s
   p.out_batch_stride = out.stride(0);
   p.out_dim_stride = out.stride(1);
   p.out_tok_stride = out.stride(2);
+  if (varlen) {
+    p.query_start_loc = query_starts(op, *query_start_loc, x_in);
+    p.batch = query_start_loc->size(0) - 1;
+    p.num_tokens = x.size(2);
+    p.x_batch_stride = p.out_batch_stride = 0;
+    p.max_query_len = max_query_len;
+  } else {
+    p.batch = x.size(0);
+    p.max_query_len = p.seqlen;
+  }
 
+  TORCH_CHECK(!cache_seqlens.has_value() || (!varlen && !num_accepted_tokens.has_value() &&
+                                             !front_window),
+              op, ": cache_seqlens (ring buffers) cannot be combined with query_start_loc, ",
+              "num_accepted_tokens or front-aligned windows");
   if (cache_seqlens.has_value()) {
-    p.cache_seqlens = index_vec(op, "cache_seqlens", *cache_seqlens, p.batch, x);
+    p.cache_seqlens = index_vec(op, "cache_seqlens", *cache_seqlens, p.batch, x_in);
+  }
+  if (num_accepted_tokens.has_value()) {
+    p.num_accepted_tokens = index_vec(op, "num_accepted_tokens", *num_accepted_tokens, p.batch, x_in);
+    TORCH_CHECK(p.max_query_len >= 1, op,
+                ": num_accepted_tokens with query_start_loc needs max_query_len >= 1, got ",
+                num(max_query_len));
+    TORCH_CHECK(p.state_len >= p.width - 2 + p.max_query_len, op,
+                ": with num_accepted_tokens, conv_state needs width - 1 + max_query_len - 1 = ",
+                num(p.width - 2 + p.max_query_len), " columns, got ", num(p.state_len));
   }
   if (conv_state_indices.has_value()) {
-    p.state_indices = index_vec(op, "conv_state_indices", *conv_state_indices, p.batch, x);
+    p.state_indices = index_vec(op, "conv_state_indices", *conv_state_indices, p.batch, x_in);
   } else {
     TORCH_CHECK(p.num_cache_lines >= p.batch, op,
                 ": without conv_state_indices, conv_state needs a line per row (>= ", num(p.batch),
@@ -206,15 +254,18 @@ TORCH_LIBRARY(causal_conv1d, m) {
   m.def(
       "causal_conv1d_fwd(Tensor x, Tensor weight, Tensor? bias, Tensor(a!)? conv_states, "
       "Tensor query_start_loc, Tensor? cache_indices, Tensor? has_initial_state, bool silu, "
-      "int pad_slot_id) -> Tensor");
+      "int pad_slot_id, int null_block_id=-1, bool front_window=False) -> Tensor");
   // The same into a caller's buffer (x's shape and dtype, any strides, not overlapping x).
   m.def(
       "causal_conv1d_fwd_out(Tensor x, Tensor weight, Tensor? bias, Tensor(a!)? conv_states, "
       "Tensor query_start_loc, Tensor? cache_indices, Tensor? has_initial_state, bool silu, "
-      "int pad_slot_id, Tensor(b!) out) -> ()");
+      "int pad_slot_id, Tensor(b!) out, int null_block_id=-1, bool front_window=False) -> ()");
+  // num_accepted_tokens, query_start_loc, max_query_len, null_block_id and
+  // front_window carry the vLLM dialect (SPEC 1.4); their defaults are the core API.
   m.def(
       "causal_conv1d_update(Tensor x, Tensor(a!) conv_state, Tensor weight, Tensor? bias, "
       "bool silu, Tensor? cache_seqlens, Tensor? conv_state_indices, int pad_slot_id, "
-      "Tensor(b!) out) -> ()");
+      "Tensor(b!) out, Tensor? num_accepted_tokens=None, Tensor? query_start_loc=None, "
+      "int max_query_len=-1, int null_block_id=-1, bool front_window=False) -> ()");
   m.def("cpu_isa() -> str", &causal_conv1d::cpu_isa_name);
 }

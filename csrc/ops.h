@@ -18,14 +18,19 @@ FwdParams make_fwd_params(const at::Tensor& x, const at::Tensor& weight,
                           const at::Tensor& query_start_loc,
                           const std::optional<at::Tensor>& cache_indices,
                           const std::optional<at::Tensor>& has_initial_state, bool silu,
-                          int64_t pad_slot_id, const at::Tensor& out);
+                          int64_t pad_slot_id, const at::Tensor& out, int64_t null_block_id,
+                          bool front_window);
 
-// Checks the arguments of causal_conv1d_update (SPEC 1.2) and describes the call.
+// Checks the arguments of causal_conv1d_update (SPEC 1.2, and 1.4's varlen
+// and speculative rows) and describes the call.
 UpdateParams make_update_params(const at::Tensor& x, const at::Tensor& conv_state,
                                 const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                                 bool silu, const std::optional<at::Tensor>& cache_seqlens,
                                 const std::optional<at::Tensor>& conv_state_indices,
-                                int64_t pad_slot_id, const at::Tensor& out);
+                                int64_t pad_slot_id, const at::Tensor& out,
+                                const std::optional<at::Tensor>& num_accepted_tokens,
+                                const std::optional<at::Tensor>& query_start_loc,
+                                int64_t max_query_len, int64_t null_block_id, bool front_window);
 
 // The output of causal_conv1d_fwd: x's shape and dtype, channel-last when x is.
 at::Tensor empty_fwd_output(const at::Tensor& x);

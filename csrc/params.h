@@ -32,6 +32,11 @@ struct ConvParams {
   int64_t width = 0;
   bool silu = false;
   int64_t pad_slot_id = -1;
+  int64_t null_block_id = -1;  // a second padding id (vLLM's null block); pad_slot_id if unused
+  // vLLM's convention (SPEC 1.4): the window is read from the front columns of
+  // a line and only the columns the call defines are written; otherwise the
+  // window is the last width-1 columns and the whole line shifts.
+  bool front_window = false;
 
   c10::ScalarType x_type = c10::ScalarType::Float;  // x and out
 
@@ -48,11 +53,23 @@ struct ConvParams {
   int64_t num_cache_lines = 0, state_len = 0;
   int64_t state_line_stride = 0, state_dim_stride = 0, state_tok_stride = 0;
 
-  // A cache line that is the pad id, or outside the cache, is padding.
+  // A cache line that is a pad id, or outside the cache, is padding.
   C10_HOST_DEVICE bool is_padding(int64_t line) const {
-    return line == pad_slot_id || (states != nullptr && (line < 0 || line >= num_cache_lines));
+    return line == pad_slot_id || line == null_block_id ||
+           (states != nullptr && (line < 0 || line >= num_cache_lines));
   }
+
+  // Columns of a line that a linear (non-ring) call treats as the state: the
+  // front width-1 in vLLM's convention, all of them otherwise.
+  C10_HOST_DEVICE int64_t linear_len() const { return front_window ? width - 1 : state_len; }
 };
+
+// Clamps [begin, end) into [0, n] with begin <= end, so that a malformed
+// query_start_loc can never address outside x.
+C10_HOST_DEVICE inline void clamp_range(int64_t& begin, int64_t& end, int64_t n) {
+  begin = begin < 0 ? 0 : (begin > n ? n : begin);
+  end = end < begin ? begin : (end > n ? n : end);
+}
 
 // causal_conv1d_fwd: x is (dim, num_tokens), sequences packed along tokens.
 struct FwdParams : ConvParams {
@@ -72,9 +89,17 @@ struct FwdParams : ConvParams {
   C10_HOST_DEVICE void token_range(int64_t i, int64_t& begin, int64_t& end) const {
     begin = query_start_loc[i];
     end = query_start_loc[i + 1];
-    begin = begin < 0 ? 0 : (begin > num_tokens ? num_tokens : begin);
-    end = end < begin ? begin : (end > num_tokens ? num_tokens : end);
+    clamp_range(begin, end, num_tokens);
   }
+};
+
+// How one decode row moves its line (linear modes): the window is columns
+// [base + live - (width-1), base + live) and, after the call, column j < ncols
+// holds cat(line[base, base + live), x_row)[j + shift]; other columns keep
+// their values. Every source column is right of its destination, so an
+// ascending walk over j reads each column before it is overwritten.
+struct LinePlan {
+  int64_t base, live, shift, ncols;
 };
 
 // causal_conv1d_update: x is (batch, dim, seqlen); out may alias x.
@@ -85,8 +110,45 @@ struct UpdateParams : ConvParams {
   void* out = nullptr;
   int64_t out_batch_stride = 0, out_dim_stride = 0, out_tok_stride = 0;
 
-  IndexVec cache_seqlens;  // (batch,) or absent: linear (shifting) state
-  IndexVec state_indices;  // (batch,) or absent: row b uses line b
+  IndexVec cache_seqlens;  // (>= batch,) or absent: linear (shifting) state
+  IndexVec state_indices;  // (>= batch,) or absent: row b uses line b
+
+  // Varlen decode (vLLM): x is (num_tokens, dim) seen as (1, dim, num_tokens)
+  // with x_batch_stride 0, and row b owns tokens [qsl[b], qsl[b+1]).
+  IndexVec query_start_loc;  // (batch + 1,) or absent: row b owns x[b], seqlen tokens
+  int64_t num_tokens = 0;    // tokens of x (varlen)
+  // Speculative decoding (vLLM, front_window): the window starts at column
+  // num_accepted_tokens[b] - 1, clamped into [0, max_query_len - 1].
+  IndexVec num_accepted_tokens;  // (>= batch,) or absent
+  int64_t max_query_len = 1;     // Lmax: longest row (x's seqlen unless varlen)
+
+  // Token range of row b ([begin, begin + len) of x's token dim, in varlen
+  // rows; [0, seqlen) of row b otherwise). False when the row must be treated
+  // as padding: a speculative row longer than max_query_len.
+  C10_HOST_DEVICE bool row_tokens(int64_t b, int64_t& begin, int64_t& len) const {
+    if (!query_start_loc.present()) {
+      begin = 0;
+      len = seqlen;
+      return true;
+    }
+    begin = query_start_loc[b];
+    int64_t end = query_start_loc[b + 1];
+    clamp_range(begin, end, num_tokens);
+    len = end - begin;
+    return !num_accepted_tokens.present() || len <= max_query_len;
+  }
+
+  // The linear plan of row b with len tokens (see LinePlan).
+  C10_HOST_DEVICE LinePlan line_plan(int64_t b, int64_t len) const {
+    const int64_t H = width - 1;
+    if (num_accepted_tokens.present()) {
+      int64_t o = num_accepted_tokens[b] - 1;
+      o = o < 0 ? 0 : (o > max_query_len - 1 ? max_query_len - 1 : o);
+      return {o, H, 1, H - 1 + len};
+    }
+    const int64_t live = linear_len();
+    return {0, live, len, live};
+  }
 };
 
 }  // namespace causal_conv1d

@@ -179,10 +179,12 @@ void causal_conv1d_fwd_out_cpu(const at::Tensor& x, const at::Tensor& weight,
                                const at::Tensor& query_start_loc,
                                const std::optional<at::Tensor>& cache_indices,
                                const std::optional<at::Tensor>& has_initial_state, bool silu,
-                               int64_t pad_slot_id, const at::Tensor& out) {
+                               int64_t pad_slot_id, const at::Tensor& out, int64_t null_block_id,
+                               bool front_window) {
   check_cpu("causal_conv1d_fwd", x);
-  const FwdParams p = make_fwd_params(x, weight, bias, conv_states, query_start_loc, cache_indices,
-                                      has_initial_state, silu, pad_slot_id, out);
+  const FwdParams p =
+      make_fwd_params(x, weight, bias, conv_states, query_start_loc, cache_indices,
+                      has_initial_state, silu, pad_slot_id, out, null_block_id, front_window);
   if (p.batch == 0 || p.dim == 0 || p.num_tokens == 0) return;
   const CpuKernelSet& k = kernels();
   const PreparedWeights weights(p, k.packs_vnni);
@@ -219,10 +221,11 @@ at::Tensor causal_conv1d_fwd_cpu(const at::Tensor& x, const at::Tensor& weight,
                                  const at::Tensor& query_start_loc,
                                  const std::optional<at::Tensor>& cache_indices,
                                  const std::optional<at::Tensor>& has_initial_state, bool silu,
-                                 int64_t pad_slot_id) {
+                                 int64_t pad_slot_id, int64_t null_block_id, bool front_window) {
   at::Tensor out = empty_fwd_output(x);
   causal_conv1d_fwd_out_cpu(x, weight, bias, conv_states, query_start_loc, cache_indices,
-                            has_initial_state, silu, pad_slot_id, out);
+                            has_initial_state, silu, pad_slot_id, out, null_block_id,
+                            front_window);
   return out;
 }
 
@@ -230,11 +233,16 @@ void causal_conv1d_update_cpu(const at::Tensor& x, const at::Tensor& conv_state,
                               const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                               bool silu, const std::optional<at::Tensor>& cache_seqlens,
                               const std::optional<at::Tensor>& conv_state_indices,
-                              int64_t pad_slot_id, const at::Tensor& out) {
+                              int64_t pad_slot_id, const at::Tensor& out,
+                              const std::optional<at::Tensor>& num_accepted_tokens,
+                              const std::optional<at::Tensor>& query_start_loc,
+                              int64_t max_query_len, int64_t null_block_id, bool front_window) {
   check_cpu("causal_conv1d_update", x);
-  const UpdateParams p = make_update_params(x, conv_state, weight, bias, silu, cache_seqlens,
-                                            conv_state_indices, pad_slot_id, out);
+  const UpdateParams p = make_update_params(
+      x, conv_state, weight, bias, silu, cache_seqlens, conv_state_indices, pad_slot_id, out,
+      num_accepted_tokens, query_start_loc, max_query_len, null_block_id, front_window);
   if (p.batch == 0 || p.dim == 0 || p.seqlen == 0) return;
+  const bool varlen = p.query_start_loc.present();
   const CpuKernelSet& k = kernels();
   const PreparedWeights weights(p, /*want_vnni=*/false);  // decode stages fp32 rows
   const CpuWeights w = weights.view();
@@ -243,8 +251,13 @@ void causal_conv1d_update_cpu(const at::Tensor& x, const at::Tensor& conv_state,
   // columns are then streams long enough for the hardware prefetchers.
   const int64_t slab = p.batch >= at::get_num_threads() ? p.dim : std::min(kSlab, p.dim);
   const int64_t slabs = (p.dim + slab - 1) / slab;
-  const int64_t scratch_size = (p.width - 1 + p.seqlen) * scratch_pitch(slab);
-  parallel_items(p.batch * slabs, p.batch * p.seqlen * p.dim, [&](int64_t begin, int64_t end) {
+  // A row stages at most seqlen tokens (varlen: all of x, or max_query_len
+  // when longer speculative rows are padding).
+  const int64_t row_tokens =
+      varlen && p.num_accepted_tokens.present() ? std::min(p.seqlen, p.max_query_len) : p.seqlen;
+  const int64_t scratch_size = (p.width - 1 + row_tokens) * scratch_pitch(slab);
+  const int64_t tokens = varlen ? p.num_tokens : p.batch * p.seqlen;
+  parallel_items(p.batch * slabs, tokens * p.dim, [&](int64_t begin, int64_t end) {
     float* scratch = thread_scratch(scratch_size);
     for (int64_t i = begin; i < end; ++i) {
       const int64_t c0 = (i % slabs) * slab;

@@ -194,7 +194,8 @@ void fwd_item(const FwdParams& p, const CpuWeights& w, int64_t seq, int64_t t0, 
     return;
   }
 
-  const int64_t H = p.width - 1, S = p.state_len;
+  // S: the columns the call reads and writes (the front width-1 in vLLM's convention).
+  const int64_t H = p.width - 1, S = p.linear_len();
   const int64_t s_dim = p.state_dim_stride, s_tok = p.state_tok_stride;
   state_t* state = p.states == nullptr
                        ? nullptr
@@ -247,14 +248,19 @@ void fwd_item(const FwdParams& p, const CpuWeights& w, int64_t seq, int64_t t0, 
 template <class Isa, typename scalar_t, typename state_t>
 void update_item(const UpdateParams& p, const CpuWeights& w, int64_t row, int64_t c0, int64_t c1,
                  float* buf) {
-  const int64_t n = c1 - c0, L = p.seqlen, pitch = scratch_pitch(n);
+  int64_t begin, L;
+  const bool valid = p.row_tokens(row, begin, L);
+  if (L == 0) return;
+  const int64_t n = c1 - c0, pitch = scratch_pitch(n);
   const int64_t x_dim = p.x_dim_stride, x_tok = p.x_tok_stride;
   const int64_t o_dim = p.out_dim_stride, o_tok = p.out_tok_stride;
-  const scalar_t* x = static_cast<const scalar_t*>(p.x) + row * p.x_batch_stride + c0 * x_dim;
-  scalar_t* out = static_cast<scalar_t*>(p.out) + row * p.out_batch_stride + c0 * o_dim;
+  const scalar_t* x =
+      static_cast<const scalar_t*>(p.x) + row * p.x_batch_stride + begin * x_tok + c0 * x_dim;
+  scalar_t* out =
+      static_cast<scalar_t*>(p.out) + row * p.out_batch_stride + begin * o_tok + c0 * o_dim;
 
   const int64_t line = p.state_indices.present() ? p.state_indices[row] : row;
-  if (p.is_padding(line)) {
+  if (!valid || p.is_padding(line)) {
     for (int64_t t = 0; t < L; ++t) fill_channels<Isa>(out + t * o_tok, o_dim, n);
     return;
   }
@@ -265,10 +271,11 @@ void update_item(const UpdateParams& p, const CpuWeights& w, int64_t row, int64_
   if (Isa::update_step(p, w, c0, n, x, state, out)) return;
   const bool circular = p.cache_seqlens.present();
   const int64_t pos = circular ? wrap(p.cache_seqlens[row], S) : 0;
+  const LinePlan plan = circular ? LinePlan{} : p.line_plan(row, L);
 
   // buf rows: the H window columns, then the L new tokens.
   for (int64_t k = 0; k < H; ++k) {
-    const int64_t col = circular ? wrap(pos - H + k, S) : S - H + k;
+    const int64_t col = circular ? wrap(pos - H + k, S) : plan.base + plan.live - H + k;
     copy_channels<Isa>(buf + k * pitch, 1, state + col * s_tok, s_dim, n);
   }
   for (int64_t t = 0; t < L; ++t)
@@ -279,13 +286,13 @@ void update_item(const UpdateParams& p, const CpuWeights& w, int64_t row, int64_
     for (int64_t j = 0; j < L; ++j)
       copy_channels<Isa>(state + ((pos + j) % S) * s_tok, s_dim, x + j * x_tok, x_dim, n);
   } else {
-    // Shift left by L and append: ascending j reads column j + L before it is overwritten.
-    for (int64_t j = 0; j < S; ++j) {
-      const int64_t src = j + L;
-      if (src < S) {
-        copy_channels<Isa>(state + j * s_tok, s_dim, state + src * s_tok, s_dim, n);
+    // Ascending j reads each source column before it is overwritten (LinePlan).
+    for (int64_t j = 0; j < plan.ncols; ++j) {
+      const int64_t src = j + plan.shift;
+      if (src < plan.live) {
+        copy_channels<Isa>(state + j * s_tok, s_dim, state + (plan.base + src) * s_tok, s_dim, n);
       } else {
-        copy_channels<Isa>(state + j * s_tok, s_dim, x + (src - S) * x_tok, x_dim, n);
+        copy_channels<Isa>(state + j * s_tok, s_dim, x + (src - plan.live) * x_tok, x_dim, n);
       }
     }
   }

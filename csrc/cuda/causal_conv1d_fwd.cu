@@ -84,7 +84,7 @@ __global__ void __launch_bounds__(kThreads)
   const bool padding = p.is_padding(line);
 
   const int H = (kW > 0 ? kW : p.width) - 1;
-  const int64_t S = p.state_len;
+  const int64_t S = p.linear_len();  // the front width-1 columns in vLLM's convention
   const bool has_state = p.states != nullptr && !padding;
   const StateLine<state_t, n> state{
       has_state
@@ -183,11 +183,13 @@ void causal_conv1d_fwd_out_cuda(const at::Tensor& x, const at::Tensor& weight,
                                 const at::Tensor& query_start_loc,
                                 const std::optional<at::Tensor>& cache_indices,
                                 const std::optional<at::Tensor>& has_initial_state, bool silu,
-                                int64_t pad_slot_id, const at::Tensor& out) {
+                                int64_t pad_slot_id, const at::Tensor& out, int64_t null_block_id,
+                                bool front_window) {
   TORCH_CHECK(x.is_cuda(), "causal_conv1d_fwd: x must be a CUDA tensor, got ", x.device());
   const c10::cuda::CUDAGuard guard(x.device());
-  const FwdParams p = make_fwd_params(x, weight, bias, conv_states, query_start_loc, cache_indices,
-                                      has_initial_state, silu, pad_slot_id, out);
+  const FwdParams p =
+      make_fwd_params(x, weight, bias, conv_states, query_start_loc, cache_indices,
+                      has_initial_state, silu, pad_slot_id, out, null_block_id, front_window);
   if (p.batch == 0 || p.dim == 0 || p.num_tokens == 0) return;
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   const c10::ScalarType state_type = p.states == nullptr ? p.x_type : p.state_type;
@@ -202,10 +204,11 @@ at::Tensor causal_conv1d_fwd_cuda(const at::Tensor& x, const at::Tensor& weight,
                                   const at::Tensor& query_start_loc,
                                   const std::optional<at::Tensor>& cache_indices,
                                   const std::optional<at::Tensor>& has_initial_state, bool silu,
-                                  int64_t pad_slot_id) {
+                                  int64_t pad_slot_id, int64_t null_block_id, bool front_window) {
   at::Tensor out = empty_fwd_output(x);
   causal_conv1d_fwd_out_cuda(x, weight, bias, conv_states, query_start_loc, cache_indices,
-                             has_initial_state, silu, pad_slot_id, out);
+                             has_initial_state, silu, pad_slot_id, out, null_block_id,
+                             front_window);
   return out;
 }
 

@@ -21,6 +21,28 @@ namespace {
 
 __device__ __forceinline__ int64_t wrap(int64_t v, int64_t m) { return ((v % m) + m) % m; }
 
+// The new state of a front-aligned line (LinePlan with live == width-1): the
+// window holds the whole source, so column j takes window[j + shift] or token
+// j + shift - H, with no reload of the line.
+template <typename state_t, typename scalar_t, int kW, int n>
+__device__ __forceinline__ void store_front_line(const StateLine<state_t, n>& state,
+                                                 const Window<kW, n>& window, int H,
+                                                 const LinePlan& plan,
+                                                 const Rows<const scalar_t, n>& x, int64_t L) {
+#pragma unroll
+  for (int k = 0; k < kTaps<kW> - 1; ++k) {
+    const int64_t j = k - plan.shift;
+    if (k < H && j >= 0) state.store(j, window.v[k]);
+  }
+  for (int64_t t = plan.shift > H ? plan.shift - H : 0; t < L; ++t) {
+    const int64_t j = H + t - plan.shift;
+    if (j >= plan.ncols) break;
+    float v[n];
+    x.load(t, v);
+    state.store(j, v);
+  }
+}
+
 // kStep: the common decode step (one token, linear state of width-1 columns),
 // compiled on its own so that the general paths cost it no registers.
 template <typename scalar_t, typename state_t, int kW, int n, bool kStep>
@@ -29,20 +51,22 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t row = blockIdx.x;
   const int64_t c = (static_cast<int64_t>(blockIdx.y) * kThreads + threadIdx.x) * n;
   if (c >= p.dim) return;
-  const int64_t L = p.seqlen;
-  const Rows<const scalar_t, n> x{
-      static_cast<const scalar_t*>(p.x) + row * p.x_batch_stride + c * p.x_dim_stride,
-      p.x_tok_stride, p.x_dim_stride};
-  const Rows<scalar_t, n> out{
-      static_cast<scalar_t*>(p.out) + row * p.out_batch_stride + c * p.out_dim_stride,
-      p.out_tok_stride, p.out_dim_stride};
+  int64_t begin = 0, L = p.seqlen;
+  const bool valid = kStep || p.row_tokens(row, begin, L);
+  if (L == 0) return;
+  const Rows<const scalar_t, n> x{static_cast<const scalar_t*>(p.x) + row * p.x_batch_stride +
+                                      begin * p.x_tok_stride + c * p.x_dim_stride,
+                                  p.x_tok_stride, p.x_dim_stride};
+  const Rows<scalar_t, n> out{static_cast<scalar_t*>(p.out) + row * p.out_batch_stride +
+                                  begin * p.out_tok_stride + c * p.out_dim_stride,
+                              p.out_tok_stride, p.out_dim_stride};
 
   // Token 0 (L >= 1), the cache index and the filter are loaded together.
   const Packed<scalar_t, n> x0 = x.load_packed(0);
   const int64_t line = p.state_indices.present() ? p.state_indices[row] : row;
   Filter<kW, n> filter;
   filter.load(p, c, vec);
-  if (p.is_padding(line)) {
+  if (!valid || p.is_padding(line)) {
     zero_tokens<scalar_t, n>(out, 0, L);
     return;
   }
@@ -54,11 +78,12 @@ __global__ void __launch_bounds__(kThreads)
       p.state_tok_stride, p.state_dim_stride, vec.state};
   const bool circular = !kStep && p.cache_seqlens.present();
   const int64_t pos = circular ? wrap(p.cache_seqlens[row], S) : 0;
+  const LinePlan plan = kStep || circular ? LinePlan{0, S, 1, S} : p.line_plan(row, L);
 
   Window<kW, n> window;
 #pragma unroll
   for (int k = 0; k < kTaps<kW> - 1; ++k)
-    if (k < H) state.load(circular ? wrap(pos - H + k, S) : S - H + k, window.v[k]);
+    if (k < H) state.load(circular ? wrap(pos - H + k, S) : plan.base + plan.live - H + k, window.v[k]);
 
   float col0[n];
   x0.unpack(col0);
@@ -76,6 +101,8 @@ __global__ void __launch_bounds__(kThreads)
       x.load(j, v);
       state.store((pos + j) % S, v);
     }
+  } else if (plan.live == H) {
+    store_front_line<state_t, scalar_t, kW, n>(state, window, H, plan, x, L);
   } else {
     shift_state<state_t, n>(state, S, L, true, [&](int64_t t, float (&v)[n]) { x.load(t, v); });
   }
@@ -114,7 +141,8 @@ void launch(const UpdateParams& p, cudaStream_t stream) {
                       p.x_batch_stride % n == 0 && p.out_batch_stride % n == 0 && tokens_aligned &&
                       aligned16(p.x) && aligned16(p.out);
   if (!vector) return launch_n<scalar_t, state_t, kW, 1>(p, stream);
-  const bool step = !p.cache_seqlens.present() && p.seqlen == 1 && p.state_len == p.width - 1;
+  const bool step = !p.cache_seqlens.present() && !p.query_start_loc.present() && p.seqlen == 1 &&
+                    p.state_len == p.width - 1;
   if (step) return launch_n<scalar_t, state_t, kW, n, true>(p, stream);
   launch_n<scalar_t, state_t, kW, n>(p, stream);
 }
@@ -123,11 +151,15 @@ void causal_conv1d_update_cuda(const at::Tensor& x, const at::Tensor& conv_state
                                const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                                bool silu, const std::optional<at::Tensor>& cache_seqlens,
                                const std::optional<at::Tensor>& conv_state_indices,
-                               int64_t pad_slot_id, const at::Tensor& out) {
+                               int64_t pad_slot_id, const at::Tensor& out,
+                               const std::optional<at::Tensor>& num_accepted_tokens,
+                               const std::optional<at::Tensor>& query_start_loc,
+                               int64_t max_query_len, int64_t null_block_id, bool front_window) {
   TORCH_CHECK(x.is_cuda(), "causal_conv1d_update: x must be a CUDA tensor, got ", x.device());
   const c10::cuda::CUDAGuard guard(x.device());
-  const UpdateParams p = make_update_params(x, conv_state, weight, bias, silu, cache_seqlens,
-                                            conv_state_indices, pad_slot_id, out);
+  const UpdateParams p = make_update_params(
+      x, conv_state, weight, bias, silu, cache_seqlens, conv_state_indices, pad_slot_id, out,
+      num_accepted_tokens, query_start_loc, max_query_len, null_block_id, front_window);
   if (p.batch == 0 || p.dim == 0 || p.seqlen == 0) return;
   TORCH_CHECK(p.batch <= 2147483647, "causal_conv1d_update: batch too large for one grid");
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();

@@ -78,13 +78,43 @@ class _Checker:
             )
         return t
 
-    def index(self, name: str, t, size: int) -> torch.Tensor:
+    def index(self, name: str, t, size: int, dtypes=_INDEX_DTYPES) -> torch.Tensor:
+        """A 1-D tensor of at least ``size`` entries: engines pass persistent buffers
+        longer than the batch, whose entries past it are never read."""
         self.tensor(name, t)
-        if t.dtype not in _INDEX_DTYPES:
-            raise TypeError(f"{self.op}: {name} must be int32 or int64, got {t.dtype}")
-        if t.dim() != 1 or t.shape[0] != size:
-            raise ValueError(f"{self.op}: {name} must have shape ({size},), got {_shape(t)}")
+        if t.dtype not in dtypes:
+            expected = " or ".join(str(d).removeprefix("torch.") for d in dtypes)
+            raise TypeError(f"{self.op}: {name} must be {expected}, got {t.dtype}")
+        if t.dim() != 1 or t.shape[0] < size:
+            raise ValueError(
+                f"{self.op}: {name} must have shape ({size},) or be longer, got {_shape(t)}"
+            )
         return t
+
+    def query_start_loc(self, q) -> int:
+        """Checks ``(batch + 1,)`` int32/int64; returns the batch."""
+        self.tensor("query_start_loc", q)
+        if q.dtype not in _INDEX_DTYPES:
+            raise TypeError(f"{self.op}: query_start_loc must be int32 or int64, got {q.dtype}")
+        self.shape("query_start_loc", q.dim() == 1 and q.shape[0] >= 1, "(batch + 1,)", q)
+        return q.shape[0] - 1
+
+    def integer(self, name: str, v) -> None:
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise TypeError(f"{self.op}: {name} must be an int, got {type(v).__name__}")
+
+    def starts_in_range(self, q, batch: int, num_tokens: int, exact_end: bool) -> None:
+        """query_start_loc values (syncs): from 0, never decreasing, ending at num_tokens
+        (prefill) or within it (decode, whose x may be an engine's padded buffer)."""
+        q = q[: batch + 1]
+        last = int(q[-1])
+        bad_end = last != num_tokens if exact_end else last > num_tokens
+        if int(q[0]) != 0 or bad_end or bool((q[1:] < q[:-1]).any()):
+            end = f"end at num_tokens={num_tokens}" if exact_end else f"end <= {num_tokens}"
+            raise ValueError(
+                f"{self.op}: query_start_loc must start at 0, never decrease and {end}, "
+                f"got {q.tolist()[:16]}"
+            )
 
     def shape(self, name: str, ok: bool, expected: str, t: torch.Tensor) -> None:
         if not ok:
@@ -117,13 +147,14 @@ class _Checker:
         )
 
     def pad_slot_id(self, pad_slot_id) -> None:
-        if isinstance(pad_slot_id, bool) or not isinstance(pad_slot_id, int):
-            raise TypeError(
-                f"{self.op}: pad_slot_id must be an int, got {type(pad_slot_id).__name__}"
-            )
+        self.integer("pad_slot_id", pad_slot_id)
 
-    def cache_lines_in_range(self, name: str, indices, num_lines: int, pad_slot_id: int):
-        bad = (indices != pad_slot_id) & ((indices < 0) | (indices >= num_lines))
+    def cache_lines_in_range(
+        self, name: str, indices, batch: int, num_lines: int, pad_slot_id: int, null_block_id: int
+    ):
+        indices = indices[:batch]
+        pad = (indices == pad_slot_id) | (indices == null_block_id)
+        bad = ~pad & ((indices < 0) | (indices >= num_lines))
         if bool(bad.any()):
             raise ValueError(
                 f"{self.op}: {name} must hold values in [0, {num_lines}) or pad_slot_id="
@@ -167,7 +198,41 @@ def causal_conv1d_fn(
     Returns:
         ``out``, or a new tensor with x's shape and dtype (channel-last when x is).
     """
-    op = "causal_conv1d_fn"
+    return _prefill(
+        "causal_conv1d_fn",
+        x,
+        weight,
+        bias,
+        conv_states,
+        query_start_loc,
+        cache_indices,
+        has_initial_state,
+        activation,
+        pad_slot_id,
+        pad_slot_id,
+        False,
+        validate,
+        out,
+    )
+
+
+def _prefill(
+    op: str,
+    x,
+    weight,
+    bias,
+    conv_states,
+    query_start_loc,
+    cache_indices,
+    has_initial_state,
+    activation: Activation,
+    pad_slot_id: int,
+    null_block_id: int,
+    front_window: bool,
+    validate: bool,
+    out,
+) -> torch.Tensor:
+    """Checks of every prefill dialect, then one fwd op call."""
     check = _Checker(op, x)
     silu = _silu(op, activation)
     check.floating("x", x)
@@ -176,18 +241,7 @@ def causal_conv1d_fn(
     width = check.filter(weight, bias, dim)
     if conv_states is not None:
         check.states("conv_states", conv_states, dim, width)
-    check.tensor("query_start_loc", query_start_loc)
-    if query_start_loc.dtype not in _INDEX_DTYPES:
-        raise TypeError(
-            f"{op}: query_start_loc must be int32 or int64, got {query_start_loc.dtype}"
-        )
-    check.shape(
-        "query_start_loc",
-        query_start_loc.dim() == 1 and query_start_loc.shape[0] >= 1,
-        "(batch + 1,)",
-        query_start_loc,
-    )
-    batch = query_start_loc.shape[0] - 1
+    batch = check.query_start_loc(query_start_loc)
     if cache_indices is not None:
         check.index("cache_indices", cache_indices, batch)
     if has_initial_state is not None:
@@ -195,29 +249,21 @@ def causal_conv1d_fn(
             raise ValueError(
                 f"{op}: has_initial_state needs conv_states to read the initial state from"
             )
-        check.tensor("has_initial_state", has_initial_state)
-        if has_initial_state.dtype != torch.bool:
-            raise TypeError(f"{op}: has_initial_state must be bool, got {has_initial_state.dtype}")
-        check.shape(
-            "has_initial_state",
-            has_initial_state.dim() == 1 and has_initial_state.shape[0] == batch,
-            f"({batch},)",
-            has_initial_state,
-        )
+        check.index("has_initial_state", has_initial_state, batch, dtypes=(torch.bool,))
     check.pad_slot_id(pad_slot_id)
+    check.integer("null_block_id", null_block_id)
 
     if _validation_requested(validate):
-        q = query_start_loc
-        if batch >= 0 and (
-            int(q[0]) != 0 or int(q[-1]) != num_tokens or bool((q[1:] < q[:-1]).any())
-        ):
-            raise ValueError(
-                f"{op}: query_start_loc must start at 0, never decrease and end at "
-                f"num_tokens={num_tokens}, got {q.tolist()[:16]}"
-            )
+        if batch >= 0:
+            check.starts_in_range(query_start_loc, batch, num_tokens, exact_end=True)
         if cache_indices is not None and conv_states is not None:
             check.cache_lines_in_range(
-                "cache_indices", cache_indices, conv_states.shape[0], pad_slot_id
+                "cache_indices",
+                cache_indices,
+                batch,
+                conv_states.shape[0],
+                pad_slot_id,
+                null_block_id,
             )
         if cache_indices is None and conv_states is not None and conv_states.shape[0] < batch:
             raise ValueError(
@@ -227,7 +273,9 @@ def causal_conv1d_fn(
 
     args = (x, weight, bias, conv_states, query_start_loc, cache_indices, has_initial_state)
     if out is None:
-        return torch.ops.causal_conv1d.causal_conv1d_fwd(*args, silu, pad_slot_id)
+        return torch.ops.causal_conv1d.causal_conv1d_fwd(
+            *args, silu, pad_slot_id, null_block_id, front_window
+        )
     check.tensor("out", out)
     if out.shape != x.shape or out.dtype != x.dtype:
         raise ValueError(
@@ -236,7 +284,9 @@ def causal_conv1d_fn(
         )
     if out is x:
         raise ValueError(f"{op}: out must not be x: the prefill cannot run in place")
-    torch.ops.causal_conv1d.causal_conv1d_fwd_out(*args, silu, pad_slot_id, out)
+    torch.ops.causal_conv1d.causal_conv1d_fwd_out(
+        *args, silu, pad_slot_id, out, null_block_id, front_window
+    )
     return out
 
 
@@ -271,12 +321,56 @@ def causal_conv1d_update(
     Returns:
         ``out`` (a new tensor when not given), x's shape and dtype.
     """
-    op = "causal_conv1d_update"
+    if out is None:
+        out = torch.empty_like(x) if isinstance(x, torch.Tensor) else None
+    return _decode(
+        "causal_conv1d_update",
+        x,
+        conv_state,
+        weight,
+        bias,
+        activation,
+        cache_seqlens,
+        conv_state_indices,
+        pad_slot_id,
+        out,
+        validate,
+    )
+
+
+def _decode(
+    op: str,
+    x,
+    conv_state,
+    weight,
+    bias,
+    activation: Activation,
+    cache_seqlens,
+    conv_state_indices,
+    pad_slot_id: int,
+    out,
+    validate: bool,
+    num_accepted_tokens=None,
+    query_start_loc=None,
+    max_query_len: int = -1,
+    null_block_id: int = PAD_SLOT_ID,
+    front_window: bool = False,
+) -> torch.Tensor:
+    """Checks of every decode dialect, then one update op call writing into ``out``."""
     check = _Checker(op, x)
     silu = _silu(op, activation)
     check.floating("x", x)
-    check.shape("x", x.dim() in (2, 3), "(batch, dim) or (batch, dim, seqlen)", x)
-    batch, dim = x.shape[0], x.shape[1]
+    varlen = query_start_loc is not None
+    if varlen:
+        check.shape("x", x.dim() == 2, "(num_tokens, dim) with query_start_loc", x)
+        num_tokens, dim = x.shape
+        batch = check.query_start_loc(query_start_loc)
+        check.integer("max_query_len", max_query_len)
+        lmax = max_query_len
+    else:
+        check.shape("x", x.dim() in (2, 3), "(batch, dim) or (batch, dim, seqlen)", x)
+        batch, dim = x.shape[0], x.shape[1]
+        lmax = x.shape[2] if x.dim() == 3 else 1
     width = check.filter(weight, bias, dim)
     check.states("conv_state", conv_state, dim, width)
     if cache_seqlens is not None:
@@ -288,21 +382,53 @@ def causal_conv1d_update(
             f"{op}: without conv_state_indices, conv_state needs a line per row "
             f"(>= {batch}), got {conv_state.shape[0]}"
         )
-    check.pad_slot_id(pad_slot_id)
-    if out is None:
-        out = torch.empty_like(x)
-    else:
-        check.tensor("out", out)
-        if out.shape != x.shape or out.dtype != x.dtype:
+    if num_accepted_tokens is not None:
+        check.index("num_accepted_tokens", num_accepted_tokens, batch)
+        if lmax < 1:
             raise ValueError(
-                f"{op}: out must have x's shape {_shape(x)} and dtype {x.dtype}, "
-                f"got {_shape(out)} and {out.dtype}"
+                f"{op}: num_accepted_tokens with query_start_loc needs max_query_len >= 1, "
+                f"got {max_query_len}"
             )
-
-    if _validation_requested(validate) and conv_state_indices is not None:
-        check.cache_lines_in_range(
-            "conv_state_indices", conv_state_indices, conv_state.shape[0], pad_slot_id
+        if conv_state.shape[2] < width - 2 + lmax:
+            raise ValueError(
+                f"{op}: with num_accepted_tokens, conv_state needs width - 1 + max_query_len - 1"
+                f" = {width - 2 + lmax} columns (state_len), got {_shape(conv_state)}"
+            )
+    check.pad_slot_id(pad_slot_id)
+    check.integer("null_block_id", null_block_id)
+    check.tensor("out", out)
+    if out.shape != x.shape or out.dtype != x.dtype:
+        raise ValueError(
+            f"{op}: out must have x's shape {_shape(x)} and dtype {x.dtype}, "
+            f"got {_shape(out)} and {out.dtype}"
         )
+
+    if _validation_requested(validate):
+        if conv_state_indices is not None:
+            check.cache_lines_in_range(
+                "conv_state_indices",
+                conv_state_indices,
+                batch,
+                conv_state.shape[0],
+                pad_slot_id,
+                null_block_id,
+            )
+        if varlen and batch >= 0:
+            check.starts_in_range(query_start_loc, batch, num_tokens, exact_end=False)
+            lengths = query_start_loc[1 : batch + 1] - query_start_loc[:batch]
+            if num_accepted_tokens is not None and bool((lengths > lmax).any()):
+                raise ValueError(
+                    f"{op}: query_start_loc gives rows longer than max_query_len={lmax}: "
+                    f"{lengths[lengths > lmax][:8].tolist()}"
+                )
+        if num_accepted_tokens is not None:
+            accepted = num_accepted_tokens[:batch]
+            bad = (accepted < 1) | (accepted > lmax)
+            if bool(bad.any()):
+                raise ValueError(
+                    f"{op}: num_accepted_tokens must hold values in [1, {lmax}], "
+                    f"got {accepted[bad][:8].tolist()}"
+                )
 
     torch.ops.causal_conv1d.causal_conv1d_update(
         x,
@@ -314,6 +440,11 @@ def causal_conv1d_update(
         conv_state_indices,
         pad_slot_id,
         out,
+        num_accepted_tokens,
+        query_start_loc,
+        max_query_len,
+        null_block_id,
+        front_window,
     )
     return out
 
@@ -336,6 +467,8 @@ def _causal_conv1d_fwd_fake(
     has_initial_state,
     silu,
     pad_slot_id,
+    null_block_id=-1,
+    front_window=False,
 ):
     torch._check(x.dim() == 2, lambda: "causal_conv1d_fwd: x must be (dim, num_tokens)")
     torch._check(
@@ -366,6 +499,8 @@ def _causal_conv1d_fwd_out_fake(
     silu,
     pad_slot_id,
     out,
+    null_block_id=-1,
+    front_window=False,
 ):
     _causal_conv1d_fwd_fake(
         x,
@@ -383,9 +518,26 @@ def _causal_conv1d_fwd_out_fake(
 
 @torch.library.register_fake("causal_conv1d::causal_conv1d_update")
 def _causal_conv1d_update_fake(
-    x, conv_state, weight, bias, silu, cache_seqlens, conv_state_indices, pad_slot_id, out
+    x,
+    conv_state,
+    weight,
+    bias,
+    silu,
+    cache_seqlens,
+    conv_state_indices,
+    pad_slot_id,
+    out,
+    num_accepted_tokens=None,
+    query_start_loc=None,
+    max_query_len=-1,
+    null_block_id=-1,
+    front_window=False,
 ):
-    torch._check(x.dim() in (2, 3), lambda: "causal_conv1d_update: x must be 2-D or 3-D")
+    varlen = query_start_loc is not None
+    torch._check(
+        x.dim() == 2 if varlen else x.dim() in (2, 3),
+        lambda: "causal_conv1d_update: x must be (batch, dim[, seqlen]) or (num_tokens, dim)",
+    )
     torch._check(out.shape == x.shape, lambda: "causal_conv1d_update: out must match x")
     torch._check(
         weight.dim() == 2 and weight.shape[0] == x.shape[1],

@@ -105,3 +105,107 @@ def causal_conv1d_update_ref(
         out[b] = _conv(window, tokens, weight, bias, silu)
     out = out.to(x.dtype)
     return (out.squeeze(-1) if x.dim() == 2 else out), new_state
+
+
+def vllm_fn_ref(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    conv_states: torch.Tensor | None,
+    query_start_loc: torch.Tensor,
+    cache_indices: torch.Tensor | None = None,
+    has_initial_state: torch.Tensor | None = None,
+    activation: Activation = "silu",
+    pad_slot_id: int = PAD_SLOT_ID,
+    null_block_id: int | None = 0,
+):
+    """Reference of :func:`causal_conv1d_kernels.vllm.causal_conv1d_fn` (SPEC 1.4): the
+    core prefill on the front ``width - 1`` columns of each line, the rest untouched."""
+    width = weight.shape[1]
+    batch = query_start_loc.shape[0] - 1
+    pads = {pad_slot_id} if null_block_id is None else {pad_slot_id, null_block_id}
+    if cache_indices is not None:
+        cache_indices = cache_indices[:batch].clone()
+        cache_indices[[int(v) in pads for v in cache_indices.tolist()]] = pad_slot_id
+    elif null_block_id is not None and conv_states is not None and 0 <= null_block_id < batch:
+        cache_indices = torch.arange(batch, device=x.device)
+        cache_indices[null_block_id] = pad_slot_id
+    if has_initial_state is not None:
+        has_initial_state = has_initial_state[:batch]
+    front = None if conv_states is None else conv_states[:, :, : width - 1].clone()
+    out, new_front = causal_conv1d_fn_ref(
+        x, weight, bias, front, query_start_loc, cache_indices, has_initial_state, activation,
+        pad_slot_id,
+    )
+    if conv_states is None:
+        return out, None
+    new_states = conv_states.clone()
+    new_states[:, :, : width - 1] = new_front
+    return out, new_states
+
+
+def vllm_update_ref(
+    x: torch.Tensor,
+    conv_state: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    activation: Activation = None,
+    conv_state_indices: torch.Tensor | None = None,
+    num_accepted_tokens: torch.Tensor | None = None,
+    query_start_loc: torch.Tensor | None = None,
+    max_query_len: int = -1,
+    null_block_id: int | None = 0,
+):
+    """Reference of :func:`causal_conv1d_kernels.vllm.causal_conv1d_update` (SPEC 1.4);
+    returns ``(out, new_conv_state)`` without touching its inputs. Tokens of x that no row
+    owns (varlen) come back as they were in x."""
+    silu = _silu("vllm_update_ref", activation)
+    width = weight.shape[1]
+    hist = width - 1
+    if query_start_loc is not None:
+        batch = query_start_loc.shape[0] - 1
+        starts = query_start_loc.tolist()
+        rows = [(starts[b], starts[b + 1]) for b in range(batch)]
+        tokens = [x[a:e].t() for a, e in rows]
+        lmax = max_query_len
+        out = x.double().clone()
+    else:
+        x3 = x.unsqueeze(-1) if x.dim() == 2 else x
+        batch = x3.shape[0]
+        tokens = [x3[b] for b in range(batch)]
+        lmax = x3.shape[2]
+        out = torch.zeros(x3.shape, dtype=torch.float64, device=x.device)
+    new_state = conv_state.clone()
+    for b in range(batch):
+        q = tokens[b].shape[1]
+        line = int(conv_state_indices[b]) if conv_state_indices is not None else b
+        padding = (
+            line == PAD_SLOT_ID
+            or line == null_block_id
+            or not 0 <= line < conv_state.shape[0]
+            or (num_accepted_tokens is not None and q > lmax)
+        )
+        if q == 0:
+            continue
+        if padding:
+            y = torch.zeros(tokens[b].shape, dtype=torch.float64, device=x.device)
+        else:
+            state = conv_state[line]
+            if num_accepted_tokens is None:
+                window = state[:, :hist]
+                full = torch.cat([window, tokens[b].to(state.dtype)], dim=1)
+                new_state[line, :, :hist] = full[:, full.shape[1] - hist :]
+            else:
+                o = int(num_accepted_tokens[b]) - 1
+                window = state[:, o : o + hist]
+                full = torch.cat([window, tokens[b].to(state.dtype)], dim=1)
+                new_state[line, :, : hist - 1 + q] = full[:, 1:]
+            y = _conv(window, tokens[b], weight, bias, silu)
+        if query_start_loc is not None:
+            out[rows[b][0] : rows[b][1]] = y.t()
+        else:
+            out[b] = y
+    out = out.to(x.dtype)
+    if query_start_loc is None and x.dim() == 2:
+        out = out.squeeze(-1)
+    return out, new_state
