@@ -35,11 +35,11 @@ def devices():
     return ["cpu", pytest.param("cuda", marks=cuda)]
 
 
-def assert_close(actual: torch.Tensor, expected: torch.Tensor) -> None:
+def assert_close(actual: torch.Tensor, expected: torch.Tensor, equal_nan=False) -> None:
     """Outputs are rounded once from an fp32 accumulation: a couple of ulps of the dtype."""
     tol = {F32: (2e-5, 2e-5), F16: (2e-3, 2e-3), BF16: (1.6e-2, 1.6e-2)}[expected.dtype]
     assert actual.dtype == expected.dtype
-    torch.testing.assert_close(actual, expected, atol=tol[0], rtol=tol[1])
+    torch.testing.assert_close(actual, expected, atol=tol[0], rtol=tol[1], equal_nan=equal_nan)
 
 
 def assert_unused_lines_untouched(states, before, used) -> None:
