@@ -91,3 +91,61 @@ def test_tensors_on_a_non_default_device():
     assert out.device == torch.device("cuda:1")
     assert_close(out, expected)
     assert torch.equal(state, expected_state)
+
+
+def test_graph_of_a_speculative_decode_step_replays_with_new_acceptances_and_lengths():
+    """vLLM's spec-decode step (varlen rows, num_accepted_tokens, engine buffers longer than
+    the batch, null-block padding) captured once and replayed with new tokens, lengths,
+    acceptances and lines in the same buffers."""
+    from causal_conv1d_kernels import vllm
+    from causal_conv1d_kernels.reference import vllm_update_ref
+
+    dim, width, lmax, batch, lines, slots = 256, 4, 4, 6, 12, 9
+    state_len = width - 1 + lmax - 1
+    g = torch.Generator(device="cuda").manual_seed(0)
+    weight = torch.randn(dim, width, device="cuda", dtype=BF16, generator=g)
+    bias = torch.randn(dim, device="cuda", dtype=BF16, generator=g)
+    states = torch.empty(lines, dim, state_len, device="cuda", dtype=F32)
+    x = torch.empty(batch * lmax, dim, device="cuda", dtype=BF16)
+    qsl = torch.empty(batch + 1, dtype=torch.int32, device="cuda")
+    idx = torch.empty(slots, dtype=torch.int32, device="cuda")
+    accepted = torch.empty(slots, dtype=torch.int32, device="cuda")
+
+    def fill(lengths, seed):
+        gen = torch.Generator(device="cuda").manual_seed(seed)
+        x.copy_(torch.randn(x.shape, device="cuda", generator=gen).to(BF16))
+        states.copy_(torch.randn(states.shape, device="cuda", generator=gen))
+        qsl.copy_(cumulative(lengths, torch.int32, "cuda"))
+        idx.copy_(torch.randperm(lines, device="cuda", generator=gen)[:slots].int())
+        idx[seed % batch] = 0  # the null block
+        accepted.copy_(torch.randint(1, lmax + 1, (slots,), device="cuda", generator=gen))
+
+    def step():
+        return vllm.causal_conv1d_update(
+            x, states, weight, bias, "silu", idx, accepted, qsl, lmax, out=out
+        )
+
+    out = torch.zeros_like(x)
+    fill([4, 4, 4, 4, 4, 4], seed=1)
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        step()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step()
+
+    for seed, lengths in [
+        (2, [1, 4, 0, 2, 3, 4]),
+        (3, [4, 4, 4, 4, 4, 4]),
+        (4, [0, 0, 1, 0, 0, 1]),
+    ]:
+        fill(lengths, seed)
+        out.zero_()
+        expected, after = vllm_update_ref(x, states, weight, bias, "silu", idx, accepted, qsl, lmax)
+        graph.replay()
+        torch.cuda.synchronize()
+        used = int(qsl[-1])
+        assert_close(out[:used], expected[:used])
+        assert torch.equal(states, after)

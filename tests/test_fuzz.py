@@ -12,6 +12,7 @@ import os
 
 import pytest
 import torch
+import vllm_cases  # noqa: E402  (after helpers, as a test module)
 from causal_conv1d_kernels import causal_conv1d_fn, causal_conv1d_update
 from causal_conv1d_kernels.reference import causal_conv1d_fn_ref, causal_conv1d_update_ref
 from helpers import DTYPE_MIXES, assert_close, cumulative, devices, rand
@@ -202,3 +203,80 @@ def test_update_matches_reference(device, config):
     for row in pads:
         assert torch.equal(out[row], torch.zeros_like(out[row])), f"padded row {row} not zero"
     assert torch.equal(kwargs["conv_state"], expected_state), "cache differs"
+
+
+# The vLLM dialect (SPEC 1.4): the same properties over its arguments.
+KINDS = st.sampled_from([vllm_cases.REAL, vllm_cases.REAL, vllm_cases.PAD, vllm_cases.NULL])
+
+
+@st.composite
+def vllm_update_configs(draw):
+    lmax = draw(st.integers(1, 6))
+    batch = draw(st.integers(0, 8))
+    n = batch
+    return vllm_cases.update_config(
+        width=draw(st.integers(2, 8)),
+        mix=draw(st.sampled_from(DTYPE_MIXES)),
+        dim=draw(st.one_of(st.integers(1, 40), st.integers(41, 300))),
+        batch=batch,
+        lmax=lmax,
+        mode=draw(st.sampled_from(["2d", "3d", "varlen"])),
+        spec=draw(st.booleans()),
+        lengths=draw(st.lists(st.integers(0, lmax), min_size=n, max_size=n)),
+        accepted=draw(st.lists(st.integers(0, lmax - 1), min_size=n, max_size=n)),
+        kinds=draw(st.lists(KINDS, min_size=n, max_size=n)),
+        null_block_id=draw(st.sampled_from([0, None])),
+        num_lines=batch + 1 + draw(st.integers(0, 3)),
+        extra=draw(st.integers(0, 3)),
+        extra_state=draw(st.integers(0, 3)),
+        tail_tokens=draw(st.integers(0, 3)),
+        state_layout=draw(st.sampled_from(LAYOUTS)),
+        x_layout=draw(st.sampled_from(LAYOUTS)),
+        index_dtype=draw(st.sampled_from([torch.int32, torch.int64])),
+        bias=draw(st.booleans()),
+        activation=draw(st.sampled_from(["silu", None])),
+        out=draw(st.sampled_from(["in place", "buffer"])),
+        validate=draw(st.booleans()),
+        seed=draw(st.integers(0, 2**31 - 1)),
+    )
+
+
+@st.composite
+def vllm_fn_configs(draw):
+    lengths = draw(st.lists(LENGTHS, min_size=0, max_size=7))
+    n = len(lengths)
+    return vllm_cases.fn_config(
+        width=draw(st.integers(2, 8)),
+        mix=draw(st.sampled_from(DTYPE_MIXES)),
+        dim=draw(st.one_of(st.integers(1, 40), st.integers(41, 300))),
+        lengths=lengths,
+        init=draw(st.lists(st.booleans(), min_size=n, max_size=n)),
+        kinds=draw(st.lists(KINDS, min_size=n, max_size=n)),
+        null_block_id=draw(st.sampled_from([0, None])),
+        num_lines=n + 1 + draw(st.integers(0, 3)),
+        extra=draw(st.integers(0, 3)),
+        extra_state=draw(st.integers(0, 4)),
+        x_layout=draw(st.sampled_from(LAYOUTS)),
+        state_layout=draw(st.sampled_from(LAYOUTS)),
+        index_dtype=draw(st.sampled_from([torch.int32, torch.int64])),
+        bias=draw(st.booleans()),
+        activation=draw(st.sampled_from(["silu", None])),
+        validate=draw(st.booleans()),
+        seed=draw(st.integers(0, 2**31 - 1)),
+    )
+
+
+@pytest.mark.parametrize("device", devices())
+@FUZZ
+@given(config=vllm_update_configs())
+def test_vllm_update_matches_reference(device, config):
+    vllm_cases.check_update(
+        vllm_cases.build_update(config, device), vllm_cases.padding_rows(config)
+    )
+
+
+@pytest.mark.parametrize("device", devices())
+@FUZZ
+@given(config=vllm_fn_configs())
+def test_vllm_fn_matches_reference(device, config):
+    vllm_cases.check_fn(vllm_cases.build_fn(config, device), vllm_cases.padding_rows(config))

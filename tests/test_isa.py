@@ -13,6 +13,7 @@ ISAS = ["avx512_bf16", "avx2", "portable"]  # best first
 SUITE = [
     "tests/test_fwd.py",
     "tests/test_update.py",
+    "tests/test_vllm.py",
     "tests/test_safety.py",
     "tests/test_hostile.py",
     "tests/test_fuzz.py",

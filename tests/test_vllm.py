@@ -235,42 +235,84 @@ def rejected(call, kwargs, exc, words):
 
 
 UPDATE_REJECTIONS = [
-    ("accepted-dtype", lambda k: k.update(num_accepted_tokens=k["num_accepted_tokens"].float()),
-     TypeError, ["num_accepted_tokens", "int32 or int64"]),
-    ("accepted-short", lambda k: k.update(num_accepted_tokens=k["num_accepted_tokens"][:2]),
-     ValueError, ["num_accepted_tokens", "(6,)"]),
-    ("accepted-2d", lambda k: k.update(num_accepted_tokens=k["num_accepted_tokens"][:, None]),
-     ValueError, ["num_accepted_tokens"]),
-    ("qsl-dtype", lambda k: k.update(query_start_loc=k["query_start_loc"].float()),
-     TypeError, ["query_start_loc"]),
-    ("qsl-2d", lambda k: k.update(query_start_loc=k["query_start_loc"][None]),
-     ValueError, ["query_start_loc"]),
+    (
+        "accepted-dtype",
+        lambda k: k.update(num_accepted_tokens=k["num_accepted_tokens"].float()),
+        TypeError,
+        ["num_accepted_tokens", "int32 or int64"],
+    ),
+    (
+        "accepted-short",
+        lambda k: k.update(num_accepted_tokens=k["num_accepted_tokens"][:2]),
+        ValueError,
+        ["num_accepted_tokens", "(6,)"],
+    ),
+    (
+        "accepted-2d",
+        lambda k: k.update(num_accepted_tokens=k["num_accepted_tokens"][:, None]),
+        ValueError,
+        ["num_accepted_tokens"],
+    ),
+    (
+        "qsl-dtype",
+        lambda k: k.update(query_start_loc=k["query_start_loc"].float()),
+        TypeError,
+        ["query_start_loc"],
+    ),
+    (
+        "qsl-2d",
+        lambda k: k.update(query_start_loc=k["query_start_loc"][None]),
+        ValueError,
+        ["query_start_loc"],
+    ),
     ("varlen-3d-x", lambda k: k.update(x=k["x"][None]), ValueError, ["x", "num_tokens"]),
     ("max-len-type", lambda k: k.update(max_query_len=2.0), TypeError, ["max_query_len"]),
     ("max-len-missing", lambda k: k.update(max_query_len=-1), ValueError, ["max_query_len"]),
-    ("state-too-short", lambda k: k.update(max_query_len=9), ValueError,
-     ["conv_state", "columns"]),
-    ("indices-short", lambda k: k.update(conv_state_indices=k["conv_state_indices"][:3]),
-     ValueError, ["conv_state_indices", "(6,)"]),
+    ("state-too-short", lambda k: k.update(max_query_len=9), ValueError, ["conv_state", "columns"]),
+    (
+        "indices-short",
+        lambda k: k.update(conv_state_indices=k["conv_state_indices"][:3]),
+        ValueError,
+        ["conv_state_indices", "(6,)"],
+    ),
     ("null-type", lambda k: k.update(null_block_id="0"), TypeError, ["null_block_id"]),
     ("out-shape", lambda k: k.update(out=k["x"][:-1]), ValueError, ["out"]),
-    ("validated-accepted", lambda k: (k.update(validate_data=True),
-                                      k["num_accepted_tokens"].__setitem__(1, 5)),
-     ValueError, ["num_accepted_tokens", "[1, 4]"]),
-    ("validated-accepted-0", lambda k: (k.update(validate_data=True),
-                                        k["num_accepted_tokens"].__setitem__(0, 0)),
-     ValueError, ["num_accepted_tokens"]),
-    ("validated-long-row", lambda k: (k.update(validate_data=True, max_query_len=3)),
-     ValueError, ["query_start_loc", "max_query_len=3"]),
-    ("validated-qsl-order", lambda k: (k.update(validate_data=True),
-                                       k["query_start_loc"].__setitem__(2, 0)),
-     ValueError, ["query_start_loc"]),
-    ("validated-qsl-end", lambda k: (k.update(validate_data=True),
-                                     k["query_start_loc"].__setitem__(6, 10_000)),
-     ValueError, ["query_start_loc"]),
-    ("validated-index", lambda k: (k.update(validate_data=True),
-                                   k["conv_state_indices"].__setitem__(3, 99)),
-     ValueError, ["conv_state_indices", "99"]),
+    (
+        "validated-accepted",
+        lambda k: (k.update(validate_data=True), k["num_accepted_tokens"].__setitem__(1, 5)),
+        ValueError,
+        ["num_accepted_tokens", "[1, 4]"],
+    ),
+    (
+        "validated-accepted-0",
+        lambda k: (k.update(validate_data=True), k["num_accepted_tokens"].__setitem__(0, 0)),
+        ValueError,
+        ["num_accepted_tokens"],
+    ),
+    (
+        "validated-long-row",
+        lambda k: k.update(validate_data=True, max_query_len=3),
+        ValueError,
+        ["query_start_loc", "max_query_len=3"],
+    ),
+    (
+        "validated-qsl-order",
+        lambda k: (k.update(validate_data=True), k["query_start_loc"].__setitem__(2, 0)),
+        ValueError,
+        ["query_start_loc"],
+    ),
+    (
+        "validated-qsl-end",
+        lambda k: (k.update(validate_data=True), k["query_start_loc"].__setitem__(6, 10_000)),
+        ValueError,
+        ["query_start_loc"],
+    ),
+    (
+        "validated-index",
+        lambda k: (k.update(validate_data=True), k["conv_state_indices"].__setitem__(3, 99)),
+        ValueError,
+        ["conv_state_indices", "99"],
+    ),
 ]
 
 
@@ -285,19 +327,37 @@ def test_update_rejects(device, mutate, exc, words):
 
 
 FN_REJECTIONS = [
-    ("indices-short", lambda k: k.update(cache_indices=k["cache_indices"][:3]), ValueError,
-     ["cache_indices", "(8,)"]),
-    ("init-short", lambda k: k.update(has_initial_state=k["has_initial_state"][:3]), ValueError,
-     ["has_initial_state", "(8,)"]),
-    ("init-dtype", lambda k: k.update(has_initial_state=k["has_initial_state"].int()), TypeError,
-     ["has_initial_state", "bool"]),
+    (
+        "indices-short",
+        lambda k: k.update(cache_indices=k["cache_indices"][:3]),
+        ValueError,
+        ["cache_indices", "(8,)"],
+    ),
+    (
+        "init-short",
+        lambda k: k.update(has_initial_state=k["has_initial_state"][:3]),
+        ValueError,
+        ["has_initial_state", "(8,)"],
+    ),
+    (
+        "init-dtype",
+        lambda k: k.update(has_initial_state=k["has_initial_state"].int()),
+        TypeError,
+        ["has_initial_state", "bool"],
+    ),
     ("null-type", lambda k: k.update(null_block_id=0.0), TypeError, ["null_block_id"]),
-    ("validated-index", lambda k: (k.update(validate_data=True),
-                                   k["cache_indices"].__setitem__(0, 50)),
-     ValueError, ["cache_indices", "50"]),
-    ("validated-qsl", lambda k: (k.update(validate_data=True),
-                                 k["query_start_loc"].__setitem__(3, 0)),
-     ValueError, ["query_start_loc"]),
+    (
+        "validated-index",
+        lambda k: (k.update(validate_data=True), k["cache_indices"].__setitem__(0, 50)),
+        ValueError,
+        ["cache_indices", "50"],
+    ),
+    (
+        "validated-qsl",
+        lambda k: (k.update(validate_data=True), k["query_start_loc"].__setitem__(3, 0)),
+        ValueError,
+        ["query_start_loc"],
+    ),
 ]
 
 
@@ -373,7 +433,9 @@ def test_fn_hostile_indices_are_padding(device):
     before = big.clone()
     out = vllm.causal_conv1d_fn(**kwargs)
     bounds = kwargs["query_start_loc"].tolist()
-    assert torch.equal(out[:, bounds[3] : bounds[4]], torch.zeros_like(out[:, bounds[3] : bounds[4]]))
+    assert torch.equal(
+        out[:, bounds[3] : bounds[4]], torch.zeros_like(out[:, bounds[3] : bounds[4]])
+    )
     assert torch.equal(big[:2], before[:2]) and torch.equal(big[-2:], before[-2:])
 
 
@@ -413,14 +475,27 @@ def update_op_args(kwargs):
 @pytest.mark.parametrize("mode", MODES, ids=mode_id)
 def test_opcheck_update(device, mode):
     kwargs = build_update(update_config(mode=mode[0], spec=mode[1]), device)
-    torch.library.opcheck(torch.ops.causal_conv1d.causal_conv1d_update.default, update_op_args(kwargs))
+    torch.library.opcheck(
+        torch.ops.causal_conv1d.causal_conv1d_update.default, update_op_args(kwargs)
+    )
 
 
 @pytest.mark.parametrize("device", devices())
 def test_opcheck_fwd_front_window(device):
     k = build_fn(fn_config(), device)
-    args = (k["x"], k["weight"], k["bias"], k["conv_states"], k["query_start_loc"],
-            k["cache_indices"], k["has_initial_state"], True, -1, 0, True)
+    args = (
+        k["x"],
+        k["weight"],
+        k["bias"],
+        k["conv_states"],
+        k["query_start_loc"],
+        k["cache_indices"],
+        k["has_initial_state"],
+        True,
+        -1,
+        0,
+        True,
+    )
     torch.library.opcheck(torch.ops.causal_conv1d.causal_conv1d_fwd.default, args)
 
 
@@ -442,8 +517,18 @@ def test_torch_compile_fullgraph(device):
     tokens = torch.randn(8 * 4, k["x"].shape[0], device=device)
     dqsl = torch.arange(0, 33, 4, dtype=torch.int32, device=device)
     accepted = torch.randint(1, 5, (10,), dtype=torch.int32, device=device)
-    args = [k["x"], k["weight"], k["bias"], k["conv_states"], k["query_start_loc"],
-            k["cache_indices"], k["has_initial_state"], tokens, dqsl, accepted]
+    args = [
+        k["x"],
+        k["weight"],
+        k["bias"],
+        k["conv_states"],
+        k["query_start_loc"],
+        k["cache_indices"],
+        k["has_initial_state"],
+        tokens,
+        dqsl,
+        accepted,
+    ]
     eager_args = [a.clone() if isinstance(a, torch.Tensor) else a for a in args]
     eager = VllmLayer()(*eager_args)
     compiled = torch.compile(VllmLayer(), fullgraph=True, backend="aot_eager")(*args)
@@ -477,8 +562,8 @@ def test_op_checks_vllm_arguments():
         (9, k["num_accepted_tokens"][:2], r"num_accepted_tokens must have shape \(6,\)"),
         (9, k["num_accepted_tokens"].float(), "num_accepted_tokens must be int32 or int64"),
         (10, k["query_start_loc"][None], "query_start_loc must have shape"),
-        (11, 9, "with num_accepted_tokens, conv_state needs width - 1 \\+ max_query_len - 1 = 11 columns"),
-        (11, 0, "needs max_query_len >= 1"),
+        (11, 9, r"with num_accepted_tokens, conv_state needs .* = 11 columns"),
+        (11, 0, "num_accepted_tokens with query_start_loc needs max_query_len >= 1"),
         (0, k["x"][None], "with query_start_loc, x must have shape"),
     ]:
         bad_args = list(args)
@@ -491,3 +576,79 @@ def test_op_checks_vllm_arguments():
     bad_args[5] = torch.zeros(6, dtype=torch.int64)  # ring buffers with varlen rows
     with pytest.raises(RuntimeError, match="cache_seqlens .* cannot be combined"):
         op(*bad_args)
+
+
+def load_vllm_peer():
+    """vLLM 0.33's Triton kernels (../shared/peers beside the checkout, or .peers/ inside it)."""
+    import os
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for where in (os.path.join(root, "..", "shared", "peers"), os.path.join(root, ".peers")):
+        if os.path.exists(os.path.join(where, "vllm_triton_0_33.py")):
+            sys.path.insert(0, where)
+            try:
+                import vllm_triton_0_33
+
+                return vllm_triton_0_33
+            except Exception:  # noqa: BLE001 (no triton: skip)
+                return None
+    return None
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+@pytest.mark.parametrize("width", [2, 3, 4])
+@pytest.mark.parametrize("mode", MODES, ids=mode_id)
+def test_cuda_agrees_with_vllm_0_33(width, mode):
+    """Semantics beside the peer itself (fp32 everywhere, so that vLLM's cast of x to the state
+    dtype changes nothing): same cache bit for bit, same outputs on non-padding rows. Rows of
+    vLLM's varlen plain mode are skipped: 0.33 only uses varlen with num_accepted_tokens."""
+    peer = load_vllm_peer()
+    if peer is None or not ck.has_cuda_backend():
+        pytest.skip("needs vLLM 0.33's Triton peer and the CUDA backend")
+    if mode == ("varlen", False):
+        pytest.skip("vLLM 0.33 has no plain varlen decode")
+    c = update_config(
+        width=width,
+        mode=mode[0],
+        spec=mode[1],
+        mix=(torch.float32,) * 3,
+        extra_state=0,
+        kinds=[REAL, REAL, NULL, REAL, REAL, REAL],
+        tail_tokens=0,
+        batch=6,
+        extra=0,
+    )
+    ours = build_update(c, "cuda")
+    theirs = {k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in ours.items()}
+    theirs.pop("validate_data")
+    vllm.causal_conv1d_update(**ours)
+    peer.causal_conv1d_update(**theirs)
+    torch.cuda.synchronize()
+    assert torch.equal(ours["conv_state"], theirs["conv_state"])
+    keep = torch.ones(ours["x"].shape[0], dtype=torch.bool, device="cuda")
+    if mode[0] == "varlen":
+        q = ours["query_start_loc"].tolist()
+        keep[q[2] : q[3]] = False
+    else:
+        keep[2] = False
+    assert_close(ours["x"][keep], theirs["x"][keep])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+@pytest.mark.parametrize("width", [2, 3, 4])
+def test_cuda_fn_agrees_with_vllm_0_33(width):
+    peer = load_vllm_peer()
+    if peer is None or not ck.has_cuda_backend():
+        pytest.skip("needs vLLM 0.33's Triton peer and the CUDA backend")
+    c = fn_config(width=width, mix=(torch.float32,) * 3, kinds=[REAL, REAL, NULL] + [REAL] * 5)
+    ours = build_fn(c, "cuda")
+    theirs = {k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in ours.items()}
+    out = vllm.causal_conv1d_fn(**ours)
+    peer_out = peer.causal_conv1d_fn(**theirs)
+    torch.cuda.synchronize()
+    assert torch.equal(ours["conv_states"], theirs["conv_states"])
+    q = ours["query_start_loc"].tolist()
+    for i in range(len(q) - 1):
+        if i not in padding_rows(c):
+            assert_close(out[:, q[i] : q[i + 1]], peer_out[:, q[i] : q[i + 1]])

@@ -13,14 +13,20 @@ REAL, PAD, NULL = "real", "pad", "null"
 
 
 def _lines(c, batch, device):
-    """Distinct real lines (never line 0 while it is the null block), pad and null ids, and
+    """Distinct lines from 1 on for real rows, -1 for pad rows, line 0 for null rows (with no
+    null block the first such row really uses line 0, later ones a line of their own), and
     `extra` junk entries past the batch as an engine's persistent buffer holds."""
-    first = 1 if c["null_block_id"] == 0 else 0
-    real = torch.randperm(c["num_lines"] - first)[:batch] + first
-    ids = []
+    real = (torch.randperm(c["num_lines"] - 1)[:batch] + 1).tolist()
+    ids, zero_taken = [], False
     for b in range(batch):
         kind = c["kinds"][b]
-        ids.append(int(real[b]) if kind == REAL else (-1 if kind == PAD else 0))
+        if kind == PAD:
+            ids.append(-1)
+        elif kind == NULL and (c["null_block_id"] == 0 or not zero_taken):
+            ids.append(0)
+            zero_taken = True
+        else:
+            ids.append(real[b])
     junk = [int(v) for v in torch.randint(0, c["num_lines"], (c["extra"],))]
     return torch.tensor(ids + junk, dtype=c["index_dtype"], device=device)
 

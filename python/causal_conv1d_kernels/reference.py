@@ -134,7 +134,14 @@ def vllm_fn_ref(
         has_initial_state = has_initial_state[:batch]
     front = None if conv_states is None else conv_states[:, :, : width - 1].clone()
     out, new_front = causal_conv1d_fn_ref(
-        x, weight, bias, front, query_start_loc, cache_indices, has_initial_state, activation,
+        x,
+        weight,
+        bias,
+        front,
+        query_start_loc,
+        cache_indices,
+        has_initial_state,
+        activation,
         pad_slot_id,
     )
     if conv_states is None:

@@ -1,0 +1,142 @@
+"""vLLM's decode calls (SPEC 1.4) timed as SPEC section 4 says: ours (causal_conv1d_kernels.vllm)
+beside vLLM 0.33's Triton kernel called exactly as vLLM calls it (launch_pdl on sm_90), each
+against a device copy of the same bytes, in one run, with triton.testing.do_bench (the L2 is
+flushed before every call), median.
+
+    python benchmarks/bench_vllm.py --peers-dir ../shared/peers --out-dir benchmarks/results
+
+Cases (bf16 x, weights and states, W 4, bias, SiLU, D 8192, 256 rows, lines drawn at random
+from a 1024-line cache):
+- spec decode: 1 + 3 draft tokens per row (varlen x of 1024 tokens, max_query_len 4),
+  num_accepted_tokens random in [1, 4], state 4 + 3 columns.
+- varlen decode: the same with 1 to 4 tokens per row (random), as a batch mixing rows that
+  just started speculating with rows in full swing.
+- plain decode: one token per row, x (256, 8192), state 3 columns.
+
+Writes <out-dir>/<name>.md, .json and .png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import sys
+
+import torch
+from causal_conv1d_kernels import __version__, vllm
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from bench import markdown, plot  # noqa: E402
+
+DIM, WIDTH, ROWS, LINES = 8192, 4, 256, 1024
+
+
+def make_case(name: str, seed: int = 0):
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    dev, bf16 = "cuda", torch.bfloat16
+
+    def randn(*shape):
+        return torch.randn(*shape, device=dev, generator=g).to(bf16)
+
+    lines = torch.randperm(LINES - 1, device=dev, generator=g)[:ROWS].int() + 1  # 0: null block
+    kwargs = dict(
+        weight=randn(DIM, WIDTH), bias=randn(DIM), activation="silu", conv_state_indices=lines
+    )
+    if name == "plain decode":
+        kwargs.update(x=randn(ROWS, DIM), conv_state=randn(LINES, DIM, WIDTH - 1))
+        tokens, window, written = ROWS, WIDTH - 1, WIDTH - 1
+    else:
+        lmax = 4
+        if name == "spec decode":
+            lengths = torch.full((ROWS,), lmax, device=dev)
+        else:
+            lengths = torch.randint(1, lmax + 1, (ROWS,), device=dev, generator=g)
+        qsl = torch.zeros(ROWS + 1, dtype=torch.int32, device=dev)
+        qsl[1:] = torch.cumsum(lengths, 0)
+        tokens = int(qsl[-1])
+        # A state of 4 + 3 columns in vLLM's layout: (lines, D, S) with stride(1) == 1.
+        state = torch.randn(LINES, WIDTH + 3, DIM, device=dev, generator=g).to(bf16)
+        kwargs.update(
+            x=randn(tokens, DIM),
+            conv_state=state.transpose(1, 2),
+            num_accepted_tokens=torch.randint(
+                1, lmax + 1, (ROWS,), dtype=torch.int32, device=dev, generator=g
+            ),
+            query_start_loc=qsl,
+            max_query_len=lmax,
+        )
+        window, written = WIDTH - 1, (WIDTH - 2) * ROWS + tokens
+        written = written / ROWS  # columns per row, on average
+    element = 2
+    nbytes = int(
+        element * DIM * (2 * tokens + ROWS * window + ROWS * written)
+    )  # x read, out written, window read, state columns written
+    return kwargs, nbytes
+
+
+def time_us(fn) -> float:
+    import triton.testing
+
+    return triton.testing.do_bench(fn, warmup=50, rep=300, return_mode="median") * 1e3
+
+
+def run(peers_dir: str | None):
+    peer = None
+    if peers_dir:
+        sys.path.insert(0, os.path.abspath(peers_dir))
+        try:
+            import vllm_triton_0_33 as peer
+        except Exception as e:  # noqa: BLE001 (a missing peer is reported, not fatal)
+            print("vLLM 0.33 peer unavailable:", e)
+    rows = []
+    for name in ["spec decode", "varlen decode", "plain decode"]:
+        kwargs, nbytes = make_case(name)
+        src = torch.empty(nbytes // 2, dtype=torch.uint8, device="cuda").random_()
+        dst = torch.empty_like(src)
+        ours_args = dict(
+            kwargs, conv_state=kwargs["conv_state"].clone(), out=torch.empty_like(kwargs["x"])
+        )
+        row = dict(case=name, bytes=nbytes, copy_us=time_us(lambda d=dst, s=src: d.copy_(s)))
+        row["ours_us"] = time_us(lambda a=ours_args: vllm.causal_conv1d_update(**a))
+        if peer is not None:
+            peer_args = dict(
+                kwargs, conv_state=kwargs["conv_state"].clone(), out=torch.empty_like(kwargs["x"])
+            )
+            row["vllm 0.33_us"] = time_us(lambda a=peer_args: peer.causal_conv1d_update(**a))
+        rows.append(row)
+        print(row, flush=True)
+    return rows
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--peers-dir", default=os.path.join(HERE, "..", "..", "shared", "peers"))
+    parser.add_argument("--name", default="gpu-h100-vllm")
+    parser.add_argument("--out-dir", default=os.path.join(HERE, "results"))
+    args = parser.parse_args(argv)
+    rows = run(args.peers_dir)
+    device = torch.cuda.get_device_name()
+    header = (
+        f"# vLLM decode calls, {device}\n\n{datetime.date.today()}, causal_conv1d_kernels "
+        f"{__version__}, torch {torch.__version__}. `triton.testing.do_bench` median, L2 "
+        "flushed before every call; vLLM 0.33's kernel called as vLLM calls it (launch_pdl).\n"
+    )
+    text = markdown(rows, header).replace(
+        "x copy = time", "Timing: do_bench, L2 flushed, not CUDA graphs. x copy = time"
+    )
+    os.makedirs(args.out_dir, exist_ok=True)
+    stem = os.path.join(args.out_dir, args.name)
+    with open(stem + ".md", "w") as f:
+        f.write(text)
+    with open(stem + ".json", "w") as f:
+        json.dump(dict(device=device, torch=torch.__version__, rows=rows), f, indent=1)
+    plot(rows, f"vLLM decode calls, {device}", stem + ".png")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
