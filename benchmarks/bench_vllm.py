@@ -46,7 +46,8 @@ def make_case(name: str, seed: int = 0):
         weight=randn(DIM, WIDTH), bias=randn(DIM), activation="silu", conv_state_indices=lines
     )
     if name == "plain decode":
-        kwargs.update(x=randn(ROWS, DIM), conv_state=randn(LINES, DIM, WIDTH - 1))
+        state = randn(LINES, WIDTH - 1, DIM).transpose(1, 2)  # vLLM's layout: stride(1) == 1
+        kwargs.update(x=randn(ROWS, DIM), conv_state=state)
         tokens, window, written = ROWS, WIDTH - 1, WIDTH - 1
     else:
         lmax = 4

@@ -43,16 +43,24 @@ __device__ __forceinline__ void store_front_line(const StateLine<state_t, n>& st
   }
 }
 
-// kStep: the common decode step (one token, linear state of width-1 columns),
-// compiled on its own so that the general paths cost it no registers.
-template <typename scalar_t, typename state_t, int kW, int n, bool kStep>
+// Kernel variants, each compiled on its own so that the general paths cost the
+// common ones no registers (occupancy is what hides a row's two latencies).
+enum Mode : int {
+  kGeneral = 0,  // any row: ring buffers, shifted lines, long rows
+  kStepMode,     // one token, linear state of width-1 columns
+  kFrontMode,    // front-aligned lines (vLLM), at most kGroup tokens per row
+};
+
+template <typename scalar_t, typename state_t, int kW, int n, int kMode>
 __global__ void __launch_bounds__(kThreads)
     update_kernel(const UpdateParams p, const VecFlags vec) {
+  constexpr bool kStep = kMode == kStepMode, kFront = kMode == kFrontMode;
   const int64_t row = blockIdx.x;
   const int64_t c = (static_cast<int64_t>(blockIdx.y) * kThreads + threadIdx.x) * n;
   if (c >= p.dim) return;
   int64_t begin = 0, L = p.seqlen;
-  const bool valid = kStep || p.row_tokens(row, begin, L);
+  // (A front-mode launch guarantees L <= kGroup; a longer row would be padding.)
+  const bool valid = kStep || (p.row_tokens(row, begin, L) && (!kFront || L <= kGroup));
   if (L == 0) return;
   const Rows<const scalar_t, n> x{static_cast<const scalar_t*>(p.x) + row * p.x_batch_stride +
                                       begin * p.x_tok_stride + c * p.x_dim_stride,
@@ -61,8 +69,14 @@ __global__ void __launch_bounds__(kThreads)
                                   begin * p.out_tok_stride + c * p.out_dim_stride,
                               p.out_tok_stride, p.out_dim_stride};
 
-  // Token 0 (L >= 1), the cache index and the filter are loaded together.
-  const Packed<scalar_t, n> x0 = x.load_packed(0);
+  // The first tokens (all of them when L <= kTokens: a decode or speculative
+  // step), the cache index and the filter are loaded together, so that a row
+  // costs two memory latencies (index, then window) before its stores.
+  constexpr int kTokens = kStep ? 1 : kGroup;
+  Packed<scalar_t, n> xs[kTokens];
+#pragma unroll
+  for (int g = 0; g < kTokens; ++g)
+    if (g < L) xs[g] = x.load_packed(g);
   const int64_t line = p.state_indices.present() ? p.state_indices[row] : row;
   Filter<kW, n> filter;
   filter.load(p, c, vec);
@@ -76,17 +90,19 @@ __global__ void __launch_bounds__(kThreads)
   const StateLine<state_t, n> state{
       static_cast<state_t*>(p.states) + line * p.state_line_stride + c * p.state_dim_stride,
       p.state_tok_stride, p.state_dim_stride, vec.state};
-  const bool circular = !kStep && p.cache_seqlens.present();
+  const bool circular = kMode == kGeneral && p.cache_seqlens.present();
   const int64_t pos = circular ? wrap(p.cache_seqlens[row], S) : 0;
   const LinePlan plan = kStep || circular ? LinePlan{0, S, 1, S} : p.line_plan(row, L);
+  const bool in_registers = kStep || kFront || L <= kTokens;
 
   Window<kW, n> window;
 #pragma unroll
   for (int k = 0; k < kTaps<kW> - 1; ++k)
-    if (k < H) state.load(circular ? wrap(pos - H + k, S) : plan.base + plan.live - H + k, window.v[k]);
+    if (k < H)
+      state.load(circular ? wrap(pos - H + k, S) : plan.base + plan.live - H + k, window.v[k]);
 
   float col0[n];
-  x0.unpack(col0);
+  xs[0].unpack(col0);
   if constexpr (kStep) {
     // The window holds the whole old state: the shifted state needs no reloads.
 #pragma unroll
@@ -101,29 +117,52 @@ __global__ void __launch_bounds__(kThreads)
       x.load(j, v);
       state.store((pos + j) % S, v);
     }
+  } else if (kFront || (plan.live == H && in_registers)) {
+    // Front-aligned line (vLLM): column j takes window[j + shift] or token
+    // j + shift - H, all in registers.
+#pragma unroll
+    for (int k = 0; k < kTaps<kW> - 1; ++k) {
+      const int64_t j = k - plan.shift;
+      if (k < H && j >= 0) state.store(j, window.v[k]);
+    }
+#pragma unroll
+    for (int g = 0; g < kTokens; ++g) {
+      const int64_t j = H + g - plan.shift;
+      if (g < L && j >= 0 && j < plan.ncols) {
+        float v[n];
+        xs[g].unpack(v);
+        state.store(j, v);
+      }
+    }
   } else if (plan.live == H) {
     store_front_line<state_t, scalar_t, kW, n>(state, window, H, plan, x, L);
   } else {
     shift_state<state_t, n>(state, S, L, true, [&](int64_t t, float (&v)[n]) { x.load(t, v); });
   }
 
-  if (kStep || L == 1) {
-    float y[n];
-    conv_step<kW, n>(p, filter, window, col0, y);
-    out.store(0, y);
+  if (in_registers) {
+#pragma unroll
+    for (int g = 0; g < kTokens; ++g) {
+      if (g < L) {
+        float col[n], y[n];
+        xs[g].unpack(col);
+        conv_step<kW, n>(p, filter, window, col, y);
+        out.store(g, y);
+      }
+    }
   } else {
     conv_tokens<scalar_t, kW, n>(p, filter, window, x, out, 0, L);
   }
 }
 
-template <typename scalar_t, typename state_t, int kW, int n, bool kStep = false>
+template <typename scalar_t, typename state_t, int kW, int n, int kMode = kGeneral>
 void launch_n(const UpdateParams& p, cudaStream_t stream) {
   const int per_block = kThreads * n;
   const dim3 grid(p.batch, (p.dim + per_block - 1) / per_block);
   TORCH_CHECK(grid.y <= 65535, "causal_conv1d_update: dim too large for one grid");
   const VecFlags vec = vec_flags(p, kW, c10::elementSize(p.weight_type),
                                  c10::elementSize(p.bias_type), sizeof(state_t));
-  update_kernel<scalar_t, state_t, kW, n, kStep><<<grid, kThreads, 0, stream>>>(p, vec);
+  update_kernel<scalar_t, state_t, kW, n, kMode><<<grid, kThreads, 0, stream>>>(p, vec);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
@@ -143,7 +182,15 @@ void launch(const UpdateParams& p, cudaStream_t stream) {
   if (!vector) return launch_n<scalar_t, state_t, kW, 1>(p, stream);
   const bool step = !p.cache_seqlens.present() && !p.query_start_loc.present() && p.seqlen == 1 &&
                     p.state_len == p.width - 1;
-  if (step) return launch_n<scalar_t, state_t, kW, n, true>(p, stream);
+  if (step) return launch_n<scalar_t, state_t, kW, n, kStepMode>(p, stream);
+  // Front-aligned rows of at most kGroup tokens: bounded by max_query_len when
+  // longer speculative rows are padding, by seqlen without varlen rows.
+  const bool varlen = p.query_start_loc.present();
+  const int64_t longest = varlen ? (p.num_accepted_tokens.present() ? p.max_query_len : -1)
+                                 : p.seqlen;
+  const bool front = p.front_window && !p.cache_seqlens.present() && longest >= 1 &&
+                     longest <= kGroup;
+  if (front) return launch_n<scalar_t, state_t, kW, n, kFrontMode>(p, stream);
   launch_n<scalar_t, state_t, kW, n>(p, stream);
 }
 
