@@ -15,6 +15,9 @@
 // walk each cache line of channels down the block's tokens with the taps and
 // the window in registers.
 //
+// Both honour vLLM's front-aligned lines (ConvParams::front_window; the
+// decode's varlen and speculative rows follow UpdateParams::line_plan).
+//
 // Decode: the SIMD ISAs do the common step (one token, a linear state of
 // width-1 columns, channel-last) in registers (Isa::update_step). Otherwise the
 // window and the new tokens are staged in fp32 first, so `out` may alias `x`;

@@ -13,7 +13,9 @@
 // A thread keeps the width-1 columns before its next token in registers: the
 // first chunk takes them from the conv state (or zeros), later chunks from x
 // (the halo). The first chunk also writes the new state, after its outputs;
-// no other program of the sequence touches the state.
+// no other program of the sequence touches the state. In vLLM's convention
+// (front_window) the state is the line's front width-1 columns and the rest
+// of the line is never touched.
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
