@@ -652,3 +652,27 @@ def test_cuda_fn_agrees_with_vllm_0_33(width):
     for i in range(len(q) - 1):
         if i not in padding_rows(c):
             assert_close(out[:, q[i] : q[i + 1]], peer_out[:, q[i] : q[i + 1]])
+
+
+@pytest.mark.skipif(
+    not (torch.cuda.is_available() and ck.has_cuda_backend()), reason="needs a GPU and CUDA"
+)
+@pytest.mark.parametrize(
+    "moved", ["num_accepted_tokens", "query_start_loc", "conv_state_indices", "conv_state", "out"]
+)
+def test_update_mixed_cpu_cuda_devices_rejected(moved):
+    """Each tensor argument of the dialect left on the CPU in a CUDA call: a ValueError
+    naming it, the cache untouched."""
+    kwargs = build_update(update_config(out="buffer"), "cuda")
+    kwargs[moved] = kwargs[moved].cpu()
+    rejected(vllm.causal_conv1d_update, kwargs, ValueError, [moved, "device"])
+
+
+@pytest.mark.skipif(
+    not (torch.cuda.is_available() and ck.has_cuda_backend()), reason="needs a GPU and CUDA"
+)
+@pytest.mark.parametrize("moved", ["cache_indices", "has_initial_state", "conv_states"])
+def test_fn_mixed_cpu_cuda_devices_rejected(moved):
+    kwargs = build_fn(fn_config(), "cuda")
+    kwargs[moved] = kwargs[moved].cpu()
+    rejected(vllm.causal_conv1d_fn, kwargs, ValueError, [moved, "device"])
