@@ -83,6 +83,15 @@ if cuda_home is not None:
 import torch  # noqa: E402
 from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension  # noqa: E402
 
+# The torch this build compiles against, checked when the package is imported
+# (python/causal_conv1d_kernels/_load.py): an extension built against another
+# torch fails or crashes there, and the check says why and how to rebuild.
+with open(os.path.join(ROOT, "python", "causal_conv1d_kernels", "_build_info.py"), "w") as f:
+    f.write(
+        "# Written by setup.py when the extension is built; not in version control.\n"
+        f"TORCH_VERSION = {torch.__version__!r}\n"
+    )
+
 
 def _sources(pattern):
     return sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, pattern)))

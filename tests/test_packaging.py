@@ -105,3 +105,51 @@ def test_version_matches_distribution():
 
     assert importlib.metadata.version("causal-conv1d-kernels") == causal_conv1d_kernels.__version__
     assert torch.ops.causal_conv1d.cpu_isa() == causal_conv1d_kernels.cpu_isa()
+
+
+def package_copy(tmp_path, torch_version=None, drop_extension=False):
+    """The installed package copied to tmp_path (compiled extension included), optionally
+    with a faked build record or without its extension."""
+    import causal_conv1d_kernels
+
+    src = os.path.dirname(causal_conv1d_kernels.__file__)
+    dst = tmp_path / "causal_conv1d_kernels"
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
+    if torch_version is not None:
+        (dst / "_build_info.py").write_text(f"TORCH_VERSION = {torch_version!r}\n")
+    if drop_extension:
+        for so in dst.glob("_C*"):
+            so.unlink()
+    return tmp_path
+
+
+def import_from(path, env=None):
+    return python(
+        "-c", "import causal_conv1d_kernels", env={"PYTHONPATH": str(path), **(env or {})}, cwd=path
+    )
+
+
+def test_import_with_another_torch_is_a_clear_error(tmp_path):
+    """A build record naming another torch (what `pip install .` with build isolation leaves
+    beside a different installed torch): ImportError naming both versions and the command."""
+    result = import_from(package_copy(tmp_path, torch_version="2.13.0+cpu-fake"))
+    assert result.returncode != 0
+    err = result.stderr
+    assert "ImportError" in err and "built against torch 2.13.0+cpu-fake" in err
+    assert f"running torch {torch.__version__}" in err
+    assert "pip install --no-build-isolation --force-reinstall --no-deps ." in err
+    # The documented escape hatch loads the (actually matching) extension anyway.
+    forced = import_from(tmp_path, env={"CAUSAL_CONV1D_SKIP_TORCH_CHECK": "1"})
+    assert forced.returncode == 0, forced.stderr
+
+
+def test_import_without_the_extension_is_a_clear_error(tmp_path):
+    result = import_from(package_copy(tmp_path, drop_extension=True))
+    assert result.returncode != 0
+    assert "cannot load its compiled extension _C" in result.stderr
+    assert "--no-build-isolation" in result.stderr
+
+
+def test_import_of_a_matching_build_works(tmp_path):
+    result = import_from(package_copy(tmp_path))
+    assert result.returncode == 0, result.stderr

@@ -2,13 +2,23 @@
 
 Two ops, registered as ``torch.ops.causal_conv1d.*`` when this package is imported:
 prefill over packed variable-length sequences (:func:`causal_conv1d_fn`) and decode over a
-conv-state cache (:func:`causal_conv1d_update`). See ``SPEC.md`` / the README for the contract.
+conv-state cache (:func:`causal_conv1d_update`); vLLM 0.33's API in
+:mod:`causal_conv1d_kernels.vllm`. ``docs/CONTRACT.md`` in the repository is the contract.
 """
 
 import torch  # noqa: F401  (loads libtorch, which _C links against)
 
-from . import _C  # noqa: F401  (loads the library; its static initialisers register the ops)
-from .ops import PAD_SLOT_ID, causal_conv1d_fn, causal_conv1d_update, cpu_isa, has_cuda_backend
+from ._load import load_extension
+
+load_extension()  # imports _C, whose static initialisers register the ops
+
+from .ops import (  # noqa: E402  (after the ops are registered)
+    PAD_SLOT_ID,
+    causal_conv1d_fn,
+    causal_conv1d_update,
+    cpu_isa,
+    has_cuda_backend,
+)
 
 __all__ = [
     "PAD_SLOT_ID",
