@@ -1,4 +1,4 @@
-"""Times both ops over the shapes of SPEC section 4 against the copy floor, the plain-torch
+"""Times both ops over the benchmark shapes against the copy floor (CONTRACT 4), the plain-torch
 formulation and, where importable, the seed's Triton kernels and Dao-AILab's causal-conv1d.
 
     python benchmarks/bench.py --device cpu            # CPU_CASES, all threads

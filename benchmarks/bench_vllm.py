@@ -1,4 +1,4 @@
-"""vLLM's decode calls (SPEC 1.4) timed as SPEC section 4 says: ours (causal_conv1d_kernels.vllm)
+"""vLLM's decode calls (CONTRACT 1.4) timed as CONTRACT 4 says: ours (causal_conv1d_kernels.vllm)
 beside vLLM 0.33's Triton kernel called exactly as vLLM calls it (launch_pdl on sm_90), each
 against a device copy of the same bytes, in one run, with triton.testing.do_bench (the L2 is
 flushed before every call), median.

@@ -1,6 +1,6 @@
 """How the CPU kernels scale with threads, and what SiLU costs: for each kernel set (one
 process each, forced with CAUSAL_CONV1D_CPU_ISA) and thread count, the bf16 width-4 cases
-of SPEC section 4 with and without SiLU, each as a ratio to a copy of the same bytes timed
+(CONTRACT 4) with and without SiLU, each as a ratio to a copy of the same bytes timed
 at the same thread count.
 
     python benchmarks/cpu_scaling.py --isas avx2,avx512_bf16 --threads 1,8,16

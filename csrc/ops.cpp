@@ -261,7 +261,7 @@ TORCH_LIBRARY(causal_conv1d, m) {
       "Tensor query_start_loc, Tensor? cache_indices, Tensor? has_initial_state, bool silu, "
       "int pad_slot_id, Tensor(b!) out, int null_block_id=-1, bool front_window=False) -> ()");
   // num_accepted_tokens, query_start_loc, max_query_len, null_block_id and
-  // front_window carry the vLLM dialect (SPEC 1.4); their defaults are the core API.
+  // front_window carry the vLLM dialect (CONTRACT 1.4); their defaults are the core API.
   m.def(
       "causal_conv1d_update(Tensor x, Tensor(a!) conv_state, Tensor weight, Tensor? bias, "
       "bool silu, Tensor? cache_seqlens, Tensor? conv_state_indices, int pad_slot_id, "

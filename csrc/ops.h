@@ -10,7 +10,7 @@
 
 namespace causal_conv1d {
 
-// Checks the arguments of causal_conv1d_fwd (SPEC 1.1) and describes the call.
+// Checks the arguments of causal_conv1d_fwd (CONTRACT 1.1) and describes the call.
 // `out` must already have x's shape and dtype.
 FwdParams make_fwd_params(const at::Tensor& x, const at::Tensor& weight,
                           const std::optional<at::Tensor>& bias,
@@ -21,7 +21,7 @@ FwdParams make_fwd_params(const at::Tensor& x, const at::Tensor& weight,
                           int64_t pad_slot_id, const at::Tensor& out, int64_t null_block_id,
                           bool front_window);
 
-// Checks the arguments of causal_conv1d_update (SPEC 1.2, and 1.4's varlen
+// Checks the arguments of causal_conv1d_update (CONTRACT 1.2, and 1.4's varlen
 // and speculative rows) and describes the call.
 UpdateParams make_update_params(const at::Tensor& x, const at::Tensor& conv_state,
                                 const at::Tensor& weight, const std::optional<at::Tensor>& bias,

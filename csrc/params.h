@@ -33,7 +33,7 @@ struct ConvParams {
   bool silu = false;
   int64_t pad_slot_id = -1;
   int64_t null_block_id = -1;  // a second padding id (vLLM's null block); pad_slot_id if unused
-  // vLLM's convention (SPEC 1.4): the window is read from the front columns of
+  // vLLM's convention (CONTRACT 1.4): the window is read from the front columns of
   // a line and only the columns the call defines are written; otherwise the
   // window is the last width-1 columns and the whole line shifts.
   bool front_window = false;

@@ -205,7 +205,7 @@ def test_update_matches_reference(device, config):
     assert torch.equal(kwargs["conv_state"], expected_state), "cache differs"
 
 
-# The vLLM dialect (SPEC 1.4): the same properties over its arguments.
+# The vLLM dialect (CONTRACT 1.4): the same properties over its arguments.
 KINDS = st.sampled_from([vllm_cases.REAL, vllm_cases.REAL, vllm_cases.PAD, vllm_cases.NULL])
 
 

@@ -1,4 +1,4 @@
-"""causal_conv1d_fn against the float64 reference (SPEC 1.1)."""
+"""causal_conv1d_fn against the float64 reference (CONTRACT 1.1)."""
 
 import pytest
 import torch

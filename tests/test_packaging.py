@@ -23,11 +23,55 @@ def python(*args, env=None, cwd=None):
 
 
 def test_main_module_runs_self_check_and_benchmark():
+    from causal_conv1d_kernels import benchmark
+
     result = python("-m", "causal_conv1d_kernels", "--min-run-time", "0.02")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "self-check passed" in result.stdout
-    assert "prefill" in result.stdout and "update batch 256" in result.stdout
+    lines = result.stdout.splitlines()
+    assert lines[-1] == "self-check passed"
     assert "FAILED" not in result.stdout
+    checks = [line for line in lines if "max |out - ref|" in line]
+    assert [c.split()[0] for c in checks] == ["prefill", "decode", "decode", "decode"]
+    assert all("within tolerance" in c and "cache bit-exact" in c for c in checks)
+    assert any("<= 1.6e-02 + 1.6e-02 * |ref|" in line for line in lines)
+    # The CPU table: a header saying what the numbers mean, one row per case, 7 columns.
+    start = next(i for i, line in enumerate(lines) if line.startswith("Timing on"))
+    assert "lower is better" in lines[start] and "x = time / time of a copy" in lines[start]
+    assert "threads" in lines[start] or "thread," in lines[start]
+    assert lines[start + 1].split() == [
+        "case",
+        "copy",
+        "ours",
+        "x",
+        "plain",
+        "torch",
+        "x",
+        "spread",
+    ]
+    for case, row in zip(benchmark.CPU_CASES, lines[start + 2 :]):
+        assert row.startswith(case.name)
+        numbers = row[len(case.name) :].split()
+        assert len(numbers) == 6 and numbers[-1].endswith("%")
+        assert all(float(v) > 0 for v in numbers[:-1])
+    warnings = [line for line in lines if line.startswith("WARNING:")]
+    assert all("busy" in w or "descheduled" in w for w in warnings)
+
+
+def test_self_check_busy_warnings():
+    """The warning logic of the timing table, on synthetic timings."""
+    from causal_conv1d_kernels.__main__ import busy_warnings, stable_rounds
+
+    assert busy_warnings({"a": 0.05, "b": 0.2}, threads=2, copy_1t_us=10, copy_nt_us=8) == []
+    noisy = busy_warnings({"a": 0.05, "b": 1.3})
+    assert len(noisy) == 1 and "130%" in noisy[0] and "(b)" in noisy[0] and "busy" in noisy[0]
+    slow = busy_warnings({"a": 0.0}, threads=16, copy_1t_us=10, copy_nt_us=40)
+    assert len(slow) == 1 and "16 threads took 4.0x" in slow[0]
+    assert busy_warnings({"a": 0.0}, threads=1, copy_1t_us=10, copy_nt_us=40) == []
+    # Rounds stop once three in a row agree within 10%, and never run past six.
+    steady = iter([{"t": v} for v in (50, 10, 10.5, 10.2, 99)])
+    assert [r["t"] for r in stable_rounds(lambda: next(steady))] == [50, 10, 10.5, 10.2]
+    jumpy = iter([{"t": v} for v in (1, 2, 1, 2, 1, 2, 1)])
+    assert len(stable_rounds(lambda: next(jumpy))) == 6
 
 
 def test_unknown_cpu_isa_is_a_clear_error():
@@ -153,3 +197,17 @@ def test_import_without_the_extension_is_a_clear_error(tmp_path):
 def test_import_of_a_matching_build_works(tmp_path):
     result = import_from(package_copy(tmp_path))
     assert result.returncode == 0, result.stderr
+
+
+def test_readme_example_runs(tmp_path):
+    """The README's first-call snippet runs as written and prints what it says."""
+    with open(os.path.join(ROOT, "README.md")) as f:
+        text = f.read()
+    block = text.split("A first call, runnable as is:", 1)[1].split("```python\n", 1)[1]
+    code = block.split("```", 1)[0]
+    script = tmp_path / "example.py"
+    script.write_text(code)
+    result = python(str(script), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    expected = code.rsplit("# ", 1)[1].strip()
+    assert result.stdout.strip() == expected

@@ -1,4 +1,4 @@
-"""Bad values without validation (SPEC 2): no crash, nothing touched outside the tensors, and
+"""Bad values without validation (CONTRACT 2): no crash, nothing touched outside the tensors, and
 an out-of-range cache index behaves like padding."""
 
 import pytest

@@ -1,4 +1,4 @@
-"""causal_conv1d_update against the float64 reference (SPEC 1.2)."""
+"""causal_conv1d_update against the float64 reference (CONTRACT 1.2)."""
 
 import pytest
 import torch

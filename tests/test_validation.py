@@ -1,4 +1,4 @@
-"""Bad input (SPEC 2): each rejection raises the documented exception naming the argument,
+"""Bad input (CONTRACT 2): each rejection raises the documented exception naming the argument,
 before any cache is modified."""
 
 import pytest

@@ -1,4 +1,4 @@
-"""The vLLM dialect (SPEC 1.4) against the float64 reference written from the spec: plain,
+"""The vLLM dialect (CONTRACT 1.4) against the float64 reference written from the spec: plain,
 varlen and speculative decode, front-aligned prefill, null block and pad rows, index buffers
 longer than the batch, in place and into `out`; states bit-exact, untouched columns, lines and
 tokens untouched. Then hostile values, opcheck and torch.compile of the dialect."""

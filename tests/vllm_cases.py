@@ -1,4 +1,4 @@
-"""Inputs of the vLLM dialect (SPEC 1.4) from one config dict, shared by the parametrized
+"""Inputs of the vLLM dialect (CONTRACT 1.4) from one config dict, shared by the parametrized
 tests, the fuzz tests and the hostile-input tests, and the checks every call gets."""
 
 from __future__ import annotations

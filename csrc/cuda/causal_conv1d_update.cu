@@ -6,7 +6,7 @@
 // then updates the state (reading x, before any output is written, so that out
 // may be x), then computes the row's outputs. Linear states shift left by the
 // row's length; ring buffers write token j at (cache_seqlens + j) % state_len;
-// front-aligned lines (vLLM, SPEC 1.4) follow the row's LinePlan. Varlen rows
+// front-aligned lines (vLLM, CONTRACT 1.4) follow the row's LinePlan. Varlen rows
 // find their tokens through query_start_loc on the device, so the launch
 // depends on no data. Every group of loads is issued before the stores that
 // follow it, so a row costs a few memory latencies, not one per element.

@@ -14,7 +14,9 @@ import os
 
 import torch
 
-REBUILD = "pip install --no-build-isolation --force-reinstall --no-deps ."
+REBUILD = (
+    "pip install setuptools ninja && pip install --no-build-isolation --force-reinstall --no-deps ."
+)
 WHY = (
     "--no-build-isolation makes pip compile against the torch installed in this environment "
     "instead of a fresh one it downloads for the build"

@@ -1,5 +1,5 @@
 """Benchmark machinery shared by ``python -m causal_conv1d_kernels`` and ``benchmarks/``:
-the cases of SPEC section 4, their inputs, the bytes each must move, and timers.
+the benchmark cases (CONTRACT 4), their inputs, the bytes each must move, and timers.
 
 Every time is reported next to the copy floor: a device copy of half the bytes the op moves
 (x read + out written + states read and written), so the copy moves as many bytes as the op.

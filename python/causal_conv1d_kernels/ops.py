@@ -1,4 +1,4 @@
-"""Public wrappers of the ops: argument checks (SPEC section 2), then one op call.
+"""Public wrappers of the ops: argument checks (CONTRACT 2), then one op call.
 
 Checks that need no device sync always run and raise ``TypeError``/``ValueError`` naming the
 argument. Checks that read index values run when ``validate=True`` is passed or

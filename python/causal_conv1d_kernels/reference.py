@@ -1,4 +1,4 @@
-"""Plain-PyTorch float64 references of both ops, written from SPEC.md section 1.
+"""Plain-PyTorch float64 references of both ops, written from docs/CONTRACT.md section 1.
 
 They never modify their inputs: each returns ``(out, new_states)``, ``out`` in x's dtype and
 ``new_states`` a copy of the cache (in its own dtype) holding what the op must leave there.
@@ -119,7 +119,7 @@ def vllm_fn_ref(
     pad_slot_id: int = PAD_SLOT_ID,
     null_block_id: int | None = 0,
 ):
-    """Reference of :func:`causal_conv1d_kernels.vllm.causal_conv1d_fn` (SPEC 1.4): the
+    """Reference of :func:`causal_conv1d_kernels.vllm.causal_conv1d_fn` (CONTRACT 1.4): the
     core prefill on the front ``width - 1`` columns of each line, the rest untouched."""
     width = weight.shape[1]
     batch = query_start_loc.shape[0] - 1
@@ -163,7 +163,7 @@ def vllm_update_ref(
     max_query_len: int = -1,
     null_block_id: int | None = 0,
 ):
-    """Reference of :func:`causal_conv1d_kernels.vllm.causal_conv1d_update` (SPEC 1.4);
+    """Reference of :func:`causal_conv1d_kernels.vllm.causal_conv1d_update` (CONTRACT 1.4);
     returns ``(out, new_conv_state)`` without touching its inputs. Tokens of x that no row
     owns (varlen) come back as they were in x."""
     silu = _silu("vllm_update_ref", activation)

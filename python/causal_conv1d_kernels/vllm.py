@@ -1,4 +1,4 @@
-"""vLLM 0.33's API over the same ops (SPEC section 1.4).
+"""vLLM 0.33's API over the same ops (CONTRACT 1.4).
 
 An engine swaps ``from vllm.model_executor.layers.mamba.ops.causal_conv1d import
 causal_conv1d_fn, causal_conv1d_update`` for ``from causal_conv1d_kernels.vllm import ...``;
