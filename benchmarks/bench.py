@@ -21,6 +21,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import types
 
 import torch
 from causal_conv1d_kernels import __version__, benchmark, cpu_isa, has_cuda_backend
@@ -29,16 +30,14 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 PEERS = os.path.join(HERE, "..", "..", "shared", "peers")
 
 
-def load_seed(peers_dir):
-    """The seed's Triton kernels: from peers_dir (../shared/peers beside the checkout by
-    default), or an installed vLLM."""
+def load_peer(peers_dir, module):
+    """A Triton peer from peers_dir (../shared/peers beside the checkout by default)."""
     sys.path.insert(0, os.path.abspath(peers_dir))
-    for name in ("vllm_triton_seed", "vllm.model_executor.layers.mamba.ops.causal_conv1d"):
-        try:
-            return importlib.import_module(name)
-        except Exception:  # noqa: BLE001 (a missing or broken peer is skipped, not fatal)
-            continue
-    return None
+    try:
+        return importlib.import_module(module)
+    except Exception as e:  # noqa: BLE001 (a missing or broken peer is skipped, not fatal)
+        print(f"peer {module} unavailable: {type(e).__name__}: {e}")
+        return None
 
 
 def load_dao():
@@ -48,14 +47,42 @@ def load_dao():
         return None
 
 
-def peer_implementations(case, inputs, seed, dao) -> dict:
-    """name -> callable for the peers that can run this case (fresh state copies, so that
-    their in-place updates never disturb our inputs)."""
+def engine_metadata(query_start_loc, block_m=8):
+    """The Triton prefill's launch table built ahead of the call, as vLLM's attention
+    metadata builder does once per step on the host: for each program, its sequence and its
+    block of block_m tokens in it."""
+    lengths = (query_start_loc[1:] - query_start_loc[:-1]).cpu()
+    blocks = (lengths + block_m - 1) // block_m
+    sequence = torch.repeat_interleave(torch.arange(len(blocks)), blocks)
+    offset = torch.cat([torch.arange(int(n)) for n in blocks] or [torch.zeros(0)]).long()
+    device = query_start_loc.device
+    table = dict(
+        tot=int(blocks.sum()),
+        mlist=sequence.to(device, torch.int32),
+        mlist_len=len(sequence),
+        offsetlist=offset.to(device, torch.int32),
+    )
+    table["batch_ptr"], table["token_chunk_offset_ptr"] = table["mlist"], table["offsetlist"]
+    return types.SimpleNamespace(
+        nums_dict={block_m: table},
+        batch_ptr=table["batch_ptr"],
+        token_chunk_offset_ptr=table["token_chunk_offset_ptr"],
+        cu_seqlen=int(query_start_loc[-1]),
+    )
+
+
+def peer_implementations(case, inputs, peers, dao) -> dict:
+    """name -> callable for the peers that can run this case, called as engines call them
+    (the prefill's launch table built beforehand), on fresh state copies so that their
+    in-place updates never disturb our inputs."""
     impls = {}
     if case.op == "fwd":
         args = dict(inputs, conv_states=inputs["conv_states"].clone())
-        if seed is not None:
-            impls["seed triton"] = lambda: seed.causal_conv1d_fn(**args, activation="silu")
+        meta = engine_metadata(inputs["query_start_loc"])
+        for name, peer in peers.items():
+            impls[name] = lambda p=peer: p.causal_conv1d_fn(
+                **args, activation="silu", metadata=meta
+            )
         if dao is not None:
             x = inputs["x"][None]
             seq_idx = torch.repeat_interleave(
@@ -67,18 +94,30 @@ def peer_implementations(case, inputs, seed, dao) -> dict:
             )
     else:
         args = dict(inputs, conv_state=inputs["conv_state"].clone())
-        if seed is not None:
-            impls["seed triton"] = lambda: seed.causal_conv1d_update(**args)
+        out = torch.empty_like(inputs["x"])
+        for name, peer in peers.items():
+            # vLLM 0.33 treats line 0 as its null block; these rows are all real.
+            extra = {"null_block_id": None} if name == "vllm 0.33" else {}
+            impls[name] = lambda p=peer, e=extra: p.causal_conv1d_update(**args, out=out, **e)
         if dao is not None:
             impls["dao"] = lambda: dao.causal_conv1d_update(**args)
     return impls
 
 
-def run(device, cases, threads, min_run_time, peers_dir=None):
+def run(device, cases, threads, min_run_time, peers_dir=None, timer="flushed"):
     with_peers = peers_dir is not None and device == "cuda"
-    seed = load_seed(peers_dir) if with_peers else None
+    peers = {}
+    if with_peers:
+        for name, module in (
+            ("seed triton", "vllm_triton_seed"),
+            ("vllm 0.33", "vllm_triton_0_33"),
+        ):
+            peer = load_peer(peers_dir, module)
+            if peer is not None:
+                peers[name] = peer
     dao = load_dao() if with_peers else None
     ours_available = device == "cpu" or has_cuda_backend()
+    flushed = device == "cuda" and timer == "flushed"
     rows = []
     for case in cases:
         inputs = benchmark.make_inputs(case, device)
@@ -87,18 +126,24 @@ def run(device, cases, threads, min_run_time, peers_dir=None):
         impls = benchmark.implementations(case, inputs)
         if not ours_available:
             impls = {name: fn for name, fn in impls.items() if not name.startswith("ours")}
-        impls.update(peer_implementations(case, inputs, seed, dao))
-        row = {
-            "case": case.name,
-            "bytes": nbytes,
-            "copy_us": benchmark.time_us(copy_fn, device, threads, min_run_time),
-        }
+        if device == "cuda":
+            impls.pop("torch", None)  # minutes of plain torch per row tell nothing new
+        impls.update(peer_implementations(case, inputs, peers, dao))
+
+        def time_us(fn, info=None):
+            if flushed:
+                return benchmark.time_cuda_flushed_us(fn, min_run_time)
+            return benchmark.time_us(fn, device, threads, min_run_time, info)
+
+        row = {"case": case.name, "bytes": nbytes, "copy_us": time_us(copy_fn)}
         for name, fn in impls.items():
             try:
                 info = {}
-                row[f"{name}_us"] = benchmark.time_us(fn, device, threads, min_run_time, info)
+                row[f"{name}_us"] = time_us(fn, info)
                 if not info.get("graph", True):
                     row[f"{name}_timing"] = "python"
+                if flushed and case.op == "update" and case.batch == 1:
+                    row[f"{name}_host_us"] = benchmark.host_us(fn)
             except Exception as e:  # noqa: BLE001 (a peer that rejects a case is reported)
                 row[f"{name}_us"] = None
                 row[f"{name}_error"] = f"{type(e).__name__}: {str(e)[:120]}"
@@ -146,7 +191,12 @@ def names(rows):
     found = []
     for row in rows:
         for key in row:
-            if key.endswith("_us") and key != "copy_us" and key[:-3] not in found:
+            if (
+                key.endswith("_us")
+                and key != "copy_us"
+                and not key.endswith("_host_us")
+                and key[:-3] not in found
+            ):
                 found.append(key[:-3])
     return found
 
@@ -181,6 +231,20 @@ def markdown(rows, header) -> str:
         "x copy = time / time of a device copy moving the same bytes (x read + out "
         "written + states read and written), measured in the same run. GB/s is the copy's.",
     ]
+    hosts = [(row, name) for row in rows for name in impls if row.get(f"{name}_host_us")]
+    if hosts:
+        lines += [
+            "",
+            "Host time per call (1000 calls back to back, no sync; wrapper + launch):",
+            "",
+        ]
+        lines += [
+            f"- {row['case']}: "
+            + ", ".join(
+                f"{n} {row[f'{n}_host_us']:.1f} us" for n in impls if row.get(f"{n}_host_us")
+            )
+            for row in {id(r): r for r, _ in hosts}.values()
+        ]
     if any(key.endswith("_timing") for row in rows for key in row):
         lines.append(
             "On CUDA each time is a CUDA graph of 20 calls replayed, per call; * marks a "
@@ -233,6 +297,12 @@ def main(argv=None) -> int:
     parser.add_argument("--peers-dir", default=PEERS, help="folder holding vllm_triton_seed.py")
     parser.add_argument("--no-peers", action="store_true")
     parser.add_argument(
+        "--timer",
+        choices=["flushed", "graph"],
+        default="flushed",
+        help="CUDA: L2 flushed before every call (CONTRACT 4), or CUDA graph replays (warm L2)",
+    )
+    parser.add_argument(
         "--isas", default=None, help="CPU only: comma-separated kernel sets to run side by side"
     )
     args = parser.parse_args(argv)
@@ -250,6 +320,13 @@ def main(argv=None) -> int:
         f"{torch.__version__}, {datetime.date.today()}; bf16, width 4, bias, SiLU; "
         "median times"
     )
+    if args.device == "cuda":
+        header += (
+            "; L2 flushed before every call (a 256 MiB buffer zeroed between calls, outside "
+            "the events), Triton peers given their launch table beforehand as engines do"
+            if args.timer == "flushed"
+            else "; CUDA graphs of 20 calls replayed (warm L2)"
+        )
     os.makedirs(args.out_dir, exist_ok=True)
     stem = args.name or f"{args.device}-{kind}"
     if args.isas:
@@ -263,7 +340,7 @@ def main(argv=None) -> int:
     else:
         print(header, flush=True)
         peers_dir = None if args.no_peers else args.peers_dir
-        rows = run(args.device, cases, args.threads, args.min_run_time, peers_dir)
+        rows = run(args.device, cases, args.threads, args.min_run_time, peers_dir, args.timer)
 
     base = os.path.join(args.out_dir, stem)
     with open(base + ".md", "w") as f:

@@ -180,38 +180,51 @@ bool vector_ok(const UpdateParams& p, int64_t n) {
          aligned16(p.x) && aligned16(p.out);
 }
 
-// Bytes of x per thread in the front-aligned kernel (4, 8 or 16). A row of a
-// speculative step moves several tokens and state columns per thread, so
-// wider accesses pay: 8 bytes measured 7-11% faster than 4 on an H100 (256
-// rows of 4 tokens, D 8192), 16 the same as 8. CAUSAL_CONV1D_CUDA_FRONT_BYTES
-// forces one, for tuning.
-int front_bytes() {
-  static const int bytes = [] {
-    const char* v = std::getenv("CAUSAL_CONV1D_CUDA_FRONT_BYTES");
-    const int b = v == nullptr ? 0 : std::atoi(v);
-    return b == 4 || b == 8 || b == 16 ? b : 8;
-  }();
-  return bytes;
+// Bytes of x per thread (4, 8 or 16) of the step and front-aligned kernels.
+// Step: 4 (few registers, so enough rows are in flight; a warp still moves
+// whole 128-byte lines). Front-aligned: a row of a speculative step moves
+// several tokens and state columns per thread, so wider accesses pay: 8 bytes
+// measured 7-11% faster than 4 on an H100 (256 rows of 4 tokens, D 8192), 16
+// the same as 8. CAUSAL_CONV1D_CUDA_STEP_BYTES and CAUSAL_CONV1D_CUDA_FRONT_BYTES
+// force one, for tuning; read once per process.
+int env_bytes(const char* name, int fallback) {
+  const char* v = std::getenv(name);
+  const int b = v == nullptr ? 0 : std::atoi(v);
+  return b == 4 || b == 8 || b == 16 ? b : fallback;
 }
 
-template <typename scalar_t, typename state_t, int kW, int bytes>
-bool launch_front(const UpdateParams& p, cudaStream_t stream) {
+int mode_bytes(int mode) {
+  static const int step = env_bytes("CAUSAL_CONV1D_CUDA_STEP_BYTES", 4);
+  static const int front = env_bytes("CAUSAL_CONV1D_CUDA_FRONT_BYTES", 8);
+  return mode == kStepMode ? step : front;
+}
+
+// Launches kMode with `bytes` of x per thread when that is the mode's width and
+// x and out allow it; false otherwise.
+template <typename scalar_t, typename state_t, int kW, int kMode, int bytes>
+bool launch_bytes(const UpdateParams& p, cudaStream_t stream) {
   constexpr int n = sizeof(scalar_t) < bytes ? bytes / sizeof(scalar_t) : 1;
-  if (front_bytes() != bytes || !vector_ok(p, n)) return false;
-  launch_n<scalar_t, state_t, kW, n, kFrontMode>(p, stream);
+  if (mode_bytes(kMode) != bytes || !vector_ok(p, n)) return false;
+  launch_n<scalar_t, state_t, kW, n, kMode>(p, stream);
   return true;
+}
+
+template <typename scalar_t, typename state_t, int kW, int kMode>
+bool launch_mode(const UpdateParams& p, cudaStream_t stream) {
+  return launch_bytes<scalar_t, state_t, kW, kMode, 4>(p, stream) ||
+         launch_bytes<scalar_t, state_t, kW, kMode, 8>(p, stream) ||
+         launch_bytes<scalar_t, state_t, kW, kMode, 16>(p, stream);
 }
 
 // n channels per thread with vector accesses when x and out are channel-last
 // and aligned for them, else one channel per thread.
 template <typename scalar_t, typename state_t, int kW>
 void launch(const UpdateParams& p, cudaStream_t stream) {
-  // 4 bytes (2 channels of bf16) per thread: few registers, so enough rows are
-  // in flight at once; a warp still moves whole 128-byte lines.
   constexpr int n = sizeof(scalar_t) < 4 ? 4 / sizeof(scalar_t) : 1;
   if (!vector_ok(p, n)) return launch_n<scalar_t, state_t, kW, 1>(p, stream);
   const bool step = !p.cache_seqlens.present() && !p.query_start_loc.present() && p.seqlen == 1 &&
                     p.state_len == p.width - 1;
+  if (step && launch_mode<scalar_t, state_t, kW, kStepMode>(p, stream)) return;
   if (step) return launch_n<scalar_t, state_t, kW, n, kStepMode>(p, stream);
   // Front-aligned rows of at most kGroup tokens: bounded by max_query_len when
   // longer speculative rows are padding, by seqlen without varlen rows.
@@ -220,10 +233,7 @@ void launch(const UpdateParams& p, cudaStream_t stream) {
                                  : p.seqlen;
   const bool front = p.front_window && !p.cache_seqlens.present() && longest >= 1 &&
                      longest <= kGroup;
-  if (front && (launch_front<scalar_t, state_t, kW, 8>(p, stream) ||
-                launch_front<scalar_t, state_t, kW, 16>(p, stream))) {
-    return;
-  }
+  if (front && launch_mode<scalar_t, state_t, kW, kFrontMode>(p, stream)) return;
   if (front) return launch_n<scalar_t, state_t, kW, n, kFrontMode>(p, stream);
   launch_n<scalar_t, state_t, kW, n>(p, stream);
 }

@@ -13,6 +13,7 @@ import os
 import platform
 import random
 import statistics
+import time
 import warnings
 from typing import Callable
 
@@ -151,6 +152,48 @@ def time_us(
 
     timer = Timer("fn()", globals={"fn": fn}, num_threads=threads or torch.get_num_threads())
     return timer.blocked_autorange(min_run_time=min_run_time).median * 1e6
+
+
+_FLUSH = {}
+
+
+def time_cuda_flushed_us(fn: Callable[[], object], min_run_time: float = 0.5) -> float:
+    """Median time of one call in microseconds with the L2 flushed before it (a 256 MiB
+    buffer is zeroed between calls, outside the two events), so that every call reads its
+    bytes from HBM as it does inside a model: what ``triton.testing.do_bench`` measures."""
+    device = torch.cuda.current_device()
+    if device not in _FLUSH:
+        _FLUSH[device] = torch.empty(256 << 20, dtype=torch.uint8, device="cuda")
+    flush = _FLUSH[device]
+    for _ in range(3):
+        fn()
+    torch.cuda.synchronize()
+    probe = time.perf_counter()
+    fn()
+    torch.cuda.synchronize()
+    reps = max(20, min(2000, int(min_run_time / max(time.perf_counter() - probe, 1e-6))))
+    starts = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
+    ends = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
+    for start, end in zip(starts, ends):
+        flush.zero_()
+        start.record()
+        fn()
+        end.record()
+    torch.cuda.synchronize()
+    return statistics.median(s.elapsed_time(e) * 1e3 for s, e in zip(starts, ends))
+
+
+def host_us(fn: Callable[[], object], calls: int = 1000) -> float:
+    """Host time of one call: `calls` back-to-back calls without synchronising, per call
+    (the Python wrapper and the launch; the device work overlaps)."""
+    fn()
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    elapsed = time.perf_counter() - start
+    torch.cuda.synchronize()
+    return elapsed / calls * 1e6
 
 
 def _time_cuda_us(fn, min_run_time: float, info: dict) -> float:
