@@ -96,9 +96,10 @@ def peer_implementations(case, inputs, peers, dao) -> dict:
         args = dict(inputs, conv_state=inputs["conv_state"].clone())
         out = torch.empty_like(inputs["x"])
         for name, peer in peers.items():
-            # vLLM 0.33 treats line 0 as its null block; these rows are all real.
-            extra = {"null_block_id": None} if name == "vllm 0.33" else {}
-            impls[name] = lambda p=peer, e=extra: p.causal_conv1d_update(**args, out=out, **e)
+            # vLLM 0.33 treats line 0 as its null block (these rows are all real) and takes
+            # out=; the seed writes into x (then outputs feed the next call's input).
+            extra = {"null_block_id": None, "out": out} if name == "vllm 0.33" else {}
+            impls[name] = lambda p=peer, e=extra: p.causal_conv1d_update(**args, **e)
         if dao is not None:
             impls["dao"] = lambda: dao.causal_conv1d_update(**args)
     return impls

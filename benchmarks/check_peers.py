@@ -1,0 +1,66 @@
+"""Checks the Triton peers' outputs against the float64 reference on the benchmark's GPU cases,
+called as bench.py calls them (engine-style launch table), and times each with and without
+programmatic dependent launch, to tell a peer's real time from a timing artifact.
+
+    python benchmarks/check_peers.py --peers-dir ../shared/peers
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import torch
+from causal_conv1d_kernels import benchmark
+from causal_conv1d_kernels.reference import causal_conv1d_fn_ref, causal_conv1d_update_ref
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench import engine_metadata, load_peer  # noqa: E402
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--peers-dir", default=os.path.join("..", "shared", "peers"))
+    args = parser.parse_args(argv)
+    peer = load_peer(args.peers_dir, "vllm_triton_0_33")
+    seed = load_peer(args.peers_dir, "vllm_triton_seed")
+    for case in benchmark.GPU_CASES:
+        inputs = benchmark.make_inputs(case, "cuda")
+        for name, mod in (("vllm 0.33", peer), ("seed", seed)):
+            if case.op == "fwd":
+                states = inputs["conv_states"].clone()
+                ref, ref_states = causal_conv1d_fn_ref(**dict(inputs, conv_states=states.clone()))
+                meta = engine_metadata(inputs["query_start_loc"])
+                args_ = dict(inputs, conv_states=states)
+                out = mod.causal_conv1d_fn(**args_, activation="silu", metadata=meta)
+                ok_states = torch.equal(states, ref_states)
+            else:
+                state = inputs["conv_state"].clone()
+                ref, ref_state = causal_conv1d_update_ref(**dict(inputs, conv_state=state.clone()))
+                extra = {"null_block_id": None} if name == "vllm 0.33" else {}
+                args_ = dict(inputs, conv_state=state)
+                out = mod.causal_conv1d_update(**dict(args_, x=inputs["x"].clone()), **extra)
+                ok_states = torch.equal(state, ref_state)
+            err = (out.double() - ref.double()).abs().max().item()
+            times = {}
+            for pdl in (True, False):
+                if hasattr(mod, "_CudaPlatform"):
+                    mod._CudaPlatform.is_arch_support_pdl = classmethod(lambda cls, v=pdl: v)
+                if case.op == "fwd":
+                    fn = lambda m=mod, a=args_, meta=meta: m.causal_conv1d_fn(  # noqa: E731
+                        **a, activation="silu", metadata=meta
+                    )
+                else:
+                    fn = lambda m=mod, a=args_, e=extra: m.causal_conv1d_update(**a, **e)  # noqa: E731
+                times[pdl] = benchmark.time_cuda_flushed_us(fn, 0.3)
+            print(
+                f"{case.name} {name}: max err {err:.3g}, states exact {ok_states}, "
+                f"{times[True]:.1f} us with PDL, {times[False]:.1f} us without",
+                flush=True,
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
