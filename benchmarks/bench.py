@@ -133,7 +133,7 @@ def run(device, cases, threads, min_run_time, peers_dir=None, timer="flushed"):
 
         def time_us(fn, info=None):
             if flushed:
-                return benchmark.time_cuda_flushed_us(fn, min_run_time)
+                return benchmark.time_cuda_flushed_us(fn, min_run_time, info)
             return benchmark.time_us(fn, device, threads, min_run_time, info)
 
         row = {"case": case.name, "bytes": nbytes, "copy_us": time_us(copy_fn)}
@@ -248,9 +248,8 @@ def markdown(rows, header) -> str:
         ]
     if any(key.endswith("_timing") for row in rows for key in row):
         lines.append(
-            "On CUDA each time is a CUDA graph of 20 calls replayed, per call; * marks a "
-            "callable that could not be captured (it syncs with the host), timed as 20 calls "
-            "from Python between two events, host work included."
+            "* marks a callable that could not be captured in a CUDA graph (it syncs with the "
+            "host), timed as called from Python, host work included."
         )
     return "\n".join(lines) + "\n"
 
@@ -324,7 +323,9 @@ def main(argv=None) -> int:
     if args.device == "cuda":
         header += (
             "; L2 flushed before every call (a 256 MiB buffer zeroed between calls, outside "
-            "the events), Triton peers given their launch table beforehand as engines do"
+            "the events), each call replayed from a CUDA graph of its own (as engines run "
+            "decode; host time stays out), Triton peers given their launch table beforehand "
+            "as engines do"
             if args.timer == "flushed"
             else "; CUDA graphs of 20 calls replayed (warm L2)"
         )

@@ -157,10 +157,17 @@ def time_us(
 _FLUSH = {}
 
 
-def time_cuda_flushed_us(fn: Callable[[], object], min_run_time: float = 0.5) -> float:
+def time_cuda_flushed_us(
+    fn: Callable[[], object], min_run_time: float = 0.5, info: dict | None = None
+) -> float:
     """Median time of one call in microseconds with the L2 flushed before it (a 256 MiB
     buffer is zeroed between calls, outside the two events), so that every call reads its
-    bytes from HBM as it does inside a model: what ``triton.testing.do_bench`` measures."""
+    bytes from HBM as it does inside a model: what ``triton.testing.do_bench`` measures.
+
+    The call is captured in a CUDA graph of its own and replayed, as engines run decode, so
+    that a wrapper's host time (tens of us for a Triton launch) cannot leak into the device
+    time of a few-us kernel; a callable that cannot be captured (it syncs with the host) is
+    called directly, and info["graph"] says which."""
     device = torch.cuda.current_device()
     if device not in _FLUSH:
         _FLUSH[device] = torch.empty(256 << 20, dtype=torch.uint8, device="cuda")
@@ -168,6 +175,10 @@ def time_cuda_flushed_us(fn: Callable[[], object], min_run_time: float = 0.5) ->
     for _ in range(3):
         fn()
     torch.cuda.synchronize()
+    replay = _graph_of(fn, 1)
+    if info is not None:
+        info["graph"] = replay is not None
+    fn = replay or fn
     probe = time.perf_counter()
     fn()
     torch.cuda.synchronize()
