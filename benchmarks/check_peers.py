@@ -40,8 +40,10 @@ def main(argv=None) -> int:
                 state = inputs["conv_state"].clone()
                 ref, ref_state = causal_conv1d_update_ref(**dict(inputs, conv_state=state.clone()))
                 extra = {"null_block_id": None} if name == "vllm 0.33" else {}
-                args_ = dict(inputs, conv_state=state)
-                out = mod.causal_conv1d_update(**dict(args_, x=inputs["x"].clone()), **extra)
+                # Each peer writes into its own copy of x (both write into x without out=;
+                # timing on the shared x would feed outputs back into every later input).
+                args_ = dict(inputs, conv_state=state, x=inputs["x"].clone())
+                out = mod.causal_conv1d_update(**dict(args_, x=args_["x"].clone()), **extra)
                 ok_states = torch.equal(state, ref_state)
             err = (out.double() - ref.double()).abs().max().item()
             times = {}
