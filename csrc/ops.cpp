@@ -222,15 +222,16 @@ UpdateParams make_update_params(const at::Tensor& x_in, const at::Tensor& conv_s
     p.max_query_len = p.seqlen;
   }
 
-  TORCH_CHECK(!cache_seqlens.has_value() || (!varlen && !num_accepted_tokens.has_value() &&
-                                             !front_window),
-              op, ": cache_seqlens (ring buffers) cannot be combined with query_start_loc, ",
-              "num_accepted_tokens or front-aligned windows");
+  TORCH_CHECK(
+      !cache_seqlens.has_value() || (!varlen && !num_accepted_tokens.has_value() && !front_window),
+      op, ": cache_seqlens (ring buffers) cannot be combined with query_start_loc, ",
+      "num_accepted_tokens or front-aligned windows");
   if (cache_seqlens.has_value()) {
     p.cache_seqlens = index_vec(op, "cache_seqlens", *cache_seqlens, p.batch, x_in);
   }
   if (num_accepted_tokens.has_value()) {
-    p.num_accepted_tokens = index_vec(op, "num_accepted_tokens", *num_accepted_tokens, p.batch, x_in);
+    p.num_accepted_tokens =
+        index_vec(op, "num_accepted_tokens", *num_accepted_tokens, p.batch, x_in);
     TORCH_CHECK(p.max_query_len >= 1, op,
                 ": num_accepted_tokens with query_start_loc needs max_query_len >= 1, got ",
                 num(max_query_len));

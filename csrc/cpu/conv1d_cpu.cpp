@@ -224,8 +224,7 @@ at::Tensor causal_conv1d_fwd_cpu(const at::Tensor& x, const at::Tensor& weight,
                                  int64_t pad_slot_id, int64_t null_block_id, bool front_window) {
   at::Tensor out = empty_fwd_output(x);
   causal_conv1d_fwd_out_cpu(x, weight, bias, conv_states, query_start_loc, cache_indices,
-                            has_initial_state, silu, pad_slot_id, out, null_block_id,
-                            front_window);
+                            has_initial_state, silu, pad_slot_id, out, null_block_id, front_window);
   return out;
 }
 

@@ -204,8 +204,8 @@ template <class Isa, typename x_t, typename state_t>
 inline bool update_step_vec(const UpdateParams& p, const CpuWeights& w, int64_t c0, int64_t n,
                             const x_t* x, state_t* state, x_t* out) {
   const bool applies = !p.cache_seqlens.present() && !p.query_start_loc.present() &&
-                       p.seqlen == 1 && p.state_len == p.width - 1 &&
-                       p.x_dim_stride == 1 && p.out_dim_stride == 1 && p.state_dim_stride == 1;
+                       p.seqlen == 1 && p.state_len == p.width - 1 && p.x_dim_stride == 1 &&
+                       p.out_dim_stride == 1 && p.state_dim_stride == 1;
   return applies && with_width(p.width, [&]<int kW>() {
            update_step_regs<Isa, kW>(p, w, c0, n, x, state, p.state_tok_stride, out);
          });

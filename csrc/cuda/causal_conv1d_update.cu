@@ -1,15 +1,16 @@
 // CUDA decode (causal_conv1d_update).
 //
 // Tiling: one block per (batch row, kThreads * n channels), each thread n
-// consecutive channels (4 or 8 bytes of x on the vector path, 1 channel
-// otherwise; see mode_bytes). A thread reads its window from the conv state into registers,
-// then updates the state (reading x, before any output is written, so that out
-// may be x), then computes the row's outputs. Linear states shift left by the
-// row's length; ring buffers write token j at (cache_seqlens + j) % state_len;
-// front-aligned lines (vLLM, CONTRACT 1.4) follow the row's LinePlan. Varlen rows
-// find their tokens through query_start_loc on the device, so the launch
-// depends on no data. Every group of loads is issued before the stores that
-// follow it, so a row costs a few memory latencies, not one per element.
+// consecutive channels (8 bytes of x on the vector path, see mode_bytes; 1
+// channel otherwise). A thread reads its window from the conv state into
+// registers, then updates the state (reading x, before any output is written,
+// so that out may be x), then computes the row's outputs. Linear states shift
+// left by the row's length; ring buffers write token j at (cache_seqlens + j)
+// % state_len; front-aligned lines (vLLM, CONTRACT 1.4) follow the row's
+// LinePlan. Varlen rows find their tokens through query_start_loc on the
+// device, so the launch depends on no data. Every group of loads is issued
+// before the stores that follow it, so a row costs a few memory latencies, not
+// one per element.
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -184,8 +185,9 @@ bool vector_ok(const UpdateParams& p, int64_t n) {
 // 8 for both. With the L2 flushed before every call (H100, D 8192), the step
 // at 8 bytes measured 9.2 / 19.9 / 56.7 us at batch 64 / 256 / 1024 against
 // 10.0 / 21.1 / 65.6 at 4 (batch 1 6.4 either way; 16 no better than 8);
-// the front-aligned kernel 7-11% faster than at 4 (256 rows of 4 tokens). CAUSAL_CONV1D_CUDA_STEP_BYTES and CAUSAL_CONV1D_CUDA_FRONT_BYTES
-// force one, for tuning; read once per process.
+// the front-aligned kernel 7-11% faster than at 4 (256 rows of 4 tokens).
+// CAUSAL_CONV1D_CUDA_STEP_BYTES and CAUSAL_CONV1D_CUDA_FRONT_BYTES force one, for tuning; read once
+// per process.
 int env_bytes(const char* name, int fallback) {
   const char* v = std::getenv(name);
   const int b = v == nullptr ? 0 : std::atoi(v);
@@ -228,10 +230,10 @@ void launch(const UpdateParams& p, cudaStream_t stream) {
   // Front-aligned rows of at most kGroup tokens: bounded by max_query_len when
   // longer speculative rows are padding, by seqlen without varlen rows.
   const bool varlen = p.query_start_loc.present();
-  const int64_t longest = varlen ? (p.num_accepted_tokens.present() ? p.max_query_len : -1)
-                                 : p.seqlen;
-  const bool front = p.front_window && !p.cache_seqlens.present() && longest >= 1 &&
-                     longest <= kGroup;
+  const int64_t longest =
+      varlen ? (p.num_accepted_tokens.present() ? p.max_query_len : -1) : p.seqlen;
+  const bool front =
+      p.front_window && !p.cache_seqlens.present() && longest >= 1 && longest <= kGroup;
   if (front && launch_mode<scalar_t, state_t, kW, kFrontMode>(p, stream)) return;
   if (front) return launch_n<scalar_t, state_t, kW, n, kFrontMode>(p, stream);
   launch_n<scalar_t, state_t, kW, n>(p, stream);
