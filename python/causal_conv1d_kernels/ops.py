@@ -186,8 +186,9 @@ def causal_conv1d_fn(
             None (no cache is read or written). Updated in place: each sequence's line ends
             holding the last ``state_len`` columns of ``cat(initial state or zeros, tokens)``.
         query_start_loc: ``(batch + 1,)`` int32/int64: 0, cumulative sequence ends.
-        cache_indices: ``(batch,)`` int32/int64 cache line per sequence, or None (line i).
-        has_initial_state: ``(batch,)`` bool, or None (all False). Needs ``conv_states``.
+        cache_indices: ``(>= batch,)`` int32/int64 cache line per sequence, or None (line i);
+            entries past the batch (an engine's longer buffer) are never read.
+        has_initial_state: ``(>= batch,)`` bool, or None (all False). Needs ``conv_states``.
         activation: None/False (identity) or "silu"/"swish"/True.
         pad_slot_id: a sequence whose cache index equals it is padding: zero output, its
             state untouched.
@@ -310,10 +311,11 @@ def causal_conv1d_update(
             strides and dtype; updated in place.
         weight: ``(dim, width)``, width 2 to 8. bias: ``(dim,)`` or None.
         activation: None/False (identity) or "silu"/"swish"/True.
-        cache_seqlens: ``(batch,)`` int32/int64 or None. Given, each line is a ring buffer
+        cache_seqlens: ``(>= batch,)`` int32/int64 or None. Given, each line is a ring buffer
             whose next write position is ``cache_seqlens[b] % state_len`` (the caller
             advances it). None: the state is shifted left by seqlen and x appended.
-        conv_state_indices: ``(batch,)`` int32/int64 cache line per row, or None (line b).
+        conv_state_indices: ``(>= batch,)`` int32/int64 cache line per row, or None (line b);
+            entries past the batch (an engine's longer buffer) are never read.
         pad_slot_id: rows whose index equals it get zero output and keep their state.
         out: optional output with x's shape and dtype; may be x itself (in place).
         validate: also check index values (syncs with the device).
