@@ -5,13 +5,16 @@
 #   bash benchmarks/device_run.sh            # from the repository root
 #   STAGES="cuda-tests gpu-bench" bash benchmarks/device_run.sh   # a subset
 # Stages: tests (whole suite), cuda-tests (tests whose id names cuda: every GPU-only test does),
-# selfcheck, cpu-bench, cpu-scaling (benchmarks/cpu_scaling.py), reliability (CUDA hostile, fuzz,
+# selfcheck, cpu-bench, cpu-scaling (benchmarks/cpu_scaling.py), gpu-bench (bench.py, L2 flushed),
+# check-peers (the Triton peers' outputs against the reference), vllm-bench (bench_vllm.py:
+# vLLM's spec/varlen/plain decode calls beside vLLM 0.33), reliability (CUDA hostile, fuzz,
 # stress and large tests), gpu-bench, profile (ncu over a few cases, ours and the seed),
 # chunk-sweep (prefill at each forced tokens-per-program), sanitize (compute-sanitizer memcheck,
 # racecheck and initcheck over a reduced CUDA run, side by side; on the H100 memcheck and
 # initcheck take about 5 minutes each and racecheck longer than one 10-minute call: give it a
 # call of its own, SANITIZERS=racecheck, with fewer tests through SANITIZE_K).
-# The seed's Triton kernels are taken from .peers/ (a copy of shared/peers, not committed).
+# The seed's and vLLM 0.33's Triton kernels are taken from .peers/ (a copy of ../shared/peers,
+# git-ignored: carry it).
 set -uo pipefail
 OUT="${OUT:-$PWD/device-out}"
 mkdir -p "$OUT"
@@ -40,6 +43,10 @@ want cpu-scaling && python3 benchmarks/cpu_scaling.py --isas "${SCALING_ISAS:-av
   --threads "${SCALING_THREADS:-1,8,16}" 2>&1 | tee -a "$LOG" "$OUT/cpu-scaling.txt"
 want gpu-bench && python3 benchmarks/bench.py --device cuda --min-run-time 0.5 --peers-dir .peers --name gpu-h100 \
   --out-dir "$OUT" 2>&1 | tee -a "$LOG" | tail -9
+want check-peers && python3 benchmarks/check_peers.py --peers-dir .peers 2>&1 | tee -a "$LOG" \
+  "$OUT/gpu-h100-check-peers.txt" | grep -v "^peer"
+want vllm-bench && python3 benchmarks/bench_vllm.py --peers-dir .peers --out-dir "$OUT" 2>&1 | tee -a "$LOG" \
+  | grep "^| [svp]"
 if want profile; then
   ncu --kernel-name regex:"fwd_kernel|update_kernel|_causal_conv1d" --section SpeedOfLight \
     --section Occupancy --section LaunchStats --section WarpStateStats --section MemoryWorkloadAnalysis \
