@@ -40,6 +40,12 @@ def load_peer(peers_dir, module):
         return None
 
 
+def set_pdl(vllm_peer, enabled: bool) -> None:
+    """Whether vLLM 0.33's Triton peer launches with programmatic dependent launch (it asks
+    its platform object on every call)."""
+    vllm_peer._CudaPlatform.is_arch_support_pdl = classmethod(lambda cls: enabled)
+
+
 def load_dao():
     try:
         return importlib.import_module("causal_conv1d")
@@ -118,12 +124,10 @@ def run(device, cases, threads, min_run_time, peers_dir=None, timer="flushed"):
             if peer is not None:
                 peers[name] = peer
         if "vllm 0.33" in peers:
-            # Launched with PDL inside the timing graph, vLLM 0.33's prefill measured below
-            # the copy floor (45 us for 1x8192 against 128 us called directly, with or
-            # without PDL: benchmarks/check_peers.py): the kernel overlaps the flush. PDL
-            # only pays after a dependent kernel, which these single calls do not have.
-            platform = peers["vllm 0.33"]._CudaPlatform
-            platform.is_arch_support_pdl = classmethod(lambda cls: False)
+            # PDL only pays after a dependent kernel, which these single calls do not have.
+            # (Turning it off did not explain the graph-timed 1x8192 prefill below the copy
+            # floor: 45 us with PDL, 25 us without, 128 us called directly; check_peers.py.)
+            set_pdl(peers["vllm 0.33"], False)
     dao = load_dao() if with_peers else None
     ours_available = device == "cpu" or has_cuda_backend()
     flushed = device == "cuda" and timer == "flushed"

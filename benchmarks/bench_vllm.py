@@ -30,7 +30,7 @@ from causal_conv1d_kernels import __version__, benchmark, vllm
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from bench import markdown, plot  # noqa: E402
+from bench import load_peer, markdown, plot, set_pdl  # noqa: E402
 
 DIM, WIDTH, ROWS, LINES = 8192, 4, 256, 1024
 
@@ -84,17 +84,9 @@ def time_us(fn) -> float:
 
 
 def run(peers_dir: str | None):
-    peer = None
-    if peers_dir:
-        sys.path.insert(0, os.path.abspath(peers_dir))
-        try:
-            import vllm_triton_0_33 as peer
-
-            # As in bench.py: without PDL, which has no preceding kernel to overlap here and
-            # inside the timing graph let a prefill come out below the copy floor.
-            peer._CudaPlatform.is_arch_support_pdl = classmethod(lambda cls: False)
-        except Exception as e:  # noqa: BLE001 (a missing peer is reported, not fatal)
-            print("vLLM 0.33 peer unavailable:", e)
+    peer = load_peer(peers_dir, "vllm_triton_0_33") if peers_dir else None
+    if peer is not None:
+        set_pdl(peer, False)  # as bench.py times it
     rows = []
     for name in ["spec decode", "varlen decode", "plain decode"]:
         kwargs, nbytes = make_case(name)

@@ -16,7 +16,7 @@ from causal_conv1d_kernels import benchmark
 from causal_conv1d_kernels.reference import causal_conv1d_fn_ref, causal_conv1d_update_ref
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench import engine_metadata, load_peer  # noqa: E402
+from bench import engine_metadata, load_peer, set_pdl  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -48,8 +48,8 @@ def main(argv=None) -> int:
             err = (out.double() - ref.double()).abs().max().item()
             times = {}
             for pdl in (True, False):
-                if hasattr(mod, "_CudaPlatform"):
-                    mod._CudaPlatform.is_arch_support_pdl = classmethod(lambda cls, v=pdl: v)
+                if name == "vllm 0.33":
+                    set_pdl(mod, pdl)
                 if case.op == "fwd":
                     fn = lambda m=mod, a=args_, meta=meta: m.causal_conv1d_fn(  # noqa: E731
                         **a, activation="silu", metadata=meta
