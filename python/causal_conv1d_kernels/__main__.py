@@ -120,7 +120,7 @@ def quick_benchmark(device, min_run_time: float) -> list:
     print(
         f"{'case':38} {'copy':>9} {'ours':>9} {'x':>6} {'plain torch':>12} {'x':>7} {'spread':>7}"
     )
-    spreads, copy_nt = {}, None
+    spreads, copy_1t, copy_nt = {}, None, None
     for case in cases:
         inputs = benchmark.make_inputs(case, device)
         copy_fn = benchmark.copy_floor(benchmark.bytes_moved(case, inputs), device)
@@ -136,11 +136,10 @@ def quick_benchmark(device, min_run_time: float) -> list:
         rounds = stable_rounds(measure)
         med = {name: statistics.median(r[name] for r in rounds) for name in fns}
         spreads[case.name] = max(spread([r[name] for r in rounds]) for name in ("copy", "ours"))
-        if copy_nt is None:
+        if cpu and threads > 1 and copy_nt is None:
+            # The first (largest) case's copy on every thread against one thread.
             copy_nt = med["copy"]
-            copy_1t = copy_nt
-            if cpu and threads > 1:
-                copy_1t = benchmark.time_us(copy_fn, device, threads=1, min_run_time=min_run_time)
+            copy_1t = benchmark.time_us(copy_fn, device, threads=1, min_run_time=min_run_time)
         print(
             f"{case.name:38} {med['copy']:9.1f} {med['ours']:9.1f} "
             f"{med['ours'] / med['copy']:6.2f} {med['torch']:12.1f} "
