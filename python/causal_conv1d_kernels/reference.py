@@ -187,9 +187,8 @@ def vllm_update_ref(
         q = tokens[b].shape[1]
         line = int(conv_state_indices[b]) if conv_state_indices is not None else b
         padding = (
-            line == PAD_SLOT_ID
+            _is_padding(line, PAD_SLOT_ID, conv_state)
             or line == null_block_id
-            or not 0 <= line < conv_state.shape[0]
             or (num_accepted_tokens is not None and q > lmax)
         )
         if q == 0:
