@@ -130,7 +130,7 @@ def run(device, cases, threads, min_run_time, peers_dir=None, timer="flushed"):
             set_pdl(peers["vllm 0.33"], False)
     dao = load_dao() if with_peers else None
     ours_available = device == "cpu" or has_cuda_backend()
-    flushed = device == "cuda" and timer == "flushed"
+    flushed = device == "cuda" and timer in ("flushed", "direct")
     rows = []
     for case in cases:
         inputs = benchmark.make_inputs(case, device)
@@ -145,7 +145,7 @@ def run(device, cases, threads, min_run_time, peers_dir=None, timer="flushed"):
 
         def time_us(fn, info=None):
             if flushed:
-                return benchmark.time_cuda_flushed_us(fn, min_run_time, info)
+                return benchmark.time_cuda_flushed_us(fn, min_run_time, info, timer != "direct")
             return benchmark.time_us(fn, device, threads, min_run_time, info)
 
         row = {"case": case.name, "bytes": nbytes, "copy_us": time_us(copy_fn)}
@@ -310,9 +310,11 @@ def main(argv=None) -> int:
     parser.add_argument("--no-peers", action="store_true")
     parser.add_argument(
         "--timer",
-        choices=["flushed", "graph"],
+        choices=["flushed", "direct", "graph"],
         default="flushed",
-        help="CUDA: L2 flushed before every call (CONTRACT 4), or CUDA graph replays (warm L2)",
+        help="CUDA: L2 flushed before every call (CONTRACT 4) and each call replayed from a "
+        "graph of its own; the same launched directly (as do_bench); or CUDA graphs of 20 "
+        "calls replayed (warm L2)",
     )
     parser.add_argument(
         "--isas", default=None, help="CPU only: comma-separated kernel sets to run side by side"
@@ -340,6 +342,8 @@ def main(argv=None) -> int:
             "as engines do (vLLM 0.33 without PDL, which has no preceding kernel to overlap "
             "here)"
             if args.timer == "flushed"
+            else "; L2 flushed before every call, each call launched directly (as do_bench)"
+            if args.timer == "direct"
             else "; CUDA graphs of 20 calls replayed (warm L2)"
         )
     os.makedirs(args.out_dir, exist_ok=True)

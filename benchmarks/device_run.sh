@@ -5,6 +5,8 @@
 #   bash benchmarks/device_run.sh            # from the repository root
 #   STAGES="cuda-tests gpu-bench" bash benchmarks/device_run.sh   # a subset
 # Stages: tests (whole suite), cuda-tests (tests whose id names cuda: every GPU-only test does),
+# cuda-quick (the CUDA tests of test_cuda, test_ops, test_fwd, test_update, test_vllm), timers (the
+# decode and small prefill rows under both flushed timers), pdl-bench (bench_pdl.py),
 # selfcheck, cpu-bench, cpu-scaling (benchmarks/cpu_scaling.py), gpu-bench (bench.py, L2 flushed),
 # check-peers (the Triton peers' outputs against the reference), vllm-bench (bench_vllm.py:
 # vLLM's spec/varlen/plain decode calls beside vLLM 0.33), reliability (CUDA hostile, fuzz,
@@ -31,29 +33,47 @@ ls .wheels/*.whl > /dev/null 2>&1 && python3 -m pip install --no-index -q .wheel
 TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}" MAX_JOBS="${MAX_JOBS:-16}" \
   python3 -m pip install --no-build-isolation -e . >> "$LOG" 2>&1 || { tail -40 "$LOG"; exit 1; }
 STAGES=" ${STAGES:-tests selfcheck cpu-bench gpu-bench} "
+# Result files are named after the GPU (gpu-h200, ...).
+GPU="${GPU:-gpu-$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 | awk '{print tolower($2)}')}"
 want() { [[ "$STAGES" == *" $1 "* ]]; }
 want tests && python3 -m pytest -q -rs tests -p no:cacheprovider 2>&1 | tee -a "$LOG" | grep -E "passed|failed|SKIPPED.*test_isa|Error" | tail -8
 want cuda-tests && python3 -m pytest -q tests -k cuda -p no:cacheprovider 2>&1 | tee -a "$LOG" \
   | grep -E "passed|failed|Error|FAILED" | tail -30
+want cuda-quick && python3 -m pytest -q -x tests/test_cuda.py tests/test_ops.py tests/test_fwd.py tests/test_update.py \
+  tests/test_vllm.py -k cuda -p no:cacheprovider 2>&1 | tee -a "$LOG" | grep -E "passed|failed|Error|FAILED" | tail -20
 want selfcheck && python3 -m causal_conv1d_kernels 2>&1 | tee -a "$LOG" | tail -9
 want cpu-bench && python3 benchmarks/bench.py --device cpu --threads 16 --min-run-time 1 --isas portable,avx2,avx512_bf16 \
   --name cpu-xeon-16t --out-dir "$OUT" 2>&1 | tee -a "$LOG" | grep -v "^wrote" | tail -3
 want cpu-bench && cat "$OUT/cpu-xeon-16t.md"
 want cpu-scaling && python3 benchmarks/cpu_scaling.py --isas "${SCALING_ISAS:-avx2,avx512_bf16}" \
   --threads "${SCALING_THREADS:-1,8,16}" 2>&1 | tee -a "$LOG" "$OUT/cpu-scaling.txt"
-want gpu-bench && python3 benchmarks/bench.py --device cuda --min-run-time 0.5 --peers-dir .peers --name gpu-h100 \
+want gpu-bench && python3 benchmarks/bench.py --device cuda --min-run-time 0.5 --peers-dir .peers --name "$GPU" \
   --out-dir "$OUT" 2>&1 | tee -a "$LOG" | tail -9
+# The decode and small-prefill rows under each flushed timer (graph-replayed, direct launch).
+if want timers; then
+  for timer in flushed direct; do
+    python3 benchmarks/bench.py --device cuda --min-run-time 0.3 --peers-dir .peers --timer $timer \
+      --only "${TIMER_ONLY:-update,small}" --name "$GPU-timer-$timer" --out-dir "$OUT/timers" 2>&1 \
+      | tee -a "$LOG" | grep -E "^\| (update|small|prefill|mixed)"
+  done
+fi
+want pdl-bench && python3 benchmarks/bench_pdl.py --peers-dir .peers --name "$GPU-pdl" --out-dir "$OUT" 2>&1 \
+  | tee -a "$LOG" | grep -E "^\| "
 want check-peers && python3 benchmarks/check_peers.py --peers-dir .peers 2>&1 | tee -a "$LOG" \
-  "$OUT/gpu-h100-check-peers.txt" | grep -v "^peer"
+  "$OUT/$GPU-check-peers.txt" | grep -v "^peer"
 want vllm-bench && python3 benchmarks/bench_vllm.py --peers-dir .peers --out-dir "$OUT" 2>&1 | tee -a "$LOG" \
   | grep "^| [svp]"
-if want profile; then
-  ncu --kernel-name regex:"fwd_kernel|update_kernel|_causal_conv1d" --section SpeedOfLight \
+if want profile; then  # PROFILE_CASES: ';'-separated substrings of case names
+  IFS=';' read -ra cases <<< "${PROFILE_CASES:-update batch 1,;update batch 256;mixed;prefill 1x8192}"
+  ncu --clock-control none --cache-control all \
+    --kernel-name regex:"fwd_kernel|update_kernel|_causal_conv1d|copy" --section SpeedOfLight \
     --section Occupancy --section LaunchStats --section WarpStateStats --section MemoryWorkloadAnalysis \
-    python3 benchmarks/profile_cuda.py "update batch 1," "update batch 256" "mixed" "prefill 1x8192" \
+    --section SchedulerStats --metrics "$(for r in imc_miss no_instruction long_scoreboard drain barrier wait; do
+      printf 'smsp__average_warps_issue_stalled_%s_per_issue_active.ratio,' $r; done)gpu__time_duration.sum" \
+    python3 benchmarks/profile_cuda.py --peers-dir .peers "${cases[@]}" \
     > "$OUT/ncu.txt" 2>&1
-  grep -E "profiled|^  [a-z_]*kernel|Duration|DRAM Throughput|Achieved Occupancy|Registers Per|Block Limit Reg|stalled|L2 Hit" \
-    "$OUT/ncu.txt" | cut -c1-220 | head -150
+  grep -E "profiling|^  [a-zA-Z_:<>]*(kernel|copy)|Duration|DRAM Throughput|Achieved Occupancy|Registers Per|stall|Warp Cycles Per Issued|Block Size|Grid Size" \
+    "$OUT/ncu.txt" | cut -c1-160 | head -${PROFILE_LINES:-120}
 fi
 if want chunk-sweep; then
   for chunk in 8 16 32 64 128; do

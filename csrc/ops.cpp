@@ -6,6 +6,10 @@
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+
 namespace causal_conv1d {
 namespace {
 
@@ -249,6 +253,146 @@ UpdateParams make_update_params(const at::Tensor& x_in, const at::Tensor& conv_s
   return p;
 }
 
+namespace {
+
+// A (batch, dim, width-1) tensor of x's dtype and device, or undefined.
+void check_batch_states(const char* op, const char* name, const at::Tensor& t,
+                        const at::Tensor& x, int64_t width) {
+  check_device(op, name, t, x);
+  TORCH_CHECK(t.scalar_type() == x.scalar_type(), op, ": ", name, " must have x's dtype ",
+              x.scalar_type(), ", got ", t.scalar_type());
+  TORCH_CHECK(t.dim() == 3 && t.size(0) == x.size(0) && t.size(1) == x.size(1) &&
+                  t.size(2) == width - 1,
+              op, ": ", name, " must have shape (batch=", num(x.size(0)), ", dim=", num(x.size(1)),
+              ", width-1=", num(width - 1), "), got ", dims(t.sizes()));
+}
+
+// x, the filter and seq_idx of both batch ops.
+BatchParams batch_params(const char* op, const at::Tensor& x, const at::Tensor& weight,
+                         const std::optional<at::Tensor>& bias,
+                         const std::optional<at::Tensor>& seq_idx,
+                         const std::optional<at::Tensor>& initial_states, bool silu) {
+  TORCH_CHECK(x.dim() == 3, op, ": x must have shape (batch, dim, seqlen), got ", dims(x.sizes()));
+  BatchParams p;
+  fill_conv_params(p, op, x, x.size(1), weight, bias, nullptr, "", silu, -1, -1, false);
+  p.batch = x.size(0);
+  p.seqlen = x.size(2);
+  p.x = x.data_ptr();
+  p.x_batch_stride = x.stride(0);
+  p.x_dim_stride = x.stride(1);
+  p.x_tok_stride = x.stride(2);
+  if (seq_idx.has_value()) {
+    const at::Tensor& q = *seq_idx;
+    check_device(op, "seq_idx", q, x);
+    TORCH_CHECK(q.scalar_type() == at::kInt, op, ": seq_idx must be int32, got ", q.scalar_type());
+    TORCH_CHECK(q.dim() == 2 && q.size(0) == p.batch && q.size(1) == p.seqlen, op,
+                ": seq_idx must have shape (batch=", num(p.batch), ", seqlen=", num(p.seqlen),
+                "), got ", dims(q.sizes()));
+    p.seq_idx = q.data_ptr<int32_t>();
+    p.seq_batch_stride = q.stride(0);
+    p.seq_tok_stride = q.stride(1);
+  }
+  if (initial_states.has_value()) {
+    const at::Tensor& t = *initial_states;
+    check_batch_states(op, "initial_states", t, x, p.width);
+    p.initial_states = t.data_ptr();
+    p.init_batch_stride = t.stride(0);
+    p.init_dim_stride = t.stride(1);
+    p.init_tok_stride = t.stride(2);
+  }
+  return p;
+}
+
+void check_like_x(const char* op, const char* name, const at::Tensor& t, const at::Tensor& x) {
+  TORCH_CHECK(t.sizes() == x.sizes() && t.scalar_type() == x.scalar_type() &&
+                  t.device() == x.device(),
+              op, ": ", name, " must have x's shape ", dims(x.sizes()), " and dtype ",
+              x.scalar_type(), ", got ", dims(t.sizes()), " ", t.scalar_type());
+}
+
+std::atomic<bool>& pdl_setting() {
+  static std::atomic<bool> on{[] {
+    const char* v = std::getenv("CAUSAL_CONV1D_PDL");
+    return v == nullptr || std::strcmp(v, "0") != 0;
+  }()};
+  return on;
+}
+}  // namespace
+
+at::Tensor empty_batch_states(const at::Tensor& x, int64_t width, bool wanted) {
+  if (!wanted) return at::empty({0}, x.options());
+  return at::empty({x.size(0), width - 1, x.size(1)}, x.options()).transpose(1, 2);
+}
+
+BatchParams make_batch_fwd_params(const at::Tensor& x, const at::Tensor& weight,
+                                  const std::optional<at::Tensor>& bias,
+                                  const std::optional<at::Tensor>& seq_idx,
+                                  const std::optional<at::Tensor>& initial_states, bool silu,
+                                  const at::Tensor& out, const at::Tensor& final_states) {
+  constexpr const char* op = "causal_conv1d_batch_fwd";
+  BatchParams p = batch_params(op, x, weight, bias, seq_idx, initial_states, silu);
+  check_like_x(op, "out", out, x);
+  TORCH_CHECK(out.numel() == 0 || out.data_ptr() != x.data_ptr(), op, ": out must not be x");
+  p.out = out.data_ptr();
+  p.out_batch_stride = out.stride(0);
+  p.out_dim_stride = out.stride(1);
+  p.out_tok_stride = out.stride(2);
+  if (final_states.defined()) {
+    TORCH_CHECK(!seq_idx.has_value(), op,
+                ": final states are not returned with seq_idx (as in Dao's causal_conv1d 1.7)");
+    check_batch_states(op, "final_states_out", final_states, x, p.width);
+    p.final_states = final_states.data_ptr();
+    p.final_batch_stride = final_states.stride(0);
+    p.final_dim_stride = final_states.stride(1);
+    p.final_tok_stride = final_states.stride(2);
+  }
+  return p;
+}
+
+BatchParams make_batch_bwd_params(const at::Tensor& x, const at::Tensor& weight,
+                                  const std::optional<at::Tensor>& bias,
+                                  const std::optional<at::Tensor>& seq_idx,
+                                  const std::optional<at::Tensor>& initial_states,
+                                  const at::Tensor& dout,
+                                  const std::optional<at::Tensor>& dfinal_states, bool silu,
+                                  const at::Tensor& dx, const at::Tensor& dinitial_states) {
+  constexpr const char* op = "causal_conv1d_batch_bwd";
+  BatchParams p = batch_params(op, x, weight, bias, seq_idx, initial_states, silu);
+  check_like_x(op, "dout", dout, x);
+  check_like_x(op, "dx", dx, x);
+  p.dout = dout.data_ptr();
+  p.dout_batch_stride = dout.stride(0);
+  p.dout_dim_stride = dout.stride(1);
+  p.dout_tok_stride = dout.stride(2);
+  p.dx = dx.data_ptr();
+  p.dx_batch_stride = dx.stride(0);
+  p.dx_dim_stride = dx.stride(1);
+  p.dx_tok_stride = dx.stride(2);
+  if (dfinal_states.has_value()) {
+    TORCH_CHECK(!seq_idx.has_value(), op,
+                ": dfinal_states with seq_idx (final states are not returned with seq_idx)");
+    check_batch_states(op, "dfinal_states", *dfinal_states, x, p.width);
+    p.dfinal_states = dfinal_states->data_ptr();
+    p.dfinal_batch_stride = dfinal_states->stride(0);
+    p.dfinal_dim_stride = dfinal_states->stride(1);
+    p.dfinal_tok_stride = dfinal_states->stride(2);
+  }
+  if (dinitial_states.defined()) {
+    TORCH_CHECK(initial_states.has_value(), op,
+                ": dinitial_states asked for without initial_states");
+    check_batch_states(op, "dinitial_states", dinitial_states, x, p.width);
+    p.dinitial_states = dinitial_states.data_ptr();
+    p.dinit_batch_stride = dinitial_states.stride(0);
+    p.dinit_dim_stride = dinitial_states.stride(1);
+    p.dinit_tok_stride = dinitial_states.stride(2);
+  }
+  return p;
+}
+
+bool pdl_enabled() { return pdl_setting().load(std::memory_order_relaxed); }
+
+bool set_pdl(bool enabled) { return pdl_setting().exchange(enabled); }
+
 }  // namespace causal_conv1d
 
 TORCH_LIBRARY(causal_conv1d, m) {
@@ -268,5 +412,19 @@ TORCH_LIBRARY(causal_conv1d, m) {
       "bool silu, Tensor? cache_seqlens, Tensor? conv_state_indices, int pad_slot_id, "
       "Tensor(b!) out, Tensor? num_accepted_tokens=None, Tensor? query_start_loc=None, "
       "int max_query_len=-1, int null_block_id=-1, bool front_window=False) -> ()");
+  // The Dao dialect's training ops (CONTRACT 1.5): x (batch, dim, seqlen), seq_idx, initial
+  // and final states of their own; functional, so that autograd can be registered on them.
+  // final_states is (batch, dim, width-1) when return_final_states, else empty (0,).
+  m.def(
+      "causal_conv1d_batch_fwd(Tensor x, Tensor weight, Tensor? bias, Tensor? seq_idx, "
+      "Tensor? initial_states, bool return_final_states, bool silu) -> (Tensor, Tensor)");
+  // dbias is empty (0,) without bias, dinitial_states without return_dinitial_states.
+  // deterministic: the same bits on every run (the CPU kernels always are).
+  m.def(
+      "causal_conv1d_batch_bwd(Tensor x, Tensor weight, Tensor? bias, Tensor? seq_idx, "
+      "Tensor? initial_states, Tensor dout, Tensor? dfinal_states, bool silu, "
+      "bool return_dinitial_states, bool deterministic) -> (Tensor, Tensor, Tensor, Tensor)");
   m.def("cpu_isa() -> str", &causal_conv1d::cpu_isa_name);
+  // Programmatic dependent launch on or off for later CUDA launches; returns the previous setting.
+  m.def("set_pdl(bool enabled) -> bool", &causal_conv1d::set_pdl);
 }

@@ -3,7 +3,12 @@ The correctness suites in test_fwd.py / test_update.py also run on CUDA (device 
 
 import pytest
 import torch
-from causal_conv1d_kernels import causal_conv1d_fn, causal_conv1d_update, has_cuda_backend
+from causal_conv1d_kernels import (
+    causal_conv1d_fn,
+    causal_conv1d_update,
+    has_cuda_backend,
+    set_pdl,
+)
 from causal_conv1d_kernels.reference import causal_conv1d_fn_ref, causal_conv1d_update_ref
 from helpers import BF16, F32, assert_close, cumulative
 
@@ -149,3 +154,73 @@ def test_graph_of_a_speculative_decode_step_replays_with_new_acceptances_and_len
         used = int(qsl[-1])
         assert_close(out[:used], expected[:used])
         assert torch.equal(states, after)
+
+
+@pytest.fixture
+def pdl():
+    """Sets PDL for one test and restores the process setting after it."""
+    previous = set_pdl(True)
+    yield set_pdl
+    set_pdl(previous)
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_pdl_results_are_identical_after_a_slow_producer(pdl, enabled):
+    """Each op right after a long kernel that writes its inputs (x, the states, the cache
+    indices), eagerly and replayed from a CUDA graph, with PDL on and off: the outputs and the
+    cache equal the reference's and are the same bits either way. Without the kernels' wait
+    for their producers, PDL would let them read the inputs before the producer wrote them."""
+    pdl(enabled)
+    dim, width, lines = 1024, 4, 16
+    g = torch.Generator(device="cuda").manual_seed(5)
+    weight = torch.randn(dim, width, device="cuda", dtype=BF16, generator=g)
+    bias = torch.randn(dim, device="cuda", dtype=BF16, generator=g)
+    base_x = torch.randn(700, dim, device="cuda", generator=g).to(BF16).t()  # channel-last
+    base_token = torch.randn(8, dim, device="cuda", generator=g).to(BF16)
+    base_states = torch.randn(lines, dim, width - 1, device="cuda", generator=g)
+    qsl = cumulative([300, 0, 250, 150], torch.int32, "cuda")
+    init = torch.tensor([True, False, True, False], device="cuda")
+    big = torch.randn(32 << 20, device="cuda", generator=g)
+    x, token = torch.empty_like(base_x), torch.empty_like(base_token)
+    states = torch.empty_like(base_states)
+    idx = torch.empty(8, dtype=torch.int64, device="cuda")
+    y = torch.empty_like(x)
+
+    def step(scale):
+        # A long producer first (its last kernels write the inputs), then each op at once.
+        big.mul_(1.0)
+        x.copy_(base_x * scale)
+        token.copy_(base_token * scale)
+        states.copy_(base_states * scale)
+        idx.copy_(torch.arange(8, device="cuda").flip(0) * 2)
+        causal_conv1d_fn(x, weight, bias, states, qsl, idx[:4], init, out=y)
+        big.mul_(1.0)
+        token.mul_(scale)
+        return causal_conv1d_update(token, states, weight, bias, "silu", conv_state_indices=idx)
+
+    def expected(scale):
+        s = (base_states * scale).to(F32)
+        ref_y, s = causal_conv1d_fn_ref(base_x * scale, weight, bias, s, qsl, idx[:4], init)
+        t = ((base_token * scale).to(BF16) * scale).to(BF16)
+        ref_z, s = causal_conv1d_update_ref(t, s, weight, bias, "silu", conv_state_indices=idx)
+        return ref_y, ref_z, s
+
+    z = step(1.0)
+    ref_y, ref_z, ref_s = expected(1.0)
+    assert_close(y, ref_y)
+    assert_close(z, ref_z)
+    assert torch.equal(states, ref_s)
+    eager = (y.clone(), z.clone(), states.clone())
+
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        z_graph = step(-0.5)
+    for _ in range(3):
+        graph.replay()
+    torch.cuda.synchronize()
+    ref_y, ref_z, ref_s = expected(-0.5)
+    assert_close(y, ref_y)
+    assert_close(z_graph, ref_z)
+    assert torch.equal(states, ref_s)
+    z = step(1.0)
+    assert torch.equal(y, eager[0]) and torch.equal(z, eager[1]) and torch.equal(states, eager[2])

@@ -1,5 +1,9 @@
 """Op registration: schemas, fake kernels (opcheck) and torch.compile(fullgraph=True)."""
 
+import os
+import subprocess
+import sys
+
 import causal_conv1d_kernels as ck
 import pytest
 import torch
@@ -108,3 +112,28 @@ def test_torch_compile_fullgraph(device, backend):
     assert torch.equal(args[1], eager_states), "compiled call must update the cache in place"
     assert torch.equal(token, eager_token), "compiled call must write out=token in place"
     assert_close(buf.sum(dim=0), eager[0]), "compiled call must fill the prefill's out buffer"
+
+
+def test_set_pdl_switches_and_returns_the_previous_setting():
+    from causal_conv1d_kernels import set_pdl
+
+    previous = set_pdl(False)
+    try:
+        assert set_pdl(True) is False
+        assert set_pdl(True) is True
+        with pytest.raises(TypeError, match="enabled"):
+            set_pdl(1)
+    finally:
+        set_pdl(previous)
+
+
+@pytest.mark.parametrize("value,expected", [("0", "False"), ("1", "True"), (None, "True")])
+def test_pdl_default_follows_the_environment(value, expected):
+    env = {k: v for k, v in os.environ.items() if k != "CAUSAL_CONV1D_PDL"}
+    if value is not None:
+        env["CAUSAL_CONV1D_PDL"] = value
+    probe = "import causal_conv1d_kernels as c; print(c.set_pdl(True))"
+    result = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == expected

@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <new>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "../ops.h"
@@ -265,6 +266,107 @@ void causal_conv1d_update_cpu(const at::Tensor& x, const at::Tensor& conv_state,
   });
 }
 
+std::tuple<at::Tensor, at::Tensor> causal_conv1d_batch_fwd_cpu(
+    const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+    const std::optional<at::Tensor>& seq_idx, const std::optional<at::Tensor>& initial_states,
+    bool return_final_states, bool silu) {
+  check_cpu("causal_conv1d_batch_fwd", x);
+  const int64_t width = weight.dim() == 2 ? weight.size(1) : 0;
+  at::Tensor out = at::empty_like(x);
+  at::Tensor final_states = empty_batch_states(x, width, return_final_states);
+  const BatchParams p = make_batch_fwd_params(x, weight, bias, seq_idx, initial_states, silu, out,
+                                              return_final_states ? final_states : at::Tensor());
+  if (p.batch == 0 || p.dim == 0) return {out, final_states};
+  const CpuKernelSet& k = kernels();
+  const PreparedWeights weights(p, k.packs_vnni);
+  const CpuWeights w = weights.view();
+  const BatchFwdItemFn fn = k.batch_fwd(p);
+  // Token chunks of every row (one empty chunk for an empty row: it still has final states).
+  const int64_t per_row = std::max<int64_t>(1, (p.seqlen + kChunk - 1) / kChunk);
+  const int64_t slabs = (p.dim + kSlab - 1) / kSlab;
+  const int64_t scratch_size = p.width * scratch_pitch(std::min(kSlab, p.dim));
+  parallel_items(p.batch * per_row * slabs, p.batch * p.seqlen * p.dim, [&](int64_t begin,
+                                                                            int64_t end) {
+    float* scratch = thread_scratch(scratch_size);
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t chunk = i / slabs, c0 = (i % slabs) * kSlab;
+      const int64_t b = chunk / per_row, t0 = (chunk % per_row) * kChunk;
+      fn(p, w, b, t0, std::min(p.seqlen, t0 + kChunk), c0, std::min(p.dim, c0 + kSlab), scratch);
+    }
+  });
+  return {out, final_states};
+}
+
+// Token ranges whose dweight/dbias shares are summed separately, then added in
+// range order: a fixed number, so that the bits do not depend on the thread
+// count or on which thread ran what.
+constexpr int64_t kBwdRanges = 32;
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> causal_conv1d_batch_bwd_cpu(
+    const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+    const std::optional<at::Tensor>& seq_idx, const std::optional<at::Tensor>& initial_states,
+    const at::Tensor& dout, const std::optional<at::Tensor>& dfinal_states, bool silu,
+    bool return_dinitial_states, bool /*deterministic: always*/) {
+  check_cpu("causal_conv1d_batch_bwd", x);
+  const int64_t width = weight.dim() == 2 ? weight.size(1) : 0;
+  at::Tensor dx = at::empty_like(x);
+  const bool want_dinit = return_dinitial_states && initial_states.has_value();
+  at::Tensor dinit = want_dinit ? at::empty_like(*initial_states) : at::empty({0}, x.options());
+  const BatchParams p = make_batch_bwd_params(x, weight, bias, seq_idx, initial_states, dout,
+                                              dfinal_states, silu, dx,
+                                              want_dinit ? dinit : at::Tensor());
+  at::Tensor dweight = at::empty({p.dim, p.width}, weight.options());
+  at::Tensor dbias = bias.has_value() ? at::empty({p.dim}, bias->options())
+                                      : at::empty({0}, weight.options());
+  const CpuKernelSet& k = kernels();
+  const PreparedWeights weights(p, /*want_vnni=*/false);
+  const CpuWeights w = weights.view();
+  const BatchBwdItemFn fn = k.batch_bwd(p);
+
+  const int64_t per_row = std::max<int64_t>(1, (p.seqlen + kBwdChunk - 1) / kBwdChunk);
+  const int64_t chunks = p.batch * per_row;
+  const int64_t ranges = std::min(kBwdRanges, std::max<int64_t>(1, chunks));
+  const int64_t slabs = (p.dim + kBwdSlab - 1) / kBwdSlab;
+  // Per (range, slab): width rows of dweight shares, then one of dbias, kBwdSlab floats each.
+  const int64_t share = (p.width + 1) * kBwdSlab;
+  std::vector<float> shares(static_cast<size_t>(ranges * slabs * share), 0.f);
+  const int64_t scratch_size = kBwdScratchRows * scratch_pitch(kBwdSlab);
+  if (p.batch > 0 && p.dim > 0) {
+    parallel_items(ranges * slabs, p.batch * p.seqlen * p.dim, [&](int64_t begin, int64_t end) {
+      float* scratch = thread_scratch(scratch_size);
+      for (int64_t i = begin; i < end; ++i) {
+        const int64_t r = i / slabs, c0 = (i % slabs) * kBwdSlab;
+        const int64_t n = std::min(p.dim, c0 + kBwdSlab) - c0;
+        float* dw = shares.data() + i * share;
+        for (int64_t chunk = r * chunks / ranges; chunk < (r + 1) * chunks / ranges; ++chunk) {
+          const int64_t b = chunk / per_row, t0 = (chunk % per_row) * kBwdChunk;
+          fn(p, w, b, t0, std::min(p.seqlen, t0 + kBwdChunk), c0, c0 + n, scratch, dw,
+             dw + p.width * n);
+        }
+      }
+    });
+  }
+  // Sum the shares in range order (fp32, as the kernels accumulate), then store.
+  at::Tensor dw32 = at::zeros({p.dim, p.width}, x.options().dtype(at::kFloat));
+  at::Tensor db32 = at::zeros({p.dim}, x.options().dtype(at::kFloat));
+  float* dwp = dw32.data_ptr<float>();
+  float* dbp = db32.data_ptr<float>();
+  at::parallel_for(0, slabs, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t slab = begin; slab < end; ++slab) {
+      const int64_t c0 = slab * kBwdSlab, n = std::min(p.dim, c0 + kBwdSlab) - c0;
+      for (int64_t r = 0; r < ranges; ++r) {
+        const float* dw = shares.data() + (r * slabs + slab) * share;
+        for (int64_t kk = 0; kk < p.width; ++kk)
+          for (int64_t c = 0; c < n; ++c) dwp[(c0 + c) * p.width + kk] += dw[kk * n + c];
+        for (int64_t c = 0; c < n; ++c) dbp[c0 + c] += dw[p.width * n + c];
+      }
+    }
+  });
+  dweight.copy_(dw32);
+  if (bias.has_value()) dbias.copy_(db32);
+  return {dx, dweight, dbias, dinit};
+}
+
 }  // namespace
 }  // namespace causal_conv1d::cpu
 
@@ -276,4 +378,6 @@ TORCH_LIBRARY_IMPL(causal_conv1d, CPU, m) {
   m.impl("causal_conv1d_fwd", &causal_conv1d::cpu::causal_conv1d_fwd_cpu);
   m.impl("causal_conv1d_fwd_out", &causal_conv1d::cpu::causal_conv1d_fwd_out_cpu);
   m.impl("causal_conv1d_update", &causal_conv1d::cpu::causal_conv1d_update_cpu);
+  m.impl("causal_conv1d_batch_fwd", &causal_conv1d::cpu::causal_conv1d_batch_fwd_cpu);
+  m.impl("causal_conv1d_batch_bwd", &causal_conv1d::cpu::causal_conv1d_batch_bwd_cpu);
 }

@@ -306,6 +306,240 @@ void update_item(const UpdateParams& p, const CpuWeights& w, int64_t row, int64_
                       out + t * o_tok + cb * o_dim, o_dim);
 }
 
+// ---- The Dao dialect's batch prefill and its backward (CONTRACT 1.5) ----
+//
+// A token is "clean" when its whole window lies in x and in its own sequence:
+// its taps then read x in place (Isa::conv_tokens, plain channel loops in the
+// backward). Other tokens stage their window in fp32 first: taps of another
+// sequence are zero, taps before the row read initial_states (when the row's
+// first token is of the same sequence) or zero.
+
+// Tracks, walking a row's tokens upwards, where the current run of equal
+// sequence ids starts (only as far back as width-1 tokens matters).
+struct SequenceRuns {
+  const BatchParams& p;
+  int64_t b, run;
+  SequenceRuns(const BatchParams& params, int64_t row, int64_t t0) : p(params), b(row), run(0) {
+    if (p.seq_idx == nullptr) return;
+    const int64_t s = p.sequence(b, t0);
+    run = t0;
+    while (run > 0 && t0 - run < p.width - 1 && p.sequence(b, run - 1) == s) --run;
+  }
+  // Called for t0, t0 + 1, ... in order; whether token t is clean.
+  bool clean(int64_t t) {
+    if (p.seq_idx != nullptr && t > 0 && p.sequence(b, t) != p.sequence(b, t - 1)) run = t;
+    return t - (p.width - 1) >= run;
+  }
+};
+
+// Token t's window (width columns, the last one token t) in fp32 rows of
+// `pitch`, channels [c0, c0 + n), taps outside its sequence zero.
+template <class Isa, typename scalar_t>
+void stage_batch_window(const BatchParams& p, int64_t b, int64_t t, const scalar_t* x,
+                        const scalar_t* init, int64_t n, float* rows, int64_t pitch) {
+  const int64_t H = p.width - 1, s = p.sequence(b, t);
+  const bool init_ours = init != nullptr && p.sequence(b, 0) == s;
+  for (int64_t k = 0; k <= H; ++k) {
+    const int64_t pos = t - H + k;
+    float* row = rows + k * pitch;
+    if (pos >= 0 && p.sequence(b, pos) == s) {
+      copy_channels<Isa>(row, 1, x + pos * p.x_tok_stride, p.x_dim_stride, n);
+    } else if (pos < 0 && init_ours) {
+      copy_channels<Isa>(row, 1, init + (pos + H) * p.init_tok_stride, p.init_dim_stride, n);
+    } else {
+      fill_channels<Isa>(row, 1, n);
+    }
+  }
+}
+
+// Outputs of tokens [t0, t1) of row b, channels [c0, c1); the item holding the
+// row's last token also writes its final states.
+template <class Isa, typename scalar_t>
+void batch_fwd_item(const BatchParams& p, const CpuWeights& w, int64_t b, int64_t t0, int64_t t1,
+                    int64_t c0, int64_t c1, float* scratch) {
+  const int64_t n = c1 - c0, pitch = scratch_pitch(n), H = p.width - 1;
+  const int64_t x_tok = p.x_tok_stride, x_dim = p.x_dim_stride;
+  const int64_t o_tok = p.out_tok_stride, o_dim = p.out_dim_stride;
+  const scalar_t* x = static_cast<const scalar_t*>(p.x) + b * p.x_batch_stride + c0 * x_dim;
+  scalar_t* out = static_cast<scalar_t*>(p.out) + b * p.out_batch_stride + c0 * o_dim;
+  const scalar_t* init =
+      p.initial_states == nullptr
+          ? nullptr
+          : static_cast<const scalar_t*>(p.initial_states) + b * p.init_batch_stride +
+                c0 * p.init_dim_stride;
+
+  SequenceRuns runs(p, b, t0);
+  for (int64_t t = t0; t < t1;) {
+    if (runs.clean(t)) {
+      int64_t end = t + 1;
+      while (end < t1 && runs.clean(end)) ++end;
+      if (p.sequence(b, t) < 0) {
+        for (int64_t u = t; u < end; ++u) fill_channels<Isa>(out + u * o_tok, o_dim, n);
+      } else {
+        for (int64_t tb = t; tb < end; tb += kTokens)
+          for (int64_t cb = 0; cb < n; cb += kBlock)
+            Isa::conv_tokens(p, w, c0 + cb, min64(kBlock, n - cb),
+                             x + (tb - H) * x_tok + cb * x_dim, x_tok, x_dim,
+                             out + tb * o_tok + cb * o_dim, o_tok, o_dim, min64(kTokens, end - tb));
+      }
+      t = end;
+      continue;
+    }
+    if (p.sequence(b, t) < 0) {
+      fill_channels<Isa>(out + t * o_tok, o_dim, n);
+    } else {
+      stage_batch_window<Isa>(p, b, t, x, init, n, scratch, pitch);
+      for (int64_t cb = 0; cb < n; cb += kBlock)
+        Isa::conv_token(p, w, c0 + cb, min64(kBlock, n - cb), scratch + cb, pitch, 1,
+                        out + t * o_tok + cb * o_dim, o_dim);
+    }
+    ++t;
+  }
+
+  if (p.final_states == nullptr || t1 != p.seqlen) return;
+  // The last width-1 columns of cat(initial state or zeros, x).
+  scalar_t* fin = static_cast<scalar_t*>(p.final_states) + b * p.final_batch_stride +
+                  c0 * p.final_dim_stride;
+  for (int64_t j = 0; j < H; ++j) {
+    const int64_t src = p.seqlen - H + j;
+    scalar_t* dst = fin + j * p.final_tok_stride;
+    if (src >= 0) {
+      copy_channels<Isa>(dst, p.final_dim_stride, x + src * x_tok, x_dim, n);
+    } else if (init != nullptr) {
+      copy_channels<Isa>(dst, p.final_dim_stride, init + (src + H) * p.init_tok_stride,
+                         p.init_dim_stride, n);
+    } else {
+      fill_channels<Isa>(dst, p.final_dim_stride, n);
+    }
+  }
+}
+
+// g = dout * act'(pre) for n channels (SiLU': s (1 + pre (1 - s)), s = sigmoid(pre)).
+template <class Isa, typename scalar_t>
+inline void pre_gradient(const BatchParams& p, const float* pre, const scalar_t* dout,
+                         int64_t dout_dim, int64_t n, float* g) {
+  copy_channels<Isa>(g, 1, dout, dout_dim, n);
+  if (!p.silu) return;
+  for (int64_t c = 0; c < n; ++c) {
+    const float s = 1.f / (1.f + exp_fast(-pre[c]));
+    g[c] *= s * (1.f + pre[c] * (1.f - s));
+  }
+}
+
+// dx of tokens [t0, t1) of row b, channels [c0, c1); dinitial_states of the
+// row when t0 == 0; the chunk's dweight and dbias added into dw, db.
+template <class Isa, typename scalar_t>
+void batch_bwd_item(const BatchParams& p, const CpuWeights& w, int64_t b, int64_t t0, int64_t t1,
+                    int64_t c0, int64_t c1, float* scratch, float* dw, float* db) {
+  const int64_t n = c1 - c0, pitch = scratch_pitch(kBwdSlab), H = p.width - 1, L = p.seqlen;
+  const int64_t x_tok = p.x_tok_stride, x_dim = p.x_dim_stride;
+  const scalar_t* x = static_cast<const scalar_t*>(p.x) + b * p.x_batch_stride + c0 * x_dim;
+  const scalar_t* dout = static_cast<const scalar_t*>(p.dout) + b * p.dout_batch_stride +
+                         c0 * p.dout_dim_stride;
+  scalar_t* dx = static_cast<scalar_t*>(p.dx) + b * p.dx_batch_stride + c0 * p.dx_dim_stride;
+  const scalar_t* init =
+      p.initial_states == nullptr
+          ? nullptr
+          : static_cast<const scalar_t*>(p.initial_states) + b * p.init_batch_stride +
+                c0 * p.init_dim_stride;
+  const scalar_t* dfinal =
+      p.dfinal_states == nullptr
+          ? nullptr
+          : static_cast<const scalar_t*>(p.dfinal_states) + b * p.dfinal_batch_stride +
+                c0 * p.dfinal_dim_stride;
+  const float* taps = w.taps + c0;
+
+  // Rows 0 .. te-t0-1 of g: the gradient at the pre-activation of tokens
+  // [t0, te), te = min(L, t1 + H) (dx of token t reads g up to t + H); then a
+  // staged window.
+  float* g = scratch;
+  float* window = scratch + (kBwdChunk + kMaxWidth - 1) * pitch;
+  const int64_t te = min64(L, t1 + H);
+  float pre[kBwdSlab];
+  SequenceRuns runs(p, b, t0);
+  for (int64_t t = t0; t < te; ++t) {
+    float* gt = g + (t - t0) * pitch;
+    const bool clean = runs.clean(t);
+    if (p.sequence(b, t) < 0) {
+      fill_channels<Isa>(gt, 1, n);
+      continue;
+    }
+    // The window's column k: in x (clean) or staged.
+    const float* staged = nullptr;
+    if (!clean) {
+      stage_batch_window<Isa>(p, b, t, x, init, n, window, pitch);
+      staged = window;
+    }
+    for (int64_t c = 0; c < n; ++c) pre[c] = w.bias == nullptr ? 0.f : w.bias[c0 + c];
+    for (int64_t k = 0; k <= H; ++k) {
+      if (clean) {
+        accumulate_tap<Isa>(pre, taps + k * p.dim, x + (t - H + k) * x_tok, x_dim, n);
+      } else {
+        accumulate_tap<Isa>(pre, taps + k * p.dim, staged + k * pitch, 1, n);
+      }
+    }
+    pre_gradient<Isa>(p, pre, dout + t * p.dout_tok_stride, p.dout_dim_stride, n, gt);
+    if (t >= t1) continue;  // a later chunk's token: its dweight share is that chunk's
+    for (int64_t c = 0; c < n; ++c) db[c] += gt[c];
+    for (int64_t k = 0; k <= H; ++k) {
+      float* dwk = dw + k * n;
+      if (clean) {
+        const scalar_t* col = x + (t - H + k) * x_tok;
+        if (x_dim == 1) {
+          for (int64_t c = 0; c < n; ++c) dwk[c] += gt[c] * Convert<Isa>::to_float(col[c]);
+        } else {
+          for (int64_t c = 0; c < n; ++c)
+            dwk[c] += gt[c] * Convert<Isa>::to_float(col[c * x_dim]);
+        }
+      } else {
+        const float* col = staged + k * pitch;
+        for (int64_t c = 0; c < n; ++c) dwk[c] += gt[c] * col[c];
+      }
+    }
+  }
+
+  // dx[q] = sum_k w[k] g[q + H - k] over taps of q's sequence, + dfinal_states.
+  float acc[kBwdSlab];
+  for (int64_t q = t0; q < t1; ++q) {
+    for (int64_t c = 0; c < n; ++c) acc[c] = 0.f;
+    const int64_t s = p.sequence(b, q);
+    for (int64_t k = 0; k <= H; ++k) {
+      const int64_t t = q + H - k;
+      if (t >= L || p.sequence(b, t) != s) continue;
+      const float* gt = g + (t - t0) * pitch;
+      const float* tap = taps + k * p.dim;
+      for (int64_t c = 0; c < n; ++c) acc[c] += tap[c] * gt[c];
+    }
+    if (dfinal != nullptr && q >= L - H) {
+      const scalar_t* col = dfinal + (q - (L - H)) * p.dfinal_tok_stride;
+      for (int64_t c = 0; c < n; ++c) acc[c] += Convert<Isa>::to_float(col[c * p.dfinal_dim_stride]);
+    }
+    copy_channels<Isa>(dx + q * p.dx_tok_stride, p.dx_dim_stride, acc, 1, n);
+  }
+
+  if (t0 != 0 || p.dinitial_states == nullptr) return;
+  // Initial-state column i (position i - H) feeds tap k of token i - k, when
+  // that token's sequence is the row's first; and, for short rows, final column i - L.
+  scalar_t* dinit = static_cast<scalar_t*>(p.dinitial_states) + b * p.dinit_batch_stride +
+                    c0 * p.dinit_dim_stride;
+  const int64_t s0 = L > 0 ? p.sequence(b, 0) : 0;
+  for (int64_t i = 0; i < H; ++i) {
+    for (int64_t c = 0; c < n; ++c) acc[c] = 0.f;
+    for (int64_t k = 0; k <= i; ++k) {
+      const int64_t t = i - k;
+      if (t >= L || p.sequence(b, t) != s0) continue;
+      const float* gt = g + t * pitch;
+      const float* tap = taps + k * p.dim;
+      for (int64_t c = 0; c < n; ++c) acc[c] += tap[c] * gt[c];
+    }
+    if (dfinal != nullptr && i >= L) {
+      const scalar_t* col = dfinal + (i - L) * p.dfinal_tok_stride;
+      for (int64_t c = 0; c < n; ++c) acc[c] += Convert<Isa>::to_float(col[c * p.dfinal_dim_stride]);
+    }
+    copy_channels<Isa>(dinit + i * p.dinit_tok_stride, p.dinit_dim_stride, acc, 1, n);
+  }
+}
+
 // Calls f.template operator()<kW>() with the width as a compile-time constant;
 // false for a width outside kW..kMaxWidth.
 template <int kW = 2, typename F>
@@ -351,6 +585,20 @@ UpdateItemFn select_update(const UpdateParams& p) {
     return with_storage_type(p.state_type, [&](auto s_tag) -> UpdateItemFn {
       return &update_item<Isa, decltype(x_tag), decltype(s_tag)>;
     });
+  });
+}
+
+template <class Isa>
+BatchFwdItemFn select_batch_fwd(const BatchParams& p) {
+  return with_storage_type(p.x_type, [&](auto x_tag) -> BatchFwdItemFn {
+    return &batch_fwd_item<Isa, decltype(x_tag)>;
+  });
+}
+
+template <class Isa>
+BatchBwdItemFn select_batch_bwd(const BatchParams& p) {
+  return with_storage_type(p.x_type, [&](auto x_tag) -> BatchBwdItemFn {
+    return &batch_bwd_item<Isa, decltype(x_tag)>;
   });
 }
 

@@ -30,18 +30,37 @@ using FwdItemFn = void (*)(const FwdParams&, const CpuWeights&, int64_t seq, int
 using UpdateItemFn = void (*)(const UpdateParams&, const CpuWeights&, int64_t row, int64_t c0,
                               int64_t c1, float* scratch);
 
+// One work item of the Dao dialect's batch prefill: tokens [t0, t1) of row b,
+// channels [c0, c1); `scratch` holds width rows of scratch_pitch(slab) floats.
+using BatchFwdItemFn = void (*)(const BatchParams&, const CpuWeights&, int64_t b, int64_t t0,
+                                int64_t t1, int64_t c0, int64_t c1, float* scratch);
+// One work item of its backward: dx of tokens [t0, t1) of row b (and the row's
+// dinitial_states when t0 == 0), channels [c0, c1), c1 - c0 <= kBwdSlab; adds
+// the chunk's share of dweight (width rows of c1 - c0) and dbias into dw, db.
+// `scratch` holds kBwdScratchRows rows of scratch_pitch(kBwdSlab) floats.
+using BatchBwdItemFn = void (*)(const BatchParams&, const CpuWeights&, int64_t b, int64_t t0,
+                                int64_t t1, int64_t c0, int64_t c1, float* scratch, float* dw,
+                                float* db);
+
 constexpr int64_t kSlab = 2048;       // channels per work item (decode: when rows are few)
 constexpr size_t kScratchAlign = 64;  // bytes; scratch rows start on cache lines
 
 // Floats from one scratch row to the next for n channels: rows start on cache lines.
 inline int64_t scratch_pitch(int64_t n) { return (n + 15) / 16 * 16; }
 constexpr int64_t kChunk = 256;  // prefill tokens per work item (more than kMaxWidth)
+constexpr int64_t kBwdChunk = 64;  // backward tokens per work item
+constexpr int64_t kBwdSlab = 256;  // backward channels per work item
+// Backward scratch: the chunk's gradients at the pre-activation (plus width-1
+// tokens after it) and one staged window.
+constexpr int64_t kBwdScratchRows = kBwdChunk + kMaxWidth - 1 + kMaxWidth;
 
 struct CpuKernelSet {
   const char* name;
   bool packs_vnni;  // wants CpuWeights::vnni for bf16 x and weights
   FwdItemFn (*fwd)(const FwdParams&);
   UpdateItemFn (*update)(const UpdateParams&);
+  BatchFwdItemFn (*batch_fwd)(const BatchParams&);
+  BatchBwdItemFn (*batch_bwd)(const BatchParams&);
 };
 
 CpuKernelSet portable_kernels();

@@ -59,6 +59,7 @@ __device__ int64_t find_sequence(const FwdParams& p, int64_t program, int64_t ch
 template <typename scalar_t, typename state_t, int kW, int n, int kTokens>
 __global__ void __launch_bounds__(kThreads)
     fwd_kernel(const FwdParams p, const int64_t chunk, const VecFlags vec) {
+  await_producers();
   const int64_t program = blockIdx.x;
   const int64_t c = (static_cast<int64_t>(blockIdx.y) * kThreads + threadIdx.x) * n;
   const bool active = c < p.dim;
@@ -119,17 +120,6 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-int multiprocessors(int device) {
-  static std::array<std::atomic<int>, 64> cached{};
-  if (device < 0 || device >= static_cast<int>(cached.size())) return 132;
-  int count = cached[device].load(std::memory_order_relaxed);
-  if (count == 0) {
-    C10_CUDA_CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device));
-    cached[device].store(count, std::memory_order_relaxed);
-  }
-  return count;
-}
-
 // Tokens whose loads a thread issues together on the vector path: 8 (128
 // bytes in flight per thread) measured 2-5% faster than 4 on an H100.
 constexpr int kPrefillGroup = 8;
@@ -146,7 +136,7 @@ int64_t tokens_per_program(const FwdParams& p, int64_t channel_blocks, int devic
     return chunk > 0 ? static_cast<int64_t>(chunk) : int64_t{0};
   }();
   if (forced > 0) return forced;
-  const int64_t resident = static_cast<int64_t>(multiprocessors(device)) * 2048 / 4;
+  const int64_t resident = static_cast<int64_t>(device_attribute<cudaDevAttrMultiProcessorCount>(device)) * 2048 / 4;
   int64_t chunk = 128;
   while (chunk > 8 &&
          ((p.num_tokens + chunk - 1) / chunk + p.batch) * channel_blocks * kThreads < resident)
@@ -155,28 +145,28 @@ int64_t tokens_per_program(const FwdParams& p, int64_t channel_blocks, int devic
 }
 
 template <typename scalar_t, typename state_t, int kW, int n, int kTokens = kGroup>
-void launch_n(const FwdParams& p, cudaStream_t stream, int device) {
+void launch_n(const FwdParams& p, const LaunchTarget& target) {
   const int per_block = kThreads * n;
   const int64_t channel_blocks = (p.dim + per_block - 1) / per_block;
-  const int64_t chunk = tokens_per_program(p, channel_blocks, device);
+  const int64_t chunk = tokens_per_program(p, channel_blocks, target.device);
   const dim3 grid((p.num_tokens + chunk - 1) / chunk + p.batch, channel_blocks);
   TORCH_CHECK(grid.y <= 65535, "causal_conv1d_fwd: dim too large for one grid");
   const VecFlags vec = vec_flags(p, kW, c10::elementSize(p.weight_type),
                                  c10::elementSize(p.bias_type), sizeof(state_t));
-  fwd_kernel<scalar_t, state_t, kW, n, kTokens><<<grid, kThreads, 0, stream>>>(p, chunk, vec);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  launch_kernel(fwd_kernel<scalar_t, state_t, kW, n, kTokens>, grid, dim3(kThreads), target, p,
+                chunk, vec);
 }
 
 // n channels per thread with vector accesses when x and out are channel-last
 // and aligned for them, else one channel per thread.
 template <typename scalar_t, typename state_t, int kW>
-void launch(const FwdParams& p, cudaStream_t stream, int device) {
+void launch(const FwdParams& p, const LaunchTarget& target) {
   const int64_t n = 16 / static_cast<int64_t>(sizeof(scalar_t));
   const bool vector = p.x_dim_stride == 1 && p.out_dim_stride == 1 && p.dim % n == 0 &&
                       p.x_tok_stride % n == 0 && p.out_tok_stride % n == 0 && aligned16(p.x) &&
                       aligned16(p.out);
-  if (!vector) return launch_n<scalar_t, state_t, kW, 1>(p, stream, device);
-  launch_n<scalar_t, state_t, kW, 16 / sizeof(scalar_t), kPrefillGroup>(p, stream, device);
+  if (!vector) return launch_n<scalar_t, state_t, kW, 1>(p, target);
+  launch_n<scalar_t, state_t, kW, 16 / sizeof(scalar_t), kPrefillGroup>(p, target);
 }
 
 void causal_conv1d_fwd_out_cuda(const at::Tensor& x, const at::Tensor& weight,
@@ -193,10 +183,10 @@ void causal_conv1d_fwd_out_cuda(const at::Tensor& x, const at::Tensor& weight,
       make_fwd_params(x, weight, bias, conv_states, query_start_loc, cache_indices,
                       has_initial_state, silu, pad_slot_id, out, null_block_id, front_window);
   if (p.batch == 0 || p.dim == 0 || p.num_tokens == 0) return;
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const LaunchTarget target{c10::cuda::getCurrentCUDAStream(), x.get_device()};
   const c10::ScalarType state_type = p.states == nullptr ? p.x_type : p.state_type;
   dispatch(p.x_type, state_type, p.width, [&]<typename scalar_t, typename state_t, int kW>() {
-    launch<scalar_t, state_t, kW>(p, stream, x.get_device());
+    launch<scalar_t, state_t, kW>(p, target);
   });
 }
 

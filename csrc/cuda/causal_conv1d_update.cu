@@ -60,6 +60,7 @@ template <typename scalar_t, typename state_t, int kW, int n, int kMode>
 __global__ void __launch_bounds__(kThreads)
     update_kernel(const UpdateParams p, const VecFlags vec) {
   constexpr bool kStep = kMode == kStepMode, kFront = kMode == kFrontMode;
+  await_producers();
   const int64_t row = blockIdx.x;
   const int64_t c = (static_cast<int64_t>(blockIdx.y) * kThreads + threadIdx.x) * n;
   if (c >= p.dim) return;
@@ -161,14 +162,14 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 template <typename scalar_t, typename state_t, int kW, int n, int kMode = kGeneral>
-void launch_n(const UpdateParams& p, cudaStream_t stream) {
+void launch_n(const UpdateParams& p, const LaunchTarget& target) {
   const int per_block = kThreads * n;
   const dim3 grid(p.batch, (p.dim + per_block - 1) / per_block);
   TORCH_CHECK(grid.y <= 65535, "causal_conv1d_update: dim too large for one grid");
   const VecFlags vec = vec_flags(p, kW, c10::elementSize(p.weight_type),
                                  c10::elementSize(p.bias_type), sizeof(state_t));
-  update_kernel<scalar_t, state_t, kW, n, kMode><<<grid, kThreads, 0, stream>>>(p, vec);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  launch_kernel(update_kernel<scalar_t, state_t, kW, n, kMode>, grid, dim3(kThreads), target, p,
+                vec);
 }
 
 // Whether x and out are channel-last and aligned for n-channel vector accesses.
@@ -203,30 +204,30 @@ int mode_bytes(int mode) {
 // Launches kMode with `bytes` of x per thread when that is the mode's width and
 // x and out allow it; false otherwise.
 template <typename scalar_t, typename state_t, int kW, int kMode, int bytes>
-bool launch_bytes(const UpdateParams& p, cudaStream_t stream) {
+bool launch_bytes(const UpdateParams& p, const LaunchTarget& target) {
   constexpr int n = sizeof(scalar_t) < bytes ? bytes / sizeof(scalar_t) : 1;
   if (mode_bytes(kMode) != bytes || !vector_ok(p, n)) return false;
-  launch_n<scalar_t, state_t, kW, n, kMode>(p, stream);
+  launch_n<scalar_t, state_t, kW, n, kMode>(p, target);
   return true;
 }
 
 template <typename scalar_t, typename state_t, int kW, int kMode>
-bool launch_mode(const UpdateParams& p, cudaStream_t stream) {
-  return launch_bytes<scalar_t, state_t, kW, kMode, 4>(p, stream) ||
-         launch_bytes<scalar_t, state_t, kW, kMode, 8>(p, stream) ||
-         launch_bytes<scalar_t, state_t, kW, kMode, 16>(p, stream);
+bool launch_mode(const UpdateParams& p, const LaunchTarget& target) {
+  return launch_bytes<scalar_t, state_t, kW, kMode, 4>(p, target) ||
+         launch_bytes<scalar_t, state_t, kW, kMode, 8>(p, target) ||
+         launch_bytes<scalar_t, state_t, kW, kMode, 16>(p, target);
 }
 
 // n channels per thread with vector accesses when x and out are channel-last
 // and aligned for them, else one channel per thread.
 template <typename scalar_t, typename state_t, int kW>
-void launch(const UpdateParams& p, cudaStream_t stream) {
+void launch(const UpdateParams& p, const LaunchTarget& target) {
   constexpr int n = sizeof(scalar_t) < 4 ? 4 / sizeof(scalar_t) : 1;
-  if (!vector_ok(p, n)) return launch_n<scalar_t, state_t, kW, 1>(p, stream);
+  if (!vector_ok(p, n)) return launch_n<scalar_t, state_t, kW, 1>(p, target);
   const bool step = !p.cache_seqlens.present() && !p.query_start_loc.present() && p.seqlen == 1 &&
                     p.state_len == p.width - 1;
-  if (step && launch_mode<scalar_t, state_t, kW, kStepMode>(p, stream)) return;
-  if (step) return launch_n<scalar_t, state_t, kW, n, kStepMode>(p, stream);
+  if (step && launch_mode<scalar_t, state_t, kW, kStepMode>(p, target)) return;
+  if (step) return launch_n<scalar_t, state_t, kW, n, kStepMode>(p, target);
   // Front-aligned rows of at most kGroup tokens: bounded by max_query_len when
   // longer speculative rows are padding, by seqlen without varlen rows.
   const bool varlen = p.query_start_loc.present();
@@ -234,9 +235,9 @@ void launch(const UpdateParams& p, cudaStream_t stream) {
       varlen ? (p.num_accepted_tokens.present() ? p.max_query_len : -1) : p.seqlen;
   const bool front =
       p.front_window && !p.cache_seqlens.present() && longest >= 1 && longest <= kGroup;
-  if (front && launch_mode<scalar_t, state_t, kW, kFrontMode>(p, stream)) return;
-  if (front) return launch_n<scalar_t, state_t, kW, n, kFrontMode>(p, stream);
-  launch_n<scalar_t, state_t, kW, n>(p, stream);
+  if (front && launch_mode<scalar_t, state_t, kW, kFrontMode>(p, target)) return;
+  if (front) return launch_n<scalar_t, state_t, kW, n, kFrontMode>(p, target);
+  launch_n<scalar_t, state_t, kW, n>(p, target);
 }
 
 void causal_conv1d_update_cuda(const at::Tensor& x, const at::Tensor& conv_state,
@@ -254,9 +255,9 @@ void causal_conv1d_update_cuda(const at::Tensor& x, const at::Tensor& conv_state
       num_accepted_tokens, query_start_loc, max_query_len, null_block_id, front_window);
   if (p.batch == 0 || p.dim == 0 || p.seqlen == 0) return;
   TORCH_CHECK(p.batch <= 2147483647, "causal_conv1d_update: batch too large for one grid");
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const LaunchTarget target{c10::cuda::getCurrentCUDAStream(), x.get_device()};
   dispatch(p.x_type, p.state_type, p.width, [&]<typename scalar_t, typename state_t, int kW>() {
-    launch<scalar_t, state_t, kW>(p, stream);
+    launch<scalar_t, state_t, kW>(p, target);
   });
 }
 

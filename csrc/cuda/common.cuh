@@ -3,12 +3,18 @@
 #pragma once
 
 #include <c10/core/ScalarType.h>
+#include <c10/cuda/CUDAException.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <cuda_runtime.h>
 
+#include <array>
+#include <atomic>
 #include <cstdint>
 #include <type_traits>
+#include <utility>
 
+#include "../ops.h"
 #include "../params.h"
 
 namespace causal_conv1d::cuda {
@@ -384,6 +390,67 @@ auto with_storage_type(c10::ScalarType t, F&& f) {
     default:
       return f(float{});
   }
+}
+
+// An attribute of a device, queried once per process (SM count, compute capability).
+template <cudaDeviceAttr kAttr>
+int device_attribute(int device) {
+  static std::array<std::atomic<int>, 64> cached{};
+  if (device < 0 || device >= static_cast<int>(cached.size())) {
+    int value = 0;
+    C10_CUDA_CHECK(cudaDeviceGetAttribute(&value, kAttr, device));
+    return value;
+  }
+  int value = cached[device].load(std::memory_order_relaxed);
+  if (value == 0) {
+    C10_CUDA_CHECK(cudaDeviceGetAttribute(&value, kAttr, device));
+    cached[device].store(value, std::memory_order_relaxed);
+  }
+  return value;
+}
+
+// Programmatic dependent launch (PDL, sm_90+). A kernel launched with it may
+// start while the kernel before it on the stream is still running; every
+// kernel here therefore waits for its producers (griddepcontrol.wait) before
+// its first access to global memory, and then lets its own dependents launch
+// (they wait for this grid's completion in turn). Without PDL both are no-ops.
+__device__ __forceinline__ void await_producers() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+// Where a kernel runs: the caller's current stream and its device.
+struct LaunchTarget {
+  cudaStream_t stream;
+  int device;
+};
+
+// Launches kernel<<<grid, block, 0, stream>>>(args...), with PDL where the
+// device (sm_90+), the CUDA runtime (12.3+, which captures such launches into
+// graphs) and the process setting (set_pdl, CAUSAL_CONV1D_PDL) allow it.
+template <typename... Params, typename... Args>
+void launch_kernel(void (*kernel)(Params...), dim3 grid, dim3 block, const LaunchTarget& target,
+                   Args&&... args) {
+#if defined(CUDART_VERSION) && CUDART_VERSION >= 12030
+  if (pdl_enabled() && device_attribute<cudaDevAttrComputeCapabilityMajor>(target.device) >= 9) {
+    cudaLaunchAttribute attribute{};
+    attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attribute.val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchConfig_t config{};
+    config.gridDim = grid;
+    config.blockDim = block;
+    config.dynamicSmemBytes = 0;
+    config.stream = target.stream;
+    config.attrs = &attribute;
+    config.numAttrs = 1;
+    C10_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...));
+    return;
+  }
+#endif
+  kernel<<<grid, block, 0, target.stream>>>(std::forward<Args>(args)...);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 }  // namespace causal_conv1d::cuda

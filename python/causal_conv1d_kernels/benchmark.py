@@ -158,7 +158,10 @@ _FLUSH = {}
 
 
 def time_cuda_flushed_us(
-    fn: Callable[[], object], min_run_time: float = 0.5, info: dict | None = None
+    fn: Callable[[], object],
+    min_run_time: float = 0.5,
+    info: dict | None = None,
+    graph: bool = True,
 ) -> float:
     """Median time of one call in microseconds with the L2 flushed before it (a 256 MiB
     buffer is zeroed between calls, outside the two events), so that every call reads its
@@ -167,7 +170,8 @@ def time_cuda_flushed_us(
     The call is captured in a CUDA graph of its own and replayed, as engines run decode, so
     that a wrapper's host time (tens of us for a Triton launch) cannot leak into the device
     time of a few-us kernel; a callable that cannot be captured (it syncs with the host) is
-    called directly, and info["graph"] says which."""
+    called directly, and info["graph"] says which. ``graph=False`` calls fn directly each
+    time (as ``do_bench`` does; the flush, longer than any launch here, hides the host time)."""
     device = torch.cuda.current_device()
     if device not in _FLUSH:
         _FLUSH[device] = torch.empty(256 << 20, dtype=torch.uint8, device="cuda")
@@ -175,7 +179,7 @@ def time_cuda_flushed_us(
     for _ in range(3):
         fn()
     torch.cuda.synchronize()
-    replay = _graph_of(fn, 1)
+    replay = _graph_of(fn, 1) if graph else None
     if info is not None:
         info["graph"] = replay is not None
     fn = replay or fn

@@ -27,6 +27,20 @@ def cpu_isa() -> str:
     return torch.ops.causal_conv1d.cpu_isa()
 
 
+def set_pdl(enabled: bool) -> bool:
+    """Turns programmatic dependent launch (PDL) of the CUDA kernels on or off for this
+    process; returns the previous setting.
+
+    With PDL (on by default, sm_90 and newer, CUDA 12.3+) a kernel may be launched while the
+    kernel before it on the stream is finishing: its blocks start and wait on the device for
+    their producers instead of waiting for the launch, which saves a few microseconds per
+    call inside a model. It never changes results. ``CAUSAL_CONV1D_PDL=0`` in the environment
+    turns it off from the start. A CUDA graph keeps the setting it was captured with."""
+    if not isinstance(enabled, bool):
+        raise TypeError(f"set_pdl: enabled must be a bool, got {type(enabled).__name__}")
+    return torch.ops.causal_conv1d.set_pdl(enabled)
+
+
 def has_cuda_backend() -> bool:
     """Whether the extension was built with its CUDA kernels."""
     return torch._C._dispatch_has_kernel_for_dispatch_key(
@@ -549,3 +563,102 @@ def _causal_conv1d_update_fake(
         conv_state.dim() == 3 and conv_state.shape[1] == x.shape[1],
         lambda: "causal_conv1d_update: conv_state must be (num_cache_lines, dim, state_len)",
     )
+
+
+# ---- The Dao dialect's training ops (CONTRACT 1.5): fake kernels and autograd ----
+
+
+def _batch_states_like(x: torch.Tensor, width: int, wanted: bool) -> torch.Tensor:
+    """(batch, dim, width-1) channel-last as Dao allocates final states, or empty (0,)
+    (mirrors empty_batch_states in C++)."""
+    if not wanted:
+        return x.new_empty((0,))
+    return x.new_empty((x.shape[0], width - 1, x.shape[1])).transpose(1, 2)
+
+
+def _check_batch_fake(op: str, x, weight) -> None:
+    torch._check(x.dim() == 3, lambda: f"{op}: x must be (batch, dim, seqlen)")
+    torch._check(
+        weight.dim() == 2 and weight.shape[0] == x.shape[1],
+        lambda: f"{op}: weight must be (dim, width)",
+    )
+    torch._check(2 <= weight.shape[1] <= MAX_WIDTH, lambda: f"{op}: width must be in [2, 8]")
+
+
+@torch.library.register_fake("causal_conv1d::causal_conv1d_batch_fwd")
+def _causal_conv1d_batch_fwd_fake(
+    x, weight, bias, seq_idx, initial_states, return_final_states, silu
+):
+    _check_batch_fake("causal_conv1d_batch_fwd", x, weight)
+    return torch.empty_like(x), _batch_states_like(x, weight.shape[1], return_final_states)
+
+
+@torch.library.register_fake("causal_conv1d::causal_conv1d_batch_bwd")
+def _causal_conv1d_batch_bwd_fake(
+    x,
+    weight,
+    bias,
+    seq_idx,
+    initial_states,
+    dout,
+    dfinal_states,
+    silu,
+    return_dinitial_states,
+    deterministic,
+):
+    _check_batch_fake("causal_conv1d_batch_bwd", x, weight)
+    torch._check(dout.shape == x.shape, lambda: "causal_conv1d_batch_bwd: dout must match x")
+    dbias = bias.new_empty(bias.shape) if bias is not None else weight.new_empty((0,))
+    want = return_dinitial_states and initial_states is not None
+    dinit = torch.empty_like(initial_states) if want else x.new_empty((0,))
+    return torch.empty_like(x), weight.new_empty(weight.shape), dbias, dinit
+
+
+def deterministic_requested() -> bool:
+    """Whether backward passes must give the same bits on every run: under
+    ``torch.use_deterministic_algorithms(True)`` or with ``CAUSAL_CONV1D_DETERMINISTIC=1``
+    (Dao's switch). The CPU kernels always are."""
+    env = os.environ.get("CAUSAL_CONV1D_DETERMINISTIC", "0") not in ("", "0")
+    return env or torch.are_deterministic_algorithms_enabled()
+
+
+def _batch_fwd_setup_context(ctx, inputs, output):
+    x, weight, bias, seq_idx, initial_states, return_final_states, silu = inputs
+    ctx.save_for_backward(x, weight, bias, seq_idx, initial_states)
+    ctx.return_final_states = return_final_states
+    ctx.silu = silu
+    ctx.want_dinitial = initial_states is not None and ctx.needs_input_grad[4]
+
+
+def _batch_fwd_backward(ctx, dout, dfinal_states):
+    x, weight, bias, seq_idx, initial_states = ctx.saved_tensors
+    if not ctx.return_final_states:
+        dfinal_states = None
+    dx, dweight, dbias, dinit = torch.ops.causal_conv1d.causal_conv1d_batch_bwd(
+        x,
+        weight,
+        bias,
+        seq_idx,
+        initial_states,
+        dout,
+        dfinal_states,
+        ctx.silu,
+        ctx.want_dinitial,
+        deterministic_requested(),
+    )
+    return (
+        dx,
+        dweight,
+        dbias if bias is not None else None,
+        None,
+        dinit if ctx.want_dinitial else None,
+        None,
+        None,
+    )
+
+
+torch.library.register_autograd(
+    "causal_conv1d::causal_conv1d_batch_fwd",
+    _batch_fwd_backward,
+    setup_context=_batch_fwd_setup_context,
+)
