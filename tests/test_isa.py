@@ -14,6 +14,7 @@ SUITE = [
     "tests/test_fwd.py",
     "tests/test_update.py",
     "tests/test_vllm.py",
+    "tests/test_dao.py",
     "tests/test_safety.py",
     "tests/test_hostile.py",
     "tests/test_fuzz.py",

@@ -215,3 +215,46 @@ def vllm_update_ref(
     if query_start_loc is None and x.dim() == 2:
         out = out.squeeze(-1)
     return out, new_state
+
+
+def dao_fn_ref(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    seq_idx: torch.Tensor | None = None,
+    initial_states: torch.Tensor | None = None,
+    activation: Activation = None,
+):
+    """Reference of :func:`causal_conv1d_kernels.dao.causal_conv1d_fn` (CONTRACT 1.5), in
+    float64 and differentiable (its autograd is the gradients' reference): returns
+    ``(out, final_states)``, both float64. Tap k of token t reads column t - (width-1) + k of
+    cat(initial states or zeros, x), zero when that column belongs to another sequence (the
+    initial columns belong to the sequence of the row's first token); tokens with a negative
+    sequence id output 0. The final states are the last width-1 columns of that cat."""
+    silu = _silu("dao_fn_ref", activation)
+    batch, dim, seqlen = x.shape
+    width = weight.shape[1]
+    hist = width - 1
+    x64 = x.double()
+    init = (
+        initial_states.double() if initial_states is not None else x64.new_zeros((batch, dim, hist))
+    )
+    full = torch.cat([init, x64], dim=2)  # (batch, dim, hist + seqlen)
+    w = weight.double()
+    y = x64.new_zeros((batch, dim, seqlen))
+    if seq_idx is not None:
+        first = seq_idx[:, :1] if seqlen > 0 else seq_idx.new_zeros((batch, 1))
+        ids = torch.cat([first.expand(batch, hist), seq_idx], dim=1)
+    for k in range(width):
+        tap = w[None, :, k, None] * full[:, :, k : k + seqlen]
+        if seq_idx is not None:
+            same = ids[:, k : k + seqlen] == seq_idx  # (batch, seqlen)
+            tap = tap * same[:, None, :]
+        y = y + tap
+    if bias is not None:
+        y = y + bias.double()[None, :, None]
+    if silu:
+        y = y * torch.sigmoid(y)
+    if seq_idx is not None:
+        y = y * (seq_idx >= 0)[:, None, :]
+    return y, full[:, :, seqlen : seqlen + hist]
