@@ -256,15 +256,15 @@ UpdateParams make_update_params(const at::Tensor& x_in, const at::Tensor& conv_s
 namespace {
 
 // A (batch, dim, width-1) tensor of x's dtype and device, or undefined.
-void check_batch_states(const char* op, const char* name, const at::Tensor& t,
-                        const at::Tensor& x, int64_t width) {
+void check_batch_states(const char* op, const char* name, const at::Tensor& t, const at::Tensor& x,
+                        int64_t width) {
   check_device(op, name, t, x);
   TORCH_CHECK(t.scalar_type() == x.scalar_type(), op, ": ", name, " must have x's dtype ",
               x.scalar_type(), ", got ", t.scalar_type());
-  TORCH_CHECK(t.dim() == 3 && t.size(0) == x.size(0) && t.size(1) == x.size(1) &&
-                  t.size(2) == width - 1,
-              op, ": ", name, " must have shape (batch=", num(x.size(0)), ", dim=", num(x.size(1)),
-              ", width-1=", num(width - 1), "), got ", dims(t.sizes()));
+  TORCH_CHECK(
+      t.dim() == 3 && t.size(0) == x.size(0) && t.size(1) == x.size(1) && t.size(2) == width - 1,
+      op, ": ", name, " must have shape (batch=", num(x.size(0)), ", dim=", num(x.size(1)),
+      ", width-1=", num(width - 1), "), got ", dims(t.sizes()));
 }
 
 // x, the filter and seq_idx of both batch ops.
@@ -304,10 +304,10 @@ BatchParams batch_params(const char* op, const at::Tensor& x, const at::Tensor& 
 }
 
 void check_like_x(const char* op, const char* name, const at::Tensor& t, const at::Tensor& x) {
-  TORCH_CHECK(t.sizes() == x.sizes() && t.scalar_type() == x.scalar_type() &&
-                  t.device() == x.device(),
-              op, ": ", name, " must have x's shape ", dims(x.sizes()), " and dtype ",
-              x.scalar_type(), ", got ", dims(t.sizes()), " ", t.scalar_type());
+  TORCH_CHECK(
+      t.sizes() == x.sizes() && t.scalar_type() == x.scalar_type() && t.device() == x.device(), op,
+      ": ", name, " must have x's shape ", dims(x.sizes()), " and dtype ", x.scalar_type(),
+      ", got ", dims(t.sizes()), " ", t.scalar_type());
 }
 
 std::atomic<bool>& pdl_setting() {

@@ -281,19 +281,26 @@ std::tuple<at::Tensor, at::Tensor> causal_conv1d_batch_fwd_cpu(
   const PreparedWeights weights(p, k.packs_vnni);
   const CpuWeights w = weights.view();
   const BatchFwdItemFn fn = k.batch_fwd(p);
-  // Token chunks of every row (one empty chunk for an empty row: it still has final states).
-  const int64_t per_row = std::max<int64_t>(1, (p.seqlen + kChunk - 1) / kChunk);
-  const int64_t slabs = (p.dim + kSlab - 1) / kSlab;
-  const int64_t scratch_size = p.width * scratch_pitch(std::min(kSlab, p.dim));
-  parallel_items(p.batch * per_row * slabs, p.batch * p.seqlen * p.dim, [&](int64_t begin,
-                                                                            int64_t end) {
-    float* scratch = thread_scratch(scratch_size);
-    for (int64_t i = begin; i < end; ++i) {
-      const int64_t chunk = i / slabs, c0 = (i % slabs) * kSlab;
-      const int64_t b = chunk / per_row, t0 = (chunk % per_row) * kChunk;
-      fn(p, w, b, t0, std::min(p.seqlen, t0 + kChunk), c0, std::min(p.dim, c0 + kSlab), scratch);
-    }
-  });
+  // Channel-last rows read x in place in wide slabs; other layouts run one
+  // channel at a time along long token rows. Every row has at least one (maybe
+  // empty) chunk: it still has final states.
+  const bool channel_last = p.x_dim_stride == 1;
+  const int64_t chunk_len = channel_last ? kChunk : kRowChunk;
+  const int64_t slab = channel_last ? kSlab : kRowSlab;
+  const int64_t per_row = std::max<int64_t>(1, (p.seqlen + chunk_len - 1) / chunk_len);
+  const int64_t slabs = (p.dim + slab - 1) / slab;
+  const int64_t scratch_size =
+      channel_last ? kMaxWidth * scratch_pitch(std::min(slab, p.dim)) : kRowScratch;
+  parallel_items(p.batch * per_row * slabs, p.batch * p.seqlen * p.dim,
+                 [&](int64_t begin, int64_t end) {
+                   float* scratch = thread_scratch(scratch_size);
+                   for (int64_t i = begin; i < end; ++i) {
+                     const int64_t chunk = i / slabs, c0 = (i % slabs) * slab;
+                     const int64_t b = chunk / per_row, t0 = (chunk % per_row) * chunk_len;
+                     fn(p, w, b, t0, std::min(p.seqlen, t0 + chunk_len), c0,
+                        std::min(p.dim, c0 + slab), scratch);
+                   }
+                 });
   return {out, final_states};
 }
 
@@ -312,35 +319,39 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> causal_conv1d_batch_b
   at::Tensor dx = at::empty_like(x);
   const bool want_dinit = return_dinitial_states && initial_states.has_value();
   at::Tensor dinit = want_dinit ? at::empty_like(*initial_states) : at::empty({0}, x.options());
-  const BatchParams p = make_batch_bwd_params(x, weight, bias, seq_idx, initial_states, dout,
-                                              dfinal_states, silu, dx,
-                                              want_dinit ? dinit : at::Tensor());
+  const BatchParams p =
+      make_batch_bwd_params(x, weight, bias, seq_idx, initial_states, dout, dfinal_states, silu, dx,
+                            want_dinit ? dinit : at::Tensor());
   at::Tensor dweight = at::empty({p.dim, p.width}, weight.options());
-  at::Tensor dbias = bias.has_value() ? at::empty({p.dim}, bias->options())
-                                      : at::empty({0}, weight.options());
+  at::Tensor dbias =
+      bias.has_value() ? at::empty({p.dim}, bias->options()) : at::empty({0}, weight.options());
   const CpuKernelSet& k = kernels();
   const PreparedWeights weights(p, /*want_vnni=*/false);
   const CpuWeights w = weights.view();
   const BatchBwdItemFn fn = k.batch_bwd(p);
 
-  const int64_t per_row = std::max<int64_t>(1, (p.seqlen + kBwdChunk - 1) / kBwdChunk);
+  const bool channel_last = p.x_dim_stride == 1;
+  const int64_t chunk_len = channel_last ? kBwdChunk : kRowChunk;
+  const int64_t slab = channel_last ? kBwdSlab : kRowSlab;
+  const int64_t per_row = std::max<int64_t>(1, (p.seqlen + chunk_len - 1) / chunk_len);
   const int64_t chunks = p.batch * per_row;
   const int64_t ranges = std::min(kBwdRanges, std::max<int64_t>(1, chunks));
-  const int64_t slabs = (p.dim + kBwdSlab - 1) / kBwdSlab;
-  // Per (range, slab): width rows of dweight shares, then one of dbias, kBwdSlab floats each.
-  const int64_t share = (p.width + 1) * kBwdSlab;
+  const int64_t slabs = (p.dim + slab - 1) / slab;
+  // Per (range, slab): width rows of dweight shares, then one of dbias, `slab` floats each.
+  const int64_t share = (p.width + 1) * slab;
   std::vector<float> shares(static_cast<size_t>(ranges * slabs * share), 0.f);
-  const int64_t scratch_size = kBwdScratchRows * scratch_pitch(kBwdSlab);
+  const int64_t scratch_size =
+      channel_last ? kBwdScratchRows * scratch_pitch(kBwdSlab) : kRowScratch;
   if (p.batch > 0 && p.dim > 0) {
     parallel_items(ranges * slabs, p.batch * p.seqlen * p.dim, [&](int64_t begin, int64_t end) {
       float* scratch = thread_scratch(scratch_size);
       for (int64_t i = begin; i < end; ++i) {
-        const int64_t r = i / slabs, c0 = (i % slabs) * kBwdSlab;
-        const int64_t n = std::min(p.dim, c0 + kBwdSlab) - c0;
+        const int64_t r = i / slabs, c0 = (i % slabs) * slab;
+        const int64_t n = std::min(p.dim, c0 + slab) - c0;
         float* dw = shares.data() + i * share;
         for (int64_t chunk = r * chunks / ranges; chunk < (r + 1) * chunks / ranges; ++chunk) {
-          const int64_t b = chunk / per_row, t0 = (chunk % per_row) * kBwdChunk;
-          fn(p, w, b, t0, std::min(p.seqlen, t0 + kBwdChunk), c0, c0 + n, scratch, dw,
+          const int64_t b = chunk / per_row, t0 = (chunk % per_row) * chunk_len;
+          fn(p, w, b, t0, std::min(p.seqlen, t0 + chunk_len), c0, c0 + n, scratch, dw,
              dw + p.width * n);
         }
       }
@@ -352,10 +363,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> causal_conv1d_batch_b
   float* dwp = dw32.data_ptr<float>();
   float* dbp = db32.data_ptr<float>();
   at::parallel_for(0, slabs, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t slab = begin; slab < end; ++slab) {
-      const int64_t c0 = slab * kBwdSlab, n = std::min(p.dim, c0 + kBwdSlab) - c0;
+    for (int64_t s = begin; s < end; ++s) {
+      const int64_t c0 = s * slab, n = std::min(p.dim, c0 + slab) - c0;
       for (int64_t r = 0; r < ranges; ++r) {
-        const float* dw = shares.data() + (r * slabs + slab) * share;
+        const float* dw = shares.data() + (r * slabs + s) * share;
         for (int64_t kk = 0; kk < p.width; ++kk)
           for (int64_t c = 0; c < n; ++c) dwp[(c0 + c) * p.width + kk] += dw[kk * n + c];
         for (int64_t c = 0; c < n; ++c) dbp[c0 + c] += dw[p.width * n + c];

@@ -63,7 +63,13 @@ struct Avx2 : SimdOps<Avx2> {
 
 }  // namespace
 
-CpuKernelSet avx2_kernels() { return {"avx2", false, &select_fwd<Avx2>, &select_update<Avx2>,
-          &select_batch_fwd<Avx2>, &select_batch_bwd<Avx2>}; }
+CpuKernelSet avx2_kernels() {
+  return {"avx2",
+          false,
+          &select_fwd<Avx2>,
+          &select_update<Avx2>,
+          &select_batch_fwd<Avx2>,
+          &select_batch_bwd<Avx2>};
+}
 
 }  // namespace causal_conv1d::cpu

@@ -150,8 +150,12 @@ struct Avx512Bf16 : SimdOps<Avx512Bf16> {
 }  // namespace
 
 CpuKernelSet avx512_bf16_kernels() {
-  return {"avx512_bf16", true, &select_fwd<Avx512Bf16>, &select_update<Avx512Bf16>,
-          &select_batch_fwd<Avx512Bf16>, &select_batch_bwd<Avx512Bf16>};
+  return {"avx512_bf16",
+          true,
+          &select_fwd<Avx512Bf16>,
+          &select_update<Avx512Bf16>,
+          &select_batch_fwd<Avx512Bf16>,
+          &select_batch_bwd<Avx512Bf16>};
 }
 
 }  // namespace causal_conv1d::cpu

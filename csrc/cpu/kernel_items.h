@@ -352,22 +352,72 @@ void stage_batch_window(const BatchParams& p, int64_t b, int64_t t, const scalar
   }
 }
 
-// Outputs of tokens [t0, t1) of row b, channels [c0, c1); the item holding the
-// row's last token also writes its final states.
+// Tiles: rows of fp32 channels (row r at tile + r * pitch) for `count` tokens of
+// a (token, channel)-strided tensor, read or written in the order that walks
+// its unit stride, so that both layouts stream.
+template <class Isa, typename T>
+void load_tile(float* tile, int64_t pitch, const T* src, int64_t tok, int64_t dim, int64_t count,
+               int64_t n) {
+  if (dim == 1 || tok != 1) {
+    for (int64_t r = 0; r < count; ++r)
+      copy_channels<Isa>(tile + r * pitch, 1, src + r * tok, dim, n);
+  } else {
+    for (int64_t c = 0; c < n; ++c)
+      for (int64_t r = 0; r < count; ++r)
+        tile[r * pitch + c] = Convert<Isa>::to_float(src[c * dim + r]);
+  }
+}
+
+template <class Isa, typename T>
+void store_tile(T* dst, int64_t tok, int64_t dim, const float* tile, int64_t pitch, int64_t count,
+                int64_t n) {
+  if (dim == 1 || tok != 1) {
+    for (int64_t r = 0; r < count; ++r)
+      copy_channels<Isa>(dst + r * tok, dim, tile + r * pitch, 1, n);
+  } else {
+    for (int64_t c = 0; c < n; ++c)
+      for (int64_t r = 0; r < count; ++r)
+        Convert<Isa>::from_float(tile[r * pitch + c], dst[c * dim + r]);
+  }
+}
+
+// The columns before and including tokens [first, end) of row b as fp32 rows:
+// row r holds position first - (width-1) + r, from x or, before the row, from
+// the initial states (zeros without them). Masks are applied by the readers.
 template <class Isa, typename scalar_t>
-void batch_fwd_item(const BatchParams& p, const CpuWeights& w, int64_t b, int64_t t0, int64_t t1,
-                    int64_t c0, int64_t c1, float* scratch) {
-  const int64_t n = c1 - c0, pitch = scratch_pitch(n), H = p.width - 1;
+void load_window_tile(const BatchParams& p, const scalar_t* x, const scalar_t* init, int64_t first,
+                      int64_t end, int64_t n, float* tile, int64_t pitch) {
+  const int64_t H = p.width - 1;
+  int64_t pos = first - H;
+  for (; pos < 0 && pos < end; ++pos) {
+    float* row = tile + (pos - first + H) * pitch;
+    if (init != nullptr) {
+      copy_channels<Isa>(row, 1, init + (pos + H) * p.init_tok_stride, p.init_dim_stride, n);
+    } else {
+      fill_channels<Isa>(row, 1, n);
+    }
+  }
+  if (pos < end)
+    load_tile<Isa>(tile + (pos - first + H) * pitch, pitch, x + pos * p.x_tok_stride,
+                   p.x_tok_stride, p.x_dim_stride, end - pos, n);
+}
+
+// Whether tap k of token t (sequence s) reads a column of its own sequence;
+// positions before the row belong to the row's first token's sequence.
+inline bool tap_in_sequence(const BatchParams& p, int64_t b, int64_t t, int64_t k, int64_t s) {
+  const int64_t pos = t - (p.width - 1) + k;
+  return p.sequence(b, pos < 0 ? 0 : pos) == s;
+}
+
+// Channel-last rows: clean runs of tokens read x in place (Isa::conv_tokens);
+// other tokens stage their masked window.
+template <class Isa, typename scalar_t>
+void batch_fwd_in_place(const BatchParams& p, const CpuWeights& w, int64_t b, int64_t t0,
+                        int64_t t1, int64_t c0, int64_t n, const scalar_t* x, const scalar_t* init,
+                        scalar_t* out, float* scratch) {
+  const int64_t pitch = scratch_pitch(n), H = p.width - 1;
   const int64_t x_tok = p.x_tok_stride, x_dim = p.x_dim_stride;
   const int64_t o_tok = p.out_tok_stride, o_dim = p.out_dim_stride;
-  const scalar_t* x = static_cast<const scalar_t*>(p.x) + b * p.x_batch_stride + c0 * x_dim;
-  scalar_t* out = static_cast<scalar_t*>(p.out) + b * p.out_batch_stride + c0 * o_dim;
-  const scalar_t* init =
-      p.initial_states == nullptr
-          ? nullptr
-          : static_cast<const scalar_t*>(p.initial_states) + b * p.init_batch_stride +
-                c0 * p.init_dim_stride;
-
   SequenceRuns runs(p, b, t0);
   for (int64_t t = t0; t < t1;) {
     if (runs.clean(t)) {
@@ -395,11 +445,271 @@ void batch_fwd_item(const BatchParams& p, const CpuWeights& w, int64_t b, int64_
     }
     ++t;
   }
+}
+
+// ---- Other layouts (channel-first): one channel at a time along its tokens ----
+//
+// Each channel's tokens are a contiguous row (or a strided one), so every loop
+// below runs along tokens with the channel's taps in scalars. Tokens whose
+// window crosses a change of sequence (seq_idx) are computed as if it did not,
+// then recomputed with their masks; padding tokens are zeroed.
+
+enum TokenKind : uint8_t { kClean = 0, kMasked = 1, kPadding = 2 };
+
+// What each token of [t0, end) of row b is for the forward (its window).
+inline void classify_windows(const BatchParams& p, int64_t b, int64_t t0, int64_t end,
+                             uint8_t* kind) {
+  for (int64_t t = t0; t < end; ++t) {
+    uint8_t k8 = kClean;
+    if (p.seq_idx != nullptr) {
+      const int64_t s = p.sequence(b, t);
+      if (s < 0) {
+        k8 = kPadding;
+      } else {
+        for (int64_t k = 0; k < p.width - 1; ++k)
+          if (!tap_in_sequence(p, b, t, k, s)) k8 = kMasked;
+      }
+    }
+    kind[t - t0] = k8;
+  }
+}
+
+// Whether token q's gradient reads g of a later token of another sequence.
+inline bool dx_masked(const BatchParams& p, int64_t b, int64_t q) {
+  if (p.seq_idx == nullptr) return false;
+  const int64_t s = p.sequence(b, q), last = min64(q + p.width - 1, p.seqlen - 1);
+  for (int64_t t = q + 1; t <= last; ++t)
+    if (p.sequence(b, t) != s) return true;
+  return false;
+}
+
+// Channel c's positions first - (width-1) .. end - 1 in fp32 (before the row:
+// its initial state, or zeros).
+template <class Isa, typename scalar_t>
+void load_channel_window(const BatchParams& p, const scalar_t* xc, const scalar_t* initc,
+                         int64_t first, int64_t end, float* xs) {
+  const int64_t H = p.width - 1;
+  int64_t pos = first - H;
+  for (; pos < 0 && pos < end; ++pos)
+    xs[pos - first + H] =
+        initc == nullptr ? 0.f : Convert<Isa>::to_float(initc[(pos + H) * p.init_tok_stride]);
+  if (pos < end)
+    copy_channels<Isa>(xs + (pos - first + H), 1, xc + pos * p.x_tok_stride, p.x_tok_stride,
+                       end - pos);
+}
+
+// sum_i a[i] * b[i] (b null: sum_i a[i]) in 16 fixed lanes, summed in a fixed
+// order: vectorised without reassociation, the same bits on every run.
+inline float dot_row(const float* a, const float* b, int64_t count) {
+  constexpr int64_t kLanes = 16;
+  float lanes[kLanes] = {};
+  int64_t i = 0;
+  if (b == nullptr) {
+    for (; i + kLanes <= count; i += kLanes)
+      for (int64_t j = 0; j < kLanes; ++j) lanes[j] += a[i + j];
+    for (; i < count; ++i) lanes[i % kLanes] += a[i];
+  } else {
+    for (; i + kLanes <= count; i += kLanes)
+      for (int64_t j = 0; j < kLanes; ++j) lanes[j] += a[i + j] * b[i + j];
+    for (; i < count; ++i) lanes[i % kLanes] += a[i] * b[i];
+  }
+  float sum = 0.f;
+  for (int64_t j = 0; j < kLanes; ++j) sum += lanes[j];
+  return sum;
+}
+
+// y[i] = bias + sum_k w[k] xs[i + k] for i < count, every tap.
+inline void conv_row(const float* xs, const float* wk, float bias, int64_t width, int64_t count,
+                     float* y) {
+  for (int64_t i = 0; i < count; ++i) y[i] = bias;
+  for (int64_t k = 0; k < width; ++k) {
+    const float wkk = wk[k];
+    const float* src = xs + k;
+    for (int64_t i = 0; i < count; ++i) y[i] += wkk * src[i];
+  }
+}
+
+// The same for one token with its masks.
+inline float conv_masked(const BatchParams& p, int64_t b, int64_t t, const float* window,
+                         const float* wk, float bias) {
+  const int64_t s = p.sequence(b, t);
+  float acc = bias;
+  for (int64_t k = 0; k < p.width; ++k)
+    if (tap_in_sequence(p, b, t, k, s)) acc += wk[k] * window[k];
+  return acc;
+}
+
+template <class Isa, typename scalar_t>
+void batch_fwd_rows(const BatchParams& p, const CpuWeights& w, int64_t b, int64_t t0, int64_t t1,
+                    int64_t c0, int64_t n, const scalar_t* x, const scalar_t* init, scalar_t* out,
+                    float* scratch) {
+  const int64_t count = t1 - t0;
+  float* xs = scratch;                    // kRowChunk + kMaxWidth
+  float* y = xs + kRowChunk + kMaxWidth;  // kRowChunk
+  float* e = y + kRowChunk;               // kRowChunk
+  auto* kind = reinterpret_cast<uint8_t*>(e + kRowChunk);
+  classify_windows(p, b, t0, t1, kind);
+  const bool masked = p.seq_idx != nullptr;
+  for (int64_t c = 0; c < n; ++c) {
+    const int64_t ch = c0 + c;
+    float wk[kMaxWidth];
+    for (int64_t k = 0; k < p.width; ++k) wk[k] = w.taps[k * p.dim + ch];
+    const float bias = w.bias == nullptr ? 0.f : w.bias[ch];
+    load_channel_window<Isa>(p, x + c * p.x_dim_stride,
+                             init == nullptr ? nullptr : init + c * p.init_dim_stride, t0, t1, xs);
+    conv_row(xs, wk, bias, p.width, count, y);
+    if (masked)
+      for (int64_t i = 0; i < count; ++i)
+        if (kind[i] == kMasked) y[i] = conv_masked(p, b, t0 + i, xs + i, wk, bias);
+    if (p.silu) {
+      for (int64_t i = 0; i < count; ++i) e[i] = exp_fast(-y[i]);
+      for (int64_t i = 0; i < count; ++i) y[i] = y[i] / (1.f + e[i]);
+    }
+    if (masked)
+      for (int64_t i = 0; i < count; ++i)
+        if (kind[i] == kPadding) y[i] = 0.f;
+    copy_channels<Isa>(out + c * p.out_dim_stride + t0 * p.out_tok_stride, p.out_tok_stride, y, 1,
+                       count);
+  }
+}
+
+template <class Isa, typename scalar_t>
+void batch_bwd_rows(const BatchParams& p, const CpuWeights& w, int64_t b, int64_t t0, int64_t t1,
+                    int64_t c0, int64_t n, float* scratch, float* dw, float* db) {
+  const int64_t H = p.width - 1, L = p.seqlen, count = t1 - t0;
+  const int64_t te = min64(L, t1 + H), rows = te - t0;
+  const scalar_t* x = static_cast<const scalar_t*>(p.x) + b * p.x_batch_stride;
+  const scalar_t* dout = static_cast<const scalar_t*>(p.dout) + b * p.dout_batch_stride;
+  scalar_t* dx = static_cast<scalar_t*>(p.dx) + b * p.dx_batch_stride;
+  const scalar_t* init =
+      p.initial_states == nullptr
+          ? nullptr
+          : static_cast<const scalar_t*>(p.initial_states) + b * p.init_batch_stride;
+  const scalar_t* dfinal =
+      p.dfinal_states == nullptr
+          ? nullptr
+          : static_cast<const scalar_t*>(p.dfinal_states) + b * p.dfinal_batch_stride;
+  scalar_t* dinit = p.dinitial_states == nullptr
+                        ? nullptr
+                        : static_cast<scalar_t*>(p.dinitial_states) + b * p.dinit_batch_stride;
+
+  float* xs = scratch;                        // positions t0 - H .. te - 1
+  float* g = xs + kRowChunk + 2 * kMaxWidth;  // tokens t0 .. t1 + H - 1 (zero past te)
+  float* pre = g + kRowChunk + kMaxWidth;     // tokens t0 .. te - 1
+  float* gm = pre + kRowChunk + kMaxWidth;    // g with masked tokens zeroed
+  float* acc = gm + kRowChunk + kMaxWidth;    // dx of tokens t0 .. t1 - 1
+  auto* kind = reinterpret_cast<uint8_t*>(acc + kRowChunk);
+  auto* dx_kind = kind + kRowChunk + kMaxWidth;
+  const bool masked = p.seq_idx != nullptr;
+  classify_windows(p, b, t0, te, kind);
+  for (int64_t q = t0; q < t1; ++q) dx_kind[q - t0] = dx_masked(p, b, q) ? kMasked : kClean;
+  const int64_t s0 = L > 0 ? p.sequence(b, 0) : 0;
+
+  for (int64_t c = 0; c < n; ++c) {
+    const int64_t ch = c0 + c;
+    float wk[kMaxWidth];
+    for (int64_t k = 0; k < p.width; ++k) wk[k] = w.taps[k * p.dim + ch];
+    const float bias = w.bias == nullptr ? 0.f : w.bias[ch];
+    load_channel_window<Isa>(p, x + ch * p.x_dim_stride,
+                             init == nullptr ? nullptr : init + ch * p.init_dim_stride, t0, te, xs);
+    copy_channels<Isa>(g, 1, dout + ch * p.dout_dim_stride + t0 * p.dout_tok_stride,
+                       p.dout_tok_stride, rows);
+    for (int64_t i = rows; i < count + H; ++i) g[i] = 0.f;
+
+    // g = dout * act'(pre) at the pre-activation, zero for padding.
+    conv_row(xs, wk, bias, p.width, rows, pre);
+    if (masked)
+      for (int64_t i = 0; i < rows; ++i)
+        if (kind[i] == kMasked) pre[i] = conv_masked(p, b, t0 + i, xs + i, wk, bias);
+    if (p.silu) {
+      for (int64_t i = 0; i < rows; ++i) gm[i] = exp_fast(-pre[i]);
+      for (int64_t i = 0; i < rows; ++i) {
+        const float sig = 1.f / (1.f + gm[i]);
+        g[i] *= sig * (1.f + pre[i] * (1.f - sig));
+      }
+    }
+    if (masked)
+      for (int64_t i = 0; i < rows; ++i)
+        if (kind[i] == kPadding) g[i] = 0.f;
+
+    // dbias and dweight over the chunk's own tokens; masked tokens add their valid taps.
+    const float dbc = dot_row(g, nullptr, count);
+    for (int64_t i = 0; i < count; ++i) gm[i] = masked && kind[i] != kClean ? 0.f : g[i];
+    for (int64_t k = 0; k < p.width; ++k) {
+      const float* col = xs + k;
+      float sum = dot_row(gm, col, count);
+      if (masked)
+        for (int64_t i = 0; i < count; ++i)
+          if (kind[i] == kMasked && tap_in_sequence(p, b, t0 + i, k, p.sequence(b, t0 + i)))
+            sum += g[i] * col[i];
+      dw[k * n + c] += sum;
+    }
+    db[c] += dbc;
+
+    // dx[q] = sum_k w[k] g[q + H - k] (g is zero past the row), masked where needed.
+    for (int64_t i = 0; i < count; ++i) acc[i] = 0.f;
+    for (int64_t k = 0; k < p.width; ++k) {
+      const float wkk = wk[k];
+      const float* src = g + H - k;
+      for (int64_t i = 0; i < count; ++i) acc[i] += wkk * src[i];
+    }
+    if (masked) {
+      for (int64_t i = 0; i < count; ++i) {
+        if (dx_kind[i] == kClean) continue;
+        const int64_t q = t0 + i, s = p.sequence(b, q);
+        float v = 0.f;
+        for (int64_t k = 0; k < p.width; ++k) {
+          const int64_t t = q + H - k;
+          if (t < L && p.sequence(b, t) == s) v += wk[k] * g[t - t0];
+        }
+        acc[i] = v;
+      }
+    }
+    if (dfinal != nullptr)
+      for (int64_t q = max64(t0, L - H); q < t1; ++q)
+        acc[q - t0] += Convert<Isa>::to_float(
+            dfinal[ch * p.dfinal_dim_stride + (q - (L - H)) * p.dfinal_tok_stride]);
+    copy_channels<Isa>(dx + ch * p.dx_dim_stride + t0 * p.dx_tok_stride, p.dx_tok_stride, acc, 1,
+                       count);
+
+    if (t0 != 0 || dinit == nullptr) continue;
+    for (int64_t i = 0; i < H; ++i) {
+      float v = 0.f;
+      for (int64_t k = 0; k <= i; ++k) {
+        const int64_t t = i - k;
+        if (t < L && (!masked || p.sequence(b, t) == s0)) v += wk[k] * g[t];
+      }
+      if (dfinal != nullptr && i >= L)
+        v += Convert<Isa>::to_float(
+            dfinal[ch * p.dfinal_dim_stride + (i - L) * p.dfinal_tok_stride]);
+      Convert<Isa>::from_float(v, dinit[ch * p.dinit_dim_stride + i * p.dinit_tok_stride]);
+    }
+  }
+}
+
+// Outputs of tokens [t0, t1) of row b, channels [c0, c1); the item holding the
+// row's last token also writes its final states.
+template <class Isa, typename scalar_t>
+void batch_fwd_item(const BatchParams& p, const CpuWeights& w, int64_t b, int64_t t0, int64_t t1,
+                    int64_t c0, int64_t c1, float* scratch) {
+  const int64_t n = c1 - c0, H = p.width - 1;
+  const int64_t x_tok = p.x_tok_stride, x_dim = p.x_dim_stride;
+  const scalar_t* x = static_cast<const scalar_t*>(p.x) + b * p.x_batch_stride + c0 * x_dim;
+  scalar_t* out = static_cast<scalar_t*>(p.out) + b * p.out_batch_stride + c0 * p.out_dim_stride;
+  const scalar_t* init = p.initial_states == nullptr
+                             ? nullptr
+                             : static_cast<const scalar_t*>(p.initial_states) +
+                                   b * p.init_batch_stride + c0 * p.init_dim_stride;
+  if (x_dim == 1) {
+    batch_fwd_in_place<Isa>(p, w, b, t0, t1, c0, n, x, init, out, scratch);
+  } else {
+    batch_fwd_rows<Isa>(p, w, b, t0, t1, c0, n, x, init, out, scratch);
+  }
 
   if (p.final_states == nullptr || t1 != p.seqlen) return;
   // The last width-1 columns of cat(initial state or zeros, x).
-  scalar_t* fin = static_cast<scalar_t*>(p.final_states) + b * p.final_batch_stride +
-                  c0 * p.final_dim_stride;
+  scalar_t* fin =
+      static_cast<scalar_t*>(p.final_states) + b * p.final_batch_stride + c0 * p.final_dim_stride;
   for (int64_t j = 0; j < H; ++j) {
     const int64_t src = p.seqlen - H + j;
     scalar_t* dst = fin + j * p.final_tok_stride;
@@ -414,108 +724,98 @@ void batch_fwd_item(const BatchParams& p, const CpuWeights& w, int64_t b, int64_
   }
 }
 
-// g = dout * act'(pre) for n channels (SiLU': s (1 + pre (1 - s)), s = sigmoid(pre)).
-template <class Isa, typename scalar_t>
-inline void pre_gradient(const BatchParams& p, const float* pre, const scalar_t* dout,
-                         int64_t dout_dim, int64_t n, float* g) {
-  copy_channels<Isa>(g, 1, dout, dout_dim, n);
-  if (!p.silu) return;
-  for (int64_t c = 0; c < n; ++c) {
-    const float s = 1.f / (1.f + exp_fast(-pre[c]));
-    g[c] *= s * (1.f + pre[c] * (1.f - s));
-  }
-}
-
 // dx of tokens [t0, t1) of row b, channels [c0, c1); dinitial_states of the
-// row when t0 == 0; the chunk's dweight and dbias added into dw, db.
+// row when t0 == 0; the chunk's dweight and dbias added into dw, db. All of it
+// on fp32 tiles in scratch (x with its window, dout, the gradient g at the
+// pre-activation, dx), filled and drained in the order of each tensor's unit
+// stride: channel-last and channel-first inputs both stream.
 template <class Isa, typename scalar_t>
 void batch_bwd_item(const BatchParams& p, const CpuWeights& w, int64_t b, int64_t t0, int64_t t1,
                     int64_t c0, int64_t c1, float* scratch, float* dw, float* db) {
+  if (p.x_dim_stride != 1)
+    return batch_bwd_rows<Isa, scalar_t>(p, w, b, t0, t1, c0, c1 - c0, scratch, dw, db);
   const int64_t n = c1 - c0, pitch = scratch_pitch(kBwdSlab), H = p.width - 1, L = p.seqlen;
-  const int64_t x_tok = p.x_tok_stride, x_dim = p.x_dim_stride;
-  const scalar_t* x = static_cast<const scalar_t*>(p.x) + b * p.x_batch_stride + c0 * x_dim;
-  const scalar_t* dout = static_cast<const scalar_t*>(p.dout) + b * p.dout_batch_stride +
-                         c0 * p.dout_dim_stride;
-  scalar_t* dx = static_cast<scalar_t*>(p.dx) + b * p.dx_batch_stride + c0 * p.dx_dim_stride;
-  const scalar_t* init =
-      p.initial_states == nullptr
-          ? nullptr
-          : static_cast<const scalar_t*>(p.initial_states) + b * p.init_batch_stride +
-                c0 * p.init_dim_stride;
-  const scalar_t* dfinal =
-      p.dfinal_states == nullptr
-          ? nullptr
-          : static_cast<const scalar_t*>(p.dfinal_states) + b * p.dfinal_batch_stride +
-                c0 * p.dfinal_dim_stride;
+  const scalar_t* x =
+      static_cast<const scalar_t*>(p.x) + b * p.x_batch_stride + c0 * p.x_dim_stride;
+  const scalar_t* dout =
+      static_cast<const scalar_t*>(p.dout) + b * p.dout_batch_stride + c0 * p.dout_dim_stride;
+  const scalar_t* init = p.initial_states == nullptr
+                             ? nullptr
+                             : static_cast<const scalar_t*>(p.initial_states) +
+                                   b * p.init_batch_stride + c0 * p.init_dim_stride;
+  const scalar_t* dfinal = p.dfinal_states == nullptr
+                               ? nullptr
+                               : static_cast<const scalar_t*>(p.dfinal_states) +
+                                     b * p.dfinal_batch_stride + c0 * p.dfinal_dim_stride;
   const float* taps = w.taps + c0;
+  const bool masked = p.seq_idx != nullptr;
 
-  // Rows 0 .. te-t0-1 of g: the gradient at the pre-activation of tokens
-  // [t0, te), te = min(L, t1 + H) (dx of token t reads g up to t + H); then a
-  // staged window.
-  float* g = scratch;
-  float* window = scratch + (kBwdChunk + kMaxWidth - 1) * pitch;
-  const int64_t te = min64(L, t1 + H);
+  // Tokens [t0, te) need g (dx of token q reads g up to q + H).
+  const int64_t te = min64(L, t1 + H), rows = te - t0;
+  float* xs = scratch;                                  // positions t0 - H .. te - 1
+  float* g = xs + (kBwdChunk + 2 * kMaxWidth) * pitch;  // tokens t0 .. te - 1 (dout first)
+  float* dxs = g + (kBwdChunk + kMaxWidth) * pitch;     // tokens t0 .. t1 - 1
+  load_window_tile<Isa>(p, x, init, t0, te, n, xs, pitch);
+  load_tile<Isa>(g, pitch, dout + t0 * p.dout_tok_stride, p.dout_tok_stride, p.dout_dim_stride,
+                 rows, n);
+
   float pre[kBwdSlab];
-  SequenceRuns runs(p, b, t0);
   for (int64_t t = t0; t < te; ++t) {
     float* gt = g + (t - t0) * pitch;
-    const bool clean = runs.clean(t);
-    if (p.sequence(b, t) < 0) {
+    const float* window = xs + (t - t0) * pitch;  // tap k at window + k * pitch
+    const int64_t s = p.sequence(b, t);
+    if (s < 0) {
       fill_channels<Isa>(gt, 1, n);
       continue;
     }
-    // The window's column k: in x (clean) or staged.
-    const float* staged = nullptr;
-    if (!clean) {
-      stage_batch_window<Isa>(p, b, t, x, init, n, window, pitch);
-      staged = window;
-    }
+    bool valid[kMaxWidth];
+    for (int64_t k = 0; k <= H; ++k) valid[k] = !masked || tap_in_sequence(p, b, t, k, s);
     for (int64_t c = 0; c < n; ++c) pre[c] = w.bias == nullptr ? 0.f : w.bias[c0 + c];
     for (int64_t k = 0; k <= H; ++k) {
-      if (clean) {
-        accumulate_tap<Isa>(pre, taps + k * p.dim, x + (t - H + k) * x_tok, x_dim, n);
-      } else {
-        accumulate_tap<Isa>(pre, taps + k * p.dim, staged + k * pitch, 1, n);
+      if (!valid[k]) continue;
+      const float* tap = taps + k * p.dim;
+      const float* col = window + k * pitch;
+      for (int64_t c = 0; c < n; ++c) pre[c] += tap[c] * col[c];
+    }
+    if (p.silu) {
+      float e[kBwdSlab];
+      for (int64_t c = 0; c < n; ++c) e[c] = exp_fast(-pre[c]);
+      for (int64_t c = 0; c < n; ++c) {
+        const float sig = 1.f / (1.f + e[c]);
+        gt[c] *= sig * (1.f + pre[c] * (1.f - sig));
       }
     }
-    pre_gradient<Isa>(p, pre, dout + t * p.dout_tok_stride, p.dout_dim_stride, n, gt);
     if (t >= t1) continue;  // a later chunk's token: its dweight share is that chunk's
     for (int64_t c = 0; c < n; ++c) db[c] += gt[c];
     for (int64_t k = 0; k <= H; ++k) {
+      if (!valid[k]) continue;
       float* dwk = dw + k * n;
-      if (clean) {
-        const scalar_t* col = x + (t - H + k) * x_tok;
-        if (x_dim == 1) {
-          for (int64_t c = 0; c < n; ++c) dwk[c] += gt[c] * Convert<Isa>::to_float(col[c]);
-        } else {
-          for (int64_t c = 0; c < n; ++c)
-            dwk[c] += gt[c] * Convert<Isa>::to_float(col[c * x_dim]);
-        }
-      } else {
-        const float* col = staged + k * pitch;
-        for (int64_t c = 0; c < n; ++c) dwk[c] += gt[c] * col[c];
-      }
+      const float* col = window + k * pitch;
+      for (int64_t c = 0; c < n; ++c) dwk[c] += gt[c] * col[c];
     }
   }
 
   // dx[q] = sum_k w[k] g[q + H - k] over taps of q's sequence, + dfinal_states.
-  float acc[kBwdSlab];
   for (int64_t q = t0; q < t1; ++q) {
+    float* acc = dxs + (q - t0) * pitch;
     for (int64_t c = 0; c < n; ++c) acc[c] = 0.f;
     const int64_t s = p.sequence(b, q);
     for (int64_t k = 0; k <= H; ++k) {
       const int64_t t = q + H - k;
-      if (t >= L || p.sequence(b, t) != s) continue;
+      if (t >= L || (masked && p.sequence(b, t) != s)) continue;
       const float* gt = g + (t - t0) * pitch;
       const float* tap = taps + k * p.dim;
       for (int64_t c = 0; c < n; ++c) acc[c] += tap[c] * gt[c];
     }
     if (dfinal != nullptr && q >= L - H) {
       const scalar_t* col = dfinal + (q - (L - H)) * p.dfinal_tok_stride;
-      for (int64_t c = 0; c < n; ++c) acc[c] += Convert<Isa>::to_float(col[c * p.dfinal_dim_stride]);
+      for (int64_t c = 0; c < n; ++c)
+        acc[c] += Convert<Isa>::to_float(col[c * p.dfinal_dim_stride]);
     }
-    copy_channels<Isa>(dx + q * p.dx_tok_stride, p.dx_dim_stride, acc, 1, n);
   }
+  scalar_t* dx = static_cast<scalar_t*>(p.dx) + b * p.dx_batch_stride + c0 * p.dx_dim_stride;
+  store_tile<Isa>(dx + t0 * p.dx_tok_stride, p.dx_tok_stride, p.dx_dim_stride, dxs, pitch, t1 - t0,
+                  n);
 
   if (t0 != 0 || p.dinitial_states == nullptr) return;
   // Initial-state column i (position i - H) feeds tap k of token i - k, when
@@ -523,18 +823,20 @@ void batch_bwd_item(const BatchParams& p, const CpuWeights& w, int64_t b, int64_
   scalar_t* dinit = static_cast<scalar_t*>(p.dinitial_states) + b * p.dinit_batch_stride +
                     c0 * p.dinit_dim_stride;
   const int64_t s0 = L > 0 ? p.sequence(b, 0) : 0;
+  float acc[kBwdSlab];
   for (int64_t i = 0; i < H; ++i) {
     for (int64_t c = 0; c < n; ++c) acc[c] = 0.f;
     for (int64_t k = 0; k <= i; ++k) {
       const int64_t t = i - k;
-      if (t >= L || p.sequence(b, t) != s0) continue;
+      if (t >= L || (masked && p.sequence(b, t) != s0)) continue;
       const float* gt = g + t * pitch;
       const float* tap = taps + k * p.dim;
       for (int64_t c = 0; c < n; ++c) acc[c] += tap[c] * gt[c];
     }
     if (dfinal != nullptr && i >= L) {
       const scalar_t* col = dfinal + (i - L) * p.dfinal_tok_stride;
-      for (int64_t c = 0; c < n; ++c) acc[c] += Convert<Isa>::to_float(col[c * p.dfinal_dim_stride]);
+      for (int64_t c = 0; c < n; ++c)
+        acc[c] += Convert<Isa>::to_float(col[c * p.dfinal_dim_stride]);
     }
     copy_channels<Isa>(dinit + i * p.dinit_tok_stride, p.dinit_dim_stride, acc, 1, n);
   }

@@ -36,8 +36,12 @@ struct Portable {
 }  // namespace
 
 CpuKernelSet portable_kernels() {
-  return {"portable", false, &select_fwd<Portable>, &select_update<Portable>,
-          &select_batch_fwd<Portable>, &select_batch_bwd<Portable>};
+  return {"portable",
+          false,
+          &select_fwd<Portable>,
+          &select_update<Portable>,
+          &select_batch_fwd<Portable>,
+          &select_batch_bwd<Portable>};
 }
 
 }  // namespace causal_conv1d::cpu

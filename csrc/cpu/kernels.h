@@ -31,13 +31,15 @@ using UpdateItemFn = void (*)(const UpdateParams&, const CpuWeights&, int64_t ro
                               int64_t c1, float* scratch);
 
 // One work item of the Dao dialect's batch prefill: tokens [t0, t1) of row b,
-// channels [c0, c1); `scratch` holds width rows of scratch_pitch(slab) floats.
+// channels [c0, c1); `scratch` holds width rows of scratch_pitch(c1 - c0)
+// floats for channel-last x, else kRowScratch floats (t1 - t0 <= kRowChunk).
 using BatchFwdItemFn = void (*)(const BatchParams&, const CpuWeights&, int64_t b, int64_t t0,
                                 int64_t t1, int64_t c0, int64_t c1, float* scratch);
 // One work item of its backward: dx of tokens [t0, t1) of row b (and the row's
 // dinitial_states when t0 == 0), channels [c0, c1), c1 - c0 <= kBwdSlab; adds
 // the chunk's share of dweight (width rows of c1 - c0) and dbias into dw, db.
-// `scratch` holds kBwdScratchRows rows of scratch_pitch(kBwdSlab) floats.
+// Channel-last x: t1 - t0 <= kBwdChunk, c1 - c0 <= kBwdSlab and `scratch` holds
+// kBwdScratchRows rows of scratch_pitch(kBwdSlab) floats; else as the forward's.
 using BatchBwdItemFn = void (*)(const BatchParams&, const CpuWeights&, int64_t b, int64_t t0,
                                 int64_t t1, int64_t c0, int64_t c1, float* scratch, float* dw,
                                 float* db);
@@ -47,12 +49,19 @@ constexpr size_t kScratchAlign = 64;  // bytes; scratch rows start on cache line
 
 // Floats from one scratch row to the next for n channels: rows start on cache lines.
 inline int64_t scratch_pitch(int64_t n) { return (n + 15) / 16 * 16; }
-constexpr int64_t kChunk = 256;  // prefill tokens per work item (more than kMaxWidth)
-constexpr int64_t kBwdChunk = 64;  // backward tokens per work item
-constexpr int64_t kBwdSlab = 256;  // backward channels per work item
-// Backward scratch: the chunk's gradients at the pre-activation (plus width-1
-// tokens after it) and one staged window.
-constexpr int64_t kBwdScratchRows = kBwdChunk + kMaxWidth - 1 + kMaxWidth;
+constexpr int64_t kChunk = 256;    // prefill tokens per work item (more than kMaxWidth)
+constexpr int64_t kBwdChunk = 64;  // backward tokens per work item (channel-last)
+constexpr int64_t kBwdSlab = 256;  // backward channels per work item (channel-last)
+// Backward scratch (batch_bwd_item): tiles of x with its window, of dout and g
+// (plus width-1 tokens after the chunk), of dx.
+// Other layouts than channel-last (kernel_items.h, batch_*_rows): items of
+// kRowChunk tokens x kRowSlab channels, walked one channel at a time along its
+// tokens, in kRowScratch floats of scratch.
+constexpr int64_t kRowChunk = 1024;
+constexpr int64_t kRowSlab = 64;
+constexpr int64_t kRowScratch = 6 * (kRowChunk + 2 * kMaxWidth);
+constexpr int64_t kBwdScratchRows =
+    (kBwdChunk + 2 * kMaxWidth) + (kBwdChunk + kMaxWidth) + kBwdChunk;
 
 struct CpuKernelSet {
   const char* name;

@@ -136,7 +136,8 @@ int64_t tokens_per_program(const FwdParams& p, int64_t channel_blocks, int devic
     return chunk > 0 ? static_cast<int64_t>(chunk) : int64_t{0};
   }();
   if (forced > 0) return forced;
-  const int64_t resident = static_cast<int64_t>(device_attribute<cudaDevAttrMultiProcessorCount>(device)) * 2048 / 4;
+  const int64_t resident =
+      static_cast<int64_t>(device_attribute<cudaDevAttrMultiProcessorCount>(device)) * 2048 / 4;
   int64_t chunk = 128;
   while (chunk > 8 &&
          ((p.num_tokens + chunk - 1) / chunk + p.batch) * channel_blocks * kThreads < resident)
