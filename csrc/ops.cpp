@@ -267,6 +267,8 @@ void check_batch_states(const char* op, const char* name, const at::Tensor& t, c
       ", width-1=", num(width - 1), "), got ", dims(t.sizes()));
 }
 
+View3 view3(const at::Tensor& t) { return {t.data_ptr(), t.stride(0), t.stride(1), t.stride(2)}; }
+
 // x, the filter and seq_idx of both batch ops.
 BatchParams batch_params(const char* op, const at::Tensor& x, const at::Tensor& weight,
                          const std::optional<at::Tensor>& bias,
@@ -277,10 +279,7 @@ BatchParams batch_params(const char* op, const at::Tensor& x, const at::Tensor& 
   fill_conv_params(p, op, x, x.size(1), weight, bias, nullptr, "", silu, -1, -1, false);
   p.batch = x.size(0);
   p.seqlen = x.size(2);
-  p.x = x.data_ptr();
-  p.x_batch_stride = x.stride(0);
-  p.x_dim_stride = x.stride(1);
-  p.x_tok_stride = x.stride(2);
+  p.x = view3(x);
   if (seq_idx.has_value()) {
     const at::Tensor& q = *seq_idx;
     check_device(op, "seq_idx", q, x);
@@ -295,10 +294,7 @@ BatchParams batch_params(const char* op, const at::Tensor& x, const at::Tensor& 
   if (initial_states.has_value()) {
     const at::Tensor& t = *initial_states;
     check_batch_states(op, "initial_states", t, x, p.width);
-    p.initial_states = t.data_ptr();
-    p.init_batch_stride = t.stride(0);
-    p.init_dim_stride = t.stride(1);
-    p.init_tok_stride = t.stride(2);
+    p.initial_states = view3(t);
   }
   return p;
 }
@@ -333,18 +329,12 @@ BatchParams make_batch_fwd_params(const at::Tensor& x, const at::Tensor& weight,
   BatchParams p = batch_params(op, x, weight, bias, seq_idx, initial_states, silu);
   check_like_x(op, "out", out, x);
   TORCH_CHECK(out.numel() == 0 || out.data_ptr() != x.data_ptr(), op, ": out must not be x");
-  p.out = out.data_ptr();
-  p.out_batch_stride = out.stride(0);
-  p.out_dim_stride = out.stride(1);
-  p.out_tok_stride = out.stride(2);
+  p.out = view3(out);
   if (final_states.defined()) {
     TORCH_CHECK(!seq_idx.has_value(), op,
                 ": final states are not returned with seq_idx (as in Dao's causal_conv1d 1.7)");
     check_batch_states(op, "final_states_out", final_states, x, p.width);
-    p.final_states = final_states.data_ptr();
-    p.final_batch_stride = final_states.stride(0);
-    p.final_dim_stride = final_states.stride(1);
-    p.final_tok_stride = final_states.stride(2);
+    p.final_states = view3(final_states);
   }
   return p;
 }
@@ -360,31 +350,19 @@ BatchParams make_batch_bwd_params(const at::Tensor& x, const at::Tensor& weight,
   BatchParams p = batch_params(op, x, weight, bias, seq_idx, initial_states, silu);
   check_like_x(op, "dout", dout, x);
   check_like_x(op, "dx", dx, x);
-  p.dout = dout.data_ptr();
-  p.dout_batch_stride = dout.stride(0);
-  p.dout_dim_stride = dout.stride(1);
-  p.dout_tok_stride = dout.stride(2);
-  p.dx = dx.data_ptr();
-  p.dx_batch_stride = dx.stride(0);
-  p.dx_dim_stride = dx.stride(1);
-  p.dx_tok_stride = dx.stride(2);
+  p.dout = view3(dout);
+  p.dx = view3(dx);
   if (dfinal_states.has_value()) {
     TORCH_CHECK(!seq_idx.has_value(), op,
                 ": dfinal_states with seq_idx (final states are not returned with seq_idx)");
     check_batch_states(op, "dfinal_states", *dfinal_states, x, p.width);
-    p.dfinal_states = dfinal_states->data_ptr();
-    p.dfinal_batch_stride = dfinal_states->stride(0);
-    p.dfinal_dim_stride = dfinal_states->stride(1);
-    p.dfinal_tok_stride = dfinal_states->stride(2);
+    p.dfinal_states = view3(*dfinal_states);
   }
   if (dinitial_states.defined()) {
     TORCH_CHECK(initial_states.has_value(), op,
                 ": dinitial_states asked for without initial_states");
     check_batch_states(op, "dinitial_states", dinitial_states, x, p.width);
-    p.dinitial_states = dinitial_states.data_ptr();
-    p.dinit_batch_stride = dinitial_states.stride(0);
-    p.dinit_dim_stride = dinitial_states.stride(1);
-    p.dinit_tok_stride = dinitial_states.stride(2);
+    p.dinitial_states = view3(dinitial_states);
   }
   return p;
 }

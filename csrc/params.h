@@ -157,31 +157,28 @@ struct UpdateParams : ConvParams {
 // tokens of its own token's sequence (the initial state belongs to the
 // sequence of the row's first token; a negative id is padding). The states
 // tensors have x's dtype. The cache fields of ConvParams are unused.
+// A (batch, dim, token) tensor as its data and element strides.
+struct View3 {
+  void* data = nullptr;
+  int64_t batch = 0, dim = 0, tok = 0;
+  C10_HOST_DEVICE bool present() const { return data != nullptr; }
+};
+
 struct BatchParams : ConvParams {
   int64_t batch = 0, seqlen = 0;
-  const void* x = nullptr;  // (batch, dim, seqlen)
-  int64_t x_batch_stride = 0, x_dim_stride = 0, x_tok_stride = 0;
-  void* out = nullptr;  // forward: (batch, dim, seqlen)
-  int64_t out_batch_stride = 0, out_dim_stride = 0, out_tok_stride = 0;
+  View3 x;    // (batch, dim, seqlen)
+  View3 out;  // forward: (batch, dim, seqlen)
 
   const int32_t* seq_idx = nullptr;  // (batch, seqlen) or null
   int64_t seq_batch_stride = 0, seq_tok_stride = 0;
 
-  // (batch, dim, width-1) each, or null.
-  const void* initial_states = nullptr;
-  int64_t init_batch_stride = 0, init_dim_stride = 0, init_tok_stride = 0;
-  void* final_states = nullptr;  // forward: written
-  int64_t final_batch_stride = 0, final_dim_stride = 0, final_tok_stride = 0;
+  // (batch, dim, width-1) each, or absent.
+  View3 initial_states;
+  View3 final_states;  // forward: written
 
-  // Backward: dout in, dfinal_states in (or null); dx, dinitial_states out (or null).
-  const void* dout = nullptr;
-  int64_t dout_batch_stride = 0, dout_dim_stride = 0, dout_tok_stride = 0;
-  const void* dfinal_states = nullptr;
-  int64_t dfinal_batch_stride = 0, dfinal_dim_stride = 0, dfinal_tok_stride = 0;
-  void* dx = nullptr;
-  int64_t dx_batch_stride = 0, dx_dim_stride = 0, dx_tok_stride = 0;
-  void* dinitial_states = nullptr;
-  int64_t dinit_batch_stride = 0, dinit_dim_stride = 0, dinit_tok_stride = 0;
+  // Backward: dout and dfinal_states in, dx and dinitial_states out (the
+  // states ones may be absent).
+  View3 dout, dfinal_states, dx, dinitial_states;
 
   // The sequence id of token t of row b (0 without seq_idx).
   C10_HOST_DEVICE int64_t sequence(int64_t b, int64_t t) const {

@@ -284,7 +284,7 @@ std::tuple<at::Tensor, at::Tensor> causal_conv1d_batch_fwd_cpu(
   // Channel-last rows read x in place in wide slabs; other layouts run one
   // channel at a time along long token rows. Every row has at least one (maybe
   // empty) chunk: it still has final states.
-  const bool channel_last = p.x_dim_stride == 1;
+  const bool channel_last = p.x.dim == 1;
   const int64_t chunk_len = channel_last ? kChunk : kRowChunk;
   const int64_t slab = channel_last ? kSlab : kRowSlab;
   const int64_t per_row = std::max<int64_t>(1, (p.seqlen + chunk_len - 1) / chunk_len);
@@ -330,7 +330,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> causal_conv1d_batch_b
   const CpuWeights w = weights.view();
   const BatchBwdItemFn fn = k.batch_bwd(p);
 
-  const bool channel_last = p.x_dim_stride == 1;
+  const bool channel_last = p.x.dim == 1;
   const int64_t chunk_len = channel_last ? kBwdChunk : kRowChunk;
   const int64_t slab = channel_last ? kBwdSlab : kRowSlab;
   const int64_t per_row = std::max<int64_t>(1, (p.seqlen + chunk_len - 1) / chunk_len);

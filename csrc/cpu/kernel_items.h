@@ -314,6 +314,12 @@ void update_item(const UpdateParams& p, const CpuWeights& w, int64_t row, int64_
 // sequence are zero, taps before the row read initial_states (when the row's
 // first token is of the same sequence) or zero.
 
+// Row b, channel c of a batch tensor, or null when the tensor is absent.
+template <typename T>
+T* at(const View3& v, int64_t b, int64_t c) {
+  return v.present() ? static_cast<T*>(v.data) + b * v.batch + c * v.dim : nullptr;
+}
+
 // Tracks, walking a row's tokens upwards, where the current run of equal
 // sequence ids starts (only as far back as width-1 tokens matters).
 struct SequenceRuns {
@@ -343,9 +349,9 @@ void stage_batch_window(const BatchParams& p, int64_t b, int64_t t, const scalar
     const int64_t pos = t - H + k;
     float* row = rows + k * pitch;
     if (pos >= 0 && p.sequence(b, pos) == s) {
-      copy_channels<Isa>(row, 1, x + pos * p.x_tok_stride, p.x_dim_stride, n);
+      copy_channels<Isa>(row, 1, x + pos * p.x.tok, p.x.dim, n);
     } else if (pos < 0 && init_ours) {
-      copy_channels<Isa>(row, 1, init + (pos + H) * p.init_tok_stride, p.init_dim_stride, n);
+      copy_channels<Isa>(row, 1, init + (pos + H) * p.initial_states.tok, p.initial_states.dim, n);
     } else {
       fill_channels<Isa>(row, 1, n);
     }
@@ -392,14 +398,14 @@ void load_window_tile(const BatchParams& p, const scalar_t* x, const scalar_t* i
   for (; pos < 0 && pos < end; ++pos) {
     float* row = tile + (pos - first + H) * pitch;
     if (init != nullptr) {
-      copy_channels<Isa>(row, 1, init + (pos + H) * p.init_tok_stride, p.init_dim_stride, n);
+      copy_channels<Isa>(row, 1, init + (pos + H) * p.initial_states.tok, p.initial_states.dim, n);
     } else {
       fill_channels<Isa>(row, 1, n);
     }
   }
   if (pos < end)
-    load_tile<Isa>(tile + (pos - first + H) * pitch, pitch, x + pos * p.x_tok_stride,
-                   p.x_tok_stride, p.x_dim_stride, end - pos, n);
+    load_tile<Isa>(tile + (pos - first + H) * pitch, pitch, x + pos * p.x.tok, p.x.tok, p.x.dim,
+                   end - pos, n);
 }
 
 // Whether tap k of token t (sequence s) reads a column of its own sequence;
@@ -416,8 +422,8 @@ void batch_fwd_in_place(const BatchParams& p, const CpuWeights& w, int64_t b, in
                         int64_t t1, int64_t c0, int64_t n, const scalar_t* x, const scalar_t* init,
                         scalar_t* out, float* scratch) {
   const int64_t pitch = scratch_pitch(n), H = p.width - 1;
-  const int64_t x_tok = p.x_tok_stride, x_dim = p.x_dim_stride;
-  const int64_t o_tok = p.out_tok_stride, o_dim = p.out_dim_stride;
+  const int64_t x_tok = p.x.tok, x_dim = p.x.dim;
+  const int64_t o_tok = p.out.tok, o_dim = p.out.dim;
   SequenceRuns runs(p, b, t0);
   for (int64_t t = t0; t < t1;) {
     if (runs.clean(t)) {
@@ -492,10 +498,9 @@ void load_channel_window(const BatchParams& p, const scalar_t* xc, const scalar_
   int64_t pos = first - H;
   for (; pos < 0 && pos < end; ++pos)
     xs[pos - first + H] =
-        initc == nullptr ? 0.f : Convert<Isa>::to_float(initc[(pos + H) * p.init_tok_stride]);
+        initc == nullptr ? 0.f : Convert<Isa>::to_float(initc[(pos + H) * p.initial_states.tok]);
   if (pos < end)
-    copy_channels<Isa>(xs + (pos - first + H), 1, xc + pos * p.x_tok_stride, p.x_tok_stride,
-                       end - pos);
+    copy_channels<Isa>(xs + (pos - first + H), 1, xc + pos * p.x.tok, p.x.tok, end - pos);
 }
 
 // sum_i a[i] * b[i] (b null: sum_i a[i]) in 16 fixed lanes, summed in a fixed
@@ -555,8 +560,9 @@ void batch_fwd_rows(const BatchParams& p, const CpuWeights& w, int64_t b, int64_
     float wk[kMaxWidth];
     for (int64_t k = 0; k < p.width; ++k) wk[k] = w.taps[k * p.dim + ch];
     const float bias = w.bias == nullptr ? 0.f : w.bias[ch];
-    load_channel_window<Isa>(p, x + c * p.x_dim_stride,
-                             init == nullptr ? nullptr : init + c * p.init_dim_stride, t0, t1, xs);
+    load_channel_window<Isa>(p, x + c * p.x.dim,
+                             init == nullptr ? nullptr : init + c * p.initial_states.dim, t0, t1,
+                             xs);
     conv_row(xs, wk, bias, p.width, count, y);
     if (masked)
       for (int64_t i = 0; i < count; ++i)
@@ -568,8 +574,7 @@ void batch_fwd_rows(const BatchParams& p, const CpuWeights& w, int64_t b, int64_
     if (masked)
       for (int64_t i = 0; i < count; ++i)
         if (kind[i] == kPadding) y[i] = 0.f;
-    copy_channels<Isa>(out + c * p.out_dim_stride + t0 * p.out_tok_stride, p.out_tok_stride, y, 1,
-                       count);
+    copy_channels<Isa>(out + c * p.out.dim + t0 * p.out.tok, p.out.tok, y, 1, count);
   }
 }
 
@@ -578,20 +583,12 @@ void batch_bwd_rows(const BatchParams& p, const CpuWeights& w, int64_t b, int64_
                     int64_t c0, int64_t n, float* scratch, float* dw, float* db) {
   const int64_t H = p.width - 1, L = p.seqlen, count = t1 - t0;
   const int64_t te = min64(L, t1 + H), rows = te - t0;
-  const scalar_t* x = static_cast<const scalar_t*>(p.x) + b * p.x_batch_stride;
-  const scalar_t* dout = static_cast<const scalar_t*>(p.dout) + b * p.dout_batch_stride;
-  scalar_t* dx = static_cast<scalar_t*>(p.dx) + b * p.dx_batch_stride;
-  const scalar_t* init =
-      p.initial_states == nullptr
-          ? nullptr
-          : static_cast<const scalar_t*>(p.initial_states) + b * p.init_batch_stride;
-  const scalar_t* dfinal =
-      p.dfinal_states == nullptr
-          ? nullptr
-          : static_cast<const scalar_t*>(p.dfinal_states) + b * p.dfinal_batch_stride;
-  scalar_t* dinit = p.dinitial_states == nullptr
-                        ? nullptr
-                        : static_cast<scalar_t*>(p.dinitial_states) + b * p.dinit_batch_stride;
+  const scalar_t* x = at<const scalar_t>(p.x, b, 0);
+  const scalar_t* dout = at<const scalar_t>(p.dout, b, 0);
+  scalar_t* dx = at<scalar_t>(p.dx, b, 0);
+  const scalar_t* init = at<const scalar_t>(p.initial_states, b, 0);
+  const scalar_t* dfinal = at<const scalar_t>(p.dfinal_states, b, 0);
+  scalar_t* dinit = at<scalar_t>(p.dinitial_states, b, 0);
 
   float* xs = scratch;                        // positions t0 - H .. te - 1
   float* g = xs + kRowChunk + 2 * kMaxWidth;  // tokens t0 .. t1 + H - 1 (zero past te)
@@ -610,10 +607,10 @@ void batch_bwd_rows(const BatchParams& p, const CpuWeights& w, int64_t b, int64_
     float wk[kMaxWidth];
     for (int64_t k = 0; k < p.width; ++k) wk[k] = w.taps[k * p.dim + ch];
     const float bias = w.bias == nullptr ? 0.f : w.bias[ch];
-    load_channel_window<Isa>(p, x + ch * p.x_dim_stride,
-                             init == nullptr ? nullptr : init + ch * p.init_dim_stride, t0, te, xs);
-    copy_channels<Isa>(g, 1, dout + ch * p.dout_dim_stride + t0 * p.dout_tok_stride,
-                       p.dout_tok_stride, rows);
+    load_channel_window<Isa>(p, x + ch * p.x.dim,
+                             init == nullptr ? nullptr : init + ch * p.initial_states.dim, t0, te,
+                             xs);
+    copy_channels<Isa>(g, 1, dout + ch * p.dout.dim + t0 * p.dout.tok, p.dout.tok, rows);
     for (int64_t i = rows; i < count + H; ++i) g[i] = 0.f;
 
     // g = dout * act'(pre) at the pre-activation, zero for padding.
@@ -668,9 +665,8 @@ void batch_bwd_rows(const BatchParams& p, const CpuWeights& w, int64_t b, int64_
     if (dfinal != nullptr)
       for (int64_t q = max64(t0, L - H); q < t1; ++q)
         acc[q - t0] += Convert<Isa>::to_float(
-            dfinal[ch * p.dfinal_dim_stride + (q - (L - H)) * p.dfinal_tok_stride]);
-    copy_channels<Isa>(dx + ch * p.dx_dim_stride + t0 * p.dx_tok_stride, p.dx_tok_stride, acc, 1,
-                       count);
+            dfinal[ch * p.dfinal_states.dim + (q - (L - H)) * p.dfinal_states.tok]);
+    copy_channels<Isa>(dx + ch * p.dx.dim + t0 * p.dx.tok, p.dx.tok, acc, 1, count);
 
     if (t0 != 0 || dinit == nullptr) continue;
     for (int64_t i = 0; i < H; ++i) {
@@ -681,8 +677,8 @@ void batch_bwd_rows(const BatchParams& p, const CpuWeights& w, int64_t b, int64_
       }
       if (dfinal != nullptr && i >= L)
         v += Convert<Isa>::to_float(
-            dfinal[ch * p.dfinal_dim_stride + (i - L) * p.dfinal_tok_stride]);
-      Convert<Isa>::from_float(v, dinit[ch * p.dinit_dim_stride + i * p.dinit_tok_stride]);
+            dfinal[ch * p.dfinal_states.dim + (i - L) * p.dfinal_states.tok]);
+      Convert<Isa>::from_float(v, dinit[ch * p.dinitial_states.dim + i * p.dinitial_states.tok]);
     }
   }
 }
@@ -693,33 +689,29 @@ template <class Isa, typename scalar_t>
 void batch_fwd_item(const BatchParams& p, const CpuWeights& w, int64_t b, int64_t t0, int64_t t1,
                     int64_t c0, int64_t c1, float* scratch) {
   const int64_t n = c1 - c0, H = p.width - 1;
-  const int64_t x_tok = p.x_tok_stride, x_dim = p.x_dim_stride;
-  const scalar_t* x = static_cast<const scalar_t*>(p.x) + b * p.x_batch_stride + c0 * x_dim;
-  scalar_t* out = static_cast<scalar_t*>(p.out) + b * p.out_batch_stride + c0 * p.out_dim_stride;
-  const scalar_t* init = p.initial_states == nullptr
-                             ? nullptr
-                             : static_cast<const scalar_t*>(p.initial_states) +
-                                   b * p.init_batch_stride + c0 * p.init_dim_stride;
+  const int64_t x_tok = p.x.tok, x_dim = p.x.dim;
+  const scalar_t* x = at<const scalar_t>(p.x, b, c0);
+  scalar_t* out = at<scalar_t>(p.out, b, c0);
+  const scalar_t* init = at<const scalar_t>(p.initial_states, b, c0);
   if (x_dim == 1) {
     batch_fwd_in_place<Isa>(p, w, b, t0, t1, c0, n, x, init, out, scratch);
   } else {
     batch_fwd_rows<Isa>(p, w, b, t0, t1, c0, n, x, init, out, scratch);
   }
 
-  if (p.final_states == nullptr || t1 != p.seqlen) return;
+  if (!p.final_states.present() || t1 != p.seqlen) return;
   // The last width-1 columns of cat(initial state or zeros, x).
-  scalar_t* fin =
-      static_cast<scalar_t*>(p.final_states) + b * p.final_batch_stride + c0 * p.final_dim_stride;
+  scalar_t* fin = at<scalar_t>(p.final_states, b, c0);
   for (int64_t j = 0; j < H; ++j) {
     const int64_t src = p.seqlen - H + j;
-    scalar_t* dst = fin + j * p.final_tok_stride;
+    scalar_t* dst = fin + j * p.final_states.tok;
     if (src >= 0) {
-      copy_channels<Isa>(dst, p.final_dim_stride, x + src * x_tok, x_dim, n);
+      copy_channels<Isa>(dst, p.final_states.dim, x + src * x_tok, x_dim, n);
     } else if (init != nullptr) {
-      copy_channels<Isa>(dst, p.final_dim_stride, init + (src + H) * p.init_tok_stride,
-                         p.init_dim_stride, n);
+      copy_channels<Isa>(dst, p.final_states.dim, init + (src + H) * p.initial_states.tok,
+                         p.initial_states.dim, n);
     } else {
-      fill_channels<Isa>(dst, p.final_dim_stride, n);
+      fill_channels<Isa>(dst, p.final_states.dim, n);
     }
   }
 }
@@ -732,21 +724,13 @@ void batch_fwd_item(const BatchParams& p, const CpuWeights& w, int64_t b, int64_
 template <class Isa, typename scalar_t>
 void batch_bwd_item(const BatchParams& p, const CpuWeights& w, int64_t b, int64_t t0, int64_t t1,
                     int64_t c0, int64_t c1, float* scratch, float* dw, float* db) {
-  if (p.x_dim_stride != 1)
+  if (p.x.dim != 1)
     return batch_bwd_rows<Isa, scalar_t>(p, w, b, t0, t1, c0, c1 - c0, scratch, dw, db);
   const int64_t n = c1 - c0, pitch = scratch_pitch(kBwdSlab), H = p.width - 1, L = p.seqlen;
-  const scalar_t* x =
-      static_cast<const scalar_t*>(p.x) + b * p.x_batch_stride + c0 * p.x_dim_stride;
-  const scalar_t* dout =
-      static_cast<const scalar_t*>(p.dout) + b * p.dout_batch_stride + c0 * p.dout_dim_stride;
-  const scalar_t* init = p.initial_states == nullptr
-                             ? nullptr
-                             : static_cast<const scalar_t*>(p.initial_states) +
-                                   b * p.init_batch_stride + c0 * p.init_dim_stride;
-  const scalar_t* dfinal = p.dfinal_states == nullptr
-                               ? nullptr
-                               : static_cast<const scalar_t*>(p.dfinal_states) +
-                                     b * p.dfinal_batch_stride + c0 * p.dfinal_dim_stride;
+  const scalar_t* x = at<const scalar_t>(p.x, b, c0);
+  const scalar_t* dout = at<const scalar_t>(p.dout, b, c0);
+  const scalar_t* init = at<const scalar_t>(p.initial_states, b, c0);
+  const scalar_t* dfinal = at<const scalar_t>(p.dfinal_states, b, c0);
   const float* taps = w.taps + c0;
   const bool masked = p.seq_idx != nullptr;
 
@@ -756,8 +740,7 @@ void batch_bwd_item(const BatchParams& p, const CpuWeights& w, int64_t b, int64_
   float* g = xs + (kBwdChunk + 2 * kMaxWidth) * pitch;  // tokens t0 .. te - 1 (dout first)
   float* dxs = g + (kBwdChunk + kMaxWidth) * pitch;     // tokens t0 .. t1 - 1
   load_window_tile<Isa>(p, x, init, t0, te, n, xs, pitch);
-  load_tile<Isa>(g, pitch, dout + t0 * p.dout_tok_stride, p.dout_tok_stride, p.dout_dim_stride,
-                 rows, n);
+  load_tile<Isa>(g, pitch, dout + t0 * p.dout.tok, p.dout.tok, p.dout.dim, rows, n);
 
   float pre[kBwdSlab];
   for (int64_t t = t0; t < te; ++t) {
@@ -808,20 +791,18 @@ void batch_bwd_item(const BatchParams& p, const CpuWeights& w, int64_t b, int64_
       for (int64_t c = 0; c < n; ++c) acc[c] += tap[c] * gt[c];
     }
     if (dfinal != nullptr && q >= L - H) {
-      const scalar_t* col = dfinal + (q - (L - H)) * p.dfinal_tok_stride;
+      const scalar_t* col = dfinal + (q - (L - H)) * p.dfinal_states.tok;
       for (int64_t c = 0; c < n; ++c)
-        acc[c] += Convert<Isa>::to_float(col[c * p.dfinal_dim_stride]);
+        acc[c] += Convert<Isa>::to_float(col[c * p.dfinal_states.dim]);
     }
   }
-  scalar_t* dx = static_cast<scalar_t*>(p.dx) + b * p.dx_batch_stride + c0 * p.dx_dim_stride;
-  store_tile<Isa>(dx + t0 * p.dx_tok_stride, p.dx_tok_stride, p.dx_dim_stride, dxs, pitch, t1 - t0,
-                  n);
+  scalar_t* dx = at<scalar_t>(p.dx, b, c0);
+  store_tile<Isa>(dx + t0 * p.dx.tok, p.dx.tok, p.dx.dim, dxs, pitch, t1 - t0, n);
 
-  if (t0 != 0 || p.dinitial_states == nullptr) return;
+  if (t0 != 0 || !p.dinitial_states.present()) return;
   // Initial-state column i (position i - H) feeds tap k of token i - k, when
   // that token's sequence is the row's first; and, for short rows, final column i - L.
-  scalar_t* dinit = static_cast<scalar_t*>(p.dinitial_states) + b * p.dinit_batch_stride +
-                    c0 * p.dinit_dim_stride;
+  scalar_t* dinit = at<scalar_t>(p.dinitial_states, b, c0);
   const int64_t s0 = L > 0 ? p.sequence(b, 0) : 0;
   float acc[kBwdSlab];
   for (int64_t i = 0; i < H; ++i) {
@@ -834,11 +815,11 @@ void batch_bwd_item(const BatchParams& p, const CpuWeights& w, int64_t b, int64_
       for (int64_t c = 0; c < n; ++c) acc[c] += tap[c] * gt[c];
     }
     if (dfinal != nullptr && i >= L) {
-      const scalar_t* col = dfinal + (i - L) * p.dfinal_tok_stride;
+      const scalar_t* col = dfinal + (i - L) * p.dfinal_states.tok;
       for (int64_t c = 0; c < n; ++c)
-        acc[c] += Convert<Isa>::to_float(col[c * p.dfinal_dim_stride]);
+        acc[c] += Convert<Isa>::to_float(col[c * p.dfinal_states.dim]);
     }
-    copy_channels<Isa>(dinit + i * p.dinit_tok_stride, p.dinit_dim_stride, acc, 1, n);
+    copy_channels<Isa>(dinit + i * p.dinitial_states.tok, p.dinitial_states.dim, acc, 1, n);
   }
 }
 
