@@ -523,6 +523,16 @@ inline float dot_row(const float* a, const float* b, int64_t count) {
   return sum;
 }
 
+// One channel's taps and bias, in scalars.
+struct ChannelTaps {
+  float w[kMaxWidth];
+  float bias;
+  ChannelTaps(const ConvParams& p, const CpuWeights& cw, int64_t ch) {
+    for (int64_t k = 0; k < p.width; ++k) w[k] = cw.taps[k * p.dim + ch];
+    bias = cw.bias == nullptr ? 0.f : cw.bias[ch];
+  }
+};
+
 // y[i] = bias + sum_k w[k] xs[i + k] for i < count, every tap.
 inline void conv_row(const float* xs, const float* wk, float bias, int64_t width, int64_t count,
                      float* y) {
@@ -546,8 +556,7 @@ inline float conv_masked(const BatchParams& p, int64_t b, int64_t t, const float
 
 template <class Isa, typename scalar_t>
 void batch_fwd_rows(const BatchParams& p, const CpuWeights& w, int64_t b, int64_t t0, int64_t t1,
-                    int64_t c0, int64_t n, const scalar_t* x, const scalar_t* init, scalar_t* out,
-                    float* scratch) {
+                    int64_t c0, int64_t n, const scalar_t* x, scalar_t* out, float* scratch) {
   const int64_t count = t1 - t0;
   float* xs = scratch;                    // kRowChunk + kMaxWidth
   float* y = xs + kRowChunk + kMaxWidth;  // kRowChunk
@@ -556,13 +565,11 @@ void batch_fwd_rows(const BatchParams& p, const CpuWeights& w, int64_t b, int64_
   classify_windows(p, b, t0, t1, kind);
   const bool masked = p.seq_idx != nullptr;
   for (int64_t c = 0; c < n; ++c) {
-    const int64_t ch = c0 + c;
-    float wk[kMaxWidth];
-    for (int64_t k = 0; k < p.width; ++k) wk[k] = w.taps[k * p.dim + ch];
-    const float bias = w.bias == nullptr ? 0.f : w.bias[ch];
-    load_channel_window<Isa>(p, x + c * p.x.dim,
-                             init == nullptr ? nullptr : init + c * p.initial_states.dim, t0, t1,
-                             xs);
+    const ChannelTaps taps(p, w, c0 + c);
+    const float* wk = taps.w;
+    const float bias = taps.bias;
+    load_channel_window<Isa>(p, x + c * p.x.dim, at<const scalar_t>(p.initial_states, b, c0 + c),
+                             t0, t1, xs);
     conv_row(xs, wk, bias, p.width, count, y);
     if (masked)
       for (int64_t i = 0; i < count; ++i)
@@ -586,7 +593,6 @@ void batch_bwd_rows(const BatchParams& p, const CpuWeights& w, int64_t b, int64_
   const scalar_t* x = at<const scalar_t>(p.x, b, 0);
   const scalar_t* dout = at<const scalar_t>(p.dout, b, 0);
   scalar_t* dx = at<scalar_t>(p.dx, b, 0);
-  const scalar_t* init = at<const scalar_t>(p.initial_states, b, 0);
   const scalar_t* dfinal = at<const scalar_t>(p.dfinal_states, b, 0);
   scalar_t* dinit = at<scalar_t>(p.dinitial_states, b, 0);
 
@@ -604,12 +610,11 @@ void batch_bwd_rows(const BatchParams& p, const CpuWeights& w, int64_t b, int64_
 
   for (int64_t c = 0; c < n; ++c) {
     const int64_t ch = c0 + c;
-    float wk[kMaxWidth];
-    for (int64_t k = 0; k < p.width; ++k) wk[k] = w.taps[k * p.dim + ch];
-    const float bias = w.bias == nullptr ? 0.f : w.bias[ch];
-    load_channel_window<Isa>(p, x + ch * p.x.dim,
-                             init == nullptr ? nullptr : init + ch * p.initial_states.dim, t0, te,
-                             xs);
+    const ChannelTaps taps(p, w, ch);
+    const float* wk = taps.w;
+    const float bias = taps.bias;
+    load_channel_window<Isa>(p, x + ch * p.x.dim, at<const scalar_t>(p.initial_states, b, ch), t0,
+                             te, xs);
     copy_channels<Isa>(g, 1, dout + ch * p.dout.dim + t0 * p.dout.tok, p.dout.tok, rows);
     for (int64_t i = rows; i < count + H; ++i) g[i] = 0.f;
 
@@ -696,7 +701,7 @@ void batch_fwd_item(const BatchParams& p, const CpuWeights& w, int64_t b, int64_
   if (x_dim == 1) {
     batch_fwd_in_place<Isa>(p, w, b, t0, t1, c0, n, x, init, out, scratch);
   } else {
-    batch_fwd_rows<Isa>(p, w, b, t0, t1, c0, n, x, init, out, scratch);
+    batch_fwd_rows<Isa>(p, w, b, t0, t1, c0, n, x, out, scratch);
   }
 
   if (!p.final_states.present() || t1 != p.seqlen) return;
