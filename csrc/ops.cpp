@@ -403,6 +403,8 @@ TORCH_LIBRARY(causal_conv1d, m) {
       "Tensor? initial_states, Tensor dout, Tensor? dfinal_states, bool silu, "
       "bool return_dinitial_states, bool deterministic) -> (Tensor, Tensor, Tensor, Tensor)");
   m.def("cpu_isa() -> str", &causal_conv1d::cpu_isa_name);
+  // Frees the memory the CPU backend keeps for large outputs; returns the bytes freed.
+  m.def("release_cpu_pool() -> int", &causal_conv1d::release_cpu_pool);
   // Programmatic dependent launch on or off for later CUDA launches; returns the previous setting.
   m.def("set_pdl(bool enabled) -> bool", &causal_conv1d::set_pdl);
 }

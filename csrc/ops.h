@@ -61,6 +61,10 @@ at::Tensor empty_fwd_output(const at::Tensor& x);
 // Name of the CPU kernel set chosen for this process (defined by the CPU backend).
 std::string cpu_isa_name();
 
+// Frees the blocks the CPU backend keeps for large outputs (cpu/output_pool.h);
+// returns the bytes given back.
+int64_t release_cpu_pool();
+
 // Programmatic dependent launch of the CUDA kernels (sm_90 and newer): on
 // unless CAUSAL_CONV1D_PDL=0 was set when the library loaded. set_pdl switches
 // it for the process and returns the previous setting; launches captured in a

@@ -8,6 +8,12 @@
 
 #include <cstdint>
 
+// Every function here is forced inline: the CPU kernel sets include this header
+// in translation units compiled with their own ISA flags, and an out-of-line
+// copy emitted there (a weak symbol) could be the one the linker keeps for code
+// that runs on CPUs without that ISA.
+#define CAUSAL_CONV1D_INLINE C10_HOST_DEVICE C10_ALWAYS_INLINE
+
 namespace causal_conv1d {
 
 // Largest kernel width any backend supports (widths 2..kMaxWidth).
@@ -19,8 +25,8 @@ struct IndexVec {
   int64_t stride = 1;
   bool is_int64 = false;
 
-  C10_HOST_DEVICE bool present() const { return data != nullptr; }
-  C10_HOST_DEVICE int64_t operator[](int64_t i) const {
+  CAUSAL_CONV1D_INLINE bool present() const { return data != nullptr; }
+  CAUSAL_CONV1D_INLINE int64_t operator[](int64_t i) const {
     return is_int64 ? static_cast<const int64_t*>(data)[i * stride]
                     : static_cast<int64_t>(static_cast<const int32_t*>(data)[i * stride]);
   }
@@ -54,19 +60,19 @@ struct ConvParams {
   int64_t state_line_stride = 0, state_dim_stride = 0, state_tok_stride = 0;
 
   // A cache line that is a pad id, or outside the cache, is padding.
-  C10_HOST_DEVICE bool is_padding(int64_t line) const {
+  CAUSAL_CONV1D_INLINE bool is_padding(int64_t line) const {
     return line == pad_slot_id || line == null_block_id ||
            (states != nullptr && (line < 0 || line >= num_cache_lines));
   }
 
   // Columns of a line that a linear (non-ring) call treats as the state: the
   // front width-1 in vLLM's convention, all of them otherwise.
-  C10_HOST_DEVICE int64_t linear_len() const { return front_window ? width - 1 : state_len; }
+  CAUSAL_CONV1D_INLINE int64_t linear_len() const { return front_window ? width - 1 : state_len; }
 };
 
 // Clamps [begin, end) into [0, n] with begin <= end, so that a malformed
 // query_start_loc can never address outside x.
-C10_HOST_DEVICE inline void clamp_range(int64_t& begin, int64_t& end, int64_t n) {
+CAUSAL_CONV1D_INLINE void clamp_range(int64_t& begin, int64_t& end, int64_t n) {
   begin = begin < 0 ? 0 : (begin > n ? n : begin);
   end = end < begin ? begin : (end > n ? n : end);
 }
@@ -86,7 +92,7 @@ struct FwdParams : ConvParams {
 
   // Token range [begin, end) of sequence i, clamped into [0, num_tokens] so
   // that a malformed query_start_loc can never address outside x.
-  C10_HOST_DEVICE void token_range(int64_t i, int64_t& begin, int64_t& end) const {
+  CAUSAL_CONV1D_INLINE void token_range(int64_t i, int64_t& begin, int64_t& end) const {
     begin = query_start_loc[i];
     end = query_start_loc[i + 1];
     clamp_range(begin, end, num_tokens);
@@ -125,7 +131,7 @@ struct UpdateParams : ConvParams {
   // Token range of row b ([begin, begin + len) of x's token dim, in varlen
   // rows; [0, seqlen) of row b otherwise). False when the row must be treated
   // as padding: a speculative row longer than max_query_len.
-  C10_HOST_DEVICE bool row_tokens(int64_t b, int64_t& begin, int64_t& len) const {
+  CAUSAL_CONV1D_INLINE bool row_tokens(int64_t b, int64_t& begin, int64_t& len) const {
     if (!query_start_loc.present()) {
       begin = 0;
       len = seqlen;
@@ -139,7 +145,7 @@ struct UpdateParams : ConvParams {
   }
 
   // The linear plan of row b with len tokens (see LinePlan).
-  C10_HOST_DEVICE LinePlan line_plan(int64_t b, int64_t len) const {
+  CAUSAL_CONV1D_INLINE LinePlan line_plan(int64_t b, int64_t len) const {
     const int64_t H = width - 1;
     if (num_accepted_tokens.present()) {
       int64_t o = num_accepted_tokens[b] - 1;
@@ -161,7 +167,7 @@ struct UpdateParams : ConvParams {
 struct View3 {
   void* data = nullptr;
   int64_t batch = 0, dim = 0, tok = 0;
-  C10_HOST_DEVICE bool present() const { return data != nullptr; }
+  CAUSAL_CONV1D_INLINE bool present() const { return data != nullptr; }
 };
 
 struct BatchParams : ConvParams {
@@ -181,7 +187,7 @@ struct BatchParams : ConvParams {
   View3 dout, dfinal_states, dx, dinitial_states;
 
   // The sequence id of token t of row b (0 without seq_idx).
-  C10_HOST_DEVICE int64_t sequence(int64_t b, int64_t t) const {
+  CAUSAL_CONV1D_INLINE int64_t sequence(int64_t b, int64_t t) const {
     return seq_idx == nullptr ? 0 : seq_idx[b * seq_batch_stride + t * seq_tok_stride];
   }
 };

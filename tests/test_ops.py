@@ -137,3 +137,40 @@ def test_pdl_default_follows_the_environment(value, expected):
         [sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == expected
+
+
+def test_fresh_large_outputs_reuse_freed_memory_within_the_cap():
+    """Outputs of 1 MiB or more come from the CPU output pool: correct, never shared between
+    live tensors, resizable; freed ones are kept (at most the cap) and release_cpu_pool frees
+    them."""
+    from causal_conv1d_kernels import dao, release_cpu_pool
+
+    release_cpu_pool()
+    x = torch.randn(2, 512, 600)  # 2.3 MiB of fp32
+    weight, bias = torch.randn(512, 4), torch.randn(512)
+    first = dao.causal_conv1d_fn(x, weight, bias, activation="silu")
+    second = dao.causal_conv1d_fn(x * 2, weight, bias, activation="silu")
+    assert first.data_ptr() != second.data_ptr()
+    assert torch.equal(first, dao.causal_conv1d_fn(x, weight, bias, activation="silu"))
+    del first, second
+    freed = release_cpu_pool()
+    assert freed >= 2 * x.numel() * 4
+    assert release_cpu_pool() == 0
+    out = dao.causal_conv1d_fn(x, weight, bias, activation="silu")
+    out.resize_(3, 512, 600)  # a storage like any other
+    for _ in range(50):  # many sizes: what stays cached is bounded by the cap (512 MiB)
+        dao.causal_conv1d_fn(torch.randn(1, 512, 600 + 100 * _), weight, bias)
+    assert release_cpu_pool() <= 512 << 20
+
+
+def test_output_pool_can_be_turned_off():
+    env = {**os.environ, "CAUSAL_CONV1D_CPU_POOL_MB": "0"}
+    probe = (
+        "import torch, causal_conv1d_kernels as c; from causal_conv1d_kernels import dao;"
+        "o = dao.causal_conv1d_fn(torch.randn(2, 512, 600), torch.randn(512, 4)); del o;"
+        "print(c.release_cpu_pool())"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "0"

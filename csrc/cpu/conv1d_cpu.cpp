@@ -15,6 +15,7 @@
 
 #include "../ops.h"
 #include "kernels.h"
+#include "output_pool.h"
 
 namespace causal_conv1d::cpu {
 namespace {
@@ -223,7 +224,12 @@ at::Tensor causal_conv1d_fwd_cpu(const at::Tensor& x, const at::Tensor& weight,
                                  const std::optional<at::Tensor>& cache_indices,
                                  const std::optional<at::Tensor>& has_initial_state, bool silu,
                                  int64_t pad_slot_id, int64_t null_block_id, bool front_window) {
-  at::Tensor out = empty_fwd_output(x);
+  // empty_fwd_output's layout (channel-last when x is, else contiguous), from
+  // the pool of large outputs.
+  at::Tensor out = x.dim() != 2 ? empty_fwd_output(x)
+                   : x.stride(0) == 1 && x.stride(1) != 1
+                       ? empty_output(x.sizes(), {1, x.size(0)}, x.scalar_type())
+                       : empty_output(x.sizes(), {x.size(1), 1}, x.scalar_type());
   causal_conv1d_fwd_out_cpu(x, weight, bias, conv_states, query_start_loc, cache_indices,
                             has_initial_state, silu, pad_slot_id, out, null_block_id, front_window);
   return out;
@@ -272,7 +278,7 @@ std::tuple<at::Tensor, at::Tensor> causal_conv1d_batch_fwd_cpu(
     bool return_final_states, bool silu) {
   check_cpu("causal_conv1d_batch_fwd", x);
   const int64_t width = weight.dim() == 2 ? weight.size(1) : 0;
-  at::Tensor out = at::empty_like(x);
+  at::Tensor out = empty_output_like(x);
   at::Tensor final_states = empty_batch_states(x, width, return_final_states);
   const BatchParams p = make_batch_fwd_params(x, weight, bias, seq_idx, initial_states, silu, out,
                                               return_final_states ? final_states : at::Tensor());
@@ -316,7 +322,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> causal_conv1d_batch_b
     bool return_dinitial_states, bool /*deterministic: always*/) {
   check_cpu("causal_conv1d_batch_bwd", x);
   const int64_t width = weight.dim() == 2 ? weight.size(1) : 0;
-  at::Tensor dx = at::empty_like(x);
+  at::Tensor dx = empty_output_like(x);
   const bool want_dinit = return_dinitial_states && initial_states.has_value();
   at::Tensor dinit = want_dinit ? at::empty_like(*initial_states) : at::empty({0}, x.options());
   const BatchParams p =
@@ -383,6 +389,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> causal_conv1d_batch_b
 
 namespace causal_conv1d {
 std::string cpu_isa_name() { return cpu::kernels().name; }
+int64_t release_cpu_pool() { return cpu::release_output_pool(); }
 }  // namespace causal_conv1d
 
 TORCH_LIBRARY_IMPL(causal_conv1d, CPU, m) {

@@ -18,6 +18,7 @@ from .ops import (  # noqa: E402  (after the ops are registered)
     causal_conv1d_update,
     cpu_isa,
     has_cuda_backend,
+    release_cpu_pool,
     set_pdl,
 )
 
@@ -27,6 +28,7 @@ __all__ = [
     "causal_conv1d_update",
     "cpu_isa",
     "has_cuda_backend",
+    "release_cpu_pool",
     "set_pdl",
 ]
 __version__ = "0.1.0"

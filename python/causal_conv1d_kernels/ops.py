@@ -27,6 +27,16 @@ def cpu_isa() -> str:
     return torch.ops.causal_conv1d.cpu_isa()
 
 
+def release_cpu_pool() -> int:
+    """Frees the memory the CPU backend keeps for large outputs; returns the bytes freed.
+
+    A fresh output of 1 MiB or more (a prefill without ``out=``, the Dao dialect's outputs
+    and input gradients) comes from a pool of blocks that outputs freed earlier left mapped,
+    so that it costs no page faults; the pool holds at most ``CAUSAL_CONV1D_CPU_POOL_MB``
+    MiB (512 by default, 0 turns it off) besides what live tensors hold."""
+    return torch.ops.causal_conv1d.release_cpu_pool()
+
+
 def set_pdl(enabled: bool) -> bool:
     """Turns programmatic dependent launch (PDL) of the CUDA kernels on or off for this
     process; returns the previous setting.
