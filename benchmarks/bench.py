@@ -27,6 +27,7 @@ import torch
 from causal_conv1d_kernels import __version__, benchmark, cpu_isa, has_cuda_backend
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
 PEERS = os.path.join(HERE, "..", "..", "shared", "peers")
 
 
@@ -112,7 +113,75 @@ def peer_implementations(case, inputs, peers, dao) -> dict:
     return impls
 
 
-def run(device, cases, threads, min_run_time, peers_dir=None, timer="flushed"):
+def sglang_implementations(case, inputs, peer) -> dict:
+    """SGLang's CPU kernel (benchmarks/sglang_peer.py) as the seed's API calls it: weights
+    packed beforehand, int32 indices, a fresh output per call (its only mode), its own copy of
+    the states. Empty when it cannot run the case (it needs x's dtype for weights and bias,
+    width 4, dim a multiple of 32) or when its outputs or states disagree with the reference."""
+    from causal_conv1d_kernels.reference import causal_conv1d_fn_ref, causal_conv1d_update_ref
+
+    weight, bias = inputs["weight"], inputs["bias"]
+    if weight.shape[1] != 4 or weight.shape[0] % 32 or weight.dtype != torch.bfloat16:
+        return {}
+    packed = peer.pack(weight.contiguous())
+    if case.op == "fwd":
+        states = inputs["conv_states"].clone()
+        args = (
+            inputs["x"],
+            packed,
+            bias,
+            states,
+            inputs["query_start_loc"].int(),
+            inputs["cache_indices"].int(),
+            inputs["has_initial_state"],
+            True,
+            -1,
+            True,
+        )
+        expected, expected_states = causal_conv1d_fn_ref(
+            inputs["x"],
+            weight,
+            bias,
+            inputs["conv_states"],
+            inputs["query_start_loc"],
+            inputs["cache_indices"],
+            inputs["has_initial_state"],
+            "silu",
+        )
+        call = peer.fwd
+    else:
+        states = inputs["conv_state"].clone()
+        args = (
+            inputs["x"],
+            states,
+            packed,
+            bias,
+            True,
+            None,
+            inputs["conv_state_indices"].int(),
+            -1,
+            True,
+        )
+        expected, expected_states = causal_conv1d_update_ref(
+            inputs["x"],
+            inputs["conv_state"],
+            weight,
+            bias,
+            "silu",
+            conv_state_indices=inputs["conv_state_indices"],
+        )
+        call = peer.update
+    before = states.clone()
+    out = call(*args)
+    close = torch.allclose(out.double(), expected.double(), atol=1.6e-2, rtol=1.6e-2)
+    if not close or not torch.equal(states, expected_states):
+        print(f"sglang peer disagrees with the reference on {case.name}: not timed")
+        return {}
+    states.copy_(before)
+    return {"sglang": lambda: call(*args)}
+
+
+def run(device, cases, threads, min_run_time, peers_dir=None, timer="flushed", sglang=None):
     with_peers = peers_dir is not None and device == "cuda"
     peers = {}
     if with_peers:
@@ -142,6 +211,8 @@ def run(device, cases, threads, min_run_time, peers_dir=None, timer="flushed"):
         if device == "cuda":
             impls.pop("torch", None)  # minutes of plain torch per row tell nothing new
         impls.update(peer_implementations(case, inputs, peers, dao))
+        if sglang is not None and device == "cpu":
+            impls.update(sglang_implementations(case, inputs, sglang))
 
         def time_us(fn, info=None):
             if flushed:
@@ -309,6 +380,11 @@ def main(argv=None) -> int:
     parser.add_argument("--peers-dir", default=PEERS, help="folder holding vllm_triton_seed.py")
     parser.add_argument("--no-peers", action="store_true")
     parser.add_argument(
+        "--sglang-sdist",
+        default=None,
+        help="CPU: vLLM 0.33's sdist (vllm-0.33.0.tar.gz), to build SGLang's kernel as a peer",
+    )
+    parser.add_argument(
         "--timer",
         choices=["flushed", "direct", "graph"],
         default="flushed",
@@ -359,7 +435,14 @@ def main(argv=None) -> int:
     else:
         print(header, flush=True)
         peers_dir = None if args.no_peers else args.peers_dir
-        rows = run(args.device, cases, args.threads, args.min_run_time, peers_dir, args.timer)
+        sglang = None
+        if args.sglang_sdist and args.device == "cpu":
+            import sglang_peer
+
+            sglang = sglang_peer.load(args.sglang_sdist)
+        rows = run(
+            args.device, cases, args.threads, args.min_run_time, peers_dir, args.timer, sglang
+        )
 
     base = os.path.join(args.out_dir, stem)
     with open(base + ".md", "w") as f:
