@@ -45,6 +45,10 @@ want selfcheck && python3 -m causal_conv1d_kernels 2>&1 | tee -a "$LOG" | tail -
 want cpu-bench && python3 benchmarks/bench.py --device cpu --threads 16 --min-run-time 1 --isas portable,avx2,avx512_bf16 \
   --name cpu-xeon-16t --out-dir "$OUT" 2>&1 | tee -a "$LOG" | grep -v "^wrote" | tail -3
 want cpu-bench && cat "$OUT/cpu-xeon-16t.md"
+# SGLang's kernel beside ours on the host CPU: .sglang/ holds benchmarks/sglang_peer.py's
+# SOURCES at their sdist paths (git-ignored; carry it).
+want cpu-sglang && python3 benchmarks/bench.py --device cpu --threads 16 --min-run-time 1 --no-peers \
+  --sglang-sdist .sglang --name cpu-xeon-16t-sglang --out-dir "$OUT" 2>&1 | tee -a "$LOG" | grep -E "^(prefill|small|update)"
 want cpu-scaling && python3 benchmarks/cpu_scaling.py --isas "${SCALING_ISAS:-avx2,avx512_bf16}" \
   --threads "${SCALING_THREADS:-1,8,16}" 2>&1 | tee -a "$LOG" "$OUT/cpu-scaling.txt"
 want gpu-bench && python3 benchmarks/bench.py --device cuda --min-run-time 0.5 --peers-dir .peers --name "$GPU" \
