@@ -22,8 +22,6 @@
 #include <cuda_runtime.h>
 #include <torch/library.h>
 
-#include <array>
-#include <atomic>
 #include <cstdlib>
 
 #include "../ops.h"

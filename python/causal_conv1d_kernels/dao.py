@@ -1,5 +1,6 @@
 """Dao-AILab causal-conv1d 1.7's Python API over this package's ops (CONTRACT 1.5), with
-autograd, on CPUs and NVIDIA GPUs.
+autograd. The training ops (``causal_conv1d_fn`` and its backward) have CPU kernels so far; the
+update runs on CPUs and NVIDIA GPUs.
 
     from causal_conv1d_kernels.dao import causal_conv1d_fn, causal_conv1d_update
 
