@@ -272,6 +272,21 @@ void causal_conv1d_update_cpu(const at::Tensor& x, const at::Tensor& conv_state,
   });
 }
 
+// How a batch op (the Dao dialect) splits its rows into work items: token
+// chunks of each row times channel slabs. Channel-last rows and other layouts
+// take their own sizes. Every row has at least one (maybe empty) chunk: it
+// still has final states and initial-state gradients.
+struct BatchSplit {
+  int64_t chunk_len, slab, per_row, slabs;
+  BatchSplit(const BatchParams& p, int64_t channel_last_chunk, int64_t channel_last_slab) {
+    const bool channel_last = p.x.dim == 1;
+    chunk_len = channel_last ? channel_last_chunk : kRowChunk;
+    slab = channel_last ? channel_last_slab : kRowSlab;
+    per_row = std::max<int64_t>(1, (p.seqlen + chunk_len - 1) / chunk_len);
+    slabs = (p.dim + slab - 1) / slab;
+  }
+};
+
 std::tuple<at::Tensor, at::Tensor> causal_conv1d_batch_fwd_cpu(
     const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
     const std::optional<at::Tensor>& seq_idx, const std::optional<at::Tensor>& initial_states,
@@ -288,15 +303,12 @@ std::tuple<at::Tensor, at::Tensor> causal_conv1d_batch_fwd_cpu(
   const CpuWeights w = weights.view();
   const BatchFwdItemFn fn = k.batch_fwd(p);
   // Channel-last rows read x in place in wide slabs; other layouts run one
-  // channel at a time along long token rows. Every row has at least one (maybe
-  // empty) chunk: it still has final states.
-  const bool channel_last = p.x.dim == 1;
-  const int64_t chunk_len = channel_last ? kChunk : kRowChunk;
-  const int64_t slab = channel_last ? kSlab : kRowSlab;
-  const int64_t per_row = std::max<int64_t>(1, (p.seqlen + chunk_len - 1) / chunk_len);
-  const int64_t slabs = (p.dim + slab - 1) / slab;
+  // channel at a time along long token rows.
+  const BatchSplit split(p, kChunk, kSlab);
+  const int64_t chunk_len = split.chunk_len, slab = split.slab;
+  const int64_t per_row = split.per_row, slabs = split.slabs;
   const int64_t scratch_size =
-      channel_last ? kMaxWidth * scratch_pitch(std::min(slab, p.dim)) : kRowScratch;
+      p.x.dim == 1 ? kMaxWidth * scratch_pitch(std::min(slab, p.dim)) : kRowScratch;
   parallel_items(p.batch * per_row * slabs, p.batch * p.seqlen * p.dim,
                  [&](int64_t begin, int64_t end) {
                    float* scratch = thread_scratch(scratch_size);
@@ -336,18 +348,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> causal_conv1d_batch_b
   const CpuWeights w = weights.view();
   const BatchBwdItemFn fn = k.batch_bwd(p);
 
-  const bool channel_last = p.x.dim == 1;
-  const int64_t chunk_len = channel_last ? kBwdChunk : kRowChunk;
-  const int64_t slab = channel_last ? kBwdSlab : kRowSlab;
-  const int64_t per_row = std::max<int64_t>(1, (p.seqlen + chunk_len - 1) / chunk_len);
+  const BatchSplit split(p, kBwdChunk, kBwdSlab);
+  const int64_t chunk_len = split.chunk_len, slab = split.slab;
+  const int64_t per_row = split.per_row, slabs = split.slabs;
   const int64_t chunks = p.batch * per_row;
   const int64_t ranges = std::min(kBwdRanges, std::max<int64_t>(1, chunks));
-  const int64_t slabs = (p.dim + slab - 1) / slab;
   // Per (range, slab): width rows of dweight shares, then one of dbias, `slab` floats each.
   const int64_t share = (p.width + 1) * slab;
   std::vector<float> shares(static_cast<size_t>(ranges * slabs * share), 0.f);
   const int64_t scratch_size =
-      channel_last ? kBwdScratchRows * scratch_pitch(kBwdSlab) : kRowScratch;
+      p.x.dim == 1 ? kBwdScratchRows * scratch_pitch(kBwdSlab) : kRowScratch;
   if (p.batch > 0 && p.dim > 0) {
     parallel_items(ranges * slabs, p.batch * p.seqlen * p.dim, [&](int64_t begin, int64_t end) {
       float* scratch = thread_scratch(scratch_size);
