@@ -50,8 +50,57 @@ def set_pdl(vllm_peer, enabled: bool) -> None:
 def load_dao():
     try:
         return importlib.import_module("causal_conv1d")
-    except Exception:  # noqa: BLE001
+    except Exception as e:  # noqa: BLE001
+        print(f"peer causal_conv1d (Dao) unavailable: {type(e).__name__}: {e}")
         return None
+
+
+def load_fla():
+    """fla-core's Triton causal_conv1d (fla.modules.causal_conv1d), when installed."""
+    try:
+        return importlib.import_module("fla.modules.causal_conv1d")
+    except Exception as e:  # noqa: BLE001
+        print(f"peer fla unavailable: {type(e).__name__}: {e}")
+        return None
+
+
+def fla_implementations(case, inputs, fla) -> dict:
+    """fla-core 0.6 as its layers call it: x as (1, tokens, dim) with cu_seqlens and its chunk
+    table prepared beforehand, one initial state per sequence in its (N, dim, width) layout and
+    the final states returned; decode on a batch-ordered (batch, dim, width) cache (fla has no
+    cache indices)."""
+    weight, bias, width = inputs["weight"], inputs["bias"], inputs["weight"].shape[1]
+    gen = torch.Generator(device=weight.device).manual_seed(1)
+    if case.op == "fwd":
+        from fla.ops.utils.index import prepare_chunk_indices
+
+        x = inputs["x"].t()[None]  # (1, tokens, dim), channel-last as the engines hold it
+        cu = inputs["query_start_loc"].long()
+        chunks = prepare_chunk_indices(cu, 64, cu_seqlens_cpu=cu.cpu())
+        init = torch.randn(len(case.lengths), case.dim, width, generator=gen, device=x.device).to(
+            x.dtype
+        )
+        return {
+            "fla 0.6": lambda: fla.causal_conv1d(
+                x,
+                weight,
+                bias,
+                initial_state=init,
+                output_final_state=True,
+                activation="silu",
+                cu_seqlens=cu,
+                cu_seqlens_cpu=cu.cpu(),
+                chunk_indices=chunks,
+            )
+        }
+    cache = torch.randn(case.batch, case.dim, width, generator=gen, device=weight.device)
+    cache = cache.to(inputs["x"].dtype)
+    x = inputs["x"].clone()
+    return {
+        "fla 0.6": lambda: fla.causal_conv1d_update(
+            x, cache, weight=weight, bias=bias, activation="silu"
+        )
+    }
 
 
 def engine_metadata(query_start_loc, block_m=8):
@@ -198,6 +247,7 @@ def run(device, cases, threads, min_run_time, peers_dir=None, timer="flushed", s
             # floor: 45 us with PDL, 25 us without, 128 us called directly; check_peers.py.)
             set_pdl(peers["vllm 0.33"], False)
     dao = load_dao() if with_peers else None
+    fla = load_fla() if with_peers else None
     ours_available = device == "cpu" or has_cuda_backend()
     flushed = device == "cuda" and timer in ("flushed", "direct")
     rows = []
@@ -211,6 +261,8 @@ def run(device, cases, threads, min_run_time, peers_dir=None, timer="flushed", s
         if device == "cuda":
             impls.pop("torch", None)  # minutes of plain torch per row tell nothing new
         impls.update(peer_implementations(case, inputs, peers, dao))
+        if fla is not None:
+            impls.update(fla_implementations(case, inputs, fla))
         if sglang is not None and device == "cpu":
             impls.update(sglang_implementations(case, inputs, sglang))
 

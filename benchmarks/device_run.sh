@@ -4,14 +4,14 @@
 # (or ./device-out): log.txt and the benchmark tables, JSON and plots.
 #   bash benchmarks/device_run.sh            # from the repository root
 #   STAGES="cuda-tests gpu-bench" bash benchmarks/device_run.sh   # a subset
-# Stages: tests (whole suite), cuda-tests (tests whose id names cuda: every GPU-only test does),
+# Stages: dao-build and dao-wait (see below), tests (whole suite), cuda-tests (tests whose id names cuda: every GPU-only test does),
 # cuda-quick (the CUDA tests of test_cuda, test_ops, test_fwd, test_update, test_vllm), timers (the
 # decode and small prefill rows under both flushed timers), pdl-bench (bench_pdl.py),
 # selfcheck, cpu-bench, cpu-scaling (benchmarks/cpu_scaling.py), gpu-bench (bench.py, L2 flushed),
 # check-peers (the Triton peers' outputs against the reference), vllm-bench (bench_vllm.py:
 # vLLM's spec/varlen/plain decode calls beside vLLM 0.33), reliability (CUDA hostile, fuzz,
 # stress and large tests), gpu-bench, profile (ncu over a few cases, ours and the seed),
-# chunk-sweep (prefill at each forced tokens-per-program), sanitize (compute-sanitizer memcheck,
+# chunk-sweep (prefill at each forced tokens-per-program), step-sweep (decode step shapes), sanitize (compute-sanitizer memcheck,
 # racecheck and initcheck over a reduced CUDA run, side by side; on the H100 memcheck and
 # initcheck take about 5 minutes each and racecheck longer than one 10-minute call: give it a
 # call of its own, SANITIZERS=racecheck, with fewer tests through SANITIZE_K).
@@ -30,12 +30,29 @@ head -3 "$LOG"
 # hypothesis for tests/test_fuzz.py: the machine has no network, so wheels come along in
 # .wheels/ (carry it; `pip download hypothesis --python-version 3.12 --only-binary=:all: -d .wheels`).
 ls .wheels/*.whl > /dev/null 2>&1 && python3 -m pip install --no-index -q .wheels/*.whl >> "$LOG" 2>&1
+STAGES=" ${STAGES:-tests selfcheck cpu-bench gpu-bench} "
+want() { [[ "$STAGES" == *" $1 "* ]]; }
+# Peers carried as wheels in .whl/ (git-ignored: fla-core, mamba_ssm built without its CUDA
+# extension, a Dao causal-conv1d build) go to /tmp/site, ahead of nothing the image has.
+if ls .whl/*.whl > /dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl >> "$LOG" 2>&1
+  export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
+fi
+# dao-build: Dao-AILab causal-conv1d 1.7 from its sdist in .peers/src (../shared/peers/README.md),
+# beside everything else; stages that time it wait for it (dao-wait). The wheel
+# comes back in pieces of 15 MiB ($OUT's per-file limit): cat them into .whl/ to carry it.
+if want dao-build && ! ls .whl/causal_conv1d-*.whl > /dev/null 2>&1; then
+  ( bash .peers/build_dao.sh .peers/src/causal_conv1d-1.7.0 /tmp/dao-wheel > "$OUT/dao-build.txt" 2>&1 \
+    && python3 -m pip install -q --no-index --no-deps --target /tmp/site /tmp/dao-wheel/*.whl >> "$OUT/dao-build.txt" 2>&1 \
+    && split -b 15M /tmp/dao-wheel/*.whl "$OUT/dao-wheel.part-" && basename /tmp/dao-wheel/*.whl > "$OUT/dao-wheel.name" ) &
+  DAO_PID=$!
+  export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
+fi
 TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}" MAX_JOBS="${MAX_JOBS:-16}" \
   python3 -m pip install --no-build-isolation -e . >> "$LOG" 2>&1 || { tail -40 "$LOG"; exit 1; }
-STAGES=" ${STAGES:-tests selfcheck cpu-bench gpu-bench} "
+echo "built at $(date +%T)"
 # Result files are named after the GPU (gpu-h200, ...).
 GPU="${GPU:-gpu-$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 | awk '{print tolower($2)}')}"
-want() { [[ "$STAGES" == *" $1 "* ]]; }
 want tests && python3 -m pytest -q -rs tests -p no:cacheprovider 2>&1 | tee -a "$LOG" | grep -E "passed|failed|SKIPPED.*test_isa|Error" | tail -8
 want cuda-tests && python3 -m pytest -q tests -k cuda -p no:cacheprovider 2>&1 | tee -a "$LOG" \
   | grep -E "passed|failed|Error|FAILED" | tail -30
@@ -51,6 +68,9 @@ want cpu-sglang && python3 benchmarks/bench.py --device cpu --threads 16 --min-r
   --sglang-sdist .sglang --name cpu-xeon-16t-sglang --out-dir "$OUT" 2>&1 | tee -a "$LOG" | grep -E "^(prefill|small|update)"
 want cpu-scaling && python3 benchmarks/cpu_scaling.py --isas "${SCALING_ISAS:-avx2,avx512_bf16}" \
   --threads "${SCALING_THREADS:-1,8,16}" 2>&1 | tee -a "$LOG" "$OUT/cpu-scaling.txt"
+if want dao-wait && [ -n "${DAO_PID:-}" ]; then
+  wait "$DAO_PID"; echo "dao build: exit $? at $(date +%T)"; tail -3 "$OUT/dao-build.txt"
+fi
 want gpu-bench && python3 benchmarks/bench.py --device cuda --min-run-time 0.5 --peers-dir .peers --name "$GPU" \
   --out-dir "$OUT" 2>&1 | tee -a "$LOG" | tail -9
 # The decode and small-prefill rows under each flushed timer (graph-replayed, direct launch).
@@ -78,6 +98,23 @@ if want profile; then  # PROFILE_CASES: ';'-separated substrings of case names
     > "$OUT/ncu.txt" 2>&1
   grep -E "profiling|^  [a-zA-Z_:<>]*(kernel|copy)|Duration|DRAM Throughput|Achieved Occupancy|Registers Per|stall|Warp Cycles Per Issued|Block Size|Grid Size" \
     "$OUT/ncu.txt" | cut -c1-160 | head -${PROFILE_LINES:-120}
+fi
+# step-sweep: the decode step at each forced shape (bytes of x per thread, rows per thread) and
+# the default's choice; the short prefills at 8 and 16 bytes per thread (csrc/cuda/*.cu).
+if want step-sweep; then
+  for shape in "auto auto" "2 1" "4 1" "8 1" "8 2" "8 4"; do
+    set -- $shape
+    echo "step bytes $1, rows $2:"
+    env $( [ "$1" = auto ] || echo "CAUSAL_CONV1D_CUDA_STEP_BYTES=$1 CAUSAL_CONV1D_CUDA_STEP_ROWS=$2" ) \
+      python3 benchmarks/bench.py --device cuda --min-run-time 0.3 --no-peers --only update \
+      --name "step-$1-$2" --out-dir "$OUT/sweep" 2>&1 | tee -a "$LOG" | grep -E "^update" | cut -d, -f1-3
+  done
+  for bytes in auto 8 16; do
+    echo "prefill bytes $bytes:"
+    env $( [ "$bytes" = auto ] || echo "CAUSAL_CONV1D_CUDA_PREFILL_BYTES=$bytes" ) \
+      python3 benchmarks/bench.py --device cuda --min-run-time 0.3 --no-peers --only small,mixed \
+      --name "prefill-$bytes" --out-dir "$OUT/sweep" 2>&1 | tee -a "$LOG" | grep -E "^(small|mixed)" | cut -d, -f1-3
+  done
 fi
 if want chunk-sweep; then
   for chunk in 8 16 32 64 128; do
@@ -108,4 +145,10 @@ if want sanitize; then
   for tool in ${SANITIZERS:-memcheck racecheck initcheck}; do
     grep -E "ERROR SUMMARY|RACECHECK SUMMARY|passed|failed|^compute-sanitizer" "$OUT/sanitize-$tool.txt" | tail -4
   done
+fi
+# bundle: every result under $OUT except the log and the Dao wheel's pieces in one tar file
+# ($OUT returns 8 files at most).
+if want bundle; then
+  (cd "$OUT" && find . -type f ! -name log.txt ! -name 'dao-wheel*' ! -name results.tar -print0 \
+    | tar -cf results.tar --null -T - --remove-files)
 fi

@@ -27,12 +27,14 @@ def mix_id(mix) -> str:
     return "-".join(str(d).removeprefix("torch.") for d in mix)
 
 
+needs_cuda = pytest.mark.skipif(
+    not (torch.cuda.is_available() and has_cuda_backend()),
+    reason="needs a GPU and the CUDA backend",
+)
+
+
 def devices():
-    cuda = pytest.mark.skipif(
-        not (torch.cuda.is_available() and has_cuda_backend()),
-        reason="needs a GPU and the CUDA backend",
-    )
-    return ["cpu", pytest.param("cuda", marks=cuda)]
+    return ["cpu", pytest.param("cuda", marks=needs_cuda)]
 
 
 def assert_close(actual: torch.Tensor, expected: torch.Tensor, equal_nan=False) -> None:

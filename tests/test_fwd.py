@@ -15,6 +15,7 @@ from helpers import (
     devices,
     fwd_case,
     mix_id,
+    needs_cuda,
     rand,
 )
 
@@ -175,3 +176,17 @@ def test_out_buffer(device, out_layout):
     assert result is out
     assert_close(out, expected_out)
     assert torch.equal(kwargs["conv_states"], expected_states)
+
+
+@needs_cuda
+@pytest.mark.parametrize("mix", DTYPE_MIXES, ids=mix_id)
+@pytest.mark.parametrize("width", [3, 4])
+@pytest.mark.parametrize(
+    "lengths", [(5, 130, 0, 40), (4100, 37, 1, 3)], ids=["short_batch", "fills_gpu"]
+)
+def test_cuda_prefill_thread_widths(mix, width, lengths):
+    """Both widths of the CUDA prefill's vector path: 8 bytes of x per thread for a batch too
+    short to fill the GPU, 16 bytes once the grid fills it (csrc/cuda/causal_conv1d_fwd.cu),
+    with a channel tail after the last full block and initial states on some sequences."""
+    kwargs, pads = fwd_case(width, mix, "cuda", lengths=list(lengths), dim=2056, seed=4)
+    run_and_check(kwargs, pads)

@@ -122,23 +122,36 @@ __global__ void __launch_bounds__(kThreads)
 // bytes in flight per thread) measured 2-5% faster than 4 on an H100.
 constexpr int kPrefillGroup = 8;
 
-// Tokens per program: the largest power of two from 128 down to 8 whose grid
-// still has a quarter as many threads as the GPU holds at once (each thread
-// keeps up to kPrefillGroup tokens in flight), so that short batches spread
-// over every SM. CAUSAL_CONV1D_CUDA_CHUNK (a positive integer) forces one,
-// for tuning.
-int64_t tokens_per_program(const FwdParams& p, int64_t channel_blocks, int device) {
+// Threads the GPU holds at once, a quarter of them: the grid size below which
+// a launch leaves SMs short of loads in flight.
+int64_t fill_threads(int device) {
+  return static_cast<int64_t>(device_attribute<cudaDevAttrMultiProcessorCount>(device)) * 2048 / 4;
+}
+
+int64_t grid_threads(const FwdParams& p, int64_t chunk, int64_t channel_blocks) {
+  return ((p.num_tokens + chunk - 1) / chunk + p.batch) * channel_blocks * kThreads;
+}
+
+constexpr int64_t kMinChunk = 8;
+
+// CAUSAL_CONV1D_CUDA_CHUNK (a positive integer) forces the tokens per program,
+// for tuning; read once per process.
+int64_t forced_chunk() {
   static const int64_t forced = [] {
     const char* v = std::getenv("CAUSAL_CONV1D_CUDA_CHUNK");
     const long long chunk = v == nullptr ? 0 : std::atoll(v);
     return chunk > 0 ? static_cast<int64_t>(chunk) : int64_t{0};
   }();
-  if (forced > 0) return forced;
-  const int64_t resident =
-      static_cast<int64_t>(device_attribute<cudaDevAttrMultiProcessorCount>(device)) * 2048 / 4;
+  return forced;
+}
+
+// Tokens per program: the largest power of two from 128 down to kMinChunk
+// whose grid still fills the GPU (fill_threads; each thread keeps up to
+// kPrefillGroup tokens in flight), so that short batches spread over every SM.
+int64_t tokens_per_program(const FwdParams& p, int64_t channel_blocks, int device) {
+  if (forced_chunk() > 0) return forced_chunk();
   int64_t chunk = 128;
-  while (chunk > 8 &&
-         ((p.num_tokens + chunk - 1) / chunk + p.batch) * channel_blocks * kThreads < resident)
+  while (chunk > kMinChunk && grid_threads(p, chunk, channel_blocks) < fill_threads(device))
     chunk /= 2;
   return chunk;
 }
@@ -165,7 +178,23 @@ void launch(const FwdParams& p, const LaunchTarget& target) {
                       p.x_tok_stride % n == 0 && p.out_tok_stride % n == 0 && aligned16(p.x) &&
                       aligned16(p.out);
   if (!vector) return launch_n<scalar_t, state_t, kW, 1>(p, target);
-  launch_n<scalar_t, state_t, kW, 16 / sizeof(scalar_t), kPrefillGroup>(p, target);
+  // A batch too short to fill the GPU even at the smallest chunk takes 8 bytes
+  // per thread: twice the threads, each with half the outputs of its tokens
+  // (one warp per scheduler runs its instructions back to back, so the
+  // per-thread chain is the time). CAUSAL_CONV1D_CUDA_PREFILL_BYTES (8, 16)
+  // forces one, for tuning.
+  static const int forced = [] {
+    const char* v = std::getenv("CAUSAL_CONV1D_CUDA_PREFILL_BYTES");
+    const int b = v == nullptr ? 0 : std::atoi(v);
+    return b == 8 || b == 16 ? b : 0;
+  }();
+  constexpr int n16 = 16 / sizeof(scalar_t), n8 = 8 / sizeof(scalar_t);
+  const int64_t blocks16 = (p.dim + kThreads * n16 - 1) / (kThreads * n16);
+  const bool short_batch =
+      forced == 8 || (forced == 0 && forced_chunk() == 0 &&
+                      grid_threads(p, kMinChunk, blocks16) < fill_threads(target.device));
+  if (short_batch) return launch_n<scalar_t, state_t, kW, n8, kPrefillGroup>(p, target);
+  launch_n<scalar_t, state_t, kW, n16, kPrefillGroup>(p, target);
 }
 
 void causal_conv1d_fwd_out_cuda(const at::Tensor& x, const at::Tensor& weight,

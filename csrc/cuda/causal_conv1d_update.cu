@@ -2,13 +2,13 @@
 //
 // Tiling: one block per (batch row, kThreads * n channels), each thread n
 // consecutive channels (8 bytes of x on the vector path, see mode_bytes; 1
-// channel otherwise). A thread reads its window from the conv state into
-// registers, then updates the state (reading x, before any output is written,
-// so that out may be x), then computes the row's outputs. Linear states shift
-// left by the row's length; ring buffers write token j at (cache_seqlens + j)
-// % state_len; front-aligned lines (vLLM, CONTRACT 1.4) follow the row's
-// LinePlan. Varlen rows find their tokens through query_start_loc on the
-// device, so the launch depends on no data. Every group of loads is issued
+// channel otherwise). The one-token step has a kernel of its own (step_kernel)
+// that may give each thread kRows rows and picks n by the batch (step_shape). A thread reads its
+// window from the conv state into registers, then updates the state (reading x, before any output
+// is written, so that out may be x), then computes the row's outputs. Linear states shift left by
+// the row's length; ring buffers write token j at (cache_seqlens + j) % state_len; front-aligned
+// lines (vLLM, CONTRACT 1.4) follow the row's LinePlan. Varlen rows find their tokens through
+// query_start_loc on the device, so the launch depends on no data. Every group of loads is issued
 // before the stores that follow it, so a row costs a few memory latencies, not
 // one per element.
 #include <c10/cuda/CUDAException.h>
@@ -17,6 +17,7 @@
 #include <torch/library.h>
 
 #include <cstdlib>
+#include <initializer_list>
 
 #include "../ops.h"
 #include "common.cuh"
@@ -52,21 +53,20 @@ __device__ __forceinline__ void store_front_line(const StateLine<state_t, n>& st
 // common ones no registers (occupancy is what hides a row's two latencies).
 enum Mode : int {
   kGeneral = 0,  // any row: ring buffers, shifted lines, long rows
-  kStepMode,     // one token, linear state of width-1 columns
   kFrontMode,    // front-aligned lines (vLLM), at most kGroup tokens per row
-};
+};  // (the one-token step: step_kernel)
 
 template <typename scalar_t, typename state_t, int kW, int n, int kMode>
 __global__ void __launch_bounds__(kThreads)
     update_kernel(const UpdateParams p, const VecFlags vec) {
-  constexpr bool kStep = kMode == kStepMode, kFront = kMode == kFrontMode;
+  constexpr bool kFront = kMode == kFrontMode;
   await_producers();
   const int64_t row = blockIdx.x;
   const int64_t c = (static_cast<int64_t>(blockIdx.y) * kThreads + threadIdx.x) * n;
   if (c >= p.dim) return;
   int64_t begin = 0, L = p.seqlen;
   // (A front-mode launch guarantees L <= kGroup; a longer row would be padding.)
-  const bool valid = kStep || (p.row_tokens(row, begin, L) && (!kFront || L <= kGroup));
+  const bool valid = p.row_tokens(row, begin, L) && (!kFront || L <= kGroup);
   if (L == 0) return;
   const Rows<const scalar_t, n> x{static_cast<const scalar_t*>(p.x) + row * p.x_batch_stride +
                                       begin * p.x_tok_stride + c * p.x_dim_stride,
@@ -78,7 +78,7 @@ __global__ void __launch_bounds__(kThreads)
   // The first tokens (all of them when L <= kTokens: a decode or speculative
   // step), the cache index and the filter are loaded together, so that a row
   // costs two memory latencies (index, then window) before its stores.
-  constexpr int kTokens = kStep ? 1 : kGroup;
+  constexpr int kTokens = kGroup;
   Packed<scalar_t, n> xs[kTokens];
 #pragma unroll
   for (int g = 0; g < kTokens; ++g)
@@ -98,8 +98,8 @@ __global__ void __launch_bounds__(kThreads)
       p.state_tok_stride, p.state_dim_stride, vec.state};
   const bool circular = kMode == kGeneral && p.cache_seqlens.present();
   const int64_t pos = circular ? wrap(p.cache_seqlens[row], S) : 0;
-  const LinePlan plan = kStep || circular ? LinePlan{0, S, 1, S} : p.line_plan(row, L);
-  const bool in_registers = kStep || kFront || L <= kTokens;
+  const LinePlan plan = circular ? LinePlan{0, S, 1, S} : p.line_plan(row, L);
+  const bool in_registers = kFront || L <= kTokens;
 
   Window<kW, n> window;
 #pragma unroll
@@ -109,13 +109,7 @@ __global__ void __launch_bounds__(kThreads)
 
   float col0[n];
   xs[0].unpack(col0);
-  if constexpr (kStep) {
-    // The window holds the whole old state: the shifted state needs no reloads.
-#pragma unroll
-    for (int k = 0; k + 1 < kTaps<kW> - 1; ++k)
-      if (k + 1 < H) state.store(k, window.v[k + 1]);
-    state.store(H - 1, col0);
-  } else if (circular) {
+  if (circular) {
     // With L > S later tokens overwrite earlier ones, as the contract says.
     state.store(pos, col0);
     for (int64_t j = 1; j < L; ++j) {
@@ -161,6 +155,70 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// One token per row on a linear state of width-1 columns (the decode step):
+// each thread owns n channels of kRows rows. Every row's x, cache index and
+// the filter are loaded together, then every row's window, so that kRows rows
+// cost the two memory latencies (index, then window) of one.
+template <typename scalar_t, typename state_t, int kW, int n, int kRows>
+__global__ void __launch_bounds__(kThreads) step_kernel(const UpdateParams p, const VecFlags vec) {
+  await_producers();
+  const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kRows;
+  const int64_t c = (static_cast<int64_t>(blockIdx.y) * kThreads + threadIdx.x) * n;
+  if (c >= p.dim) return;
+  const int rows = p.batch - row0 < kRows ? static_cast<int>(p.batch - row0) : kRows;
+  Packed<scalar_t, n> xs[kRows];
+  int64_t line[kRows];
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) {
+    if (r >= rows) continue;
+    const int64_t row = row0 + r;
+    xs[r] = Rows<const scalar_t, n>{static_cast<const scalar_t*>(p.x) + row * p.x_batch_stride +
+                                        c * p.x_dim_stride,
+                                    p.x_tok_stride, p.x_dim_stride}
+                .load_packed(0);
+    line[r] = p.state_indices.present() ? p.state_indices[row] : row;
+  }
+  Filter<kW, n> filter;
+  filter.load(p, c, vec);
+
+  const int H = (kW > 0 ? kW : p.width) - 1;
+  Window<kW, n> window[kRows];
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) {
+    if (r >= rows || p.is_padding(line[r])) continue;
+    const StateLine<state_t, n> state{
+        static_cast<state_t*>(p.states) + line[r] * p.state_line_stride + c * p.state_dim_stride,
+        p.state_tok_stride, p.state_dim_stride, vec.state};
+#pragma unroll
+    for (int k = 0; k < kTaps<kW> - 1; ++k)
+      if (k < H) state.load(k, window[r].v[k]);
+  }
+
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) {
+    if (r >= rows) continue;
+    const Rows<scalar_t, n> out{
+        static_cast<scalar_t*>(p.out) + (row0 + r) * p.out_batch_stride + c * p.out_dim_stride,
+        p.out_tok_stride, p.out_dim_stride};
+    if (p.is_padding(line[r])) {
+      zero_tokens<scalar_t, n>(out, 0, 1);
+      continue;
+    }
+    const StateLine<state_t, n> state{
+        static_cast<state_t*>(p.states) + line[r] * p.state_line_stride + c * p.state_dim_stride,
+        p.state_tok_stride, p.state_dim_stride, vec.state};
+    float col[n], y[n];
+    xs[r].unpack(col);
+    // The window holds the whole old state: the shifted state needs no reloads.
+#pragma unroll
+    for (int k = 0; k + 1 < kTaps<kW> - 1; ++k)
+      if (k + 1 < H) state.store(k, window[r].v[k + 1]);
+    state.store(H - 1, col);
+    conv_step<kW, n>(p, filter, window[r], col, y);
+    out.store(0, y);
+  }
+}
+
 template <typename scalar_t, typename state_t, int kW, int n, int kMode = kGeneral>
 void launch_n(const UpdateParams& p, const LaunchTarget& target) {
   const int per_block = kThreads * n;
@@ -182,52 +240,98 @@ bool vector_ok(const UpdateParams& p, int64_t n) {
          aligned16(p.x) && aligned16(p.out);
 }
 
-// Bytes of x per thread (4, 8 or 16) of the step and front-aligned kernels:
-// 8 for both. With the L2 flushed before every call (H100, D 8192), the step
-// at 8 bytes measured 9.2 / 19.9 / 56.7 us at batch 64 / 256 / 1024 against
-// 10.0 / 21.1 / 65.6 at 4 (batch 1 6.4 either way; 16 no better than 8);
-// the front-aligned kernel 7-11% faster than at 4 (256 rows of 4 tokens).
-// CAUSAL_CONV1D_CUDA_STEP_BYTES and CAUSAL_CONV1D_CUDA_FRONT_BYTES force one, for tuning; read once
-// per process.
-int env_bytes(const char* name, int fallback) {
+// Reads a tuning override from the environment once per process: the value
+// when it is one of `allowed`, else 0.
+int env_choice(const char* name, std::initializer_list<int> allowed) {
   const char* v = std::getenv(name);
   const int b = v == nullptr ? 0 : std::atoi(v);
-  return b == 4 || b == 8 || b == 16 ? b : fallback;
+  for (int a : allowed)
+    if (a == b) return b;
+  return 0;
 }
 
-int mode_bytes(int mode) {
-  static const int step = env_bytes("CAUSAL_CONV1D_CUDA_STEP_BYTES", 8);
-  static const int front = env_bytes("CAUSAL_CONV1D_CUDA_FRONT_BYTES", 8);
-  return mode == kStepMode ? step : front;
-}
-
-// Launches kMode with `bytes` of x per thread when that is the mode's width and
-// x and out allow it; false otherwise.
-template <typename scalar_t, typename state_t, int kW, int kMode, int bytes>
-bool launch_bytes(const UpdateParams& p, const LaunchTarget& target) {
+// Bytes of x per thread of the front-aligned kernel: 8 (7-11% faster than 4 on
+// 256 rows of 4 tokens, H100). CAUSAL_CONV1D_CUDA_FRONT_BYTES (4, 8, 16) forces one.
+template <typename scalar_t, typename state_t, int kW, int bytes>
+bool launch_front_bytes(const UpdateParams& p, const LaunchTarget& target) {
+  static const int chosen = env_choice("CAUSAL_CONV1D_CUDA_FRONT_BYTES", {4, 8, 16});
   constexpr int n = sizeof(scalar_t) < bytes ? bytes / sizeof(scalar_t) : 1;
-  if (mode_bytes(kMode) != bytes || !vector_ok(p, n)) return false;
-  launch_n<scalar_t, state_t, kW, n, kMode>(p, target);
+  if ((chosen ? chosen : 8) != bytes || !vector_ok(p, n)) return false;
+  launch_n<scalar_t, state_t, kW, n, kFrontMode>(p, target);
   return true;
 }
 
-template <typename scalar_t, typename state_t, int kW, int kMode>
-bool launch_mode(const UpdateParams& p, const LaunchTarget& target) {
-  return launch_bytes<scalar_t, state_t, kW, kMode, 4>(p, target) ||
-         launch_bytes<scalar_t, state_t, kW, kMode, 8>(p, target) ||
-         launch_bytes<scalar_t, state_t, kW, kMode, 16>(p, target);
+// The decode step's shape: channels per thread (n) and rows per thread.
+//  - n: 8 bytes of x per thread (9.2 / 19.9 / 56.7 us at batch 64 / 256 / 1024
+//    against 10.0 / 21.1 / 65.6 at 4 bytes, H100, L2 flushed), except when that
+//    leaves SMs idle: a row's cost is then its latency chain (index, window,
+//    stores) plus the instructions of its channels, one warp per scheduler, so
+//    fewer channels per thread over more SMs (n down to 1) shorten it.
+//  - rows: 2 rows per thread once there are 16 blocks per SM or more: each
+//    thread then has two rows' loads in flight behind one latency chain.
+// CAUSAL_CONV1D_CUDA_STEP_BYTES (2, 4, 8) and CAUSAL_CONV1D_CUDA_STEP_ROWS (1, 2, 4) force one,
+// for tuning (rows > 1 only at 8 bytes).
+struct StepShape {
+  int bytes, rows;
+};
+
+StepShape step_shape(const UpdateParams& p, int64_t elem, int device) {
+  static const int forced_bytes = env_choice("CAUSAL_CONV1D_CUDA_STEP_BYTES", {2, 4, 8});
+  static const int forced_rows = env_choice("CAUSAL_CONV1D_CUDA_STEP_ROWS", {1, 2, 4});
+  const int64_t sms = device_attribute<cudaDevAttrMultiProcessorCount>(device);
+  const auto blocks = [&](int64_t bytes) {
+    const int64_t n = bytes > elem ? bytes / elem : 1;
+    return p.batch * ((p.dim + kThreads * n - 1) / (kThreads * n));
+  };
+  StepShape shape{8, 1};
+  if (forced_bytes) {
+    shape.bytes = forced_bytes;
+  } else {
+    while (shape.bytes > elem && blocks(shape.bytes) < sms) shape.bytes /= 2;
+  }
+  if (forced_rows) {
+    shape.rows = forced_rows;
+  } else if (blocks(8) >= 16 * sms) {
+    shape.rows = 2;
+  }
+  if (shape.bytes != 8) shape.rows = 1;
+  return shape;
+}
+
+template <typename scalar_t, typename state_t, int kW, int n, int kRows>
+void launch_step_n(const UpdateParams& p, const LaunchTarget& target) {
+  const int per_block = kThreads * n;
+  const dim3 grid((p.batch + kRows - 1) / kRows, (p.dim + per_block - 1) / per_block);
+  TORCH_CHECK(grid.y <= 65535, "causal_conv1d_update: dim too large for one grid");
+  const VecFlags vec = vec_flags(p, kW, c10::elementSize(p.weight_type),
+                                 c10::elementSize(p.bias_type), sizeof(state_t));
+  launch_kernel(step_kernel<scalar_t, state_t, kW, n, kRows>, grid, dim3(kThreads), target, p, vec);
+}
+
+template <typename scalar_t, typename state_t, int kW>
+void launch_step(const UpdateParams& p, const LaunchTarget& target) {
+  constexpr int e = sizeof(scalar_t);
+  constexpr int n4 = e < 4 ? 4 / e : 1, n8 = 8 / e;
+  const StepShape shape = step_shape(p, e, target.device);
+  if (shape.bytes == 8 && vector_ok(p, n8)) {
+    if (shape.rows == 4) return launch_step_n<scalar_t, state_t, kW, n8, 4>(p, target);
+    if (shape.rows == 2) return launch_step_n<scalar_t, state_t, kW, n8, 2>(p, target);
+    return launch_step_n<scalar_t, state_t, kW, n8, 1>(p, target);
+  }
+  if (shape.bytes >= 4 && n4 > 1 && vector_ok(p, n4))
+    return launch_step_n<scalar_t, state_t, kW, n4, 1>(p, target);
+  launch_step_n<scalar_t, state_t, kW, 1, 1>(p, target);
 }
 
 // n channels per thread with vector accesses when x and out are channel-last
 // and aligned for them, else one channel per thread.
 template <typename scalar_t, typename state_t, int kW>
 void launch(const UpdateParams& p, const LaunchTarget& target) {
-  constexpr int n = sizeof(scalar_t) < 4 ? 4 / sizeof(scalar_t) : 1;
-  if (!vector_ok(p, n)) return launch_n<scalar_t, state_t, kW, 1>(p, target);
   const bool step = !p.cache_seqlens.present() && !p.query_start_loc.present() && p.seqlen == 1 &&
                     p.state_len == p.width - 1;
-  if (step && launch_mode<scalar_t, state_t, kW, kStepMode>(p, target)) return;
-  if (step) return launch_n<scalar_t, state_t, kW, n, kStepMode>(p, target);
+  if (step) return launch_step<scalar_t, state_t, kW>(p, target);
+  constexpr int n = sizeof(scalar_t) < 4 ? 4 / sizeof(scalar_t) : 1;
+  if (!vector_ok(p, n)) return launch_n<scalar_t, state_t, kW, 1>(p, target);
   // Front-aligned rows of at most kGroup tokens: bounded by max_query_len when
   // longer speculative rows are padding, by seqlen without varlen rows.
   const bool varlen = p.query_start_loc.present();
@@ -235,7 +339,10 @@ void launch(const UpdateParams& p, const LaunchTarget& target) {
       varlen ? (p.num_accepted_tokens.present() ? p.max_query_len : -1) : p.seqlen;
   const bool front =
       p.front_window && !p.cache_seqlens.present() && longest >= 1 && longest <= kGroup;
-  if (front && launch_mode<scalar_t, state_t, kW, kFrontMode>(p, target)) return;
+  if (front && (launch_front_bytes<scalar_t, state_t, kW, 4>(p, target) ||
+                launch_front_bytes<scalar_t, state_t, kW, 8>(p, target) ||
+                launch_front_bytes<scalar_t, state_t, kW, 16>(p, target)))
+    return;
   if (front) return launch_n<scalar_t, state_t, kW, n, kFrontMode>(p, target);
   launch_n<scalar_t, state_t, kW, n>(p, target);
 }
