@@ -158,7 +158,9 @@ def peer_implementations(case, inputs, peers, dao) -> dict:
             extra = {"null_block_id": None, "out": out} if name == "vllm 0.33" else {}
             impls[name] = lambda p=peer, e=extra: p.causal_conv1d_update(**args, **e)
         if dao is not None:
-            impls["dao"] = lambda: dao.causal_conv1d_update(**args)
+            # Dao takes int32 cache indices only.
+            dao_args = dict(args, conv_state_indices=args["conv_state_indices"].int())
+            impls["dao"] = lambda: dao.causal_conv1d_update(**dao_args)
     return impls
 
 

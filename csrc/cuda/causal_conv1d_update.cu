@@ -3,7 +3,7 @@
 // Tiling: one block per (batch row, kThreads * n channels), each thread n
 // consecutive channels (8 bytes of x on the vector path, see mode_bytes; 1
 // channel otherwise). The one-token step has a kernel of its own (step_kernel)
-// that may give each thread kRows rows and picks n by the batch (step_shape). A thread reads its
+// whose n follows the batch (step_bytes). A thread reads its
 // window from the conv state into registers, then updates the state (reading x, before any output
 // is written, so that out may be x), then computes the row's outputs. Linear states shift left by
 // the row's length; ring buffers write token j at (cache_seqlens + j) % state_len; front-aligned
@@ -156,67 +156,49 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 // One token per row on a linear state of width-1 columns (the decode step):
-// each thread owns n channels of kRows rows. Every row's x, cache index and
-// the filter are loaded together, then every row's window, so that kRows rows
-// cost the two memory latencies (index, then window) of one.
-template <typename scalar_t, typename state_t, int kW, int n, int kRows>
+// each thread owns n channels of one row. x, the cache index and the filter
+// are loaded together, then the window, so that a row costs two memory
+// latencies (index, then window) before its stores.
+template <typename scalar_t, typename state_t, int kW, int n>
 __global__ void __launch_bounds__(kThreads) step_kernel(const UpdateParams p, const VecFlags vec) {
   await_producers();
-  const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kRows;
+  const int64_t row = blockIdx.x;
   const int64_t c = (static_cast<int64_t>(blockIdx.y) * kThreads + threadIdx.x) * n;
   if (c >= p.dim) return;
-  const int rows = p.batch - row0 < kRows ? static_cast<int>(p.batch - row0) : kRows;
-  Packed<scalar_t, n> xs[kRows];
-  int64_t line[kRows];
-#pragma unroll
-  for (int r = 0; r < kRows; ++r) {
-    if (r >= rows) continue;
-    const int64_t row = row0 + r;
-    xs[r] = Rows<const scalar_t, n>{static_cast<const scalar_t*>(p.x) + row * p.x_batch_stride +
-                                        c * p.x_dim_stride,
-                                    p.x_tok_stride, p.x_dim_stride}
-                .load_packed(0);
-    line[r] = p.state_indices.present() ? p.state_indices[row] : row;
-  }
+  const Packed<scalar_t, n> xs =
+      Rows<const scalar_t, n>{
+          static_cast<const scalar_t*>(p.x) + row * p.x_batch_stride + c * p.x_dim_stride,
+          p.x_tok_stride, p.x_dim_stride}
+          .load_packed(0);
+  const int64_t line = p.state_indices.present() ? p.state_indices[row] : row;
   Filter<kW, n> filter;
   filter.load(p, c, vec);
+  const Rows<scalar_t, n> out{
+      static_cast<scalar_t*>(p.out) + row * p.out_batch_stride + c * p.out_dim_stride,
+      p.out_tok_stride, p.out_dim_stride};
+  if (p.is_padding(line)) {
+    zero_tokens<scalar_t, n>(out, 0, 1);
+    return;
+  }
 
   const int H = (kW > 0 ? kW : p.width) - 1;
-  Window<kW, n> window[kRows];
+  const StateLine<state_t, n> state{
+      static_cast<state_t*>(p.states) + line * p.state_line_stride + c * p.state_dim_stride,
+      p.state_tok_stride, p.state_dim_stride, vec.state};
+  Window<kW, n> window;
 #pragma unroll
-  for (int r = 0; r < kRows; ++r) {
-    if (r >= rows || p.is_padding(line[r])) continue;
-    const StateLine<state_t, n> state{
-        static_cast<state_t*>(p.states) + line[r] * p.state_line_stride + c * p.state_dim_stride,
-        p.state_tok_stride, p.state_dim_stride, vec.state};
-#pragma unroll
-    for (int k = 0; k < kTaps<kW> - 1; ++k)
-      if (k < H) state.load(k, window[r].v[k]);
-  }
+  for (int k = 0; k < kTaps<kW> - 1; ++k)
+    if (k < H) state.load(k, window.v[k]);
 
+  float col[n], y[n];
+  xs.unpack(col);
+  // The window holds the whole old state: the shifted state needs no reloads.
 #pragma unroll
-  for (int r = 0; r < kRows; ++r) {
-    if (r >= rows) continue;
-    const Rows<scalar_t, n> out{
-        static_cast<scalar_t*>(p.out) + (row0 + r) * p.out_batch_stride + c * p.out_dim_stride,
-        p.out_tok_stride, p.out_dim_stride};
-    if (p.is_padding(line[r])) {
-      zero_tokens<scalar_t, n>(out, 0, 1);
-      continue;
-    }
-    const StateLine<state_t, n> state{
-        static_cast<state_t*>(p.states) + line[r] * p.state_line_stride + c * p.state_dim_stride,
-        p.state_tok_stride, p.state_dim_stride, vec.state};
-    float col[n], y[n];
-    xs[r].unpack(col);
-    // The window holds the whole old state: the shifted state needs no reloads.
-#pragma unroll
-    for (int k = 0; k + 1 < kTaps<kW> - 1; ++k)
-      if (k + 1 < H) state.store(k, window[r].v[k + 1]);
-    state.store(H - 1, col);
-    conv_step<kW, n>(p, filter, window[r], col, y);
-    out.store(0, y);
-  }
+  for (int k = 0; k + 1 < kTaps<kW> - 1; ++k)
+    if (k + 1 < H) state.store(k, window.v[k + 1]);
+  state.store(H - 1, col);
+  conv_step<kW, n>(p, filter, window, col, y);
+  out.store(0, y);
 }
 
 template <typename scalar_t, typename state_t, int kW, int n, int kMode = kGeneral>
@@ -261,66 +243,45 @@ bool launch_front_bytes(const UpdateParams& p, const LaunchTarget& target) {
   return true;
 }
 
-// The decode step's shape: channels per thread (n) and rows per thread.
-//  - n: 8 bytes of x per thread (9.2 / 19.9 / 56.7 us at batch 64 / 256 / 1024
-//    against 10.0 / 21.1 / 65.6 at 4 bytes, H100, L2 flushed), except when that
-//    leaves SMs idle: a row's cost is then its latency chain (index, window,
-//    stores) plus the instructions of its channels, one warp per scheduler, so
-//    fewer channels per thread over more SMs (n down to 1) shorten it.
-//  - rows: 2 rows per thread once there are 16 blocks per SM or more: each
-//    thread then has two rows' loads in flight behind one latency chain.
-// CAUSAL_CONV1D_CUDA_STEP_BYTES (2, 4, 8) and CAUSAL_CONV1D_CUDA_STEP_ROWS (1, 2, 4) force one,
-// for tuning (rows > 1 only at 8 bytes).
-struct StepShape {
-  int bytes, rows;
-};
-
-StepShape step_shape(const UpdateParams& p, int64_t elem, int device) {
-  static const int forced_bytes = env_choice("CAUSAL_CONV1D_CUDA_STEP_BYTES", {2, 4, 8});
-  static const int forced_rows = env_choice("CAUSAL_CONV1D_CUDA_STEP_ROWS", {1, 2, 4});
+// Bytes of x per thread of the decode step: 8 (9.2 / 19.9 / 56.7 us at batch
+// 64 / 256 / 1024 against 10.0 / 21.1 / 65.6 at 4 bytes, H100, L2 flushed),
+// except when that leaves SMs idle: a row's cost is then its latency chain
+// (index, window, stores) plus its channels' instructions, one warp per
+// scheduler, so fewer channels per thread over more SMs (down to one channel)
+// cut the second part. CAUSAL_CONV1D_CUDA_STEP_BYTES (2, 4, 8) forces one, for
+// tuning.
+int step_bytes(const UpdateParams& p, int64_t elem, int device) {
+  static const int forced = env_choice("CAUSAL_CONV1D_CUDA_STEP_BYTES", {2, 4, 8});
+  if (forced) return forced;
   const int64_t sms = device_attribute<cudaDevAttrMultiProcessorCount>(device);
-  const auto blocks = [&](int64_t bytes) {
-    const int64_t n = bytes > elem ? bytes / elem : 1;
-    return p.batch * ((p.dim + kThreads * n - 1) / (kThreads * n));
-  };
-  StepShape shape{8, 1};
-  if (forced_bytes) {
-    shape.bytes = forced_bytes;
-  } else {
-    while (shape.bytes > elem && blocks(shape.bytes) < sms) shape.bytes /= 2;
+  int bytes = 8;
+  while (bytes > elem) {
+    const int64_t n = bytes / elem;
+    if (p.batch * ((p.dim + kThreads * n - 1) / (kThreads * n)) >= sms) break;
+    bytes /= 2;
   }
-  if (forced_rows) {
-    shape.rows = forced_rows;
-  } else if (blocks(8) >= 16 * sms) {
-    shape.rows = 2;
-  }
-  if (shape.bytes != 8) shape.rows = 1;
-  return shape;
+  return bytes;
 }
 
-template <typename scalar_t, typename state_t, int kW, int n, int kRows>
+template <typename scalar_t, typename state_t, int kW, int n>
 void launch_step_n(const UpdateParams& p, const LaunchTarget& target) {
   const int per_block = kThreads * n;
-  const dim3 grid((p.batch + kRows - 1) / kRows, (p.dim + per_block - 1) / per_block);
+  const dim3 grid(p.batch, (p.dim + per_block - 1) / per_block);
   TORCH_CHECK(grid.y <= 65535, "causal_conv1d_update: dim too large for one grid");
   const VecFlags vec = vec_flags(p, kW, c10::elementSize(p.weight_type),
                                  c10::elementSize(p.bias_type), sizeof(state_t));
-  launch_kernel(step_kernel<scalar_t, state_t, kW, n, kRows>, grid, dim3(kThreads), target, p, vec);
+  launch_kernel(step_kernel<scalar_t, state_t, kW, n>, grid, dim3(kThreads), target, p, vec);
 }
 
 template <typename scalar_t, typename state_t, int kW>
 void launch_step(const UpdateParams& p, const LaunchTarget& target) {
   constexpr int e = sizeof(scalar_t);
   constexpr int n4 = e < 4 ? 4 / e : 1, n8 = 8 / e;
-  const StepShape shape = step_shape(p, e, target.device);
-  if (shape.bytes == 8 && vector_ok(p, n8)) {
-    if (shape.rows == 4) return launch_step_n<scalar_t, state_t, kW, n8, 4>(p, target);
-    if (shape.rows == 2) return launch_step_n<scalar_t, state_t, kW, n8, 2>(p, target);
-    return launch_step_n<scalar_t, state_t, kW, n8, 1>(p, target);
-  }
-  if (shape.bytes >= 4 && n4 > 1 && vector_ok(p, n4))
-    return launch_step_n<scalar_t, state_t, kW, n4, 1>(p, target);
-  launch_step_n<scalar_t, state_t, kW, 1, 1>(p, target);
+  const int bytes = step_bytes(p, e, target.device);
+  if (bytes == 8 && vector_ok(p, n8)) return launch_step_n<scalar_t, state_t, kW, n8>(p, target);
+  if (bytes >= 4 && n4 > 1 && vector_ok(p, n4))
+    return launch_step_n<scalar_t, state_t, kW, n4>(p, target);
+  launch_step_n<scalar_t, state_t, kW, 1>(p, target);
 }
 
 // n channels per thread with vector accesses when x and out are channel-last
