@@ -232,7 +232,7 @@ def sglang_implementations(case, inputs, peer) -> dict:
     return {"sglang": lambda: call(*args)}
 
 
-def run(device, cases, threads, min_run_time, peers_dir=None, timer="flushed", sglang=None):
+def run(device, cases, threads, min_run_time, peers_dir=None, timer="direct", sglang=None):
     with_peers = peers_dir is not None and device == "cuda"
     peers = {}
     if with_peers:
@@ -278,7 +278,7 @@ def run(device, cases, threads, min_run_time, peers_dir=None, timer="flushed", s
             try:
                 info = {}
                 row[f"{name}_us"] = time_us(fn, info)
-                if not info.get("graph", True):
+                if timer != "direct" and not info.get("graph", True):
                     row[f"{name}_timing"] = "python"
                 if flushed and case.op == "update" and case.batch == 1:
                     row[f"{name}_host_us"] = benchmark.host_us(fn)
@@ -440,11 +440,12 @@ def main(argv=None) -> int:
     )
     parser.add_argument(
         "--timer",
-        choices=["flushed", "direct", "graph"],
-        default="flushed",
-        help="CUDA: L2 flushed before every call (CONTRACT 4) and each call replayed from a "
-        "graph of its own; the same launched directly (as do_bench); or CUDA graphs of 20 "
-        "calls replayed (warm L2)",
+        choices=["direct", "flushed", "graph"],
+        default="direct",
+        help="CUDA: L2 flushed before every call and each call launched directly, as "
+        "triton.testing.do_bench does (CONTRACT 4, the default); the same with each call "
+        "replayed from a graph of its own (as engines run decode); or CUDA graphs of 20 calls "
+        "replayed (warm L2)",
     )
     parser.add_argument(
         "--isas", default=None, help="CPU only: comma-separated kernel sets to run side by side"
@@ -472,7 +473,10 @@ def main(argv=None) -> int:
             "as engines do (vLLM 0.33 without PDL, which has no preceding kernel to overlap "
             "here)"
             if args.timer == "flushed"
-            else "; L2 flushed before every call, each call launched directly (as do_bench)"
+            else "; L2 flushed before every call (a 256 MiB buffer zeroed between calls, "
+            "outside the events), each call launched directly as triton.testing.do_bench does "
+            "(CONTRACT 4), Triton peers given their launch table beforehand as engines do "
+            "(vLLM 0.33 without PDL)"
             if args.timer == "direct"
             else "; CUDA graphs of 20 calls replayed (warm L2)"
         )

@@ -71,8 +71,12 @@ want cpu-scaling && python3 benchmarks/cpu_scaling.py --isas "${SCALING_ISAS:-av
 if want dao-wait && [ -n "${DAO_PID:-}" ]; then
   wait "$DAO_PID"; echo "dao build: exit $? at $(date +%T)"; tail -3 "$OUT/dao-build.txt"
 fi
+# gpu-bench: the whole table under CONTRACT 4's timer (direct launches, L2 flushed), then under
+# graph replay with the L2 flushed (as engines run decode).
 want gpu-bench && python3 benchmarks/bench.py --device cuda --min-run-time 0.5 --peers-dir .peers --name "$GPU" \
   --out-dir "$OUT" 2>&1 | tee -a "$LOG" | tail -9
+want gpu-bench && python3 benchmarks/bench.py --device cuda --min-run-time 0.5 --peers-dir .peers --timer flushed \
+  --name "$GPU-graph-flushed" --out-dir "$OUT" 2>&1 | tee -a "$LOG" | grep -E "^(prefill|mixed|small|update)"
 # The decode and small-prefill rows under each flushed timer (graph-replayed, direct launch).
 if want timers; then
   for timer in flushed direct; do
