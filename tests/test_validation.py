@@ -1,6 +1,10 @@
 """Bad input (CONTRACT 2): each rejection raises the documented exception naming the argument,
 before any cache is modified."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 from causal_conv1d_kernels import causal_conv1d_fn, causal_conv1d_update
@@ -260,16 +264,36 @@ def test_update_rejects(mutate, exc, words):
     )
 
 
-def test_validate_environment_variable(monkeypatch):
-    kwargs = fwd_kwargs()
-    kwargs["cache_indices"][0] = 17
-    monkeypatch.setenv("CAUSAL_CONV1D_VALIDATE", "1")
-    with pytest.raises(ValueError, match="cache_indices"):
-        causal_conv1d_fn(**kwargs)
-    kwargs = update_kwargs()
-    kwargs["conv_state_indices"][0] = -5
-    with pytest.raises(ValueError, match="conv_state_indices"):
-        causal_conv1d_update(**kwargs)
+def test_validate_environment_variable():
+    """CAUSAL_CONV1D_VALIDATE=1, set before the import (the wrappers read it once), turns the
+    value checks on for every call."""
+    script = (
+        "import pytest, torch\n"
+        "from causal_conv1d_kernels import causal_conv1d_fn, causal_conv1d_update\n"
+        "from test_validation import fwd_kwargs, update_kwargs\n"
+        "kwargs = fwd_kwargs()\n"
+        "kwargs['cache_indices'][0] = 17\n"
+        "with pytest.raises(ValueError, match='cache_indices'):\n"
+        "    causal_conv1d_fn(**kwargs)\n"
+        "kwargs = update_kwargs()\n"
+        "kwargs['conv_state_indices'][0] = -5\n"
+        "with pytest.raises(ValueError, match='conv_state_indices'):\n"
+        "    causal_conv1d_update(**kwargs)\n"
+        "print('rejected both')\n"
+    )
+    here = os.path.dirname(os.path.abspath(__file__))
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        env=dict(
+            os.environ,
+            CAUSAL_CONV1D_VALIDATE="1",
+            PYTHONPATH=os.pathsep.join([here, os.environ.get("PYTHONPATH", "")]),
+        ),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0 and "rejected both" in result.stdout, result.stderr[-3000:]
 
 
 def test_validate_accepts_good_input():

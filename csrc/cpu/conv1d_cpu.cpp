@@ -119,17 +119,11 @@ T* reuse(AlignedVector<T>& v, size_t n) {
 // valid until its next call.
 class PreparedWeights {
  public:
-  PreparedWeights(const ConvParams& p, bool want_vnni) {
+  PreparedWeights(const ConvParams& p, const CpuKernelSet& k, bool want_vnni) {
     thread_local AlignedVector<float> taps_storage, bias_storage;
     thread_local AlignedVector<uint16_t> vnni_storage;
     float* taps = reuse(taps_storage, p.width * p.dim);
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, p.weight_type, "widen", [&] {
-      const auto* w = static_cast<const scalar_t*>(p.weight);
-      for (int64_t k = 0; k < p.width; ++k)
-        for (int64_t c = 0; c < p.dim; ++c)
-          taps[k * p.dim + c] =
-              static_cast<float>(w[c * p.weight_dim_stride + k * p.weight_tap_stride]);
-    });
+    k.widen_taps(p, taps);
     view_.taps = taps;
     if (p.bias != nullptr) {
       float* bias = reuse(bias_storage, p.dim);
@@ -189,7 +183,7 @@ void causal_conv1d_fwd_out_cpu(const at::Tensor& x, const at::Tensor& weight,
                       has_initial_state, silu, pad_slot_id, out, null_block_id, front_window);
   if (p.batch == 0 || p.dim == 0 || p.num_tokens == 0) return;
   const CpuKernelSet& k = kernels();
-  const PreparedWeights weights(p, k.packs_vnni);
+  const PreparedWeights weights(p, k, k.packs_vnni);
   const CpuWeights w = weights.view();
   const FwdItemFn fn = k.fwd(p);
 
@@ -250,7 +244,7 @@ void causal_conv1d_update_cpu(const at::Tensor& x, const at::Tensor& conv_state,
   if (p.batch == 0 || p.dim == 0 || p.seqlen == 0) return;
   const bool varlen = p.query_start_loc.present();
   const CpuKernelSet& k = kernels();
-  const PreparedWeights weights(p, /*want_vnni=*/false);  // decode stages fp32 rows
+  const PreparedWeights weights(p, k, /*want_vnni=*/false);  // decode stages fp32 rows
   const CpuWeights w = weights.view();
   const UpdateItemFn fn = k.update(p);
   // Whole rows when there are rows enough for every thread: a row's state
@@ -299,7 +293,7 @@ std::tuple<at::Tensor, at::Tensor> causal_conv1d_batch_fwd_cpu(
                                               return_final_states ? final_states : at::Tensor());
   if (p.batch == 0 || p.dim == 0) return {out, final_states};
   const CpuKernelSet& k = kernels();
-  const PreparedWeights weights(p, k.packs_vnni);
+  const PreparedWeights weights(p, k, k.packs_vnni);
   const CpuWeights w = weights.view();
   const BatchFwdItemFn fn = k.batch_fwd(p);
   // Channel-last rows read x in place in wide slabs; other layouts run one
@@ -344,7 +338,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> causal_conv1d_batch_b
   at::Tensor dbias =
       bias.has_value() ? at::empty({p.dim}, bias->options()) : at::empty({0}, weight.options());
   const CpuKernelSet& k = kernels();
-  const PreparedWeights weights(p, /*want_vnni=*/false);
+  const PreparedWeights weights(p, k, /*want_vnni=*/false);
   const CpuWeights w = weights.view();
   const BatchBwdItemFn fn = k.batch_bwd(p);
 

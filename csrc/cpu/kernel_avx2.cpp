@@ -69,7 +69,8 @@ CpuKernelSet avx2_kernels() {
           &select_fwd<Avx2>,
           &select_update<Avx2>,
           &select_batch_fwd<Avx2>,
-          &select_batch_bwd<Avx2>};
+          &select_batch_bwd<Avx2>,
+          &widen_taps<Avx2>};
 }
 
 }  // namespace causal_conv1d::cpu

@@ -856,6 +856,33 @@ auto with_storage_type(c10::ScalarType t, F&& f) {
   }
 }
 
+// The filter as fp32 taps, taps[k * dim + c] (CpuWeights::taps). A contiguous
+// (dim, width) filter is read as one interleaved group per channel with the
+// width fixed at compile time, which the compiler vectorises with this set's
+// instructions (read with run-time strides, a decode call's filter took 18 of
+// its 45 us: benchmarks/NOTES.md).
+template <class Isa, int kW, typename T>
+void widen_contiguous(const T* w, int64_t dim, float* taps) {
+  for (int64_t c = 0; c < dim; ++c)
+#pragma GCC unroll 8
+    for (int k = 0; k < kW; ++k) taps[k * dim + c] = Convert<Isa>::to_float(w[c * kW + k]);
+}
+
+template <class Isa>
+void widen_taps(const ConvParams& p, float* taps) {
+  with_storage_type(p.weight_type, [&](auto tag) {
+    using T = decltype(tag);
+    const T* w = static_cast<const T*>(p.weight);
+    if (p.weight_tap_stride == 1 && p.weight_dim_stride == p.width &&
+        with_width(p.width, [&]<int kW>() { widen_contiguous<Isa, kW>(w, p.dim, taps); }))
+      return;
+    for (int64_t k = 0; k < p.width; ++k)
+      for (int64_t c = 0; c < p.dim; ++c)
+        taps[k * p.dim + c] =
+            Convert<Isa>::to_float(w[c * p.weight_dim_stride + k * p.weight_tap_stride]);
+  });
+}
+
 template <class Isa>
 FwdItemFn select_fwd(const FwdParams& p) {
   // Without a cache the state type is irrelevant: reuse x's instantiation.

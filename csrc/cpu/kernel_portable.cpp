@@ -41,7 +41,8 @@ CpuKernelSet portable_kernels() {
           &select_fwd<Portable>,
           &select_update<Portable>,
           &select_batch_fwd<Portable>,
-          &select_batch_bwd<Portable>};
+          &select_batch_bwd<Portable>,
+          &widen_taps<Portable>};
 }
 
 }  // namespace causal_conv1d::cpu

@@ -70,6 +70,8 @@ struct CpuKernelSet {
   UpdateItemFn (*update)(const UpdateParams&);
   BatchFwdItemFn (*batch_fwd)(const BatchParams&);
   BatchBwdItemFn (*batch_bwd)(const BatchParams&);
+  // CpuWeights::taps of the filter, (width, dim) fp32.
+  void (*widen_taps)(const ConvParams&, float* taps);
 };
 
 CpuKernelSet portable_kernels();
