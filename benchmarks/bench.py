@@ -424,7 +424,10 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
     parser.add_argument("--min-run-time", type=float, default=1.0, help="seconds per timing")
     parser.add_argument(
-        "--cases", choices=["cpu", "gpu"], default=None, help="case list (default: by device)"
+        "--cases",
+        choices=["cpu", "cpu-peer", "gpu"],
+        default=None,
+        help="case list (default: by device; cpu-peer: the CPU shapes compared with SGLang)",
     )
     parser.add_argument(
         "--only", default=None, help="comma-separated substrings: run the cases whose name has one"
@@ -455,7 +458,11 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     kind = args.cases or ("cpu" if args.device == "cpu" else "gpu")
-    cases = benchmark.CPU_CASES if kind == "cpu" else benchmark.GPU_CASES
+    cases = {
+        "cpu": benchmark.CPU_CASES,
+        "cpu-peer": benchmark.CPU_PEER_CASES,
+        "gpu": benchmark.GPU_CASES,
+    }[kind]
     if args.only:
         cases = [c for c in cases if any(part and part in c.name for part in args.only.split(","))]
     machine = benchmark.machine(args.device)

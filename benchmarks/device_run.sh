@@ -64,7 +64,7 @@ want cpu-bench && python3 benchmarks/bench.py --device cpu --threads 16 --min-ru
 want cpu-bench && cat "$OUT/cpu-xeon-16t.md"
 # SGLang's kernel beside ours on the host CPU: .sglang/ holds benchmarks/sglang_peer.py's
 # SOURCES at their sdist paths (git-ignored; carry it).
-want cpu-sglang && python3 benchmarks/bench.py --device cpu --threads 16 --min-run-time 1 --no-peers \
+want cpu-sglang && python3 benchmarks/bench.py --device cpu --threads 16 --min-run-time 1 --no-peers --cases cpu-peer \
   --sglang-sdist .sglang --name cpu-xeon-16t-sglang --out-dir "$OUT" 2>&1 | tee -a "$LOG" | grep -E "^(prefill|small|update)"
 want cpu-scaling && python3 benchmarks/cpu_scaling.py --isas "${SCALING_ISAS:-avx2,avx512_bf16}" \
   --threads "${SCALING_THREADS:-1,8,16}" 2>&1 | tee -a "$LOG" "$OUT/cpu-scaling.txt"

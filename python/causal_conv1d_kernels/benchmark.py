@@ -58,6 +58,17 @@ CPU_CASES = [
     Case("update batch 256, D 8192", "update", 8192, batch=256),
 ]
 
+# The shapes of the CPU side-by-side with SGLang's kernel (issue 14): bf16, W 4, D 8192.
+CPU_PEER_CASES = [
+    Case("prefill 1x2048, D 8192", "fwd", 8192, lengths=(2048,)),
+    Case("prefill 8x256 with initial states, D 8192", "fwd", 8192, lengths=(256,) * 8),
+    Case("mixed 64 seqs of 1-128, D 8192", "fwd", 8192, lengths=_mixed_lengths(64, 1, 128)),
+    Case("small 4x128, D 5376", "fwd", 5376, lengths=(128,) * 4),
+    Case("update batch 1, D 8192", "update", 8192, batch=1),
+    Case("update batch 64, D 8192", "update", 8192, batch=64),
+    Case("update batch 256, D 8192", "update", 8192, batch=256),
+]
+
 
 def make_inputs(case: Case, device, state_dtype: torch.dtype | None = None, seed: int = 0):
     """Serving-engine layouts: channel-last x, conv states with stride(1) == 1, cache lines
