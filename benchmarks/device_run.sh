@@ -4,7 +4,7 @@
 # (or ./device-out): log.txt and the benchmark tables, JSON and plots.
 #   bash benchmarks/device_run.sh            # from the repository root
 #   STAGES="cuda-tests gpu-bench" bash benchmarks/device_run.sh   # a subset
-# Stages: dao-build and dao-wait (see below), tests (whole suite), cuda-tests (tests whose id names cuda: every GPU-only test does),
+# Stages: dao-build and dao-wait (see below), hf-mamba2, tests (whole suite), cuda-tests (tests whose id names cuda: every GPU-only test does),
 # cuda-quick (the CUDA tests of test_cuda, test_ops, test_fwd, test_update, test_vllm), timers (the
 # decode and small prefill rows under both flushed timers), pdl-bench (bench_pdl.py),
 # selfcheck, cpu-bench, cpu-scaling (benchmarks/cpu_scaling.py), gpu-bench (bench.py, L2 flushed),
@@ -85,6 +85,10 @@ if want timers; then
       | tee -a "$LOG" | grep -E "^\| (update|small|prefill|mixed)"
   done
 fi
+# hf-mamba2 (issue 13): HF transformers' Mamba2 through the Dao hook against Dao's package, with
+# mamba_ssm's Triton kernels from its sources in .peers/mamba (git-ignored; carry .peers).
+want hf-mamba2 && PYTHONPATH=".peers/mamba${PYTHONPATH:+:$PYTHONPATH}" python3 examples/hf_mamba2.py \
+  --device cuda --reference dao --stub-selective-scan 2>&1 | tee -a "$LOG" "$OUT/hf-mamba2.txt" | grep -v -i warn | tail -8
 want pdl-bench && python3 benchmarks/bench_pdl.py --peers-dir .peers --name "$GPU-pdl" --out-dir "$OUT" 2>&1 \
   | tee -a "$LOG" | grep -E "^\| "
 want check-peers && python3 benchmarks/check_peers.py --peers-dir .peers 2>&1 | tee -a "$LOG" \

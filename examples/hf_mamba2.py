@@ -11,8 +11,9 @@ imports the installed ``causal_conv1d`` package; "torch" hides any such package 
 transformers takes its plain PyTorch path. Each side builds the same random model (seeded),
 generates --tokens tokens greedily from the same prompt, then runs one training step (loss
 over the prompt, backward) and saves the tokens and every parameter's gradient; the driver
-compares them. On CUDA, mamba_ssm (installed without its CUDA extension) supplies the SSM
-kernels where present; without it transformers uses its torch SSM path on both sides.
+compares them. mamba_ssm, where importable (on the GPU machine: its sources on PYTHONPATH with
+--stub-selective-scan), supplies the SSM kernels on both sides; without it transformers uses
+its torch SSM path.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import types
 
 
 def count_calls(module, calls) -> None:
@@ -40,8 +42,13 @@ def count_calls(module, calls) -> None:
         setattr(module, name, counted)
 
 
-def run_side(side: str, device: str, tokens: int, out_path: str) -> None:
+def run_side(side: str, device: str, tokens: int, out_path: str, stub_scan: bool) -> None:
     calls = {}
+    if stub_scan:
+        # mamba_ssm installed without its CUDA extension (MAMBA_SKIP_CUDA_BUILD=TRUE) still
+        # imports it when the package loads; an empty stand-in lets its Triton kernels, which
+        # transformers' Mamba2 uses, load. Mamba2 never calls the selective-scan extension.
+        sys.modules.setdefault("selective_scan_cuda", types.ModuleType("selective_scan_cuda"))
     if side == "ours":
         from causal_conv1d_kernels import dao
 
@@ -106,11 +113,16 @@ def main(argv=None) -> int:
         help="the other side: transformers' torch path, or Dao's installed causal_conv1d",
     )
     parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument(
+        "--stub-selective-scan",
+        action="store_true",
+        help="let a mamba_ssm built without its CUDA extension import (both sides)",
+    )
     parser.add_argument("--side", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--out", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.side:
-        run_side(args.side, args.device, args.tokens, args.out)
+        run_side(args.side, args.device, args.tokens, args.out, args.stub_selective_scan)
         return 0
 
     import torch
@@ -121,6 +133,7 @@ def main(argv=None) -> int:
             path = os.path.join(tmp, f"{side}.pt")
             cmd = [sys.executable, os.path.abspath(__file__), "--side", side, "--out", path]
             cmd += ["--device", args.device, "--tokens", str(args.tokens)]
+            cmd += ["--stub-selective-scan"] if args.stub_selective_scan else []
             subprocess.run(cmd, check=True)
             results[side] = torch.load(path)
     ours, ref = results["ours"], results[args.reference]
