@@ -166,16 +166,21 @@ inline void update_step_regs(const ConvParams& p, const CpuWeights& w, int64_t c
   using C = Convert<Isa>;
   using out_t = x_t;
   constexpr int H = kW - 1;
+  // Locals, not reads through p and w: the lane copies below are byte copies,
+  // which may alias anything reachable, so the compiler would have to reload
+  // such fields after every copy.
   const bool silu = p.silu;
+  const int64_t dim = p.dim;
+  const float* const taps = w.taps + c0;
+  const float* const bias = w.bias == nullptr ? nullptr : w.bias + c0;
   int64_t c = 0;
   for (; c + Isa::kLanes <= n; c += Isa::kLanes) {
     V window[H];
     for (int k = 0; k < H; ++k) window[k] = Isa::load(state + k * s_tok + c);
     const V xt = Isa::load(x + c);
-    V acc = w.bias == nullptr ? Isa::zero() : Isa::load(w.bias + c0 + c);
-    for (int k = 0; k < H; ++k)
-      acc = Isa::fmadd(Isa::load(w.taps + k * p.dim + c0 + c), window[k], acc);
-    acc = Isa::fmadd(Isa::load(w.taps + H * p.dim + c0 + c), xt, acc);
+    V acc = bias == nullptr ? Isa::zero() : Isa::load(bias + c);
+    for (int k = 0; k < H; ++k) acc = Isa::fmadd(Isa::load(taps + k * dim + c), window[k], acc);
+    acc = Isa::fmadd(Isa::load(taps + H * dim + c), xt, acc);
     if constexpr (std::is_same_v<state_t, x_t>) {  // the stored values, no rounding to redo
       for (int k = 0; k + 1 < H; ++k)
         copy_lanes<Isa>(state + k * s_tok + c, state + (k + 1) * s_tok + c);
@@ -190,9 +195,9 @@ inline void update_step_regs(const ConvParams& p, const CpuWeights& w, int64_t c
     float window[H];
     for (int k = 0; k < H; ++k) window[k] = C::to_float(state[k * s_tok + c]);
     const float xt = C::to_float(x[c]);
-    float acc = w.bias == nullptr ? 0.f : w.bias[c0 + c];
-    for (int k = 0; k < H; ++k) acc += w.taps[k * p.dim + c0 + c] * window[k];
-    acc += w.taps[H * p.dim + c0 + c] * xt;
+    float acc = bias == nullptr ? 0.f : bias[c];
+    for (int k = 0; k < H; ++k) acc += taps[k * dim + c] * window[k];
+    acc += taps[H * dim + c] * xt;
     for (int k = 0; k + 1 < H; ++k) C::from_float(window[k + 1], state[k * s_tok + c]);
     C::from_float(xt, state[(H - 1) * s_tok + c]);
     C::from_float(silu ? silu_one(acc) : acc, out[c]);
