@@ -32,8 +32,10 @@ PEERS = os.path.join(HERE, "..", "..", "shared", "peers")
 
 
 def load_peer(peers_dir, module):
-    """A Triton peer from peers_dir (../shared/peers beside the checkout by default)."""
-    sys.path.insert(0, os.path.abspath(peers_dir))
+    """A peer module: a Triton peer from peers_dir (../shared/peers beside the checkout by
+    default), or, with peers_dir None, an installed package (Dao's causal_conv1d, fla)."""
+    if peers_dir is not None:
+        sys.path.insert(0, os.path.abspath(peers_dir))
     try:
         return importlib.import_module(module)
     except Exception as e:  # noqa: BLE001 (a missing or broken peer is skipped, not fatal)
@@ -45,23 +47,6 @@ def set_pdl(vllm_peer, enabled: bool) -> None:
     """Whether vLLM 0.33's Triton peer launches with programmatic dependent launch (it asks
     its platform object on every call)."""
     vllm_peer._CudaPlatform.is_arch_support_pdl = classmethod(lambda cls: enabled)
-
-
-def load_dao():
-    try:
-        return importlib.import_module("causal_conv1d")
-    except Exception as e:  # noqa: BLE001
-        print(f"peer causal_conv1d (Dao) unavailable: {type(e).__name__}: {e}")
-        return None
-
-
-def load_fla():
-    """fla-core's Triton causal_conv1d (fla.modules.causal_conv1d), when installed."""
-    try:
-        return importlib.import_module("fla.modules.causal_conv1d")
-    except Exception as e:  # noqa: BLE001
-        print(f"peer fla unavailable: {type(e).__name__}: {e}")
-        return None
 
 
 def fla_implementations(case, inputs, fla) -> dict:
@@ -248,8 +233,9 @@ def run(device, cases, threads, min_run_time, peers_dir=None, timer="direct", sg
             # (Turning it off did not explain the graph-timed 1x8192 prefill below the copy
             # floor: 45 us with PDL, 25 us without, 128 us called directly; check_peers.py.)
             set_pdl(peers["vllm 0.33"], False)
-    dao = load_dao() if with_peers else None
-    fla = load_fla() if with_peers else None
+    dao = load_peer(None, "causal_conv1d") if with_peers else None
+    # fla-core's Triton causal_conv1d.
+    fla = load_peer(None, "fla.modules.causal_conv1d") if with_peers else None
     ours_available = device == "cpu" or has_cuda_backend()
     flushed = device == "cuda" and timer in ("flushed", "direct")
     rows = []

@@ -183,11 +183,7 @@ void launch(const FwdParams& p, const LaunchTarget& target) {
   // (one warp per scheduler runs its instructions back to back, so the
   // per-thread chain is the time). CAUSAL_CONV1D_CUDA_PREFILL_BYTES (8, 16)
   // forces one, for tuning.
-  static const int forced = [] {
-    const char* v = std::getenv("CAUSAL_CONV1D_CUDA_PREFILL_BYTES");
-    const int b = v == nullptr ? 0 : std::atoi(v);
-    return b == 8 || b == 16 ? b : 0;
-  }();
+  static const int forced = env_choice("CAUSAL_CONV1D_CUDA_PREFILL_BYTES", {8, 16});
   constexpr int n16 = 16 / sizeof(scalar_t), n8 = 8 / sizeof(scalar_t);
   const int64_t blocks16 = (p.dim + kThreads * n16 - 1) / (kThreads * n16);
   const bool short_batch =

@@ -1,23 +1,21 @@
 // CUDA decode (causal_conv1d_update).
 //
 // Tiling: one block per (batch row, kThreads * n channels), each thread n
-// consecutive channels (8 bytes of x on the vector path, see mode_bytes; 1
-// channel otherwise). The one-token step has a kernel of its own (step_kernel)
-// whose n follows the batch (step_bytes). A thread reads its
-// window from the conv state into registers, then updates the state (reading x, before any output
-// is written, so that out may be x), then computes the row's outputs. Linear states shift left by
-// the row's length; ring buffers write token j at (cache_seqlens + j) % state_len; front-aligned
-// lines (vLLM, CONTRACT 1.4) follow the row's LinePlan. Varlen rows find their tokens through
-// query_start_loc on the device, so the launch depends on no data. Every group of loads is issued
-// before the stores that follow it, so a row costs a few memory latencies, not
-// one per element.
+// consecutive channels (8 bytes of x on the vector paths; 1 channel
+// otherwise). The one-token step has a kernel of its own (step_kernel) whose n
+// follows the batch (step_bytes). A thread reads its window from the conv
+// state into registers, then updates the state (reading x, before any output
+// is written, so that out may be x), then computes the row's outputs. Linear
+// states shift left by the row's length; ring buffers write token j at
+// (cache_seqlens + j) % state_len; front-aligned lines (vLLM, CONTRACT 1.4)
+// follow the row's LinePlan. Varlen rows find their tokens through
+// query_start_loc on the device, so the launch depends on no data. Every group
+// of loads is issued before the stores that follow it, so a row costs a few
+// memory latencies, not one per element.
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
-
-#include <cstdlib>
-#include <initializer_list>
 
 #include "../ops.h"
 #include "common.cuh"
@@ -201,15 +199,21 @@ __global__ void __launch_bounds__(kThreads) step_kernel(const UpdateParams p, co
   out.store(0, y);
 }
 
-template <typename scalar_t, typename state_t, int kW, int n, int kMode = kGeneral>
-void launch_n(const UpdateParams& p, const LaunchTarget& target) {
+// Launches kernel (update_kernel or step_kernel, n channels per thread) over
+// one block per (row, kThreads * n channels).
+template <typename state_t, int kW, int n, typename Kernel>
+void launch_rows(Kernel kernel, const UpdateParams& p, const LaunchTarget& target) {
   const int per_block = kThreads * n;
   const dim3 grid(p.batch, (p.dim + per_block - 1) / per_block);
   TORCH_CHECK(grid.y <= 65535, "causal_conv1d_update: dim too large for one grid");
   const VecFlags vec = vec_flags(p, kW, c10::elementSize(p.weight_type),
                                  c10::elementSize(p.bias_type), sizeof(state_t));
-  launch_kernel(update_kernel<scalar_t, state_t, kW, n, kMode>, grid, dim3(kThreads), target, p,
-                vec);
+  launch_kernel(kernel, grid, dim3(kThreads), target, p, vec);
+}
+
+template <typename scalar_t, typename state_t, int kW, int n, int kMode = kGeneral>
+void launch_n(const UpdateParams& p, const LaunchTarget& target) {
+  launch_rows<state_t, kW, n>(update_kernel<scalar_t, state_t, kW, n, kMode>, p, target);
 }
 
 // Whether x and out are channel-last and aligned for n-channel vector accesses.
@@ -220,16 +224,6 @@ bool vector_ok(const UpdateParams& p, int64_t n) {
   return p.x_dim_stride == 1 && p.out_dim_stride == 1 && p.dim % n == 0 &&
          p.x_batch_stride % n == 0 && p.out_batch_stride % n == 0 && tokens_aligned &&
          aligned16(p.x) && aligned16(p.out);
-}
-
-// Reads a tuning override from the environment once per process: the value
-// when it is one of `allowed`, else 0.
-int env_choice(const char* name, std::initializer_list<int> allowed) {
-  const char* v = std::getenv(name);
-  const int b = v == nullptr ? 0 : std::atoi(v);
-  for (int a : allowed)
-    if (a == b) return b;
-  return 0;
 }
 
 // Bytes of x per thread of the front-aligned kernel: 8 (7-11% faster than 4 on
@@ -265,12 +259,7 @@ int step_bytes(const UpdateParams& p, int64_t elem, int device) {
 
 template <typename scalar_t, typename state_t, int kW, int n>
 void launch_step_n(const UpdateParams& p, const LaunchTarget& target) {
-  const int per_block = kThreads * n;
-  const dim3 grid(p.batch, (p.dim + per_block - 1) / per_block);
-  TORCH_CHECK(grid.y <= 65535, "causal_conv1d_update: dim too large for one grid");
-  const VecFlags vec = vec_flags(p, kW, c10::elementSize(p.weight_type),
-                                 c10::elementSize(p.bias_type), sizeof(state_t));
-  launch_kernel(step_kernel<scalar_t, state_t, kW, n>, grid, dim3(kThreads), target, p, vec);
+  launch_rows<state_t, kW, n>(step_kernel<scalar_t, state_t, kW, n>, p, target);
 }
 
 template <typename scalar_t, typename state_t, int kW>

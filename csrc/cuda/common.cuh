@@ -11,6 +11,8 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <cstdlib>
+#include <initializer_list>
 #include <type_traits>
 #include <utility>
 
@@ -407,6 +409,16 @@ int device_attribute(int device) {
     cached[device].store(value, std::memory_order_relaxed);
   }
   return value;
+}
+
+// A tuning override from the environment: its value when it is one of
+// `allowed`, else 0 (callers keep the result in a static: read once per process).
+inline int env_choice(const char* name, std::initializer_list<int> allowed) {
+  const char* v = std::getenv(name);
+  const int b = v == nullptr ? 0 : std::atoi(v);
+  for (int a : allowed)
+    if (a == b) return b;
+  return 0;
 }
 
 // Programmatic dependent launch (PDL, sm_90+). A kernel launched with it may
