@@ -1,7 +1,7 @@
 """The Dao dialect (CONTRACT 1.5): causal_conv1d_kernels.dao against float64 references written
 from the contract, forward and gradients, both layouts, seq_idx with padding, initial and final
 states, widths 2-8, dtype mixes; determinism; the update and varlen-states functions; the opt-in
-hook. The batch ops have CPU kernels only so far: these tests run on the CPU."""
+hook. The forward, gradient and short-row tests run on every device (CUDA where present)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 import torch
 from causal_conv1d_kernels import dao
 from causal_conv1d_kernels.reference import causal_conv1d_update_ref, dao_fn_ref
-from helpers import BF16, F16, F32, WIDTHS, assert_close, rand
+from helpers import BF16, F16, F32, WIDTHS, assert_close, devices, rand
 
 # (x, weight/bias): Dao's own mixes, plus fp32 weights under half activations (training).
 MIXES = [(F32, F32), (BF16, BF16), (F16, F16), (BF16, F32), (F16, F32)]
@@ -37,15 +37,28 @@ def random_seq_idx(batch, seqlen, generator, padding=True):
     return torch.stack(rows)
 
 
-def inputs(batch, dim, seqlen, width, mix, layout, *, bias=True, seq=False, init=False, seed=0):
+def inputs(
+    batch,
+    dim,
+    seqlen,
+    width,
+    mix,
+    layout,
+    *,
+    bias=True,
+    seq=False,
+    init=False,
+    seed=0,
+    device="cpu",
+):
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     x_dtype, w_dtype = mix
-    x = rand((batch, dim, seqlen), x_dtype, "cpu", layout)
-    weight = torch.randn(dim, width, dtype=w_dtype) / width**0.5
-    b = torch.randn(dim, dtype=w_dtype) if bias else None
-    seq_idx = random_seq_idx(batch, seqlen, g) if seq else None
-    initial = rand((batch, dim, width - 1), x_dtype, "cpu", layout) if init else None
+    x = rand((batch, dim, seqlen), x_dtype, device, layout)
+    weight = (torch.randn(dim, width, dtype=w_dtype) / width**0.5).to(device)
+    b = torch.randn(dim, dtype=w_dtype).to(device) if bias else None
+    seq_idx = random_seq_idx(batch, seqlen, g).to(device) if seq else None
+    initial = rand((batch, dim, width - 1), x_dtype, device, layout) if init else None
     return x, weight, b, seq_idx, initial
 
 
@@ -53,9 +66,10 @@ def inputs(batch, dim, seqlen, width, mix, layout, *, bias=True, seq=False, init
 @pytest.mark.parametrize("mix", MIXES, ids=lambda m: "-".join(str(d)[6:] for d in m))
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("seq,init", [(False, False), (False, True), (True, False), (True, True)])
-def test_forward_matches_reference(width, mix, layout, seq, init):
+@pytest.mark.parametrize("device", devices())
+def test_forward_matches_reference(width, mix, layout, seq, init, device):
     x, weight, bias, seq_idx, initial = inputs(
-        2, 24, 37, width, mix, layout, seq=seq, init=init, seed=width
+        2, 24, 37, width, mix, layout, seq=seq, init=init, seed=width, device=device
     )
     want_final = not seq
     result = dao.causal_conv1d_fn(
@@ -73,9 +87,12 @@ def test_forward_matches_reference(width, mix, layout, seq, init):
 
 @pytest.mark.parametrize("seqlen", [0, 1, 2, 3, 5])
 @pytest.mark.parametrize("init", [False, True])
-def test_rows_shorter_than_the_window(seqlen, init):
+@pytest.mark.parametrize("device", devices())
+def test_rows_shorter_than_the_window(seqlen, init, device):
     """Final states of rows shorter than width-1 take the initial states' last columns."""
-    x, weight, bias, _, initial = inputs(3, 16, seqlen, 5, (F32, F32), "contiguous", init=init)
+    x, weight, bias, _, initial = inputs(
+        3, 16, seqlen, 5, (F32, F32), "contiguous", init=init, device=device
+    )
     out, final = dao.causal_conv1d_fn(x, weight, bias, None, initial, True, activation=None)
     ref_out, ref_final = dao_fn_ref(x, weight, bias, None, initial)
     assert_close(out, ref_out.float())
@@ -100,9 +117,9 @@ def check_gradients(x, weight, bias, seq_idx, initial, activation, with_final):
         t.detach().double().requires_grad_() if t is not None else None
         for t in (x, weight, bias, initial)
     ]
-    dout = torch.randn(x.shape, dtype=x.dtype)
+    dout = torch.randn(x.shape, dtype=x.dtype).to(x.device)
     dfinal = (
-        torch.randn(x.shape[0], x.shape[1], weight.shape[1] - 1, dtype=x.dtype)
+        torch.randn(x.shape[0], x.shape[1], weight.shape[1] - 1, dtype=x.dtype).to(x.device)
         if with_final
         else None
     )
@@ -131,9 +148,10 @@ def check_gradients(x, weight, bias, seq_idx, initial, activation, with_final):
 @pytest.mark.parametrize("mix", MIXES, ids=lambda m: "-".join(str(d)[6:] for d in m))
 @pytest.mark.parametrize("layout", ["contiguous", "channel_last"])
 @pytest.mark.parametrize("seq,init", [(False, False), (False, True), (True, False), (True, True)])
-def test_gradients_match_float64_autograd(width, mix, layout, seq, init):
+@pytest.mark.parametrize("device", devices())
+def test_gradients_match_float64_autograd(width, mix, layout, seq, init, device):
     x, weight, bias, seq_idx, initial = inputs(
-        2, 20, 45, width, mix, layout, seq=seq, init=init, seed=10 + width
+        2, 20, 45, width, mix, layout, seq=seq, init=init, seed=10 + width, device=device
     )
     check_gradients(x, weight, bias, seq_idx, initial, "silu", with_final=not seq)
 
@@ -459,3 +477,18 @@ def test_non_finite_values_in_each_input(where):
     ref_out, ref_final = dao_fn_ref(x, weight, bias, None, initial, "silu")
     assert_close(out, ref_out.float(), equal_nan=True)
     assert torch.equal(final.isnan(), ref_final.isnan())
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("layout", ["contiguous", "channel_last"])
+def test_long_rows_cross_chunks(device, layout):
+    """Rows long enough for several of a backend's token chunks (the CUDA backward takes 256
+    tokens per thread, the forward 64), sequences and padding crossing the chunk edges."""
+    x, weight, bias, seq_idx, initial = inputs(
+        2, 40, 700, 4, (F32, F32), layout, seq=True, init=True, seed=7, device=device
+    )
+    check_gradients(x, weight, bias, seq_idx, initial, "silu", with_final=False)
+    x, weight, bias, _, initial = inputs(
+        2, 40, 700, 3, (F32, F32), layout, init=True, seed=8, device=device
+    )
+    check_gradients(x, weight, bias, None, initial, "silu", with_final=True)
