@@ -1,9 +1,15 @@
-"""Training step of the conv on the CPU: forward + backward of causal_conv1d_kernels.dao
-against plain PyTorch autograd of the same formulation (depthwise F.conv1d with left padding,
-SiLU), on training shapes, both layouts, in one run, median of repeated runs, against a copy
-of the bytes the backward must move (x, dout read; dx written) in the same run.
+"""Training step of the conv: forward, and forward + backward, of causal_conv1d_kernels.dao
+on training shapes, both layouts, in one run, against a copy of the same bytes in the same run.
+
+CPU: beside plain PyTorch autograd of the same formulation (depthwise F.conv1d with left
+padding, SiLU); median of repeated runs.
+CUDA: beside Dao-AILab's causal_conv1d 1.7 and fla-core 0.6 when installed, each called as its
+users call it (Dao's causal_conv1d_fn on the same (batch, dim, seqlen) tensor, fla's
+causal_conv1d on its (batch, seqlen, dim) view); CONTRACT 4's timer (L2 flushed before every
+call, direct launches).
 
     python benchmarks/bench_train.py --out-dir benchmarks/results --name cpu-dev-epyc-2core-train
+    python benchmarks/bench_train.py --device cuda --name gpu-h200-train
 
 Writes <out-dir>/<name>.md, .json and .png.
 """
@@ -22,97 +28,163 @@ from causal_conv1d_kernels import __version__, benchmark, cpu_isa, dao
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from bench import plot  # noqa: E402
+from bench import load_peer, names, plot  # noqa: E402
 
 # (batch, seqlen, dim, layout)
-CASES = [
-    (4, 2048, 4096, "channel_last"),
-    (4, 2048, 4096, "channel_first"),
-    (8, 1024, 2048, "channel_last"),
-]
+CASES = {
+    "cpu": [
+        (4, 2048, 4096, "channel_last"),
+        (4, 2048, 4096, "channel_first"),
+        (8, 1024, 2048, "channel_last"),
+    ],
+    "cuda": [
+        (4, 2048, 4096, "channel_last"),
+        (4, 2048, 4096, "channel_first"),
+        (8, 4096, 8192, "channel_last"),
+        (8, 4096, 8192, "channel_first"),
+    ],
+}
 
 
-def torch_step(x, weight, bias, dout):
+def torch_forward(x, weight, bias):
     """Plain autograd: depthwise conv1d over the left-padded input, SiLU."""
     width = weight.shape[1]
     y = F.conv1d(F.pad(x, (width - 1, 0)), weight.unsqueeze(1), bias, groups=x.shape[1])
-    out = F.silu(y)
-    return torch.autograd.grad(out, (x, weight, bias), dout)
+    return F.silu(y)
 
 
-def ours_step(x, weight, bias, dout):
-    out = dao.causal_conv1d_fn(x, weight, bias, activation="silu")
-    return torch.autograd.grad(out, (x, weight, bias), dout)
+def implementations(device) -> dict:
+    """name -> forward(x, weight, bias) with autograd, as each library's users call it."""
+    impls = {"ours": lambda x, w, b: dao.causal_conv1d_fn(x, w, b, activation="silu")}
+    if device == "cpu":
+        impls["torch"] = torch_forward
+        return impls
+    peer = load_peer(None, "causal_conv1d")
+    if peer is not None:
+        impls["dao 1.7"] = lambda x, w, b: peer.causal_conv1d_fn(x, w, b, activation="silu")
+    fla = load_peer(None, "fla.modules.causal_conv1d")
+    if fla is not None:
+        # fla holds x as (batch, seqlen, dim); the output comes back in our view of it.
+        impls["fla 0.6"] = lambda x, w, b: fla.causal_conv1d(
+            x.transpose(1, 2), w, b, activation="silu"
+        )[0].transpose(1, 2)
+    return impls
 
 
-def make(batch, seqlen, dim, layout, dtype):
-    g = torch.Generator().manual_seed(0)
-    if layout == "channel_last":
-        x = torch.randn(batch, seqlen, dim, generator=g).to(dtype).transpose(1, 2)
-    else:
-        x = torch.randn(batch, dim, seqlen, generator=g).to(dtype)
-    weight = (torch.randn(dim, 4, generator=g) / 2).to(dtype)
-    bias = torch.randn(dim, generator=g).to(dtype)
-    dout = torch.randn(x.shape, generator=g).to(dtype)
+def make(batch, seqlen, dim, layout, dtype, device):
+    g = torch.Generator(device=device).manual_seed(0)
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=g, device=device).to(dtype)
+
+    x = (
+        randn(batch, seqlen, dim).transpose(1, 2)
+        if layout == "channel_last"
+        else randn(batch, dim, seqlen)
+    )
+    weight = randn(dim, 4) / 2
+    bias = randn(dim)
+    dout = randn(*x.shape)
     if layout == "channel_last":  # the gradient arrives in the output's layout
         dout = dout.transpose(1, 2).contiguous().transpose(1, 2)
     return [t.requires_grad_() for t in (x, weight, bias)] + [dout]
 
 
-def run(dtype, min_run_time):
+def step(forward, x, weight, bias, dout):
+    return torch.autograd.grad(forward(x, weight, bias), (x, weight, bias), dout)
+
+
+def run(device, dtype, min_run_time, threads):
+    def time_us(fn):
+        if device == "cuda":
+            return benchmark.time_cuda_flushed_us(fn, min_run_time, graph=False)
+        return benchmark.time_us(fn, device, threads, min_run_time)
+
+    impls = implementations(device)
     rows = []
-    for batch, seqlen, dim, layout in CASES:
-        args = make(batch, seqlen, dim, layout, dtype)
-        x = args[0]
-        name = f"fwd+bwd {batch}x{seqlen}, D {dim}, {layout.replace('_', '-')}"
-        nbytes = 3 * x.numel() * x.element_size()  # what the backward alone must move
-        row = {"case": name, "bytes": nbytes}
-        row["copy_us"] = benchmark.time_us(
-            benchmark.copy_floor(nbytes, "cpu"), "cpu", None, min_run_time
-        )
-        row["ours_us"] = benchmark.time_us(lambda a=args: ours_step(*a), "cpu", None, min_run_time)
-        row["torch_us"] = benchmark.time_us(
-            lambda a=args: torch_step(*a), "cpu", None, min_run_time
-        )
+    for batch, seqlen, dim, layout in CASES[device]:
+        args = make(batch, seqlen, dim, layout, dtype, device)
         x, weight, bias, dout = args
-        expected = torch_step(
-            *[t.detach().float().requires_grad_() for t in (x, weight, bias)], dout.float()
+        shape = f"{batch}x{seqlen}, D {dim}, {layout.replace('_', '-')}"
+        expected = step(
+            torch_forward,
+            *[t.detach().float().requires_grad_() for t in (x, weight, bias)],
+            dout.float(),
         )
-        got = ours_step(x, weight, bias, dout)
-        row["max_rel_err"] = max(
-            float((a.float() - e).abs().max() / (e.abs().max() + 1e-30))
-            for a, e in zip(got, expected)
-        )
-        rows.append(row)
-        print(
-            f"{name}: copy {row['copy_us']:.0f} us, ours {row['ours_us']:.0f} us, torch "
-            f"{row['torch_us']:.0f} us ({row['torch_us'] / row['ours_us']:.1f}x), rel err "
-            f"{row['max_rel_err']:.1e}",
-            flush=True,
-        )
+        size = x.numel() * x.element_size()
+        # forward: x read, out written; backward: x and dout read, dx written.
+        for phase, nbytes in (("fwd", 2 * size), ("fwd+bwd", 5 * size)):
+            row = {"case": f"{phase} {shape}", "bytes": nbytes}
+            row["copy_us"] = time_us(benchmark.copy_floor(nbytes, device))
+            for name, forward in impls.items():
+                if phase == "fwd":
+                    fn = lambda f=forward, a=args: f(*a[:3])  # noqa: E731
+                else:
+                    fn = lambda f=forward, a=args: step(f, *a)  # noqa: E731
+                try:
+                    row[f"{name}_us"] = time_us(fn)
+                except Exception as e:  # noqa: BLE001 (a peer that rejects a case is reported)
+                    row[f"{name}_us"] = None
+                    row[f"{name}_error"] = f"{type(e).__name__}: {str(e)[:120]}"
+                    continue
+                if phase == "fwd+bwd":
+                    got = step(forward, *args)
+                    row[f"{name}_rel_err"] = max(
+                        float((a.float() - e).abs().max() / (e.abs().max() + 1e-30))
+                        for a, e in zip(got, expected)
+                    )
+            rows.append(row)
+            print(format_row(row), flush=True)
     return rows
 
 
+def format_row(row) -> str:
+    parts = [f"{row['case']}: copy {row['copy_us']:.0f} us"]
+    for name in names([row]):
+        t = row.get(f"{name}_us")
+        cell = "n/a" if t is None else f"{t:.0f} us ({t / row['copy_us']:.2f}x)"
+        if row.get(f"{name}_rel_err") is not None:
+            cell += f" err {row[f'{name}_rel_err']:.1e}"
+        parts.append(f"{name} {cell}")
+    return ", ".join(parts)
+
+
 def markdown(rows, header) -> str:
+    impls = names(rows)
     lines = [
         header,
         "",
-        "| case | copy us | ours us (x copy) | torch autograd us (x copy) | torch / ours "
-        "| max rel err vs fp32 torch |",
-        "|---|---|---|---|---|---|",
+        "| case | copy us | " + " | ".join(f"{n} us (x copy)" for n in impls) + " |",
+        "|---|---|" + "---|" * len(impls),
     ]
-    for r in rows:
-        ours, torch_us, copy = r["ours_us"], r["torch_us"], r["copy_us"]
-        lines.append(
-            f"| {r['case']} | {copy:.0f} | {ours:.0f} ({ours / copy:.2f}x) "
-            f"| {torch_us:.0f} ({torch_us / copy:.2f}x) | {torch_us / ours:.1f}x "
-            f"| {r['max_rel_err']:.1e} |"
-        )
+    for row in rows:
+        cells = [row["case"], f"{row['copy_us']:.0f}"]
+        for name in impls:
+            t = row.get(f"{name}_us")
+            cells.append("n/a" if t is None else f"{t:.0f} ({t / row['copy_us']:.2f}x)")
+        lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",
-        "x copy = time / time of a copy of the bytes the backward alone moves (x and dout read, dx "
-        "written), same run. Each step: forward, then dx, dweight and dbias.",
+        "x copy = time / time of a copy of the bytes the phase must move (forward: x read, out "
+        "written; forward + backward: that plus x and dout read and dx written), same run. "
+        "fwd+bwd: the forward, then dx, dweight and dbias through torch.autograd.grad.",
+        "",
+        "Largest gradient error (max |got - fp32 torch| / max |fp32 torch| over dx, dweight, "
+        "dbias):",
+        "",
     ]
+    for row in rows:
+        errs = [f"{n} {row[f'{n}_rel_err']:.1e}" for n in impls if f"{n}_rel_err" in row]
+        if errs:
+            lines.append(f"- {row['case']}: " + ", ".join(errs))
+    errors = [
+        f"- {row['case']}, {n}: {row[f'{n}_error']}"
+        for row in rows
+        for n in impls
+        if f"{n}_error" in row
+    ]
+    if errors:
+        lines += ["", "Failed calls:", ""] + errors
     return "\n".join(lines) + "\n"
 
 
@@ -120,25 +192,31 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
     parser.add_argument("--min-run-time", type=float, default=2.0)
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--name", default="cpu-train")
+    parser.add_argument("--name", default=None)
     parser.add_argument("--out-dir", default=os.path.join(HERE, "results"))
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
-    machine = benchmark.machine("cpu")
+    machine = benchmark.machine(args.device)
+    if args.device == "cuda":
+        kernels, timing = "CUDA", "L2 flushed before every call, direct launches; median"
+    else:
+        kernels = f"CPU kernels {cpu_isa()}"
+        timing = f"{torch.get_num_threads()} threads; median"
     header = (
-        f"## cpu training step (forward + backward): {machine}, CPU kernels {cpu_isa()}\n\n"
+        f"## {args.device} training step (forward + backward): {machine}, {kernels}\n\n"
         f"causal_conv1d_kernels {__version__}, torch {torch.__version__}, {datetime.date.today()}; "
-        f"{args.dtype}, width 4, bias, SiLU, {torch.get_num_threads()} threads; median times"
+        f"{args.dtype}, width 4, bias, SiLU; {timing}"
     )
     print(header, flush=True)
-    rows = run(dtype, args.min_run_time)
+    rows = run(args.device, dtype, args.min_run_time, args.threads)
     os.makedirs(args.out_dir, exist_ok=True)
-    base = os.path.join(args.out_dir, args.name)
+    base = os.path.join(args.out_dir, args.name or f"{args.device}-train")
     with open(base + ".md", "w") as f:
         f.write(markdown(rows, header))
     with open(base + ".json", "w") as f:
@@ -152,7 +230,7 @@ def main(argv=None) -> int:
             f,
             indent=1,
         )
-    plot(rows, f"cpu training step: {machine}", base + ".png")
+    plot(rows, f"{args.device} training step: {machine}", base + ".png")
     print(markdown(rows, header))
     return 0
 

@@ -4,7 +4,7 @@
 # (or ./device-out): log.txt and the benchmark tables, JSON and plots.
 #   bash benchmarks/device_run.sh            # from the repository root
 #   STAGES="cuda-tests gpu-bench" bash benchmarks/device_run.sh   # a subset
-# Stages: dao-build and dao-wait (see below), hf-mamba2, tests (whole suite), cuda-tests (tests whose id names cuda: every GPU-only test does),
+# Stages: return-build (the built extension to $OUT/prebuilt: carry it back as .prebuilt/), dao-tests, train-bench, cpu-train, dao-build and dao-wait (see below), hf-mamba2, tests (whole suite), cuda-tests (tests whose id names cuda: every GPU-only test does),
 # cuda-quick (the CUDA tests of test_cuda, test_ops, test_fwd, test_update, test_vllm), timers (the
 # decode and small prefill rows under both flushed timers), pdl-bench (bench_pdl.py),
 # selfcheck, cpu-bench, cpu-scaling (benchmarks/cpu_scaling.py), gpu-bench (bench.py, L2 flushed),
@@ -48,13 +48,34 @@ if want dao-build && ! ls .whl/causal_conv1d-*.whl > /dev/null 2>&1; then
   DAO_PID=$!
   export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
 fi
-TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}" MAX_JOBS="${MAX_JOBS:-16}" \
-  python3 -m pip install --no-build-isolation -e . >> "$LOG" 2>&1 || { tail -40 "$LOG"; exit 1; }
-echo "built at $(date +%T)"
+# A build returned by an earlier call (stage return-build) and carried in .prebuilt/ (git-ignored)
+# skips the four-minute compile: the package then runs from python/ on PYTHONPATH.
+if ls .prebuilt/_C*.so > /dev/null 2>&1; then
+  cp .prebuilt/_C*.so .prebuilt/_build_info.py python/causal_conv1d_kernels/
+  export PYTHONPATH="$PWD/python${PYTHONPATH:+:$PYTHONPATH}"
+  echo "prebuilt extension from .prebuilt/ ($(cat .prebuilt/commit 2>/dev/null))"
+else
+  TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}" MAX_JOBS="${MAX_JOBS:-16}" \
+    python3 -m pip install --no-build-isolation -e . >> "$LOG" 2>&1 || { tail -40 "$LOG"; exit 1; }
+  echo "built at $(date +%T)"
+fi
+# return-build: the extension (debug info stripped, gzipped: gunzip it into .prebuilt/) for later
+# calls of the same tree.
+if want return-build; then
+  mkdir -p "$OUT/prebuilt"
+  strip --strip-debug -o /tmp/_C.so python/causal_conv1d_kernels/_C*.so
+  gzip -c /tmp/_C.so > "$OUT/prebuilt/$(basename python/causal_conv1d_kernels/_C*.so).gz"
+  cp python/causal_conv1d_kernels/_build_info.py "$OUT/prebuilt/"
+  git rev-parse HEAD > "$OUT/prebuilt/commit" 2>/dev/null
+  ls -la "$OUT/prebuilt"
+fi
 # Result files are named after the GPU (gpu-h200, ...).
 GPU="${GPU:-gpu-$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 | awk '{print tolower($2)}')}"
 want tests && python3 -m pytest -q -rs tests -p no:cacheprovider 2>&1 | tee -a "$LOG" | grep -E "passed|failed|SKIPPED.*test_isa|Error" | tail -8
 want cuda-tests && python3 -m pytest -q tests -k cuda -p no:cacheprovider 2>&1 | tee -a "$LOG" \
+  | grep -E "passed|failed|Error|FAILED" | tail -30
+# dao-tests: the Dao dialect's CUDA tests (forward, gradients, determinism, opcheck, compile).
+want dao-tests && python3 -m pytest -q tests/test_dao.py -k cuda -p no:cacheprovider 2>&1 | tee -a "$LOG" \
   | grep -E "passed|failed|Error|FAILED" | tail -30
 want cuda-quick && python3 -m pytest -q -x tests/test_cuda.py tests/test_ops.py tests/test_fwd.py tests/test_update.py \
   tests/test_vllm.py -k cuda -p no:cacheprovider 2>&1 | tee -a "$LOG" | grep -E "passed|failed|Error|FAILED" | tail -20
@@ -89,6 +110,12 @@ fi
 # mamba_ssm's Triton kernels from its sources in .peers/mamba (git-ignored; carry .peers).
 want hf-mamba2 && PYTHONPATH=".peers/mamba${PYTHONPATH:+:$PYTHONPATH}" python3 examples/hf_mamba2.py \
   --device cuda --reference dao --stub-selective-scan 2>&1 | tee -a "$LOG" "$OUT/hf-mamba2.txt" | grep -v -i warn | tail -8
+# train-bench (issue 13): forward and forward + backward beside Dao 1.7 and fla 0.6 (carried in
+# .whl/); cpu-train: the same on the host CPU beside plain torch autograd.
+want train-bench && python3 benchmarks/bench_train.py --device cuda --min-run-time 0.5 --name "$GPU-train" \
+  --out-dir "$OUT" 2>&1 | tee -a "$LOG" | grep -E "^(fwd|peer)"
+want cpu-train && python3 benchmarks/bench_train.py --threads 16 --min-run-time 1 --name cpu-xeon-16t-train \
+  --out-dir "$OUT" 2>&1 | tee -a "$LOG" | grep -E "^(fwd|peer)"
 want pdl-bench && python3 benchmarks/bench_pdl.py --peers-dir .peers --name "$GPU-pdl" --out-dir "$OUT" 2>&1 \
   | tee -a "$LOG" | grep -E "^\| "
 want check-peers && python3 benchmarks/check_peers.py --peers-dir .peers 2>&1 | tee -a "$LOG" \
@@ -137,7 +164,7 @@ if want sanitize; then  # the tools run side by side, beside the reliability sta
     ( CAUSAL_CONV1D_STRESS_CALLS=200 CAUSAL_CONV1D_FUZZ_EXAMPLES=30 \
       timeout "${SANITIZE_TIMEOUT:-300}" compute-sanitizer --tool "$tool" --error-exitcode 9 python3 -m pytest -q \
       tests/test_fwd.py tests/test_update.py tests/test_vllm.py tests/test_cuda.py tests/test_safety.py tests/test_hostile.py \
-      tests/test_fuzz.py tests/test_stress.py -p no:cacheprovider \
+      tests/test_fuzz.py tests/test_stress.py tests/test_dao.py -p no:cacheprovider \
       -k "${SANITIZE_K:-cuda and not compile and not opcheck and (not matches_reference or bfloat16-bfloat16-float32 or float32-float16-bfloat16)}" \
       > "$OUT/sanitize-$tool.txt" 2>&1
       echo "compute-sanitizer $tool: exit $? (124: timed out)" >> "$OUT/sanitize-$tool.txt" ) &
@@ -157,6 +184,6 @@ fi
 # bundle: every result under $OUT except the log and the Dao wheel's pieces in one tar file
 # ($OUT returns 8 files at most).
 if want bundle; then
-  (cd "$OUT" && find . -type f ! -name log.txt ! -name 'dao-wheel*' ! -name results.tar -print0 \
+  (cd "$OUT" && find . -type f ! -name log.txt ! -name 'dao-wheel*' ! -name results.tar ! -path './prebuilt/*' -print0 \
     | tar -cf results.tar --null -T - --remove-files)
 fi

@@ -158,28 +158,32 @@ def test_gradients_match_float64_autograd(width, mix, layout, seq, init, device)
 
 @pytest.mark.parametrize("activation", [None, "silu"])
 @pytest.mark.parametrize("bias", [False, True])
-def test_gradients_without_activation_or_bias(activation, bias):
+@pytest.mark.parametrize("device", devices())
+def test_gradients_without_activation_or_bias(activation, bias, device):
     x, weight, b, _, initial = inputs(
-        3, 300, 150, 4, (F32, F32), "channel_last", bias=bias, init=True
+        3, 300, 150, 4, (F32, F32), "channel_last", bias=bias, init=True, device=device
     )
     check_gradients(x, weight, b, None, initial, activation, with_final=True)
 
 
-def test_gradients_of_long_rows_over_many_chunks_and_channel_slabs():
-    """Rows over several backward chunks and more channels than one slab, sequences that
-    start inside a chunk: the chunks' shares and the halo between chunks."""
+@pytest.mark.parametrize("device", devices())
+def test_gradients_of_long_rows_over_many_chunks_and_channel_slabs(device):
+    """Rows over several backward chunks and more channels than one slab (CPU) or block
+    (CUDA), sequences that start inside a chunk: the chunks' shares and the halo between
+    chunks."""
     x, weight, bias, seq_idx, initial = inputs(
-        2, 600, 333, 6, (F32, F32), "channel_last", seq=True, init=True
+        2, 600, 333, 6, (F32, F32), "channel_last", seq=True, init=True, device=device
     )
     check_gradients(x, weight, bias, seq_idx, initial, "silu", with_final=False)
 
 
 @pytest.mark.filterwarnings("ignore:Input #")
-def test_gradcheck_in_float32():
+@pytest.mark.parametrize("device", devices())
+def test_gradcheck_in_float32(device):
     """torch.autograd.gradcheck of the op against finite differences (the kernels compute in
     fp32, so fp32 inputs with matching tolerances)."""
     x, weight, bias, seq_idx, initial = inputs(
-        1, 6, 9, 3, (F32, F32), "contiguous", seq=True, init=True
+        1, 6, 9, 3, (F32, F32), "contiguous", seq=True, init=True, device=device
     )
     args = [t.detach().requires_grad_() for t in (x, weight, bias, initial)]
 
@@ -189,12 +193,23 @@ def test_gradcheck_in_float32():
     assert torch.autograd.gradcheck(fn, args, eps=1e-2, atol=2e-3, rtol=2e-3, fast_mode=True)
 
 
-def test_backward_is_deterministic_across_runs_and_thread_counts():
+@pytest.mark.parametrize("device", devices())
+def test_backward_is_deterministic_across_runs_and_thread_counts(device):
+    """The same bits run to run (CUDA: dweight/dbias shares summed in a fixed order, long rows
+    so that many blocks contribute to each channel)."""
     x, weight, bias, seq_idx, initial = inputs(
-        4, 520, 300, 4, (BF16, F32), "channel_last", seq=True, init=True
+        4,
+        520,
+        3000 if device == "cuda" else 300,
+        4,
+        (BF16, F32),
+        "channel_last",
+        seq=True,
+        init=True,
+        device=device,
     )
     leaves = [t.detach().requires_grad_() for t in (x, weight, bias, initial)]
-    dout = torch.randn(x.shape, dtype=x.dtype)
+    dout = torch.randn(x.shape, dtype=x.dtype).to(device)
     results = []
     threads = torch.get_num_threads()
     try:
@@ -211,9 +226,12 @@ def test_backward_is_deterministic_across_runs_and_thread_counts():
             assert torch.equal(a, b)
 
 
-def test_final_states_out_is_written_and_returned():
-    x, weight, bias, _, initial = inputs(2, 16, 20, 4, (BF16, BF16), "channel_last", init=True)
-    buffer = torch.full((2, 16, 3), float("nan"), dtype=BF16)
+@pytest.mark.parametrize("device", devices())
+def test_final_states_out_is_written_and_returned(device):
+    x, weight, bias, _, initial = inputs(
+        2, 16, 20, 4, (BF16, BF16), "channel_last", init=True, device=device
+    )
+    buffer = torch.full((2, 16, 3), float("nan"), dtype=BF16, device=device)
     out, final = dao.causal_conv1d_fn(x, weight, bias, None, initial, True, buffer, "silu")
     assert final.data_ptr() == buffer.data_ptr()
     assert torch.equal(buffer, x[:, :, -3:])
@@ -271,8 +289,11 @@ def test_op_checks_repeat_the_wrapper_checks():
         )
 
 
-def test_non_finite_inputs_propagate_like_the_reference():
-    x, weight, bias, _, initial = inputs(1, 8, 12, 4, (F32, F32), "contiguous", init=True)
+@pytest.mark.parametrize("device", devices())
+def test_non_finite_inputs_propagate_like_the_reference(device):
+    x, weight, bias, _, initial = inputs(
+        1, 8, 12, 4, (F32, F32), "contiguous", init=True, device=device
+    )
     x[0, 2, 5] = float("nan")
     x[0, 3, 7] = float("inf")
     out = dao.causal_conv1d_fn(x, weight, bias, None, initial, activation="silu")
@@ -323,20 +344,23 @@ def test_varlen_states(state_len):
         assert torch.equal(states[i], expected)
 
 
-def test_opcheck_with_autograd():
+@pytest.mark.parametrize("device", devices())
+def test_opcheck_with_autograd(device):
     x, weight, bias, seq_idx, initial = inputs(
-        2, 16, 11, 4, (F32, F32), "channel_last", seq=True, init=True
+        2, 16, 11, 4, (F32, F32), "channel_last", seq=True, init=True, device=device
     )
     args = [t.requires_grad_() for t in (x, weight, bias)] + [seq_idx, initial.requires_grad_()]
     torch.library.opcheck(
         torch.ops.causal_conv1d.causal_conv1d_batch_fwd.default, (*args, False, True)
     )
-    x, weight, bias, _, initial = inputs(2, 16, 11, 5, (BF16, F32), "contiguous", init=True)
+    x, weight, bias, _, initial = inputs(
+        2, 16, 11, 5, (BF16, F32), "contiguous", init=True, device=device
+    )
     args = [t.requires_grad_() for t in (x, weight, bias)] + [None, initial.requires_grad_()]
     torch.library.opcheck(
         torch.ops.causal_conv1d.causal_conv1d_batch_fwd.default, (*args, True, True)
     )
-    dout = torch.randn(x.shape, dtype=x.dtype)
+    dout = torch.randn(x.shape, dtype=x.dtype).to(device)
     torch.library.opcheck(
         torch.ops.causal_conv1d.causal_conv1d_batch_bwd.default,
         (
@@ -354,8 +378,11 @@ def test_opcheck_with_autograd():
     )
 
 
-def test_torch_compile_fullgraph_forward_and_backward():
-    x, weight, bias, _, initial = inputs(2, 16, 23, 4, (F32, F32), "channel_last", init=True)
+@pytest.mark.parametrize("device", devices())
+def test_torch_compile_fullgraph_forward_and_backward(device):
+    x, weight, bias, _, initial = inputs(
+        2, 16, 23, 4, (F32, F32), "channel_last", init=True, device=device
+    )
     leaves = [t.detach().requires_grad_() for t in (x, weight, bias, initial)]
 
     def step(x, weight, bias, initial):
@@ -407,9 +434,12 @@ def test_install_hook_routes_dao_imports_to_this_dialect():
         importlib.metadata.version("causal_conv1d")
 
 
-def test_cpp_functions_match_the_autograd_path():
-    x, weight, bias, _, initial = inputs(2, 24, 30, 4, (F32, F32), "channel_last", init=True)
-    final = torch.empty(2, 24, 3)
+@pytest.mark.parametrize("device", devices())
+def test_cpp_functions_match_the_autograd_path(device):
+    x, weight, bias, _, initial = inputs(
+        2, 24, 30, 4, (F32, F32), "channel_last", init=True, device=device
+    )
+    final = torch.empty(2, 24, 3, device=device)
     out = dao.causal_conv1d_fwd_function(x, weight, bias, None, initial, final, True)
     ref_out, ref_final = dao.causal_conv1d_fn(
         x, weight, bias, None, initial, True, activation="silu"
@@ -427,11 +457,12 @@ def test_cpp_functions_match_the_autograd_path():
 
 
 @pytest.mark.parametrize("shape", [(0, 8, 5), (2, 0, 5), (2, 8, 0)])
-def test_zero_size_dimensions(shape):
-    x = torch.randn(shape, requires_grad=True)
-    weight = torch.randn(shape[1], 4, requires_grad=True)
-    bias = torch.randn(shape[1], requires_grad=True)
-    init = torch.randn(shape[0], shape[1], 3, requires_grad=True)
+@pytest.mark.parametrize("device", devices())
+def test_zero_size_dimensions(shape, device):
+    x = torch.randn(shape, device=device, requires_grad=True)
+    weight = torch.randn(shape[1], 4, device=device, requires_grad=True)
+    bias = torch.randn(shape[1], device=device, requires_grad=True)
+    init = torch.randn(shape[0], shape[1], 3, device=device, requires_grad=True)
     out, final = dao.causal_conv1d_fn(x, weight, bias, None, init, True, activation="silu")
     assert out.shape == shape and final.shape == (shape[0], shape[1], 3)
     ref_out, ref_final = dao_fn_ref(x, weight, bias, None, init, "silu")
@@ -447,7 +478,8 @@ def test_zero_size_dimensions(shape):
 
 
 @pytest.mark.parametrize("ids", ["extremes", "all_padding", "alternating"])
-def test_hostile_sequence_ids(ids):
+@pytest.mark.parametrize("device", devices())
+def test_hostile_sequence_ids(ids, device):
     """int32 extremes, rows of padding only, a new sequence at every token: the masks of
     the forward and the backward agree with the reference."""
     batch, seqlen = 2, 40
@@ -458,8 +490,9 @@ def test_hostile_sequence_ids(ids):
         seq_idx = torch.full((batch, seqlen), -3, dtype=torch.int32)
     else:
         seq_idx = torch.arange(batch * seqlen, dtype=torch.int32).reshape(batch, seqlen)
+    seq_idx = seq_idx.to(device)
     x, weight, bias, _, initial = inputs(
-        batch, 16, seqlen, 5, (F32, F32), "channel_last", init=True
+        batch, 16, seqlen, 5, (F32, F32), "channel_last", init=True, device=device
     )
     check_gradients(x, weight, bias, seq_idx, initial, "silu", with_final=False)
     out = dao.causal_conv1d_fn(x, weight, bias, seq_idx, initial, activation="silu")
@@ -468,8 +501,11 @@ def test_hostile_sequence_ids(ids):
 
 
 @pytest.mark.parametrize("where", ["x", "weight", "bias", "initial_states"])
-def test_non_finite_values_in_each_input(where):
-    x, weight, bias, _, initial = inputs(1, 8, 12, 4, (F32, F32), "contiguous", init=True)
+@pytest.mark.parametrize("device", devices())
+def test_non_finite_values_in_each_input(where, device):
+    x, weight, bias, _, initial = inputs(
+        1, 8, 12, 4, (F32, F32), "contiguous", init=True, device=device
+    )
     target = {"x": x, "weight": weight, "bias": bias, "initial_states": initial}[where]
     target.view(-1)[1] = float("nan")
     target.view(-1)[-1] = float("-inf")
