@@ -69,6 +69,22 @@ if want return-build; then
   git rev-parse HEAD > "$OUT/prebuilt/commit" 2>/dev/null
   ls -la "$OUT/prebuilt"
 fi
+SAN_PIDS=
+before_bench() { if [ -n "$SAN_PIDS" ]; then wait $SAN_PIDS; SAN_PIDS=; fi; }
+# sanitize: compute-sanitizer memcheck, racecheck and initcheck side by side, started right after
+# the build so that the test stages run beside them; benchmark stages wait for them (before_bench).
+if want sanitize; then
+  for tool in ${SANITIZERS:-memcheck racecheck initcheck}; do
+    ( CAUSAL_CONV1D_STRESS_CALLS=200 CAUSAL_CONV1D_FUZZ_EXAMPLES=30 \
+      timeout "${SANITIZE_TIMEOUT:-300}" compute-sanitizer --tool "$tool" --error-exitcode 9 python3 -m pytest -q \
+      tests/test_fwd.py tests/test_update.py tests/test_vllm.py tests/test_cuda.py tests/test_safety.py tests/test_hostile.py \
+      tests/test_fuzz.py tests/test_stress.py tests/test_dao.py -p no:cacheprovider \
+      -k "${SANITIZE_K:-cuda and not compile and not opcheck and (not matches_reference or bfloat16-bfloat16-float32 or float32-float16-bfloat16)}" \
+      > "$OUT/sanitize-$tool.txt" 2>&1
+      echo "compute-sanitizer $tool: exit $? (124: timed out)" >> "$OUT/sanitize-$tool.txt" ) &
+    SAN_PIDS="$SAN_PIDS $!"
+  done
+fi
 # Result files are named after the GPU (gpu-h200, ...).
 GPU="${GPU:-gpu-$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 | awk '{print tolower($2)}')}"
 want tests && python3 -m pytest -q -rs tests -p no:cacheprovider 2>&1 | tee -a "$LOG" | grep -E "passed|failed|SKIPPED.*test_isa|Error" | tail -8
@@ -80,13 +96,16 @@ want dao-tests && python3 -m pytest -q tests/test_dao.py -k cuda -p no:cacheprov
 want cuda-quick && python3 -m pytest -q -x tests/test_cuda.py tests/test_ops.py tests/test_fwd.py tests/test_update.py \
   tests/test_vllm.py -k cuda -p no:cacheprovider 2>&1 | tee -a "$LOG" | grep -E "passed|failed|Error|FAILED" | tail -20
 want selfcheck && python3 -m causal_conv1d_kernels 2>&1 | tee -a "$LOG" | tail -9
+want cpu-bench && before_bench
 want cpu-bench && python3 benchmarks/bench.py --device cpu --threads 16 --min-run-time 1 --isas portable,avx2,avx512_bf16 \
   --name cpu-xeon-16t --out-dir "$OUT" 2>&1 | tee -a "$LOG" | grep -v "^wrote" | tail -3
 want cpu-bench && cat "$OUT/cpu-xeon-16t.md"
 # SGLang's kernel beside ours on the host CPU: .sglang/ holds benchmarks/sglang_peer.py's
 # SOURCES at their sdist paths (git-ignored; carry it).
+want cpu-sglang && before_bench
 want cpu-sglang && python3 benchmarks/bench.py --device cpu --threads 16 --min-run-time 1 --no-peers --cases cpu-peer \
   --sglang-sdist .sglang --name cpu-xeon-16t-sglang --out-dir "$OUT" 2>&1 | tee -a "$LOG" | grep -E "^(prefill|small|update)"
+want cpu-scaling && before_bench
 want cpu-scaling && python3 benchmarks/cpu_scaling.py --isas "${SCALING_ISAS:-avx2,avx512_bf16}" \
   --threads "${SCALING_THREADS:-1,8,16}" 2>&1 | tee -a "$LOG" "$OUT/cpu-scaling.txt"
 if want dao-wait && [ -n "${DAO_PID:-}" ]; then
@@ -94,11 +113,13 @@ if want dao-wait && [ -n "${DAO_PID:-}" ]; then
 fi
 # gpu-bench: the whole table under CONTRACT 4's timer (direct launches, L2 flushed), then under
 # graph replay with the L2 flushed (as engines run decode).
+want gpu-bench && before_bench
 want gpu-bench && python3 benchmarks/bench.py --device cuda --min-run-time 0.5 --peers-dir .peers --name "$GPU" \
   --out-dir "$OUT" 2>&1 | tee -a "$LOG" | tail -9
 want gpu-bench && python3 benchmarks/bench.py --device cuda --min-run-time 0.5 --peers-dir .peers --timer flushed \
   --name "$GPU-graph-flushed" --out-dir "$OUT" 2>&1 | tee -a "$LOG" | grep -E "^(prefill|mixed|small|update)"
 # The decode and small-prefill rows under each flushed timer (graph-replayed, direct launch).
+want timers && before_bench
 if want timers; then
   for timer in flushed direct; do
     python3 benchmarks/bench.py --device cuda --min-run-time 0.3 --peers-dir .peers --timer $timer \
@@ -112,16 +133,21 @@ want hf-mamba2 && PYTHONPATH=".peers/mamba${PYTHONPATH:+:$PYTHONPATH}" python3 e
   --device cuda --reference dao --stub-selective-scan 2>&1 | tee -a "$LOG" "$OUT/hf-mamba2.txt" | grep -v -i warn | tail -8
 # train-bench (issue 13): forward and forward + backward beside Dao 1.7 and fla 0.6 (carried in
 # .whl/); cpu-train: the same on the host CPU beside plain torch autograd.
+want train-bench && before_bench
 want train-bench && python3 benchmarks/bench_train.py --device cuda --min-run-time 0.5 --name "$GPU-train" \
   --out-dir "$OUT" 2>&1 | tee -a "$LOG" | grep -E "^(fwd|peer)"
+want cpu-train && before_bench
 want cpu-train && python3 benchmarks/bench_train.py --threads 16 --min-run-time 1 --name cpu-xeon-16t-train \
   --out-dir "$OUT" 2>&1 | tee -a "$LOG" | grep -E "^(fwd|peer)"
+want pdl-bench && before_bench
 want pdl-bench && python3 benchmarks/bench_pdl.py --peers-dir .peers --name "$GPU-pdl" --out-dir "$OUT" 2>&1 \
   | tee -a "$LOG" | grep -E "^\| "
 want check-peers && python3 benchmarks/check_peers.py --peers-dir .peers 2>&1 | tee -a "$LOG" \
   "$OUT/$GPU-check-peers.txt" | grep -v "^peer"
+want vllm-bench && before_bench
 want vllm-bench && python3 benchmarks/bench_vllm.py --peers-dir .peers --out-dir "$OUT" 2>&1 | tee -a "$LOG" \
   | grep "^| [svp]"
+want profile && before_bench
 if want profile; then  # PROFILE_CASES: ';'-separated substrings of case names
   IFS=';' read -ra cases <<< "${PROFILE_CASES:-update batch 1,;update batch 256;mixed;prefill 1x8192}"
   ncu --clock-control none --cache-control all \
@@ -136,6 +162,7 @@ if want profile; then  # PROFILE_CASES: ';'-separated substrings of case names
 fi
 # step-sweep: the decode step at each forced shape (bytes of x per thread, rows per thread) and
 # the default's choice; the short prefills at 8 and 16 bytes per thread (csrc/cuda/*.cu).
+want step-sweep && before_bench
 if want step-sweep; then
   for shape in "auto auto" "2 1" "4 1" "8 1" "8 2" "8 4"; do
     set -- $shape
@@ -151,23 +178,13 @@ if want step-sweep; then
       --name "prefill-$bytes" --out-dir "$OUT/sweep" 2>&1 | tee -a "$LOG" | grep -E "^(small|mixed)" | cut -d, -f1-3
   done
 fi
+want chunk-sweep && before_bench
 if want chunk-sweep; then
   for chunk in 8 16 32 64 128; do
     echo "tokens per program $chunk:"
     CAUSAL_CONV1D_CUDA_CHUNK=$chunk python3 benchmarks/bench.py --device cuda --min-run-time 0.3 \
       --no-peers --only prefill,mixed,small --name "sweep-$chunk" --out-dir "$OUT" 2>&1 \
       | tee -a "$LOG" | grep -E "^(prefill|mixed|small)" | cut -d: -f2 | cut -d, -f1-3
-  done
-fi
-if want sanitize; then  # the tools run side by side, beside the reliability stage (one GPU is plenty)
-  for tool in ${SANITIZERS:-memcheck racecheck initcheck}; do
-    ( CAUSAL_CONV1D_STRESS_CALLS=200 CAUSAL_CONV1D_FUZZ_EXAMPLES=30 \
-      timeout "${SANITIZE_TIMEOUT:-300}" compute-sanitizer --tool "$tool" --error-exitcode 9 python3 -m pytest -q \
-      tests/test_fwd.py tests/test_update.py tests/test_vllm.py tests/test_cuda.py tests/test_safety.py tests/test_hostile.py \
-      tests/test_fuzz.py tests/test_stress.py tests/test_dao.py -p no:cacheprovider \
-      -k "${SANITIZE_K:-cuda and not compile and not opcheck and (not matches_reference or bfloat16-bfloat16-float32 or float32-float16-bfloat16)}" \
-      > "$OUT/sanitize-$tool.txt" 2>&1
-      echo "compute-sanitizer $tool: exit $? (124: timed out)" >> "$OUT/sanitize-$tool.txt" ) &
   done
 fi
 if want reliability; then  # issue 5's CUDA runs: hostile inputs, fuzzing, stress, >2^31 elements
