@@ -53,7 +53,8 @@ fi
 if ls .prebuilt/_C*.so > /dev/null 2>&1; then
   cp .prebuilt/_C*.so .prebuilt/_build_info.py python/causal_conv1d_kernels/
   export PYTHONPATH="$PWD/python${PYTHONPATH:+:$PYTHONPATH}"
-  echo "prebuilt extension from .prebuilt/ ($(cat .prebuilt/commit 2>/dev/null))"
+  echo "prebuilt extension from .prebuilt/ (sources $(cat .prebuilt/commit 2>/dev/null), these" \
+    "$(find csrc setup.py -type f | sort | xargs cat | sha1sum | cut -c1-12))"
 else
   TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}" MAX_JOBS="${MAX_JOBS:-16}" \
     python3 -m pip install --no-build-isolation -e . >> "$LOG" 2>&1 || { tail -40 "$LOG"; exit 1; }
@@ -66,7 +67,7 @@ if want return-build; then
   strip --strip-debug -o /tmp/_C.so python/causal_conv1d_kernels/_C*.so
   gzip -c /tmp/_C.so > "$OUT/prebuilt/$(basename python/causal_conv1d_kernels/_C*.so).gz"
   cp python/causal_conv1d_kernels/_build_info.py "$OUT/prebuilt/"
-  git rev-parse HEAD > "$OUT/prebuilt/commit" 2>/dev/null
+  find csrc setup.py -type f | sort | xargs cat | sha1sum | cut -c1-12 > "$OUT/prebuilt/commit"
   ls -la "$OUT/prebuilt"
 fi
 SAN_PIDS=
@@ -90,9 +91,15 @@ GPU="${GPU:-gpu-$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null 
 want tests && python3 -m pytest -q -rs tests -p no:cacheprovider 2>&1 | tee -a "$LOG" | grep -E "passed|failed|SKIPPED.*test_isa|Error" | tail -8
 want cuda-tests && python3 -m pytest -q tests -k cuda -p no:cacheprovider 2>&1 | tee -a "$LOG" \
   | grep -E "passed|failed|Error|FAILED" | tail -30
-# dao-tests: the Dao dialect's CUDA tests (forward, gradients, determinism, opcheck, compile).
-want dao-tests && python3 -m pytest -q tests/test_dao.py -k cuda -p no:cacheprovider 2>&1 | tee -a "$LOG" \
-  | grep -E "passed|failed|Error|FAILED" | tail -30
+# dao-tests: the Dao dialect's CUDA tests (forward, gradients, determinism, opcheck, compile),
+# with the default thread mapping, then with threads along channels for every layout.
+if want dao-tests; then
+  for by_channels in 0 1; do
+    echo "dao tests, CAUSAL_CONV1D_CUDA_BATCH_BY_CHANNELS=$by_channels:"
+    CAUSAL_CONV1D_CUDA_BATCH_BY_CHANNELS=$by_channels python3 -m pytest -q tests/test_dao.py -k cuda \
+      -p no:cacheprovider 2>&1 | tee -a "$LOG" | grep -E "passed|failed|Error|FAILED" | tail -20
+  done
+fi
 want cuda-quick && python3 -m pytest -q -x tests/test_cuda.py tests/test_ops.py tests/test_fwd.py tests/test_update.py \
   tests/test_vllm.py -k cuda -p no:cacheprovider 2>&1 | tee -a "$LOG" | grep -E "passed|failed|Error|FAILED" | tail -20
 want selfcheck && python3 -m causal_conv1d_kernels 2>&1 | tee -a "$LOG" | tail -9

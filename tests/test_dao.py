@@ -194,16 +194,17 @@ def test_gradcheck_in_float32(device):
 
 
 @pytest.mark.parametrize("device", devices())
-def test_backward_is_deterministic_across_runs_and_thread_counts(device):
+@pytest.mark.parametrize("layout", ["channel_last", "contiguous"])
+def test_backward_is_deterministic_across_runs_and_thread_counts(device, layout):
     """The same bits run to run (CUDA: dweight/dbias shares summed in a fixed order, long rows
     so that many blocks contribute to each channel)."""
     x, weight, bias, seq_idx, initial = inputs(
         4,
         520,
-        3000 if device == "cuda" else 300,
+        5000 if device == "cuda" else 300,
         4,
         (BF16, F32),
-        "channel_last",
+        layout,
         seq=True,
         init=True,
         device=device,
@@ -518,13 +519,14 @@ def test_non_finite_values_in_each_input(where, device):
 @pytest.mark.parametrize("device", devices())
 @pytest.mark.parametrize("layout", ["contiguous", "channel_last"])
 def test_long_rows_cross_chunks(device, layout):
-    """Rows long enough for several of a backend's token chunks (the CUDA backward takes 256
-    tokens per thread, the forward 64), sequences and padding crossing the chunk edges."""
+    """Rows long enough for several of a backend's token chunks (CUDA, channel-last: 256
+    tokens per thread backward, 64 forward; contiguous: 16 per thread, 2048 per block, whose
+    dweight shares each block sums), sequences and padding crossing the chunk edges."""
     x, weight, bias, seq_idx, initial = inputs(
-        2, 40, 700, 4, (F32, F32), layout, seq=True, init=True, seed=7, device=device
+        2, 40, 2100, 4, (F32, F32), layout, seq=True, init=True, seed=7, device=device
     )
     check_gradients(x, weight, bias, seq_idx, initial, "silu", with_final=False)
     x, weight, bias, _, initial = inputs(
-        2, 40, 700, 3, (F32, F32), layout, init=True, seed=8, device=device
+        2, 40, 4500, 3, (BF16, F32), layout, init=True, seed=8, device=device
     )
     check_gradients(x, weight, bias, None, initial, "silu", with_final=True)
