@@ -67,6 +67,17 @@ def _validation_requested(validate: bool) -> bool:
     return bool(validate) or _VALIDATE_FROM_ENV
 
 
+def _update_op():
+    """The update op's default overload (called directly: no overload resolution per call)."""
+    global _UPDATE_OP
+    if _UPDATE_OP is None:
+        _UPDATE_OP = torch.ops.causal_conv1d.causal_conv1d_update.default
+    return _UPDATE_OP
+
+
+_UPDATE_OP = None
+
+
 def _silu(op: str, activation: Activation) -> bool:
     if activation is None or activation is False:
         return False
@@ -388,6 +399,40 @@ def _decode(
     front_window: bool = False,
 ) -> torch.Tensor:
     """Checks of every decode dialect, then one update op call writing into ``out``."""
+    if (
+        query_start_loc is None
+        and num_accepted_tokens is None
+        and type(pad_slot_id) is int  # noqa: E721 (a bool is refused below, the op takes it)
+        and type(null_block_id) is int  # noqa: E721
+        and not _validation_requested(validate)
+        and not torch.compiler.is_compiling()
+    ):
+        # A plain decode call goes straight to the op, whose C++ checks (the same as below,
+        # all before any access to the tensors) cost nanoseconds where these Python ones
+        # cost ~10 us: most of a batch-1 step's price. The op refuses bad input with a
+        # RuntimeError; the checks below then name the argument as a ValueError/TypeError
+        # (or, finding nothing, let the op raise its own error again).
+        silu = _silu(op, activation)
+        try:
+            _update_op()(
+                x,
+                conv_state,
+                weight,
+                bias,
+                silu,
+                cache_seqlens,
+                conv_state_indices,
+                pad_slot_id,
+                out,
+                None,
+                None,
+                max_query_len,
+                null_block_id,
+                front_window,
+            )
+            return out
+        except RuntimeError:
+            pass
     check = _Checker(op, x)
     silu = _silu(op, activation)
     check.floating("x", x)
@@ -565,6 +610,22 @@ def _causal_conv1d_update_fake(
     front_window=False,
 ):
     varlen = query_start_loc is not None
+    # A call mixing meta tensors with real ones lands here too: refuse it as the C++ checks
+    # refuse mixed devices.
+    for t in (
+        conv_state,
+        weight,
+        bias,
+        cache_seqlens,
+        conv_state_indices,
+        out,
+        num_accepted_tokens,
+        query_start_loc,
+    ):
+        torch._check(
+            t is None or t.device == x.device,
+            lambda: "causal_conv1d_update: every tensor must be on x's device",
+        )
     torch._check(
         x.dim() == 2 if varlen else x.dim() in (2, 3),
         lambda: "causal_conv1d_update: x must be (batch, dim[, seqlen]) or (num_tokens, dim)",
