@@ -67,15 +67,30 @@ def _validation_requested(validate: bool) -> bool:
     return bool(validate) or _VALIDATE_FROM_ENV
 
 
-def _update_op():
-    """The update op's default overload (called directly: no overload resolution per call)."""
-    global _UPDATE_OP
-    if _UPDATE_OP is None:
-        _UPDATE_OP = torch.ops.causal_conv1d.causal_conv1d_update.default
-    return _UPDATE_OP
+def _op(name: str):
+    """An op's default overload, called directly (no overload resolution per call)."""
+    op = _OPS.get(name)
+    if op is None:
+        op = _OPS[name] = getattr(torch.ops.causal_conv1d, name).default
+    return op
 
 
-_UPDATE_OP = None
+_OPS = {}
+
+
+def _fast_path(pad_slot_id, null_block_id, validate) -> bool:
+    """Whether a call may go to its op before the Python checks: the op's C++ checks (the
+    same checks, all before any access to the tensors) cost nanoseconds where the Python ones
+    cost ~10 us, most of a batch-1 decode step's price. The op refuses bad input with a
+    RuntimeError; the Python checks then name the argument as a ValueError/TypeError (or,
+    finding nothing, let the op raise its own error again). Not for scalars the op would
+    take (a bool is an int to it), value validation, or torch.compile's tracing."""
+    return (
+        type(pad_slot_id) is int  # noqa: E721
+        and type(null_block_id) is int  # noqa: E721
+        and not _validation_requested(validate)
+        and not torch.compiler.is_compiling()
+    )
 
 
 def _silu(op: str, activation: Activation) -> bool:
@@ -274,6 +289,19 @@ def _prefill(
     out,
 ) -> torch.Tensor:
     """Checks of every prefill dialect, then one fwd op call."""
+    if _fast_path(pad_slot_id, null_block_id, validate) and out is not x:
+        # As in _decode: the op's C++ checks first, the Python ones to name what it refused.
+        silu = _silu(op, activation)
+        args = (x, weight, bias, conv_states, query_start_loc, cache_indices, has_initial_state)
+        try:
+            if out is None:
+                return _op("causal_conv1d_fwd")(
+                    *args, silu, pad_slot_id, null_block_id, front_window
+                )
+            _op("causal_conv1d_fwd_out")(*args, silu, pad_slot_id, out, null_block_id, front_window)
+            return out
+        except RuntimeError:
+            pass
     check = _Checker(op, x)
     silu = _silu(op, activation)
     check.floating("x", x)
@@ -402,19 +430,13 @@ def _decode(
     if (
         query_start_loc is None
         and num_accepted_tokens is None
-        and type(pad_slot_id) is int  # noqa: E721 (a bool is refused below, the op takes it)
-        and type(null_block_id) is int  # noqa: E721
-        and not _validation_requested(validate)
-        and not torch.compiler.is_compiling()
+        and _fast_path(pad_slot_id, null_block_id, validate)
     ):
-        # A plain decode call goes straight to the op, whose C++ checks (the same as below,
-        # all before any access to the tensors) cost nanoseconds where these Python ones
-        # cost ~10 us: most of a batch-1 step's price. The op refuses bad input with a
-        # RuntimeError; the checks below then name the argument as a ValueError/TypeError
-        # (or, finding nothing, let the op raise its own error again).
+        # A plain decode call: the op's C++ checks first, the Python ones below to name what
+        # it refused (_fast_path).
         silu = _silu(op, activation)
         try:
-            _update_op()(
+            _op("causal_conv1d_update")(
                 x,
                 conv_state,
                 weight,
@@ -532,6 +554,16 @@ def _fwd_output_like(x: torch.Tensor) -> torch.Tensor:
     return x.new_empty(x.shape)
 
 
+def _check_fake_devices(op: str, x, *tensors) -> None:
+    """A call mixing meta tensors with real ones lands on the fake kernels: refuse it as the
+    C++ checks refuse mixed devices."""
+    for t in tensors:
+        torch._check(
+            t is None or t.device == x.device,
+            lambda: f"{op}: every tensor must be on x's device",
+        )
+
+
 @torch.library.register_fake("causal_conv1d::causal_conv1d_fwd")
 def _causal_conv1d_fwd_fake(
     x,
@@ -546,6 +578,16 @@ def _causal_conv1d_fwd_fake(
     null_block_id=-1,
     front_window=False,
 ):
+    _check_fake_devices(
+        "causal_conv1d_fwd",
+        x,
+        weight,
+        bias,
+        conv_states,
+        query_start_loc,
+        cache_indices,
+        has_initial_state,
+    )
     torch._check(x.dim() == 2, lambda: "causal_conv1d_fwd: x must be (dim, num_tokens)")
     torch._check(
         weight.dim() == 2 and weight.shape[0] == x.shape[0],
@@ -589,6 +631,7 @@ def _causal_conv1d_fwd_out_fake(
         silu,
         pad_slot_id,
     )
+    _check_fake_devices("causal_conv1d_fwd", x, out)
     torch._check(out.shape == x.shape, lambda: "causal_conv1d_fwd: out must match x")
 
 
@@ -610,9 +653,9 @@ def _causal_conv1d_update_fake(
     front_window=False,
 ):
     varlen = query_start_loc is not None
-    # A call mixing meta tensors with real ones lands here too: refuse it as the C++ checks
-    # refuse mixed devices.
-    for t in (
+    _check_fake_devices(
+        "causal_conv1d_update",
+        x,
         conv_state,
         weight,
         bias,
@@ -621,11 +664,7 @@ def _causal_conv1d_update_fake(
         out,
         num_accepted_tokens,
         query_start_loc,
-    ):
-        torch._check(
-            t is None or t.device == x.device,
-            lambda: "causal_conv1d_update: every tensor must be on x's device",
-        )
+    )
     torch._check(
         x.dim() == 2 if varlen else x.dim() in (2, 3),
         lambda: "causal_conv1d_update: x must be (batch, dim[, seqlen]) or (num_tokens, dim)",
