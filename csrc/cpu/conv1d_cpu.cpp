@@ -123,16 +123,10 @@ class PreparedWeights {
     thread_local AlignedVector<float> taps_storage, bias_storage;
     thread_local AlignedVector<uint16_t> vnni_storage;
     float* taps = reuse(taps_storage, p.width * p.dim);
-    k.widen_taps(p, taps);
+    float* bias = p.bias != nullptr ? reuse(bias_storage, p.dim) : nullptr;
+    k.widen_filter(p, taps, bias);
     view_.taps = taps;
-    if (p.bias != nullptr) {
-      float* bias = reuse(bias_storage, p.dim);
-      AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, p.bias_type, "widen", [&] {
-        const auto* b = static_cast<const scalar_t*>(p.bias);
-        for (int64_t c = 0; c < p.dim; ++c) bias[c] = static_cast<float>(b[c * p.bias_stride]);
-      });
-      view_.bias = bias;
-    }
+    view_.bias = bias;
     if (want_vnni && p.weight_type == at::kBFloat16 && p.x_type == at::kBFloat16) {
       const int64_t pairs = (p.width + 1) / 2;
       uint16_t* vnni = reuse(vnni_storage, pairs * p.dim * 2);

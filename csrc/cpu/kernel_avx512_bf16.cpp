@@ -156,7 +156,7 @@ CpuKernelSet avx512_bf16_kernels() {
           &select_update<Avx512Bf16>,
           &select_batch_fwd<Avx512Bf16>,
           &select_batch_bwd<Avx512Bf16>,
-          &widen_taps<Avx512Bf16>};
+          &widen_filter<Avx512Bf16>};
 }
 
 }  // namespace causal_conv1d::cpu

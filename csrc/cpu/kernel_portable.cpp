@@ -42,7 +42,7 @@ CpuKernelSet portable_kernels() {
           &select_update<Portable>,
           &select_batch_fwd<Portable>,
           &select_batch_bwd<Portable>,
-          &widen_taps<Portable>};
+          &widen_filter<Portable>};
 }
 
 }  // namespace causal_conv1d::cpu

@@ -70,8 +70,9 @@ struct CpuKernelSet {
   UpdateItemFn (*update)(const UpdateParams&);
   BatchFwdItemFn (*batch_fwd)(const BatchParams&);
   BatchBwdItemFn (*batch_bwd)(const BatchParams&);
-  // CpuWeights::taps of the filter, (width, dim) fp32.
-  void (*widen_taps)(const ConvParams&, float* taps);
+  // CpuWeights::taps of the filter, (width, dim) fp32, and CpuWeights::bias
+  // (dim,) fp32 when the call has a bias.
+  void (*widen_filter)(const ConvParams&, float* taps, float* bias);
 };
 
 CpuKernelSet portable_kernels();
