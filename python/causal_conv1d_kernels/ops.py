@@ -289,17 +289,18 @@ def _prefill(
     out,
 ) -> torch.Tensor:
     """Checks of every prefill dialect, then one fwd op call."""
+
+    def run(silu: bool) -> torch.Tensor:
+        args = (x, weight, bias, conv_states, query_start_loc, cache_indices, has_initial_state)
+        if out is None:
+            return _op("causal_conv1d_fwd")(*args, silu, pad_slot_id, null_block_id, front_window)
+        _op("causal_conv1d_fwd_out")(*args, silu, pad_slot_id, out, null_block_id, front_window)
+        return out
+
     if _fast_path(pad_slot_id, null_block_id, validate) and out is not x:
         # As in _decode: the op's C++ checks first, the Python ones to name what it refused.
-        silu = _silu(op, activation)
-        args = (x, weight, bias, conv_states, query_start_loc, cache_indices, has_initial_state)
         try:
-            if out is None:
-                return _op("causal_conv1d_fwd")(
-                    *args, silu, pad_slot_id, null_block_id, front_window
-                )
-            _op("causal_conv1d_fwd_out")(*args, silu, pad_slot_id, out, null_block_id, front_window)
-            return out
+            return run(_silu(op, activation))
         except RuntimeError:
             pass
     check = _Checker(op, x)
@@ -340,23 +341,16 @@ def _prefill(
                 f"(>= {batch}), got {conv_states.shape[0]}"
             )
 
-    args = (x, weight, bias, conv_states, query_start_loc, cache_indices, has_initial_state)
-    if out is None:
-        return torch.ops.causal_conv1d.causal_conv1d_fwd(
-            *args, silu, pad_slot_id, null_block_id, front_window
-        )
-    check.tensor("out", out)
-    if out.shape != x.shape or out.dtype != x.dtype:
-        raise ValueError(
-            f"{op}: out must have x's shape {_shape(x)} and dtype {x.dtype}, "
-            f"got {_shape(out)} and {out.dtype}"
-        )
-    if out is x:
-        raise ValueError(f"{op}: out must not be x: the prefill cannot run in place")
-    torch.ops.causal_conv1d.causal_conv1d_fwd_out(
-        *args, silu, pad_slot_id, out, null_block_id, front_window
-    )
-    return out
+    if out is not None:
+        check.tensor("out", out)
+        if out.shape != x.shape or out.dtype != x.dtype:
+            raise ValueError(
+                f"{op}: out must have x's shape {_shape(x)} and dtype {x.dtype}, "
+                f"got {_shape(out)} and {out.dtype}"
+            )
+        if out is x:
+            raise ValueError(f"{op}: out must not be x: the prefill cannot run in place")
+    return run(silu)
 
 
 def causal_conv1d_update(
@@ -427,6 +421,26 @@ def _decode(
     front_window: bool = False,
 ) -> torch.Tensor:
     """Checks of every decode dialect, then one update op call writing into ``out``."""
+
+    def run(silu: bool) -> torch.Tensor:
+        _op("causal_conv1d_update")(
+            x,
+            conv_state,
+            weight,
+            bias,
+            silu,
+            cache_seqlens,
+            conv_state_indices,
+            pad_slot_id,
+            out,
+            num_accepted_tokens,
+            query_start_loc,
+            max_query_len,
+            null_block_id,
+            front_window,
+        )
+        return out
+
     if (
         query_start_loc is None
         and num_accepted_tokens is None
@@ -434,25 +448,8 @@ def _decode(
     ):
         # A plain decode call: the op's C++ checks first, the Python ones below to name what
         # it refused (_fast_path).
-        silu = _silu(op, activation)
         try:
-            _op("causal_conv1d_update")(
-                x,
-                conv_state,
-                weight,
-                bias,
-                silu,
-                cache_seqlens,
-                conv_state_indices,
-                pad_slot_id,
-                out,
-                None,
-                None,
-                max_query_len,
-                null_block_id,
-                front_window,
-            )
-            return out
+            return run(_silu(op, activation))
         except RuntimeError:
             pass
     check = _Checker(op, x)
@@ -528,23 +525,7 @@ def _decode(
                     f"got {accepted[bad][:8].tolist()}"
                 )
 
-    torch.ops.causal_conv1d.causal_conv1d_update(
-        x,
-        conv_state,
-        weight,
-        bias,
-        silu,
-        cache_seqlens,
-        conv_state_indices,
-        pad_slot_id,
-        out,
-        num_accepted_tokens,
-        query_start_loc,
-        max_query_len,
-        null_block_id,
-        front_window,
-    )
-    return out
+    return run(silu)
 
 
 def _fwd_output_like(x: torch.Tensor) -> torch.Tensor:
