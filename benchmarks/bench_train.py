@@ -138,6 +138,32 @@ def run(device, dtype, min_run_time, threads):
     return rows
 
 
+def profile(device, dtype, pattern, kernels) -> None:
+    """Each implementation on the chosen cases: the forward and the step twice each, for ncu;
+    or (kernels) a torch.profiler table of the kernels of one step."""
+    impls = {n: f for n, f in implementations(device).items() if not n.startswith("fla")}
+    for batch, seqlen, dim, layout in CASES[device]:
+        shape = f"{batch}x{seqlen}, D {dim}, {layout.replace('_', '-')}"
+        if pattern not in shape:
+            continue
+        args = make(batch, seqlen, dim, layout, dtype, device)
+        for name, forward in impls.items():
+            step(forward, *args)  # warm-up: compilation, allocator
+            if kernels:
+                with torch.profiler.profile() as prof:
+                    step(forward, *args)
+                    torch.cuda.synchronize()
+                print(f"kernels of {name}, fwd+bwd {shape}:", flush=True)
+                table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=12)
+                print(table, flush=True)
+                continue
+            for phase in ("fwd", "fwd+bwd"):
+                print(f"profiling {name}, {phase} {shape}", flush=True)
+                for _ in range(2):
+                    forward(*args[:3]) if phase == "fwd" else step(forward, *args)
+                torch.cuda.synchronize()
+
+
 def format_row(row) -> str:
     parts = [f"{row['case']}: copy {row['copy_us']:.0f} us"]
     for name in names([row]):
@@ -198,10 +224,24 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--name", default=None)
     parser.add_argument("--out-dir", default=os.path.join(HERE, "results"))
+    parser.add_argument(
+        "--profile",
+        metavar="SUBSTRING",
+        help="no timing: run each implementation's forward and forward + backward twice, for "
+        "ncu to capture; only the cases whose name contains SUBSTRING",
+    )
+    parser.add_argument(
+        "--kernels",
+        action="store_true",
+        help="with --profile: list the kernels of one forward + backward (torch.profiler) instead",
+    )
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
+    if args.profile is not None:
+        profile(args.device, dtype, args.profile, args.kernels)
+        return 0
     machine = benchmark.machine(args.device)
     if args.device == "cuda":
         kernels, timing = "CUDA", "L2 flushed before every call, direct launches; median"

@@ -162,10 +162,26 @@ if want profile; then  # PROFILE_CASES: ';'-separated substrings of case names
     --section Occupancy --section LaunchStats --section WarpStateStats --section MemoryWorkloadAnalysis \
     --section SchedulerStats --metrics "$(for r in imc_miss no_instruction long_scoreboard drain barrier wait; do
       printf 'smsp__average_warps_issue_stalled_%s_per_issue_active.ratio,' $r; done)gpu__time_duration.sum" \
-    python3 benchmarks/profile_cuda.py --peers-dir .peers "${cases[@]}" \
+    python3 benchmarks/profile_cuda.py --peers-dir .peers --impls "${PROFILE_IMPLS:-all}" "${cases[@]}" \
     > "$OUT/ncu.txt" 2>&1
   grep -E "profiling|^  [a-zA-Z_:<>]*(kernel|copy)|Duration|DRAM Throughput|Achieved Occupancy|Registers Per|stall|Warp Cycles Per Issued|Block Size|Grid Size" \
     "$OUT/ncu.txt" | cut -c1-160 | head -${PROFILE_LINES:-120}
+fi
+# train-profile (issue 13): the kernels of one training step of each implementation
+# (torch.profiler), then ncu over the forward and backward kernels, ours and Dao's, and the copy,
+# on the cases matching TRAIN_PROFILE (a substring of bench_train.py's case names).
+want train-profile && before_bench
+if want train-profile; then
+  python3 benchmarks/bench_train.py --device cuda --profile "${TRAIN_PROFILE:-8x4096}" --kernels \
+    > "$OUT/train-kernels.txt" 2>&1
+  grep -E "^kernels|batch_|sum_shares|causal_conv1d|Self CUDA time" "$OUT/train-kernels.txt" | cut -c1-60,100-200
+  ncu --clock-control none --cache-control all --kernel-name regex:"batch_|sum_shares|causal_conv1d_" \
+    --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
+    --section MemoryWorkloadAnalysis --section SchedulerStats \
+    python3 benchmarks/bench_train.py --device cuda --profile "${TRAIN_PROFILE:-8x4096}" \
+    > "$OUT/train-ncu.txt" 2>&1
+  grep -E "profiling|^  [a-zA-Z_:<>]*(kernel|copy)|Duration|DRAM Throughput|Achieved Occupancy|Registers Per|Warp Cycles Per Issued|Grid Size|L1/TEX Hit|Mem Busy|Max Bandwidth" \
+    "$OUT/train-ncu.txt" | cut -c1-160 | head -${PROFILE_LINES:-150}
 fi
 # step-sweep: the decode step at each forced shape (bytes of x per thread, rows per thread) and
 # the default's choice; the short prefills at 8 and 16 bytes per thread (csrc/cuda/*.cu).

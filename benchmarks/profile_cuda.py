@@ -22,6 +22,9 @@ import bench  # noqa: E402
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--peers-dir", default=bench.PEERS)
+    parser.add_argument(
+        "--impls", default="all", help="comma-separated: copy, ours and peer names, or all"
+    )
     parser.add_argument("patterns", nargs="+", help="substrings of benchmark case names")
     args = parser.parse_args(argv)
     peers = {}
@@ -41,6 +44,8 @@ def main(argv=None) -> None:
         }
         impls.update(bench.peer_implementations(case, inputs, peers, None))
         for name, fn in impls.items():
+            if args.impls != "all" and name not in args.impls.split(","):
+                continue
             print(f"profiling {case.name}: {name}", flush=True)
             for _ in range(2):
                 fn()
