@@ -1,26 +1,30 @@
 // CUDA kernels of the Dao dialect's training ops (causal_conv1d_batch_fwd and
 // causal_conv1d_batch_bwd, CONTRACT 1.5).
 //
-// Tiling: a thread owns one channel of one run of a row's tokens. Channel-last
-// x: a block holds kThreads consecutive channels of the same (row, chunk), so
-// each token's channels are read in whole lines. Channel-first x: a block holds
-// one channel, its threads consecutive runs of kRun tokens, so a warp reads one
-// stretch of the channel (kLoads tokens per thread at once, one vector access
-// where aligned). Either way a thread issues the loads of several tokens
-// before it uses them, then walks its tokens upwards with the width-1 columns
-// before the current token in registers: column j of cat(initial states or
-// zeros, x), where negative j are the initial states' columns j + width - 1,
-// which belong to the sequence of the row's first token.
+// Two tilings, chosen by x's layout, each moving 16 (forward) or 8 (backward)
+// contiguous bytes per access where the strides allow:
+// - Along channels (channel-last x, or any x without contiguous tokens): a
+//   thread owns n consecutive channels of one chunk of a row's tokens, so a
+//   warp reads each token's channels in whole lines, and walks its tokens with
+//   the width-1 columns before the current one in registers. Loads of several
+//   tokens are issued before any is used.
+// - Along tokens (channel-first x): a block owns one channel of kTiles tiles
+//   of kThreads * kTok tokens; in a tile each thread owns kTok consecutive
+//   tokens, consecutive threads consecutive runs, so a warp reads one stretch
+//   of the channel. The columns before a thread's run (and, backward, the
+//   tokens after it) come from its neighbour lanes by shuffles; only a warp's
+//   first (last) lane reads them from memory.
+// Column j of a row is column j of cat(initial states or zeros, x): negative
+// j are the initial states' columns j + width - 1, which belong to the
+// sequence of the row's first token.
 //
-// Backward: the thread walks tokens t0 .. t1 + width - 2 once. At token u it
-// recomputes the pre-activation (from the columns u-H..u), forms the gradient g
-// of the conv's output, adds g times the columns to its dweight and dbias
-// shares, and, holding g of tokens u-H..u, finishes the gradient of column
-// u - H, the last column those tokens read. Shares go to a buffer of one slot
-// per (row, block of tokens) (channel-first: the block's threads' shares
-// summed in a fixed order first), summed in slot order by a second kernel: the
-// same bits on every run, whatever the schedule (the deterministic mode costs
-// nothing).
+// Backward: g(u), the gradient of token u's pre-activation, is recomputed from
+// the columns u-H..u and dout; dx of column j = sum over d = 0..H of tap H-d
+// times g(j + d) (tokens of j's sequence). dweight and dbias shares go to a
+// buffer of one slot per (row, block of tokens) (along tokens: the block's
+// threads' shares summed in a fixed order first), summed in slot order by a
+// second kernel: the same bits on every run, whatever the schedule (the
+// deterministic mode costs nothing).
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -32,9 +36,6 @@
 
 namespace causal_conv1d::cuda {
 namespace {
-
-constexpr int64_t kFwdChunk = 64;   // tokens per thread, forward
-constexpr int64_t kBwdChunk = 256;  // tokens per thread, backward (one share slot each)
 
 // Element (b, c, t) of a (batch, dim, tokens) view, as float.
 template <typename T>
@@ -62,154 +63,487 @@ __device__ __forceinline__ int32_t column_sequence(const BatchParams& p, int64_t
   return static_cast<int32_t>(p.sequence(b, j < 0 ? 0 : j));
 }
 
-// The filter of channel c in fp32: taps (kTaps<kW> of them, zero past the
-// width) and the bias.
-template <int kW>
-__device__ __forceinline__ void load_filter(const BatchParams& p, int64_t c, float (&w)[kTaps<kW>],
-                                            float& bias) {
-#pragma unroll
-  for (int k = 0; k < kTaps<kW>; ++k) {
-    float v[1] = {0.f};
-    if (k < p.width)
-      load_n<1>(p.weight, p.weight_type, c * p.weight_dim_stride + k * p.weight_tap_stride, 1,
-                false, v);
-    w[k] = v[0];
-  }
-  float b[1] = {0.f};
-  if (p.bias != nullptr) load_n<1>(p.bias, p.bias_type, c * p.bias_stride, 1, false, b);
-  bias = b[0];
-}
+// ---------------------------------------------------------------------------
+// Along channels: a thread owns channels [c, c + n) of tokens [t0, t1).
 
-// Which thread owns which tokens. Channel-last x (kByTokens false): a block
-// holds kThreads consecutive channels of one chunk of `chunk` tokens, so each
-// token's channels are read in whole lines. Channel-first x (kByTokens true):
-// a block holds one channel, each thread a run of kRun consecutive tokens, so
-// a warp reads one stretch of that channel's tokens (8 at a time, one vector
-// access where aligned).
-constexpr int64_t kRun = 16;  // tokens per thread, channel-first
 constexpr int kLoads = 8;     // tokens whose loads are issued together (forward)
 constexpr int kBwdLoads = 4;  // the same, backward (twice the streams, more registers)
 
-struct Work {
-  int64_t b, c, t0, t1;
-  bool active;  // owns a channel and tokens (or the initial columns of an empty row)
-};
-
-template <bool kByTokens>
-__device__ __forceinline__ Work work_of(const BatchParams& p, int64_t chunk) {
-  Work w;
-  w.b = blockIdx.z;
-  if constexpr (kByTokens) {
-    w.c = blockIdx.x;
-    w.t0 = (static_cast<int64_t>(blockIdx.y) * kThreads + threadIdx.x) * kRun;
-    chunk = kRun;
-  } else {
-    w.c = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
-    w.t0 = static_cast<int64_t>(blockIdx.y) * chunk;
-  }
-  w.t1 = w.t0 + chunk < p.seqlen ? w.t0 + chunk : p.seqlen;
-  w.active = w.c < p.dim && (w.t0 < p.seqlen || w.t0 == 0);
-  return w;
+// Channels [c, c + n) of row b of a (batch, dim, tokens) view: vector accesses
+// when n > 1 (the launch checked contiguity and alignment).
+template <typename T, int n>
+__device__ __forceinline__ Rows<T, n> rows(const View3& v, int64_t b, int64_t c) {
+  using U = std::remove_const_t<T>;
+  return {static_cast<T*>(static_cast<U*>(v.data)) + b * v.batch + c * v.dim, v.tok, v.dim};
 }
 
-// Tokens t .. t+n-1 (n <= kLoads) of row b, channel c, as fp32; vec: the view
-// is channel-first and 16-byte aligned at every multiple of kLoads tokens.
-template <typename T, int N>
-__device__ __forceinline__ void read_tokens(const View3& v, int64_t b, int64_t c, int64_t t, int n,
-                                            bool vec, float (&out)[N]) {
-  const T* base = static_cast<const T*>(v.data) + b * v.batch + c * v.dim + t * v.tok;
-  if (vec && n == N) {
-    load_n<T, N>(base, 1, true, out);
-    return;
-  }
-#pragma unroll
-  for (int i = 0; i < N; ++i) out[i] = i < n ? to_float(base[i * v.tok]) : 0.f;
+// Column j (< 0: an initial-state column) of channels [c, c + n).
+template <typename T, int n>
+__device__ __forceinline__ void columns(const BatchParams& p, const Rows<const T, n>& x, int64_t b,
+                                        int64_t c, int64_t j, int H, float (&v)[n]) {
+  if (j >= 0) return x.load(j, v);
+  if (!p.initial_states.present()) return clear(v);
+  const View3& s = p.initial_states;
+  load_n<T, n>(static_cast<const T*>(s.data) + b * s.batch + c * s.dim + (j + H) * s.tok, s.dim,
+               false, v);
 }
 
-template <typename T>
-__device__ __forceinline__ void write_tokens(const View3& v, int64_t b, int64_t c, int64_t t, int n,
-                                             bool vec, const float (&in)[kLoads]) {
-  T* base = static_cast<T*>(v.data) + b * v.batch + c * v.dim + t * v.tok;
-  if (vec && n == kLoads) {
-    store_n<T, kLoads>(base, 1, true, in);
-    return;
-  }
-#pragma unroll
-  for (int i = 0; i < kLoads; ++i)
-    if (i < n) base[i * v.tok] = from_float<T>(in[i]);
+template <typename T, int n>
+__device__ __forceinline__ void store_columns(const View3& v, int64_t b, int64_t c, int64_t j,
+                                              const float (&in)[n]) {
+  store_n<T, n>(static_cast<T*>(v.data) + b * v.batch + c * v.dim + j * v.tok, v.dim, false, in);
 }
 
-// The sequence ids of tokens t .. t+n-1 (0 without seq_idx).
-template <int N>
-__device__ __forceinline__ void read_sequences(const BatchParams& p, int64_t b, int64_t t, int n,
-                                               int32_t (&out)[N]) {
-#pragma unroll
-  for (int i = 0; i < N; ++i) out[i] = i < n ? static_cast<int32_t>(p.sequence(b, t + i)) : 0;
-}
+// Register caps (blocks per SM) at the fixed width: enough threads per SM to
+// keep the memory system busy; the run-time width holds all kMaxWidth taps.
+template <int kW>
+constexpr int kChannelBlocks = kW > 0 ? 4 : 1;
+template <int kW>
+constexpr int kTokenBlocks = kW > 0 ? 7 : 1;
 
-// Per-launch vector flags: which views take one access per kLoads tokens.
-struct BatchVec {
-  bool x = false, out = false, dout = false;
-};
-
-template <typename T, int kW, bool kByTokens>
-__global__ void __launch_bounds__(kThreads) batch_fwd_kernel(const BatchParams p, BatchVec vec) {
+template <typename T, int kW, int n, bool kSeq>
+__global__ void __launch_bounds__(kThreads, kChannelBlocks<kW>)
+    batch_fwd_channels(const BatchParams p, const int64_t chunk, const VecFlags vec) {
   await_producers();
-  const Work work = work_of<kByTokens>(p, kFwdChunk);
-  if (!work.active) return;
-  const int64_t b = work.b, c = work.c, t0 = work.t0, t1 = work.t1;
+  const int64_t b = blockIdx.z, L = p.seqlen;
+  const int64_t c = (static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x) * n;
+  const int64_t t0 = static_cast<int64_t>(blockIdx.y) * chunk;
+  if (c >= p.dim || (t0 >= L && t0 > 0)) return;
+  const int64_t t1 = t0 + chunk < L ? t0 + chunk : L;
   constexpr int kT = kTaps<kW>;
   const int H = (kW > 0 ? kW : p.width) - 1;
-  const bool by_sequence = p.seq_idx != nullptr;
-  float w[kT], bias;
-  load_filter<kW>(p, c, w, bias);
+  constexpr bool by_sequence = kSeq;  // else every token is of sequence 0
+  Filter<kW, n> f;
+  f.load(p, c, vec);
+  const Rows<const T, n> x = rows<const T, n>(p.x, b, c);
+  const Rows<T, n> out = rows<T, n>(p.out, b, c);
 
-  float window[kT - 1];
+  float window[kT - 1][n];
   int32_t window_seq[kT - 1];
 #pragma unroll
   for (int k = 0; k < kT - 1; ++k) {
-    window[k] = k < H ? column<T>(p, b, c, t0 - H + k, H) : 0.f;
-    window_seq[k] = k < H && by_sequence ? column_sequence(p, b, t0 - H + k) : 0;
+    window_seq[k] = 0;
+    if (k >= H) continue;
+    columns<T, n>(p, x, b, c, t0 - H + k, H, window[k]);
+    if (by_sequence) window_seq[k] = column_sequence(p, b, t0 - H + k);
   }
-  for (int64_t t = t0; t < t1; t += kLoads) {
-    const int n = t1 - t < kLoads ? static_cast<int>(t1 - t) : kLoads;
-    float xs[kLoads], ys[kLoads];
-    int32_t ss[kLoads];
-    read_tokens<T>(p.x, b, c, t, n, vec.x, xs);
-    read_sequences(p, b, t, n, ss);
+  const auto step = [&](const float (&xt)[n], int32_t s, int64_t t) {
+    float y[n];
 #pragma unroll
-    for (int i = 0; i < kLoads; ++i) {
-      const float xt = xs[i];
-      const int32_t s = ss[i];
-      float acc = bias;
+    for (int e = 0; e < n; ++e) {
+      float acc = f.b[e];
 #pragma unroll
       for (int k = 0; k < kT; ++k) {
-        if (k < H && (!by_sequence || window_seq[k] == s)) acc = fmaf(w[k], window[k], acc);
-        if (k == H) acc = fmaf(w[k], xt, acc);
+        if (k < H && (!by_sequence || window_seq[k] == s)) acc = fmaf(f.w[k][e], window[k][e], acc);
+        if (k == H) acc = fmaf(f.w[k][e], xt[e], acc);
       }
-      float y = p.silu ? silu(acc) : acc;
-      ys[i] = s < 0 ? 0.f : y;
+      y[e] = s < 0 ? 0.f : (p.silu ? silu(acc) : acc);
+    }
 #pragma unroll
-      for (int k = 0; k < kT - 1; ++k) {
-        if (k + 1 < H) {
-          window[k] = window[k + 1];
-          window_seq[k] = window_seq[k + 1];
-        } else if (k + 1 == H) {
-          window[k] = xt;
-          window_seq[k] = s;
-        }
+    for (int k = 0; k < kT - 1; ++k) {
+      if (k + 1 < H) {
+#pragma unroll
+        for (int e = 0; e < n; ++e) window[k][e] = window[k + 1][e];
+        window_seq[k] = window_seq[k + 1];
+      } else if (k + 1 == H) {
+#pragma unroll
+        for (int e = 0; e < n; ++e) window[k][e] = xt[e];
+        window_seq[k] = s;
       }
     }
-    write_tokens<T>(p.out, b, c, t, n, vec.out, ys);
+    out.store(t, y);
+  };
+  const auto sequence = [&](int64_t t) {
+    return by_sequence ? static_cast<int32_t>(p.sequence(b, t)) : 0;
+  };
+  int64_t t = t0;
+  for (; t + kLoads <= t1; t += kLoads) {  // kLoads tokens' loads, then their outputs
+    Packed<T, n> xs[kLoads];
+    int32_t ss[kLoads];
+#pragma unroll
+    for (int i = 0; i < kLoads; ++i) {
+      xs[i] = x.load_packed(t + i);
+      ss[i] = sequence(t + i);
+    }
+#pragma unroll
+    for (int i = 0; i < kLoads; ++i) {
+      float xt[n];
+      xs[i].unpack(xt);
+      step(xt, ss[i], t + i);
+    }
   }
-  // The final states: the last width-1 columns, written by the row's last thread.
-  if (p.final_states.present() && t1 == p.seqlen) {
-    for (int i = 0; i < H; ++i)
-      write<T>(p.final_states, b, c, i, column<T>(p, b, c, p.seqlen - H + i, H));
+  for (; t < t1; ++t) {
+    float xt[n];
+    x.load(t, xt);
+    step(xt, sequence(t), t);
+  }
+  // The final states: the last width-1 columns, written by the row's last chunk.
+  if (p.final_states.present() && t1 == L) {
+    for (int i = 0; i < H; ++i) {
+      float v[n];
+      columns<T, n>(p, x, b, c, L - H + i, H, v);
+      store_columns<T, n>(p.final_states, b, c, i, v);
+    }
   }
 }
 
-// dweight and dbias shares of a channel-first block (one channel): the
+template <typename T, int kW, int n, bool kSeq>
+__global__ void __launch_bounds__(kThreads, kChannelBlocks<kW>)
+    batch_bwd_channels(const BatchParams p, const int64_t chunk, const VecFlags vec,
+                       float* __restrict__ shares) {
+  await_producers();
+  const int64_t b = blockIdx.z, L = p.seqlen;
+  const int64_t c = (static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x) * n;
+  const int64_t t0 = static_cast<int64_t>(blockIdx.y) * chunk;
+  if (c >= p.dim) return;
+  const int64_t t1 = t0 + chunk < L ? t0 + chunk : L;
+  constexpr int kT = kTaps<kW>;
+  const int H = (kW > 0 ? kW : p.width) - 1;
+  constexpr bool by_sequence = kSeq;  // else every token is of sequence 0
+  float dw[kT][n], db[n];
+#pragma unroll
+  for (int e = 0; e < n; ++e) {
+    db[e] = 0.f;
+#pragma unroll
+    for (int k = 0; k < kT; ++k) dw[k][e] = 0.f;
+  }
+
+  if (t0 < L || t0 == 0) {
+    Filter<kW, n> f;
+    f.load(p, c, vec);
+    const Rows<const T, n> x = rows<const T, n>(p.x, b, c);
+    const Rows<const T, n> dout = rows<const T, n>(p.dout, b, c);
+    const Rows<T, n> dx = rows<T, n>(p.dx, b, c);
+    // Columns u-H..u (values and sequences) and the gradients g of tokens
+    // u-H..u, at positions 0..H; g of tokens before the chunk are never needed
+    // for its columns, and before the row they are zero.
+    float col[kT][n], g[kT][n];
+    int32_t col_seq[kT];
+#pragma unroll
+    for (int k = 0; k < kT; ++k) {
+      col_seq[k] = 0;
+      clear(g[k]);
+      clear(col[k]);
+      if (k < H) {
+        columns<T, n>(p, x, b, c, t0 - H + k, H, col[k]);
+        if (by_sequence) col_seq[k] = column_sequence(p, b, t0 - H + k);
+      }
+    }
+    const int64_t u_end = t1 + H;  // tokens t1 .. t1+H-1 only complete the chunk's columns
+    for (int64_t u0 = t0; u0 < u_end; u0 += kBwdLoads) {
+      const int64_t in_row = (L < u_end ? L : u_end) - u0;
+      const int m = in_row <= 0 ? 0 : (in_row < kBwdLoads ? static_cast<int>(in_row) : kBwdLoads);
+      Packed<T, n> xs[kBwdLoads], ds[kBwdLoads];
+      int32_t ss[kBwdLoads];
+#pragma unroll
+      for (int i = 0; i < kBwdLoads; ++i) {
+        if (i < m) {
+          xs[i] = x.load_packed(u0 + i);
+          ds[i] = dout.load_packed(u0 + i);
+        }
+        ss[i] = i < m && by_sequence ? static_cast<int32_t>(p.sequence(b, u0 + i)) : 0;
+      }
+#pragma unroll
+      for (int i = 0; i < kBwdLoads; ++i) {
+        const int64_t u = u0 + i;
+        if (u >= u_end) break;
+        // Token u's column enters at position H.
+        const bool token = i < m;
+        const int32_t s = token ? ss[i] : -1;
+        float xt[n], dt[n];
+        if (token) {
+          xs[i].unpack(xt);
+          ds[i].unpack(dt);
+        } else {
+          clear(xt);
+          clear(dt);
+        }
+#pragma unroll
+        for (int k = 0; k < kT; ++k)
+          if (k == H) {
+#pragma unroll
+            for (int e = 0; e < n; ++e) col[k][e] = xt[e];
+            col_seq[k] = token && by_sequence ? s : 0;
+          }
+        float gu[n];
+#pragma unroll
+        for (int e = 0; e < n; ++e) {
+          gu[e] = 0.f;
+          if (token && s >= 0) {
+            float pre = f.b[e];
+#pragma unroll
+            for (int k = 0; k < kT; ++k)
+              if (k <= H && (!by_sequence || col_seq[k] == s))
+                pre = fmaf(f.w[k][e], col[k][e], pre);
+            if (p.silu) {
+              const float sig = 1.f / (1.f + __expf(-pre));
+              gu[e] = dt[e] * sig * (1.f + pre * (1.f - sig));
+            } else {
+              gu[e] = dt[e];
+            }
+          }
+        }
+        // g of tokens u-H..u at positions 0..H.
+#pragma unroll
+        for (int k = 0; k + 1 < kT; ++k)
+          if (k < H) {
+#pragma unroll
+            for (int e = 0; e < n; ++e) g[k][e] = g[k + 1][e];
+          }
+#pragma unroll
+        for (int k = 0; k < kT; ++k)
+          if (k == H) {
+#pragma unroll
+            for (int e = 0; e < n; ++e) g[k][e] = gu[e];
+          }
+        if (token && u < t1) {
+#pragma unroll
+          for (int k = 0; k < kT; ++k)
+            if (k <= H && (!by_sequence || col_seq[k] == s)) {
+#pragma unroll
+              for (int e = 0; e < n; ++e) dw[k][e] = fmaf(gu[e], col[k][e], dw[k][e]);
+            }
+#pragma unroll
+          for (int e = 0; e < n; ++e) db[e] += gu[e];
+        }
+        // Column j = u - H is complete: tokens j..u read it, through taps H..0.
+        const int64_t j = u - H;
+        if ((j >= t0 && j < t1) || (t0 == 0 && j < 0)) {
+          float dc[n];
+          clear(dc);
+#pragma unroll
+          for (int k = 0; k < kT; ++k) {
+            // Token u - k, at position H - k, reads column j = u - H through tap k.
+            if (k <= H) {
+              const int pos = H - k;
+#pragma unroll
+              for (int q = 0; q < kT; ++q)
+                if (q == pos && (!by_sequence || col_seq[q] == col_seq[0])) {
+#pragma unroll
+                  for (int e = 0; e < n; ++e) dc[e] = fmaf(f.w[k][e], g[q][e], dc[e]);
+                }
+            }
+          }
+          if (p.dfinal_states.present() && j >= L - H) {
+            const View3& v = p.dfinal_states;
+            float df[n];
+            load_n<T, n>(
+                static_cast<const T*>(v.data) + b * v.batch + c * v.dim + (j - (L - H)) * v.tok,
+                v.dim, false, df);
+#pragma unroll
+            for (int e = 0; e < n; ++e) dc[e] += df[e];
+          }
+          if (j >= 0) {
+            dx.store(j, dc);
+          } else if (p.dinitial_states.present()) {
+            store_columns<T, n>(p.dinitial_states, b, c, j + H, dc);
+          }
+        }
+        // Slide the columns: position k takes k + 1.
+#pragma unroll
+        for (int k = 0; k + 1 < kT; ++k)
+          if (k < H) {
+#pragma unroll
+            for (int e = 0; e < n; ++e) col[k][e] = col[k + 1][e];
+            col_seq[k] = col_seq[k + 1];
+          }
+      }
+    }
+  }
+  // This chunk's shares: slot (b, blockIdx.y), width rows of dweight, then dbias.
+  float* slot = shares + (b * gridDim.y + blockIdx.y) * (p.width + 1) * p.dim + c;
+  for (int k = 0; k < p.width; ++k) {
+#pragma unroll
+    for (int q = 0; q < kT; ++q)
+      if (q == k) store_n<float, n>(slot + k * p.dim, 1, true, dw[q]);
+  }
+  store_n<float, n>(slot + p.width * p.dim, 1, true, db);
+}
+
+// ---------------------------------------------------------------------------
+// Along tokens: a block owns channel blockIdx.x of kTiles tiles; in a tile a
+// thread owns tokens [t0, t0 + kTok).
+
+constexpr int kTok = 8;    // tokens per thread in a tile: 16 bytes of 16-bit x
+constexpr int kTiles = 2;  // tiles per block
+constexpr int64_t kTileSpan = int64_t{kThreads} * kTok;
+constexpr int64_t kBlockSpan = kTiles * kTileSpan;
+
+// Per-launch vector flags: which views take one access per kTok tokens.
+struct BatchVec {
+  bool x = false, out = false, dout = false, dx = false, seq = false;
+};
+
+// Tokens t .. t+m-1 (m <= N) of row b, channel c, as fp32 (zeros past m); vec:
+// the view is channel-first and aligned for one access per N tokens.
+template <typename T, int N>
+__device__ __forceinline__ void read_tokens(const View3& v, int64_t b, int64_t c, int64_t t, int m,
+                                            bool vec, float (&out)[N]) {
+  const T* base = static_cast<const T*>(v.data) + b * v.batch + c * v.dim + t * v.tok;
+  if (vec && m == N) return load_n<T, N>(base, 1, true, out);
+#pragma unroll
+  for (int i = 0; i < N; ++i) out[i] = i < m ? to_float(base[i * v.tok]) : 0.f;
+}
+
+template <typename T, int N>
+__device__ __forceinline__ void write_tokens(const View3& v, int64_t b, int64_t c, int64_t t, int m,
+                                             bool vec, const float (&in)[N]) {
+  T* base = static_cast<T*>(v.data) + b * v.batch + c * v.dim + t * v.tok;
+  if (vec && m == N) return store_n<T, N>(base, 1, true, in);
+#pragma unroll
+  for (int i = 0; i < N; ++i)
+    if (i < m) base[i * v.tok] = from_float<T>(in[i]);
+}
+
+// The sequence ids of tokens t .. t+m-1 (0 past m, and without seq_idx).
+template <int N>
+__device__ __forceinline__ void read_sequences(const BatchParams& p, bool vec, int64_t b, int64_t t,
+                                               int m, int32_t (&out)[N]) {
+  if (p.seq_idx == nullptr) {
+#pragma unroll
+    for (int i = 0; i < N; ++i) out[i] = 0;
+    return;
+  }
+  const int32_t* base = p.seq_idx + b * p.seq_batch_stride + t * p.seq_tok_stride;
+  if constexpr (N % 4 == 0) {
+    if (vec && m == N) {
+#pragma unroll
+      for (int w = 0; w < N / 4; ++w) {
+        const int4 v = reinterpret_cast<const int4*>(base)[w];
+        out[4 * w] = v.x;
+        out[4 * w + 1] = v.y;
+        out[4 * w + 2] = v.z;
+        out[4 * w + 3] = v.w;
+      }
+      return;
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < N; ++i) out[i] = i < m ? base[i * p.seq_tok_stride] : 0;
+}
+
+// Taps in reverse, rw[d] = tap H - d (d = 0..H, zero past H), and the bias of
+// channel c in fp32: token u reads column u - d through rw[d].
+template <int kW>
+__device__ __forceinline__ void load_reversed_filter(const BatchParams& p, int64_t c, int H,
+                                                     float (&rw)[kTaps<kW>], float& bias) {
+#pragma unroll
+  for (int d = 0; d < kTaps<kW>; ++d) {
+    float v[1] = {0.f};
+    if (d <= H)
+      load_n<1>(p.weight, p.weight_type, c * p.weight_dim_stride + (H - d) * p.weight_tap_stride, 1,
+                false, v);
+    rw[d] = v[0];
+  }
+  float v[1] = {0.f};
+  if (p.bias != nullptr) load_n<1>(p.bias, p.bias_type, c * p.bias_stride, 1, false, v);
+  bias = v[0];
+}
+
+// A tile's run of this thread: tokens [t0, t0 + m) of the row (m = 0 past its end).
+__device__ __forceinline__ int64_t tile_start(int tile) {
+  return static_cast<int64_t>(blockIdx.y) * kBlockSpan + tile * kTileSpan +
+         static_cast<int64_t>(threadIdx.x) * kTok;
+}
+
+__device__ __forceinline__ int run_length(int64_t t0, int64_t L) {
+  return L - t0 <= 0 ? 0 : (L - t0 < kTok ? static_cast<int>(L - t0) : kTok);
+}
+
+// The columns t0 - d (d = 1..H) of a warp's first lane, read from memory
+// (the other lanes take them from their left neighbour).
+template <typename T, int kH>
+__device__ __forceinline__ void load_halo(const BatchParams& p, int64_t b, int64_t c, int64_t t0,
+                                          int H, float (&v)[kH], int32_t (&s)[kH]) {
+#pragma unroll
+  for (int d = 1; d <= kH; ++d) {
+    const int64_t j = t0 - d;
+    const bool in = d <= H && j < p.seqlen;
+    v[d - 1] = in ? column<T>(p, b, c, j, H) : 0.f;
+    s[d - 1] = in && p.seq_idx != nullptr ? column_sequence(p, b, j) : 0;
+  }
+}
+
+// col[kH - d] = column t0 - d for d = 1..H: lane - 1's last tokens, or `halo`
+// on a warp's first lane; col[kH + i] = own token i.
+template <int kH, int kN>
+__device__ __forceinline__ void gather_columns(const float (&xs)[kTok], const int32_t (&ss)[kTok],
+                                               const float (&halo)[kH],
+                                               const int32_t (&halo_seq)[kH], int H,
+                                               float (&col)[kN], int32_t (&seq)[kN]) {
+  const bool first = threadIdx.x % 32 == 0;
+#pragma unroll
+  for (int d = 1; d <= kH; ++d) {
+    const float v = __shfl_up_sync(0xffffffffu, xs[kTok - d], 1);
+    const int32_t s = __shfl_up_sync(0xffffffffu, ss[kTok - d], 1);
+    col[kH - d] = d > H ? 0.f : (first ? halo[d - 1] : v);
+    seq[kH - d] = d > H ? 0 : (first ? halo_seq[d - 1] : s);
+  }
+#pragma unroll
+  for (int i = 0; i < kTok; ++i) {
+    col[kH + i] = xs[i];
+    seq[kH + i] = ss[i];
+  }
+}
+
+template <typename T, int kW, bool kSeq>
+__global__ void __launch_bounds__(kThreads, kTokenBlocks<kW>)
+    batch_fwd_tokens(const BatchParams p, BatchVec vec) {
+  await_producers();
+  constexpr int kT = kTaps<kW>, kH = kT - 1;
+  const int H = (kW > 0 ? kW : p.width) - 1;
+  const int64_t b = blockIdx.z, c = blockIdx.x, L = p.seqlen;
+  constexpr bool by_sequence = kSeq;  // else every token is of sequence 0
+  float rw[kT], bias;
+  load_reversed_filter<kW>(p, c, H, rw, bias);
+  // Every tile's loads first; a warp's first lane also reads its halo.
+  float xs[kTiles][kTok], halo[kTiles][kH];
+  int32_t ss[kTiles][kTok], halo_seq[kTiles][kH];
+#pragma unroll
+  for (int tile = 0; tile < kTiles; ++tile) {
+    const int64_t t0 = tile_start(tile);
+    const int m = run_length(t0, L);
+    read_tokens<T>(p.x, b, c, t0, m, vec.x, xs[tile]);
+    read_sequences(p, vec.seq, b, t0, m, ss[tile]);
+    if (threadIdx.x % 32 == 0) {
+      load_halo<T>(p, b, c, t0, H, halo[tile], halo_seq[tile]);
+    } else {
+#pragma unroll
+      for (int d = 0; d < kH; ++d) {
+        halo[tile][d] = 0.f;
+        halo_seq[tile][d] = 0;
+      }
+    }
+  }
+#pragma unroll
+  for (int tile = 0; tile < kTiles; ++tile) {
+    const int64_t t0 = tile_start(tile);
+    const int m = run_length(t0, L);
+    float col[kH + kTok];
+    int32_t seq[kH + kTok];
+    gather_columns<kH>(xs[tile], ss[tile], halo[tile], halo_seq[tile], H, col, seq);
+    float ys[kTok];
+#pragma unroll
+    for (int i = 0; i < kTok; ++i) {
+      const int32_t s = seq[kH + i];
+      float acc = bias;
+#pragma unroll
+      for (int d = 0; d < kT; ++d)
+        if (d <= H && (!by_sequence || seq[kH + i - d] == s))
+          acc = fmaf(rw[d], col[kH + i - d], acc);
+      ys[i] = s < 0 ? 0.f : (p.silu ? silu(acc) : acc);
+    }
+    if (m > 0) write_tokens<T>(p.out, b, c, t0, m, vec.out, ys);
+    // The final states, by the thread of the row's last token (of an empty row: token 0's).
+    const bool last = L > 0 ? t0 < L && L <= t0 + kTok : t0 == 0;
+    if (p.final_states.present() && last) {
+      for (int i = 0; i < H; ++i)
+        write<T>(p.final_states, b, c, i, column<T>(p, b, c, L - H + i, H));
+    }
+  }
+}
+
+// dweight and dbias shares of a block along tokens (one channel): the
 // threads' values summed in a fixed order (warp butterflies, then the warps in
 // order), the same bits on every run.
 template <int kT>
@@ -234,138 +568,142 @@ __device__ __forceinline__ void block_sum_shares(const float (&dw)[kT], float db
   }
 }
 
-template <typename T, int kW, bool kByTokens>
-__global__ void __launch_bounds__(kThreads)
-    batch_bwd_kernel(const BatchParams p, BatchVec vec, float* __restrict__ shares) {
+template <typename T, int kW, bool kSeq>
+__global__ void __launch_bounds__(kThreads, kTokenBlocks<kW>)
+    batch_bwd_tokens(const BatchParams p, BatchVec vec, float* __restrict__ shares) {
   await_producers();
-  const Work work = work_of<kByTokens>(p, kBwdChunk);
-  if (!kByTokens && !work.active) return;  // channel-first: every thread sums its block's shares
-  const int64_t b = work.b, c = work.c, t0 = work.t0, t1 = work.t1;
-  constexpr int kT = kTaps<kW>;
+  constexpr int kT = kTaps<kW>, kH = kT - 1;
   const int H = (kW > 0 ? kW : p.width) - 1;
-  const int64_t L = p.seqlen;
-  const bool by_sequence = p.seq_idx != nullptr;
-  float dw[kT], db = 0.f;
+  const int64_t b = blockIdx.z, c = blockIdx.x, L = p.seqlen;
+  constexpr bool by_sequence = kSeq;  // else every token is of sequence 0
+  const bool first = threadIdx.x % 32 == 0, last_lane = threadIdx.x % 32 == 31;
+  float rw[kT], bias;
+  load_reversed_filter<kW>(p, c, H, rw, bias);
+  float rdw[kT], db = 0.f;  // rdw[d]: the share of tap H - d
 #pragma unroll
-  for (int k = 0; k < kT; ++k) dw[k] = 0.f;
+  for (int d = 0; d < kT; ++d) rdw[d] = 0.f;
 
-  if (work.active) {
-    float w[kT], bias;
-    load_filter<kW>(p, c, w, bias);
-    // Columns u-H..u (values and sequences) and the gradients g of tokens
-    // u-H..u, at positions 0..H; g of tokens before the run are never needed
-    // for its columns, and before the row they are zero.
-    float col[kT], g[kT];
-    int32_t col_seq[kT];
+#pragma unroll 1
+  for (int tile = 0; tile < kTiles; ++tile) {
+    const int64_t t0 = tile_start(tile);
+    const int m = run_length(t0, L);
+    float xs[kTok], ds[kTok], halo[kH], ext_x[kH], ext_d[kH];
+    int32_t ss[kTok], halo_seq[kH], ext_seq[kH];
+    read_tokens<T>(p.x, b, c, t0, m, vec.x, xs);
+    read_tokens<T>(p.dout, b, c, t0, m, vec.dout, ds);
+    read_sequences(p, vec.seq, b, t0, m, ss);
+    // A warp's first lane reads the columns before its run; its last lane the
+    // tokens after it (up to H of them, inside the row).
 #pragma unroll
-    for (int k = 0; k < kT; ++k) {
-      col[k] = k < H ? column<T>(p, b, c, t0 - H + k, H) : 0.f;
-      col_seq[k] = k < H && by_sequence ? column_sequence(p, b, t0 - H + k) : 0;
-      g[k] = 0.f;
+    for (int e = 0; e < kH; ++e) {
+      halo[e] = ext_x[e] = ext_d[e] = 0.f;
+      halo_seq[e] = ext_seq[e] = 0;
     }
-    const int64_t u_end = t1 + H;  // tokens t1 .. t1+H-1 only complete the run's columns
-    for (int64_t u0 = t0; u0 < u_end; u0 += kBwdLoads) {
-      const int64_t in_row = (L < u_end ? L : u_end) - u0;
-      const int n = in_row <= 0 ? 0 : (in_row < kBwdLoads ? static_cast<int>(in_row) : kBwdLoads);
-      float xs[kBwdLoads], ds[kBwdLoads];
-      int32_t ss[kBwdLoads];
-      read_tokens<T>(p.x, b, c, u0, n, vec.x, xs);
-      read_tokens<T>(p.dout, b, c, u0, n, vec.dout, ds);
-      read_sequences(p, b, u0, n, ss);
+    if (first) load_halo<T>(p, b, c, t0, H, halo, halo_seq);
+    if (last_lane) {
 #pragma unroll
-      for (int i = 0; i < kBwdLoads; ++i) {
-        const int64_t u = u0 + i;
-        if (u >= u_end) break;
-        // Token u's column enters at position H.
-        const bool token = i < n;
-        const int32_t s = token ? ss[i] : -1;
-#pragma unroll
-        for (int k = 0; k < kT; ++k)
-          if (k == H) {
-            col[k] = token ? xs[i] : 0.f;
-            col_seq[k] = token && by_sequence ? s : 0;
-          }
-        float gu = 0.f;
-        if (token && s >= 0) {
-          float pre = bias;
-#pragma unroll
-          for (int k = 0; k < kT; ++k)
-            if (k <= H && (!by_sequence || col_seq[k] == s)) pre = fmaf(w[k], col[k], pre);
-          if (p.silu) {
-            const float sig = 1.f / (1.f + __expf(-pre));
-            gu = ds[i] * sig * (1.f + pre * (1.f - sig));
-          } else {
-            gu = ds[i];
-          }
+      for (int e = 0; e < kH; ++e) {
+        const int64_t u = t0 + kTok + e;
+        if (e < H && u < L) {
+          ext_x[e] = read<T>(p.x, b, c, u);
+          ext_d[e] = read<T>(p.dout, b, c, u);
+          ext_seq[e] = static_cast<int32_t>(p.sequence(b, u));
         }
-        // g of tokens u-H..u at positions 0..H.
+      }
+    }
+    // Positions: col/seq[kH + q] = column t0 + q for q = -H .. kTok + H - 1;
+    // g[q] and dout for tokens t0 + q, q = 0 .. kTok + H - 1.
+    constexpr int kN = kH + kTok + kH;
+    float col[kN], dy[kTok + kH], g[kTok + kH];
+    int32_t seq[kN];
+    gather_columns<kH>(xs, ss, halo, halo_seq, H, col, seq);
 #pragma unroll
-        for (int k = 0; k + 1 < kT; ++k)
-          if (k < H) g[k] = g[k + 1];
+    for (int i = 0; i < kTok; ++i) dy[i] = ds[i];
 #pragma unroll
-        for (int k = 0; k < kT; ++k)
-          if (k == H) g[k] = gu;
-        if (token && u < t1) {
+    for (int e = 0; e < kH; ++e) {
+      const float v = __shfl_down_sync(0xffffffffu, xs[e], 1);
+      const float dv = __shfl_down_sync(0xffffffffu, ds[e], 1);
+      const int32_t sv = __shfl_down_sync(0xffffffffu, ss[e], 1);
+      col[kH + kTok + e] = last_lane ? ext_x[e] : v;
+      dy[kTok + e] = last_lane ? ext_d[e] : dv;
+      seq[kH + kTok + e] = last_lane ? ext_seq[e] : sv;
+    }
+    // g of tokens t0 .. t0 + kTok + H - 1 (zero outside the row and for padding).
 #pragma unroll
-          for (int k = 0; k < kT; ++k)
-            if (k <= H && (!by_sequence || col_seq[k] == s)) dw[k] = fmaf(gu, col[k], dw[k]);
-          db += gu;
+    for (int q = 0; q < kTok + kH; ++q) {
+      g[q] = 0.f;
+      const int32_t s = seq[kH + q];
+      if (q < kTok + H && t0 + q < L && s >= 0) {
+        float pre = bias;
+#pragma unroll
+        for (int d = 0; d < kT; ++d)
+          if (d <= H && (!by_sequence || seq[kH + q - d] == s))
+            pre = fmaf(rw[d], col[kH + q - d], pre);
+        if (p.silu) {
+          const float sig = 1.f / (1.f + __expf(-pre));
+          g[q] = dy[q] * sig * (1.f + pre * (1.f - sig));
+        } else {
+          g[q] = dy[q];
         }
-        // Column j = u - H is complete: tokens j..u read it, through taps H..0.
-        const int64_t j = u - H;
-        if ((j >= t0 && j < t1) || (t0 == 0 && j < 0)) {
-          float dc = 0.f;
+      }
+    }
+    // dweight and dbias shares of the run's tokens.
 #pragma unroll
-          for (int k = 0; k < kT; ++k) {
-            // Token u - k, at position H - k, reads column j = u - H through tap k.
-            if (k <= H) {
-              const int pos = H - k;
-              float gk = 0.f, same = 1.f;
+    for (int i = 0; i < kTok; ++i) {
+      if (i >= m) break;
+      const int32_t s = seq[kH + i];
 #pragma unroll
-              for (int q = 0; q < kT; ++q)
-                if (q == pos) {
-                  gk = g[q];
-                  same = !by_sequence || col_seq[q] == col_seq[0] ? 1.f : 0.f;
-                }
-              dc = fmaf(w[k] * same, gk, dc);
-            }
-          }
-          if (p.dfinal_states.present() && j >= L - H)
-            dc += read<T>(p.dfinal_states, b, c, j - (L - H));
-          if (j >= 0) {
-            write<T>(p.dx, b, c, j, dc);
-          } else if (p.dinitial_states.present()) {
-            write<T>(p.dinitial_states, b, c, j + H, dc);
-          }
-        }
-        // Slide the columns: position k takes k + 1.
+      for (int d = 0; d < kT; ++d)
+        if (d <= H && (!by_sequence || seq[kH + i - d] == s))
+          rdw[d] = fmaf(g[i], col[kH + i - d], rdw[d]);
+      db += g[i];
+    }
+    // dx of the run's columns: tokens j .. j + H of j's sequence read column j.
+    float dxs[kTok];
 #pragma unroll
-        for (int k = 0; k + 1 < kT; ++k)
-          if (k < H) {
-            col[k] = col[k + 1];
-            col_seq[k] = col_seq[k + 1];
-          }
+    for (int i = 0; i < kTok; ++i) {
+      float dc = 0.f;
+#pragma unroll
+      for (int d = 0; d < kT; ++d)
+        if (d <= H && (!by_sequence || seq[kH + i + d] == seq[kH + i]))
+          dc = fmaf(rw[d], g[i + d], dc);
+      if (p.dfinal_states.present() && t0 + i >= L - H && t0 + i < L)
+        dc += read<T>(p.dfinal_states, b, c, t0 + i - (L - H));
+      dxs[i] = dc;
+    }
+    if (m > 0) write_tokens<T>(p.dx, b, c, t0, m, vec.dx, dxs);
+    // dinitial_states: columns -H .. -1, by the thread of token 0.
+    if (t0 == 0 && p.dinitial_states.present()) {
+#pragma unroll
+      for (int e = 1; e <= kH; ++e) {
+        if (e > H) continue;
+        float dc = 0.f;
+#pragma unroll
+        for (int d = 0; d < kT; ++d)
+          if (d >= e && d <= H && (!by_sequence || seq[kH + d - e] == seq[kH - e]))
+            dc = fmaf(rw[d], g[d - e < 0 ? 0 : d - e], dc);
+        if (p.dfinal_states.present() && -e >= L - H)
+          dc += read<T>(p.dfinal_states, b, c, -e - (L - H));
+        write<T>(p.dinitial_states, b, c, H - e, dc);
       }
     }
   }
-  // This block's shares: slot (b, blockIdx.y), width rows of dweight, then dbias.
-  float* slot = shares + (b * gridDim.y + blockIdx.y) * (p.width + 1) * p.dim;
-  if constexpr (kByTokens) {
-    block_sum_shares<kT>(dw, db, p.width, slot, p.dim, c);
-  } else {
-    for (int k = 0; k < p.width; ++k) {
-      float v = 0.f;
+  float dw[kT];
 #pragma unroll
-      for (int q = 0; q < kT; ++q)
-        if (q == k) v = dw[q];
-      slot[k * p.dim + c] = v;
-    }
-    slot[p.width * p.dim + c] = db;
+  for (int k = 0; k < kT; ++k) {
+    dw[k] = 0.f;
+#pragma unroll
+    for (int d = 0; d < kT; ++d)
+      if (d == H - k) dw[k] = rdw[d];
   }
+  float* slot = shares + (b * gridDim.y + blockIdx.y) * (p.width + 1) * p.dim;
+  block_sum_shares<kT>(dw, db, p.width, slot, p.dim, c);
 }
 
 // dweight (dim, width) and dbias (dim,): the shares of every slot, summed in
-// slot order.
+// slot order (kSumLoads slots' loads in flight at once).
+constexpr int kSumLoads = 8;
+
 template <typename W>
 __global__ void __launch_bounds__(kThreads)
     sum_shares_kernel(const float* __restrict__ shares, int64_t slots, int64_t dim, int width,
@@ -375,8 +713,18 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t c = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
   const int k = blockIdx.y;  // 0..width-1: a tap; width: the bias
   if (c >= dim) return;
+  const int64_t stride = (width + 1) * dim;
+  const float* share = shares + k * dim + c;
   float sum = 0.f;
-  for (int64_t s = 0; s < slots; ++s) sum += shares[(s * (width + 1) + k) * dim + c];
+  int64_t s = 0;
+  for (; s + kSumLoads <= slots; s += kSumLoads) {
+    float v[kSumLoads];
+#pragma unroll
+    for (int q = 0; q < kSumLoads; ++q) v[q] = share[(s + q) * stride];
+#pragma unroll
+    for (int q = 0; q < kSumLoads; ++q) sum += v[q];
+  }
+  for (; s < slots; ++s) sum += share[s * stride];
   if (k < width) {
     dweight[c * dw_dim + k * dw_tap] = from_float<W>(sum);
   } else if (dbias != nullptr) {
@@ -401,35 +749,61 @@ bool by_tokens(const BatchParams& p) {
   return !channels_only && p.x.tok == 1 && p.x.dim != 1;
 }
 
-// Calls f.template operator()<T, kW, kByTokens>() for x's storage type, the
-// width (4 compiled as such, others at run time) and the thread mapping.
+// Calls f.template operator()<T, kW>() for x's storage type and the width (4
+// compiled as such, others at run time).
 template <typename F>
 void dispatch_batch(const BatchParams& p, F&& f) {
   with_storage_type(p.x_type, [&](auto tag) {
     using T = decltype(tag);
-    const bool tokens = by_tokens(p);
-    if (p.width == 4) {
-      tokens ? f.template operator()<T, 4, true>() : f.template operator()<T, 4, false>();
-    } else {
-      tokens ? f.template operator()<T, 0, true>() : f.template operator()<T, 0, false>();
-    }
+    p.width == 4 ? f.template operator()<T, 4>() : f.template operator()<T, 0>();
   });
 }
 
-// One block per (channels or channel, token range, row): `chunk` tokens per
-// thread along channels; kThreads runs of kRun tokens along tokens.
-dim3 batch_grid(const BatchParams& p, int64_t chunk) {
-  const bool tokens = by_tokens(p);
-  const int64_t span = tokens ? kThreads * kRun : chunk;
-  const int64_t ranges = std::max<int64_t>(1, (p.seqlen + span - 1) / span);
-  const int64_t blocks = tokens ? p.dim : (p.dim + kThreads - 1) / kThreads;
-  TORCH_CHECK(ranges <= 65535 && p.batch <= 65535 && blocks <= INT32_MAX,
+// Calls f.template operator()<kSeq>(): kSeq false (no sequence ids: every
+// sequence test compiled away) for the fixed width without seq_idx; true
+// otherwise, which also serves rows without seq_idx (their ids read as 0).
+template <int kW, typename F>
+void with_sequences(bool seq, F&& f) {
+  if constexpr (kW > 0) {
+    if (!seq) return f.template operator()<false>();
+  }
+  f.template operator()<true>();
+}
+
+// grid.y of a launch: blocks along one row's tokens.
+unsigned token_blocks(const BatchParams& p, int64_t span) {
+  const int64_t blocks = std::max<int64_t>(1, (p.seqlen + span - 1) / span);
+  TORCH_CHECK(blocks <= 65535 && p.batch <= 65535,
               "causal_conv1d_batch: too many tokens or rows for one grid");
-  return dim3(static_cast<unsigned>(blocks), static_cast<unsigned>(ranges),
+  return static_cast<unsigned>(blocks);
+}
+
+dim3 tokens_grid(const BatchParams& p) {
+  TORCH_CHECK(p.dim <= INT32_MAX, "causal_conv1d_batch: dim too large for one grid");
+  return dim3(static_cast<unsigned>(p.dim), token_blocks(p, kBlockSpan),
               static_cast<unsigned>(p.batch));
 }
 
-// A view whose tokens can be moved kLoads at a time in 16-byte accesses: tokens
+// Tokens per thread along channels: the largest power of two from `most` down
+// to `least` whose grid still holds a quarter of the threads the GPU can run
+// at once, so that short batches spread over every SM (as the prefill does).
+int64_t channel_chunk(const BatchParams& p, int n, int64_t most, int64_t least, int device) {
+  const int64_t fill =
+      static_cast<int64_t>(device_attribute<cudaDevAttrMultiProcessorCount>(device)) * 2048 / 4;
+  const int64_t per_range = p.batch * ((p.dim + n * kThreads - 1) / (n * kThreads)) * kThreads;
+  int64_t chunk = most;
+  while (chunk > least && per_range * ((p.seqlen + chunk - 1) / chunk) < fill) chunk /= 2;
+  while ((p.seqlen + chunk - 1) / chunk > 65535) chunk *= 2;
+  return chunk;
+}
+
+dim3 channels_grid(const BatchParams& p, int n, int64_t chunk) {
+  const int64_t blocks = (p.dim + n * kThreads - 1) / (n * kThreads);
+  return dim3(static_cast<unsigned>(blocks), token_blocks(p, chunk),
+              static_cast<unsigned>(p.batch));
+}
+
+// A view whose tokens can be moved kTok at a time in 16-byte accesses: tokens
 // contiguous, every run of a channel starting on a 16-byte boundary.
 bool tokens_vectorizable(const View3& v, size_t elem) {
   const auto bytes = [&](int64_t stride) {
@@ -443,7 +817,87 @@ BatchVec batch_vec(const BatchParams& p, size_t elem) {
   vec.x = tokens_vectorizable(p.x, elem);
   vec.out = tokens_vectorizable(p.out, elem);
   vec.dout = tokens_vectorizable(p.dout, elem);
+  vec.dx = tokens_vectorizable(p.dx, elem);
+  vec.seq = p.seq_idx != nullptr && p.seq_tok_stride == 1 && p.seq_batch_stride % 4 == 0 &&
+            aligned16(p.seq_idx);
   return vec;
+}
+
+// A view whose channels [c, c + n) (c a multiple of n) take one access of n
+// elements at every token: channels contiguous, strides multiples of n, the
+// data aligned to the access.
+bool channels_vectorizable(const View3& v, int64_t dim, int n, size_t elem) {
+  return v.present() && v.dim == 1 && dim % n == 0 && v.tok % n == 0 && v.batch % n == 0 &&
+         reinterpret_cast<uintptr_t>(v.data) % (n * elem) == 0;
+}
+
+VecFlags filter_vec(const BatchParams& p, int kW) {
+  return vec_flags(p, kW, c10::elementSize(p.weight_type), c10::elementSize(p.bias_type), 1);
+}
+
+template <typename T, int kW>
+void launch_fwd(const BatchParams& p, const LaunchTarget& target) {
+  const bool seq = p.seq_idx != nullptr;
+  if (by_tokens(p)) {
+    with_sequences<kW>(seq, [&]<bool kSeq>() {
+      launch_kernel(batch_fwd_tokens<T, kW, kSeq>, tokens_grid(p), dim3(kThreads), target, p,
+                    batch_vec(p, sizeof(T)));
+    });
+    return;
+  }
+  // 16-byte accesses at the fixed width, 8-byte ones at the run-time width
+  // (whose kMaxWidth taps per channel take the registers).
+  constexpr int n = (kW > 0 ? 16 : 8) / sizeof(T);
+  const bool vector = channels_vectorizable(p.x, p.dim, n, sizeof(T)) &&
+                      channels_vectorizable(p.out, p.dim, n, sizeof(T));
+  const auto go = [&]<int kN, bool kSeq>() {
+    const int64_t chunk = channel_chunk(p, kN, 128, 8, target.device);
+    launch_kernel(batch_fwd_channels<T, kW, kN, kSeq>, channels_grid(p, kN, chunk), dim3(kThreads),
+                  target, p, chunk, filter_vec(p, kW));
+  };
+  if (!vector) return go.template operator()<1, true>();
+  with_sequences<kW>(seq, [&]<bool kSeq>() { go.template operator()<n, kSeq>(); });
+}
+
+// Launches the backward kernel; returns the number of share slots it wrote.
+template <typename T, int kW>
+int64_t launch_bwd(const BatchParams& p, const LaunchTarget& target, const at::Tensor& x,
+                   at::Tensor& shares) {
+  const auto alloc = [&](const dim3& grid) {
+    const int64_t slots = p.batch * static_cast<int64_t>(grid.y);
+    shares = at::empty({slots, p.width + 1, p.dim}, x.options().dtype(at::kFloat));
+    return slots;
+  };
+  const bool seq = p.seq_idx != nullptr;
+  if (by_tokens(p)) {
+    const dim3 grid = tokens_grid(p);
+    const int64_t slots = alloc(grid);
+    with_sequences<kW>(seq, [&]<bool kSeq>() {
+      launch_kernel(batch_bwd_tokens<T, kW, kSeq>, grid, dim3(kThreads), target, p,
+                    batch_vec(p, sizeof(T)), shares.data_ptr<float>());
+    });
+    return slots;
+  }
+  // 8-byte accesses: x, dout, the columns and the gradients of n channels
+  // stay in registers.
+  constexpr int n = (kW > 0 ? 8 : 4) / sizeof(T);
+  const bool vector = channels_vectorizable(p.x, p.dim, n, sizeof(T)) &&
+                      channels_vectorizable(p.dout, p.dim, n, sizeof(T)) &&
+                      channels_vectorizable(p.dx, p.dim, n, sizeof(T));
+  int64_t slots = 0;
+  const auto go = [&]<int kN, bool kSeq>() {
+    const int64_t chunk = channel_chunk(p, kN, 256, 16, target.device);
+    const dim3 grid = channels_grid(p, kN, chunk);
+    slots = alloc(grid);
+    launch_kernel(batch_bwd_channels<T, kW, kN, kSeq>, grid, dim3(kThreads), target, p, chunk,
+                  filter_vec(p, kW), shares.data_ptr<float>());
+  };
+  if (!vector) {
+    go.template operator()<1, true>();
+  } else {
+    with_sequences<kW>(seq, [&]<bool kSeq>() { go.template operator()<n, kSeq>(); });
+  }
+  return slots;
 }
 
 at::Tensor empty_like_strided(const at::Tensor& x) {
@@ -465,10 +919,7 @@ std::tuple<at::Tensor, at::Tensor> causal_conv1d_batch_fwd_cuda(
                                               return_final_states ? final_states : at::Tensor());
   if (p.batch == 0 || p.dim == 0) return {out, final_states};
   const LaunchTarget target{c10::cuda::getCurrentCUDAStream(), x.get_device()};
-  dispatch_batch(p, [&]<typename T, int kW, bool kByTokens>() {
-    launch_kernel(batch_fwd_kernel<T, kW, kByTokens>, batch_grid(p, kFwdChunk), dim3(kThreads),
-                  target, p, batch_vec(p, sizeof(T)));
-  });
+  dispatch_batch(p, [&]<typename T, int kW>() { launch_fwd<T, kW>(p, target); });
   return {out, final_states};
 }
 
@@ -495,13 +946,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> causal_conv1d_batch_b
     return {dx, dweight, dbias, dinit};
   }
   const LaunchTarget target{c10::cuda::getCurrentCUDAStream(), x.get_device()};
-  const dim3 grid = batch_grid(p, kBwdChunk);
-  const int64_t chunks = grid.y, slots = p.batch * chunks;
-  at::Tensor shares = at::empty({slots, p.width + 1, p.dim}, x.options().dtype(at::kFloat));
-  dispatch_batch(p, [&]<typename T, int kW, bool kByTokens>() {
-    launch_kernel(batch_bwd_kernel<T, kW, kByTokens>, grid, dim3(kThreads), target, p,
-                  batch_vec(p, sizeof(T)), shares.data_ptr<float>());
-  });
+  at::Tensor shares;
+  int64_t slots = 0;
+  dispatch_batch(p, [&]<typename T, int kW>() { slots = launch_bwd<T, kW>(p, target, x, shares); });
   const dim3 sum_grid((p.dim + kThreads - 1) / kThreads, p.width + 1);
   with_storage_type(p.weight_type, [&](auto tag) {
     using W = decltype(tag);
