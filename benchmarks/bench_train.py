@@ -94,7 +94,7 @@ def step(forward, x, weight, bias, dout):
     return torch.autograd.grad(forward(x, weight, bias), (x, weight, bias), dout)
 
 
-def run(device, dtype, min_run_time, threads):
+def run(device, dtype, min_run_time, threads, only=None):
     def time_us(fn):
         if device == "cuda":
             return benchmark.time_cuda_flushed_us(fn, min_run_time, graph=False)
@@ -103,9 +103,11 @@ def run(device, dtype, min_run_time, threads):
     impls = implementations(device)
     rows = []
     for batch, seqlen, dim, layout in CASES[device]:
+        shape = f"{batch}x{seqlen}, D {dim}, {layout.replace('_', '-')}"
+        if only is not None and only not in shape:
+            continue
         args = make(batch, seqlen, dim, layout, dtype, device)
         x, weight, bias, dout = args
-        shape = f"{batch}x{seqlen}, D {dim}, {layout.replace('_', '-')}"
         expected = step(
             torch_forward,
             *[t.detach().float().requires_grad_() for t in (x, weight, bias)],
@@ -224,6 +226,7 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--name", default=None)
     parser.add_argument("--out-dir", default=os.path.join(HERE, "results"))
+    parser.add_argument("--only", help="only the cases whose name contains this substring")
     parser.add_argument(
         "--profile",
         metavar="SUBSTRING",
@@ -254,7 +257,7 @@ def main(argv=None) -> int:
         f"{args.dtype}, width 4, bias, SiLU; {timing}"
     )
     print(header, flush=True)
-    rows = run(args.device, dtype, args.min_run_time, args.threads)
+    rows = run(args.device, dtype, args.min_run_time, args.threads, args.only)
     os.makedirs(args.out_dir, exist_ok=True)
     base = os.path.join(args.out_dir, args.name or f"{args.device}-train")
     with open(base + ".md", "w") as f:

@@ -365,9 +365,8 @@ __global__ void __launch_bounds__(kThreads, kChannelBlocks<kW>)
 // thread owns tokens [t0, t0 + kTok).
 
 constexpr int kTok = 8;    // tokens per thread in a tile: 16 bytes of 16-bit x
-constexpr int kTiles = 2;  // tiles per block
+constexpr int kTiles = 2;  // tiles per block (forward: their loads issued together)
 constexpr int64_t kTileSpan = int64_t{kThreads} * kTok;
-constexpr int64_t kBlockSpan = kTiles * kTileSpan;
 
 // Per-launch vector flags: which views take one access per kTok tokens.
 struct BatchVec {
@@ -395,11 +394,11 @@ __device__ __forceinline__ void write_tokens(const View3& v, int64_t b, int64_t 
     if (i < m) base[i * v.tok] = from_float<T>(in[i]);
 }
 
-// The sequence ids of tokens t .. t+m-1 (0 past m, and without seq_idx).
-template <int N>
+// The sequence ids of tokens t .. t+m-1 (0 past m, and without seq_idx or kSeq).
+template <bool kSeq, int N>
 __device__ __forceinline__ void read_sequences(const BatchParams& p, bool vec, int64_t b, int64_t t,
                                                int m, int32_t (&out)[N]) {
-  if (p.seq_idx == nullptr) {
+  if (!kSeq || p.seq_idx == nullptr) {
 #pragma unroll
     for (int i = 0; i < N; ++i) out[i] = 0;
     return;
@@ -441,8 +440,8 @@ __device__ __forceinline__ void load_reversed_filter(const BatchParams& p, int64
 }
 
 // A tile's run of this thread: tokens [t0, t0 + m) of the row (m = 0 past its end).
-__device__ __forceinline__ int64_t tile_start(int tile) {
-  return static_cast<int64_t>(blockIdx.y) * kBlockSpan + tile * kTileSpan +
+__device__ __forceinline__ int64_t tile_start(int tile, int tiles) {
+  return (static_cast<int64_t>(blockIdx.y) * tiles + tile) * kTileSpan +
          static_cast<int64_t>(threadIdx.x) * kTok;
 }
 
@@ -452,7 +451,7 @@ __device__ __forceinline__ int run_length(int64_t t0, int64_t L) {
 
 // The columns t0 - d (d = 1..H) of a warp's first lane, read from memory
 // (the other lanes take them from their left neighbour).
-template <typename T, int kH>
+template <typename T, bool kSeq, int kH>
 __device__ __forceinline__ void load_halo(const BatchParams& p, int64_t b, int64_t c, int64_t t0,
                                           int H, float (&v)[kH], int32_t (&s)[kH]) {
 #pragma unroll
@@ -460,13 +459,13 @@ __device__ __forceinline__ void load_halo(const BatchParams& p, int64_t b, int64
     const int64_t j = t0 - d;
     const bool in = d <= H && j < p.seqlen;
     v[d - 1] = in ? column<T>(p, b, c, j, H) : 0.f;
-    s[d - 1] = in && p.seq_idx != nullptr ? column_sequence(p, b, j) : 0;
+    s[d - 1] = kSeq && in && p.seq_idx != nullptr ? column_sequence(p, b, j) : 0;
   }
 }
 
 // col[kH - d] = column t0 - d for d = 1..H: lane - 1's last tokens, or `halo`
 // on a warp's first lane; col[kH + i] = own token i.
-template <int kH, int kN>
+template <bool kSeq, int kH, int kN>
 __device__ __forceinline__ void gather_columns(const float (&xs)[kTok], const int32_t (&ss)[kTok],
                                                const float (&halo)[kH],
                                                const int32_t (&halo_seq)[kH], int H,
@@ -475,7 +474,7 @@ __device__ __forceinline__ void gather_columns(const float (&xs)[kTok], const in
 #pragma unroll
   for (int d = 1; d <= kH; ++d) {
     const float v = __shfl_up_sync(0xffffffffu, xs[kTok - d], 1);
-    const int32_t s = __shfl_up_sync(0xffffffffu, ss[kTok - d], 1);
+    const int32_t s = kSeq ? __shfl_up_sync(0xffffffffu, ss[kTok - d], 1) : 0;
     col[kH - d] = d > H ? 0.f : (first ? halo[d - 1] : v);
     seq[kH - d] = d > H ? 0 : (first ? halo_seq[d - 1] : s);
   }
@@ -486,7 +485,7 @@ __device__ __forceinline__ void gather_columns(const float (&xs)[kTok], const in
   }
 }
 
-template <typename T, int kW, bool kSeq>
+template <typename T, int kW, bool kSeq, int kFwdTiles>
 __global__ void __launch_bounds__(kThreads, kTokenBlocks<kW>)
     batch_fwd_tokens(const BatchParams p, BatchVec vec) {
   await_producers();
@@ -497,16 +496,16 @@ __global__ void __launch_bounds__(kThreads, kTokenBlocks<kW>)
   float rw[kT], bias;
   load_reversed_filter<kW>(p, c, H, rw, bias);
   // Every tile's loads first; a warp's first lane also reads its halo.
-  float xs[kTiles][kTok], halo[kTiles][kH];
-  int32_t ss[kTiles][kTok], halo_seq[kTiles][kH];
+  float xs[kFwdTiles][kTok], halo[kFwdTiles][kH];
+  int32_t ss[kFwdTiles][kTok], halo_seq[kFwdTiles][kH];
 #pragma unroll
-  for (int tile = 0; tile < kTiles; ++tile) {
-    const int64_t t0 = tile_start(tile);
+  for (int tile = 0; tile < kFwdTiles; ++tile) {
+    const int64_t t0 = tile_start(tile, kFwdTiles);
     const int m = run_length(t0, L);
     read_tokens<T>(p.x, b, c, t0, m, vec.x, xs[tile]);
-    read_sequences(p, vec.seq, b, t0, m, ss[tile]);
+    read_sequences<kSeq>(p, vec.seq, b, t0, m, ss[tile]);
     if (threadIdx.x % 32 == 0) {
-      load_halo<T>(p, b, c, t0, H, halo[tile], halo_seq[tile]);
+      load_halo<T, kSeq>(p, b, c, t0, H, halo[tile], halo_seq[tile]);
     } else {
 #pragma unroll
       for (int d = 0; d < kH; ++d) {
@@ -516,12 +515,12 @@ __global__ void __launch_bounds__(kThreads, kTokenBlocks<kW>)
     }
   }
 #pragma unroll
-  for (int tile = 0; tile < kTiles; ++tile) {
-    const int64_t t0 = tile_start(tile);
+  for (int tile = 0; tile < kFwdTiles; ++tile) {
+    const int64_t t0 = tile_start(tile, kFwdTiles);
     const int m = run_length(t0, L);
     float col[kH + kTok];
     int32_t seq[kH + kTok];
-    gather_columns<kH>(xs[tile], ss[tile], halo[tile], halo_seq[tile], H, col, seq);
+    gather_columns<kSeq, kH>(xs[tile], ss[tile], halo[tile], halo_seq[tile], H, col, seq);
     float ys[kTok];
 #pragma unroll
     for (int i = 0; i < kTok; ++i) {
@@ -570,7 +569,8 @@ __device__ __forceinline__ void block_sum_shares(const float (&dw)[kT], float db
 
 template <typename T, int kW, bool kSeq>
 __global__ void __launch_bounds__(kThreads, kTokenBlocks<kW>)
-    batch_bwd_tokens(const BatchParams p, BatchVec vec, float* __restrict__ shares) {
+    batch_bwd_tokens(const BatchParams p, BatchVec vec, const int tiles,
+                     float* __restrict__ shares) {
   await_producers();
   constexpr int kT = kTaps<kW>, kH = kT - 1;
   const int H = (kW > 0 ? kW : p.width) - 1;
@@ -584,14 +584,14 @@ __global__ void __launch_bounds__(kThreads, kTokenBlocks<kW>)
   for (int d = 0; d < kT; ++d) rdw[d] = 0.f;
 
 #pragma unroll 1
-  for (int tile = 0; tile < kTiles; ++tile) {
-    const int64_t t0 = tile_start(tile);
+  for (int tile = 0; tile < tiles; ++tile) {
+    const int64_t t0 = tile_start(tile, tiles);
     const int m = run_length(t0, L);
     float xs[kTok], ds[kTok], halo[kH], ext_x[kH], ext_d[kH];
     int32_t ss[kTok], halo_seq[kH], ext_seq[kH];
     read_tokens<T>(p.x, b, c, t0, m, vec.x, xs);
     read_tokens<T>(p.dout, b, c, t0, m, vec.dout, ds);
-    read_sequences(p, vec.seq, b, t0, m, ss);
+    read_sequences<kSeq>(p, vec.seq, b, t0, m, ss);
     // A warp's first lane reads the columns before its run; its last lane the
     // tokens after it (up to H of them, inside the row).
 #pragma unroll
@@ -599,7 +599,7 @@ __global__ void __launch_bounds__(kThreads, kTokenBlocks<kW>)
       halo[e] = ext_x[e] = ext_d[e] = 0.f;
       halo_seq[e] = ext_seq[e] = 0;
     }
-    if (first) load_halo<T>(p, b, c, t0, H, halo, halo_seq);
+    if (first) load_halo<T, kSeq>(p, b, c, t0, H, halo, halo_seq);
     if (last_lane) {
 #pragma unroll
       for (int e = 0; e < kH; ++e) {
@@ -607,7 +607,7 @@ __global__ void __launch_bounds__(kThreads, kTokenBlocks<kW>)
         if (e < H && u < L) {
           ext_x[e] = read<T>(p.x, b, c, u);
           ext_d[e] = read<T>(p.dout, b, c, u);
-          ext_seq[e] = static_cast<int32_t>(p.sequence(b, u));
+          ext_seq[e] = kSeq ? static_cast<int32_t>(p.sequence(b, u)) : 0;
         }
       }
     }
@@ -616,14 +616,14 @@ __global__ void __launch_bounds__(kThreads, kTokenBlocks<kW>)
     constexpr int kN = kH + kTok + kH;
     float col[kN], dy[kTok + kH], g[kTok + kH];
     int32_t seq[kN];
-    gather_columns<kH>(xs, ss, halo, halo_seq, H, col, seq);
+    gather_columns<kSeq, kH>(xs, ss, halo, halo_seq, H, col, seq);
 #pragma unroll
     for (int i = 0; i < kTok; ++i) dy[i] = ds[i];
 #pragma unroll
     for (int e = 0; e < kH; ++e) {
       const float v = __shfl_down_sync(0xffffffffu, xs[e], 1);
       const float dv = __shfl_down_sync(0xffffffffu, ds[e], 1);
-      const int32_t sv = __shfl_down_sync(0xffffffffu, ss[e], 1);
+      const int32_t sv = kSeq ? __shfl_down_sync(0xffffffffu, ss[e], 1) : 0;
       col[kH + kTok + e] = last_lane ? ext_x[e] : v;
       dy[kTok + e] = last_lane ? ext_d[e] : dv;
       seq[kH + kTok + e] = last_lane ? ext_seq[e] : sv;
@@ -778,9 +778,21 @@ unsigned token_blocks(const BatchParams& p, int64_t span) {
   return static_cast<unsigned>(blocks);
 }
 
-dim3 tokens_grid(const BatchParams& p) {
+// Tiles per block along tokens: forward CAUSAL_CONV1D_CUDA_BATCH_TILES, backward
+// CAUSAL_CONV1D_CUDA_BATCH_BWD_TILES (1, 2, 4, 8; for tuning), else kTiles.
+int fwd_tiles() {
+  static const int forced = env_choice("CAUSAL_CONV1D_CUDA_BATCH_TILES", {1, 2, 4});
+  return forced > 0 ? forced : kTiles;
+}
+
+int bwd_tiles() {
+  static const int forced = env_choice("CAUSAL_CONV1D_CUDA_BATCH_BWD_TILES", {1, 2, 4, 8});
+  return forced > 0 ? forced : kTiles;
+}
+
+dim3 tokens_grid(const BatchParams& p, int tiles) {
   TORCH_CHECK(p.dim <= INT32_MAX, "causal_conv1d_batch: dim too large for one grid");
-  return dim3(static_cast<unsigned>(p.dim), token_blocks(p, kBlockSpan),
+  return dim3(static_cast<unsigned>(p.dim), token_blocks(p, tiles * kTileSpan),
               static_cast<unsigned>(p.batch));
 }
 
@@ -839,10 +851,16 @@ template <typename T, int kW>
 void launch_fwd(const BatchParams& p, const LaunchTarget& target) {
   const bool seq = p.seq_idx != nullptr;
   if (by_tokens(p)) {
-    with_sequences<kW>(seq, [&]<bool kSeq>() {
-      launch_kernel(batch_fwd_tokens<T, kW, kSeq>, tokens_grid(p), dim3(kThreads), target, p,
-                    batch_vec(p, sizeof(T)));
-    });
+    const int tiles = fwd_tiles();
+    const auto go = [&]<int kFwdTiles>() {
+      with_sequences<kW>(seq, [&]<bool kSeq>() {
+        launch_kernel(batch_fwd_tokens<T, kW, kSeq, kFwdTiles>, tokens_grid(p, kFwdTiles),
+                      dim3(kThreads), target, p, batch_vec(p, sizeof(T)));
+      });
+    };
+    if (tiles == 1) return go.template operator()<1>();
+    if (tiles == 4) return go.template operator()<4>();
+    go.template operator()<2>();
     return;
   }
   // 16-byte accesses at the fixed width, 8-byte ones at the run-time width
@@ -870,11 +888,12 @@ int64_t launch_bwd(const BatchParams& p, const LaunchTarget& target, const at::T
   };
   const bool seq = p.seq_idx != nullptr;
   if (by_tokens(p)) {
-    const dim3 grid = tokens_grid(p);
+    const int tiles = bwd_tiles();
+    const dim3 grid = tokens_grid(p, tiles);
     const int64_t slots = alloc(grid);
     with_sequences<kW>(seq, [&]<bool kSeq>() {
       launch_kernel(batch_bwd_tokens<T, kW, kSeq>, grid, dim3(kThreads), target, p,
-                    batch_vec(p, sizeof(T)), shares.data_ptr<float>());
+                    batch_vec(p, sizeof(T)), tiles, shares.data_ptr<float>());
     });
     return slots;
   }
