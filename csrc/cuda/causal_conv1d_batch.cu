@@ -361,11 +361,16 @@ __global__ void __launch_bounds__(kThreads, kChannelBlocks<kW>)
 }
 
 // ---------------------------------------------------------------------------
-// Along tokens: a block owns channel blockIdx.x of kTiles tiles; in a tile a
-// thread owns tokens [t0, t0 + kTok).
+// Along tokens: a block owns channel blockIdx.x of row blockIdx.z for
+// `tiles` consecutive tiles of kThreads * kTok tokens, walked in order; in a
+// tile each thread owns tokens [t0, t0 + kTok). The columns before a thread's
+// run come from lane - 1 by a shuffle, for a warp's first lane from the
+// previous warp through shared memory, and for the block's first lane from
+// memory (loaded with the tile before, forward). Backward, the tokens after a
+// run come the same way from the other side.
 
-constexpr int kTok = 8;    // tokens per thread in a tile: 16 bytes of 16-bit x
-constexpr int kTiles = 2;  // tiles per block (forward: their loads issued together)
+constexpr int kTok = 8;  // tokens per thread in a tile: 16 bytes of 16-bit x
+constexpr int kWarps = kThreads / 32;
 constexpr int64_t kTileSpan = int64_t{kThreads} * kTok;
 
 // Per-launch vector flags: which views take one access per kTok tokens.
@@ -373,42 +378,40 @@ struct BatchVec {
   bool x = false, out = false, dout = false, dx = false, seq = false;
 };
 
-// Tokens t .. t+m-1 (m <= N) of row b, channel c, as fp32 (zeros past m); vec:
-// the view is channel-first and aligned for one access per N tokens.
+// Tokens t .. t+m-1 (m <= N) of a channel's row (base: its token 0, tok: the
+// token stride), as fp32 (zeros past m); vec: one access per N tokens.
 template <typename T, int N>
-__device__ __forceinline__ void read_tokens(const View3& v, int64_t b, int64_t c, int64_t t, int m,
-                                            bool vec, float (&out)[N]) {
-  const T* base = static_cast<const T*>(v.data) + b * v.batch + c * v.dim + t * v.tok;
-  if (vec && m == N) return load_n<T, N>(base, 1, true, out);
+__device__ __forceinline__ void read_run(const T* base, int64_t tok, int64_t t, int m, bool vec,
+                                         float (&out)[N]) {
+  if (vec && m == N) return load_n<T, N>(base + t, 1, true, out);
 #pragma unroll
-  for (int i = 0; i < N; ++i) out[i] = i < m ? to_float(base[i * v.tok]) : 0.f;
+  for (int i = 0; i < N; ++i) out[i] = i < m ? to_float(base[(t + i) * tok]) : 0.f;
 }
 
 template <typename T, int N>
-__device__ __forceinline__ void write_tokens(const View3& v, int64_t b, int64_t c, int64_t t, int m,
-                                             bool vec, const float (&in)[N]) {
-  T* base = static_cast<T*>(v.data) + b * v.batch + c * v.dim + t * v.tok;
-  if (vec && m == N) return store_n<T, N>(base, 1, true, in);
+__device__ __forceinline__ void write_run(T* base, int64_t tok, int64_t t, int m, bool vec,
+                                          const float (&in)[N]) {
+  if (vec && m == N) return store_n<T, N>(base + t, 1, true, in);
 #pragma unroll
   for (int i = 0; i < N; ++i)
-    if (i < m) base[i * v.tok] = from_float<T>(in[i]);
+    if (i < m) base[(t + i) * tok] = from_float<T>(in[i]);
 }
 
-// The sequence ids of tokens t .. t+m-1 (0 past m, and without seq_idx or kSeq).
+// The sequence ids of tokens t .. t+m-1 of a row (row: its seq_idx, or null
+// for none; 0 past m, and without kSeq).
 template <bool kSeq, int N>
-__device__ __forceinline__ void read_sequences(const BatchParams& p, bool vec, int64_t b, int64_t t,
+__device__ __forceinline__ void read_sequences(const int32_t* row, int64_t tok, bool vec, int64_t t,
                                                int m, int32_t (&out)[N]) {
-  if (!kSeq || p.seq_idx == nullptr) {
+  if (!kSeq || row == nullptr) {
 #pragma unroll
     for (int i = 0; i < N; ++i) out[i] = 0;
     return;
   }
-  const int32_t* base = p.seq_idx + b * p.seq_batch_stride + t * p.seq_tok_stride;
   if constexpr (N % 4 == 0) {
     if (vec && m == N) {
 #pragma unroll
       for (int w = 0; w < N / 4; ++w) {
-        const int4 v = reinterpret_cast<const int4*>(base)[w];
+        const int4 v = reinterpret_cast<const int4*>(row + t)[w];
         out[4 * w] = v.x;
         out[4 * w + 1] = v.y;
         out[4 * w + 2] = v.z;
@@ -418,7 +421,7 @@ __device__ __forceinline__ void read_sequences(const BatchParams& p, bool vec, i
     }
   }
 #pragma unroll
-  for (int i = 0; i < N; ++i) out[i] = i < m ? base[i * p.seq_tok_stride] : 0;
+  for (int i = 0; i < N; ++i) out[i] = i < m ? row[(t + i) * tok] : 0;
 }
 
 // Taps in reverse, rw[d] = tap H - d (d = 0..H, zero past H), and the bias of
@@ -439,44 +442,66 @@ __device__ __forceinline__ void load_reversed_filter(const BatchParams& p, int64
   bias = v[0];
 }
 
-// A tile's run of this thread: tokens [t0, t0 + m) of the row (m = 0 past its end).
-__device__ __forceinline__ int64_t tile_start(int tile, int tiles) {
-  return (static_cast<int64_t>(blockIdx.y) * tiles + tile) * kTileSpan +
-         static_cast<int64_t>(threadIdx.x) * kTok;
-}
-
 __device__ __forceinline__ int run_length(int64_t t0, int64_t L) {
   return L - t0 <= 0 ? 0 : (L - t0 < kTok ? static_cast<int>(L - t0) : kTok);
 }
 
-// The columns t0 - d (d = 1..H) of a warp's first lane, read from memory
-// (the other lanes take them from their left neighbour).
+// A channel's row: x (and the backward's dout) from token 0, and its seq_idx.
+template <typename T, bool kSeq>
+struct TokenRow {
+  const T* x;
+  const T* dout;
+  const int32_t* seq;
+  __device__ __forceinline__ TokenRow(const BatchParams& p, int64_t b, int64_t c) {
+    x = static_cast<const T*>(p.x.data) + b * p.x.batch + c * p.x.dim;
+    dout = p.dout.present() ? static_cast<const T*>(p.dout.data) + b * p.dout.batch + c * p.dout.dim
+                            : nullptr;
+    seq = kSeq && p.seq_idx != nullptr ? p.seq_idx + b * p.seq_batch_stride : nullptr;
+  }
+};
+
+// Columns ts - d (d = 1..H) before a tile starting at ts, from memory (the
+// block's first lane), with their sequences.
 template <typename T, bool kSeq, int kH>
-__device__ __forceinline__ void load_halo(const BatchParams& p, int64_t b, int64_t c, int64_t t0,
+__device__ __forceinline__ void load_halo(const BatchParams& p, int64_t b, int64_t c, int64_t ts,
                                           int H, float (&v)[kH], int32_t (&s)[kH]) {
 #pragma unroll
   for (int d = 1; d <= kH; ++d) {
-    const int64_t j = t0 - d;
+    const int64_t j = ts - d;
     const bool in = d <= H && j < p.seqlen;
     v[d - 1] = in ? column<T>(p, b, c, j, H) : 0.f;
     s[d - 1] = kSeq && in && p.seq_idx != nullptr ? column_sequence(p, b, j) : 0;
   }
 }
 
-// col[kH - d] = column t0 - d for d = 1..H: lane - 1's last tokens, or `halo`
-// on a warp's first lane; col[kH + i] = own token i.
+// Values a warp passes to its neighbours through shared memory, per tile
+// (two buffers by tile parity, so one barrier per tile suffices).
+template <int kH>
+struct Edges {
+  float v[2][kWarps][kH];
+  int32_t s[2][kWarps][kH];
+};
+
+// col[kH - d] = column t0 - d for d = 1..H: lane - 1's last tokens; a warp's
+// first lane: the previous warp's (`edges`, written before the barrier), or
+// for warp 0 `halo`; col[kH + i] = own token i.
 template <bool kSeq, int kH, int kN>
-__device__ __forceinline__ void gather_columns(const float (&xs)[kTok], const int32_t (&ss)[kTok],
-                                               const float (&halo)[kH],
-                                               const int32_t (&halo_seq)[kH], int H,
-                                               float (&col)[kN], int32_t (&seq)[kN]) {
-  const bool first = threadIdx.x % 32 == 0;
+__device__ __forceinline__ void gather_before(const float (&xs)[kTok], const int32_t (&ss)[kTok],
+                                              const Edges<kH>& tails, int buf,
+                                              const float (&halo)[kH],
+                                              const int32_t (&halo_seq)[kH], int H,
+                                              float (&col)[kN], int32_t (&seq)[kN]) {
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
 #pragma unroll
   for (int d = 1; d <= kH; ++d) {
-    const float v = __shfl_up_sync(0xffffffffu, xs[kTok - d], 1);
-    const int32_t s = kSeq ? __shfl_up_sync(0xffffffffu, ss[kTok - d], 1) : 0;
-    col[kH - d] = d > H ? 0.f : (first ? halo[d - 1] : v);
-    seq[kH - d] = d > H ? 0 : (first ? halo_seq[d - 1] : s);
+    float v = __shfl_up_sync(0xffffffffu, xs[kTok - d], 1);
+    int32_t s = kSeq ? __shfl_up_sync(0xffffffffu, ss[kTok - d], 1) : 0;
+    if (lane == 0) {
+      v = warp > 0 ? tails.v[buf][warp - 1][d - 1] : halo[d - 1];
+      if (kSeq) s = warp > 0 ? tails.s[buf][warp - 1][d - 1] : halo_seq[d - 1];
+    }
+    col[kH - d] = d > H ? 0.f : v;
+    seq[kH - d] = d > H ? 0 : s;
   }
 #pragma unroll
   for (int i = 0; i < kTok; ++i) {
@@ -485,42 +510,84 @@ __device__ __forceinline__ void gather_columns(const float (&xs)[kTok], const in
   }
 }
 
-template <typename T, int kW, bool kSeq, int kFwdTiles>
+// Tiles per block along tokens: CAUSAL_CONV1D_CUDA_BATCH_TILES (1, 2, 4, 8, 16)
+// forces it; else the most, up to 16, that keep the grid at the threads the
+// GPU can hold (a block walks its tiles in order, as the row's only block when
+// rows are many).
+int64_t tiles_per_block(const BatchParams& p, int device) {
+  static const int forced = env_choice("CAUSAL_CONV1D_CUDA_BATCH_TILES", {1, 2, 4, 8, 16});
+  const int64_t tiles = std::max<int64_t>(1, (p.seqlen + kTileSpan - 1) / kTileSpan);
+  if (forced > 0) return std::min<int64_t>(forced, tiles);
+  const int64_t hold =
+      static_cast<int64_t>(device_attribute<cudaDevAttrMultiProcessorCount>(device)) * 2048;
+  int64_t per = 16;
+  while (per > 1 && p.batch * p.dim * kThreads * ((tiles + per - 1) / per) < hold) per /= 2;
+  return std::min(per, tiles);
+}
+
+template <typename T, int kW, bool kSeq>
 __global__ void __launch_bounds__(kThreads, kTokenBlocks<kW>)
-    batch_fwd_tokens(const BatchParams p, BatchVec vec) {
+    batch_fwd_tokens(const BatchParams p, BatchVec vec, const int tiles) {
   await_producers();
   constexpr int kT = kTaps<kW>, kH = kT - 1;
   const int H = (kW > 0 ? kW : p.width) - 1;
   const int64_t b = blockIdx.z, c = blockIdx.x, L = p.seqlen;
-  constexpr bool by_sequence = kSeq;  // else every token is of sequence 0
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const bool block_first = threadIdx.x == 0;
+  __shared__ Edges<kH> tails;
   float rw[kT], bias;
   load_reversed_filter<kW>(p, c, H, rw, bias);
-  // Every tile's loads first; a warp's first lane also reads its halo.
-  float xs[kFwdTiles][kTok], halo[kFwdTiles][kH];
-  int32_t ss[kFwdTiles][kTok], halo_seq[kFwdTiles][kH];
-#pragma unroll
-  for (int tile = 0; tile < kFwdTiles; ++tile) {
-    const int64_t t0 = tile_start(tile, kFwdTiles);
+  const TokenRow<T, kSeq> row(p, b, c);
+  T* const out = static_cast<T*>(p.out.data) + b * p.out.batch + c * p.out.dim;
+  const int64_t first = static_cast<int64_t>(blockIdx.y) * tiles * kTileSpan;
+  // The next tile's tokens (and halo, on the block's first lane), loaded one
+  // tile ahead.
+  float nx[kTok], nh[kH];
+  int32_t ns[kTok], nhs[kH];
+  const auto fetch = [&](int64_t ts) {
+    const int64_t t0 = ts + threadIdx.x * kTok;
     const int m = run_length(t0, L);
-    read_tokens<T>(p.x, b, c, t0, m, vec.x, xs[tile]);
-    read_sequences<kSeq>(p, vec.seq, b, t0, m, ss[tile]);
-    if (threadIdx.x % 32 == 0) {
-      load_halo<T, kSeq>(p, b, c, t0, H, halo[tile], halo_seq[tile]);
-    } else {
+    read_run<T>(row.x, p.x.tok, t0, m, vec.x, nx);
+    read_sequences<kSeq>(row.seq, p.seq_tok_stride, vec.seq, t0, m, ns);
+    if (block_first) load_halo<T, kSeq>(p, b, c, ts, H, nh, nhs);
+  };
 #pragma unroll
-      for (int d = 0; d < kH; ++d) {
-        halo[tile][d] = 0.f;
-        halo_seq[tile][d] = 0;
+  for (int d = 0; d < kH; ++d) {
+    nh[d] = 0.f;
+    nhs[d] = 0;
+  }
+  fetch(first);
+#pragma unroll 1
+  for (int k = 0; k < tiles; ++k) {
+    const int64_t ts = first + k * kTileSpan;
+    if (ts >= L && ts > 0) break;  // the same for the whole block
+    const int64_t t0 = ts + threadIdx.x * kTok;
+    const int m = run_length(t0, L);
+    float xs[kTok], halo[kH];
+    int32_t ss[kTok], halo_seq[kH];
+#pragma unroll
+    for (int i = 0; i < kTok; ++i) {
+      xs[i] = nx[i];
+      ss[i] = ns[i];
+    }
+#pragma unroll
+    for (int d = 0; d < kH; ++d) {
+      halo[d] = nh[d];
+      halo_seq[d] = nhs[d];
+    }
+    if (k + 1 < tiles) fetch(ts + kTileSpan);
+    const int buf = k & 1;
+    if (lane == 31) {
+#pragma unroll
+      for (int d = 1; d <= kH; ++d) {
+        tails.v[buf][warp][d - 1] = xs[kTok - d];
+        if (kSeq) tails.s[buf][warp][d - 1] = ss[kTok - d];
       }
     }
-  }
-#pragma unroll
-  for (int tile = 0; tile < kFwdTiles; ++tile) {
-    const int64_t t0 = tile_start(tile, kFwdTiles);
-    const int m = run_length(t0, L);
+    __syncthreads();
     float col[kH + kTok];
     int32_t seq[kH + kTok];
-    gather_columns<kSeq, kH>(xs[tile], ss[tile], halo[tile], halo_seq[tile], H, col, seq);
+    gather_before<kSeq, kH>(xs, ss, tails, buf, halo, halo_seq, H, col, seq);
     float ys[kTok];
 #pragma unroll
     for (int i = 0; i < kTok; ++i) {
@@ -528,11 +595,10 @@ __global__ void __launch_bounds__(kThreads, kTokenBlocks<kW>)
       float acc = bias;
 #pragma unroll
       for (int d = 0; d < kT; ++d)
-        if (d <= H && (!by_sequence || seq[kH + i - d] == s))
-          acc = fmaf(rw[d], col[kH + i - d], acc);
-      ys[i] = s < 0 ? 0.f : (p.silu ? silu(acc) : acc);
+        if (d <= H && (!kSeq || seq[kH + i - d] == s)) acc = fmaf(rw[d], col[kH + i - d], acc);
+      ys[i] = kSeq && s < 0 ? 0.f : (p.silu ? silu(acc) : acc);
     }
-    if (m > 0) write_tokens<T>(p.out, b, c, t0, m, vec.out, ys);
+    if (m > 0) write_run<T>(out, p.out.tok, t0, m, vec.out, ys);
     // The final states, by the thread of the row's last token (of an empty row: token 0's).
     const bool last = L > 0 ? t0 < L && L <= t0 + kTok : t0 == 0;
     if (p.final_states.present() && last) {
@@ -548,7 +614,7 @@ __global__ void __launch_bounds__(kThreads, kTokenBlocks<kW>)
 template <int kT>
 __device__ __forceinline__ void block_sum_shares(const float (&dw)[kT], float db, int width,
                                                  float* slot, int64_t dim, int64_t c) {
-  __shared__ float partial[kThreads / 32][kMaxWidth + 1];
+  __shared__ float partial[kWarps][kMaxWidth + 1];
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
 #pragma unroll
   for (int k = 0; k <= kT; ++k) {
@@ -562,7 +628,7 @@ __device__ __forceinline__ void block_sum_shares(const float (&dw)[kT], float db
   if (k <= width) {
     const int from = k < width ? k : kMaxWidth;
     float sum = 0.f;
-    for (int q = 0; q < kThreads / 32; ++q) sum += partial[q][from];
+    for (int q = 0; q < kWarps; ++q) sum += partial[q][from];
     slot[k * dim + c] = sum;
   }
 }
@@ -575,70 +641,99 @@ __global__ void __launch_bounds__(kThreads, kTokenBlocks<kW>)
   constexpr int kT = kTaps<kW>, kH = kT - 1;
   const int H = (kW > 0 ? kW : p.width) - 1;
   const int64_t b = blockIdx.z, c = blockIdx.x, L = p.seqlen;
-  constexpr bool by_sequence = kSeq;  // else every token is of sequence 0
-  const bool first = threadIdx.x % 32 == 0, last_lane = threadIdx.x % 32 == 31;
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  __shared__ Edges<kH> tails, heads;
+  __shared__ float head_d[2][kWarps][kH];
   float rw[kT], bias;
   load_reversed_filter<kW>(p, c, H, rw, bias);
+  const TokenRow<T, kSeq> row(p, b, c);
+  T* const dxr = static_cast<T*>(p.dx.data) + b * p.dx.batch + c * p.dx.dim;
+  const bool dfinal = p.dfinal_states.present();
   float rdw[kT], db = 0.f;  // rdw[d]: the share of tap H - d
 #pragma unroll
   for (int d = 0; d < kT; ++d) rdw[d] = 0.f;
+  const int64_t first = static_cast<int64_t>(blockIdx.y) * tiles * kTileSpan;
 
 #pragma unroll 1
-  for (int tile = 0; tile < tiles; ++tile) {
-    const int64_t t0 = tile_start(tile, tiles);
+  for (int k = 0; k < tiles; ++k) {
+    const int64_t ts = first + k * kTileSpan;
+    if (ts >= L && ts > 0) break;  // the same for the whole block
+    const int64_t t0 = ts + threadIdx.x * kTok;
     const int m = run_length(t0, L);
     float xs[kTok], ds[kTok], halo[kH], ext_x[kH], ext_d[kH];
     int32_t ss[kTok], halo_seq[kH], ext_seq[kH];
-    read_tokens<T>(p.x, b, c, t0, m, vec.x, xs);
-    read_tokens<T>(p.dout, b, c, t0, m, vec.dout, ds);
-    read_sequences<kSeq>(p, vec.seq, b, t0, m, ss);
-    // A warp's first lane reads the columns before its run; its last lane the
-    // tokens after it (up to H of them, inside the row).
+    read_run<T>(row.x, p.x.tok, t0, m, vec.x, xs);
+    read_run<T>(row.dout, p.dout.tok, t0, m, vec.dout, ds);
+    read_sequences<kSeq>(row.seq, p.seq_tok_stride, vec.seq, t0, m, ss);
 #pragma unroll
     for (int e = 0; e < kH; ++e) {
       halo[e] = ext_x[e] = ext_d[e] = 0.f;
       halo_seq[e] = ext_seq[e] = 0;
     }
-    if (first) load_halo<T, kSeq>(p, b, c, t0, H, halo, halo_seq);
-    if (last_lane) {
+    // The block's first lane reads the columns before the tile; its last lane
+    // the tokens after it (up to H of them, inside the row).
+    if (threadIdx.x == 0) load_halo<T, kSeq>(p, b, c, ts, H, halo, halo_seq);
+    if (threadIdx.x == kThreads - 1) {
 #pragma unroll
       for (int e = 0; e < kH; ++e) {
         const int64_t u = t0 + kTok + e;
         if (e < H && u < L) {
-          ext_x[e] = read<T>(p.x, b, c, u);
-          ext_d[e] = read<T>(p.dout, b, c, u);
-          ext_seq[e] = kSeq ? static_cast<int32_t>(p.sequence(b, u)) : 0;
+          ext_x[e] = to_float(row.x[u * p.x.tok]);
+          ext_d[e] = to_float(row.dout[u * p.dout.tok]);
+          if (kSeq && row.seq != nullptr) ext_seq[e] = row.seq[u * p.seq_tok_stride];
         }
       }
     }
+    const int buf = k & 1;
+    if (lane == 31) {
+#pragma unroll
+      for (int d = 1; d <= kH; ++d) {
+        tails.v[buf][warp][d - 1] = xs[kTok - d];
+        if (kSeq) tails.s[buf][warp][d - 1] = ss[kTok - d];
+      }
+    }
+    if (lane == 0) {
+#pragma unroll
+      for (int e = 0; e < kH; ++e) {
+        heads.v[buf][warp][e] = xs[e];
+        head_d[buf][warp][e] = ds[e];
+        if (kSeq) heads.s[buf][warp][e] = ss[e];
+      }
+    }
+    __syncthreads();
     // Positions: col/seq[kH + q] = column t0 + q for q = -H .. kTok + H - 1;
     // g[q] and dout for tokens t0 + q, q = 0 .. kTok + H - 1.
     constexpr int kN = kH + kTok + kH;
     float col[kN], dy[kTok + kH], g[kTok + kH];
     int32_t seq[kN];
-    gather_columns<kSeq, kH>(xs, ss, halo, halo_seq, H, col, seq);
+    gather_before<kSeq, kH>(xs, ss, tails, buf, halo, halo_seq, H, col, seq);
 #pragma unroll
     for (int i = 0; i < kTok; ++i) dy[i] = ds[i];
 #pragma unroll
     for (int e = 0; e < kH; ++e) {
-      const float v = __shfl_down_sync(0xffffffffu, xs[e], 1);
-      const float dv = __shfl_down_sync(0xffffffffu, ds[e], 1);
-      const int32_t sv = kSeq ? __shfl_down_sync(0xffffffffu, ss[e], 1) : 0;
-      col[kH + kTok + e] = last_lane ? ext_x[e] : v;
-      dy[kTok + e] = last_lane ? ext_d[e] : dv;
-      seq[kH + kTok + e] = last_lane ? ext_seq[e] : sv;
+      float v = __shfl_down_sync(0xffffffffu, xs[e], 1);
+      float dv = __shfl_down_sync(0xffffffffu, ds[e], 1);
+      int32_t sv = kSeq ? __shfl_down_sync(0xffffffffu, ss[e], 1) : 0;
+      if (lane == 31) {
+        const bool next_warp = warp + 1 < kWarps;
+        v = next_warp ? heads.v[buf][warp + 1][e] : ext_x[e];
+        dv = next_warp ? head_d[buf][warp + 1][e] : ext_d[e];
+        if (kSeq) sv = next_warp ? heads.s[buf][warp + 1][e] : ext_seq[e];
+      }
+      col[kH + kTok + e] = v;
+      dy[kTok + e] = dv;
+      seq[kH + kTok + e] = sv;
     }
     // g of tokens t0 .. t0 + kTok + H - 1 (zero outside the row and for padding).
 #pragma unroll
     for (int q = 0; q < kTok + kH; ++q) {
       g[q] = 0.f;
       const int32_t s = seq[kH + q];
-      if (q < kTok + H && t0 + q < L && s >= 0) {
+      if (q < kTok + H && t0 + q < L && (!kSeq || s >= 0)) {
         float pre = bias;
 #pragma unroll
         for (int d = 0; d < kT; ++d)
-          if (d <= H && (!by_sequence || seq[kH + q - d] == s))
-            pre = fmaf(rw[d], col[kH + q - d], pre);
+          if (d <= H && (!kSeq || seq[kH + q - d] == s)) pre = fmaf(rw[d], col[kH + q - d], pre);
         if (p.silu) {
           const float sig = 1.f / (1.f + __expf(-pre));
           g[q] = dy[q] * sig * (1.f + pre * (1.f - sig));
@@ -654,8 +749,7 @@ __global__ void __launch_bounds__(kThreads, kTokenBlocks<kW>)
       const int32_t s = seq[kH + i];
 #pragma unroll
       for (int d = 0; d < kT; ++d)
-        if (d <= H && (!by_sequence || seq[kH + i - d] == s))
-          rdw[d] = fmaf(g[i], col[kH + i - d], rdw[d]);
+        if (d <= H && (!kSeq || seq[kH + i - d] == s)) rdw[d] = fmaf(g[i], col[kH + i - d], rdw[d]);
       db += g[i];
     }
     // dx of the run's columns: tokens j .. j + H of j's sequence read column j.
@@ -665,13 +759,16 @@ __global__ void __launch_bounds__(kThreads, kTokenBlocks<kW>)
       float dc = 0.f;
 #pragma unroll
       for (int d = 0; d < kT; ++d)
-        if (d <= H && (!by_sequence || seq[kH + i + d] == seq[kH + i]))
-          dc = fmaf(rw[d], g[i + d], dc);
-      if (p.dfinal_states.present() && t0 + i >= L - H && t0 + i < L)
-        dc += read<T>(p.dfinal_states, b, c, t0 + i - (L - H));
+        if (d <= H && (!kSeq || seq[kH + i + d] == seq[kH + i])) dc = fmaf(rw[d], g[i + d], dc);
       dxs[i] = dc;
     }
-    if (m > 0) write_tokens<T>(p.dx, b, c, t0, m, vec.dx, dxs);
+    if (dfinal && t0 + kTok > L - H && t0 < L) {  // columns read by dfinal_states
+#pragma unroll
+      for (int i = 0; i < kTok; ++i)
+        if (t0 + i >= L - H && t0 + i < L)
+          dxs[i] += read<T>(p.dfinal_states, b, c, t0 + i - (L - H));
+    }
+    if (m > 0) write_run<T>(dxr, p.dx.tok, t0, m, vec.dx, dxs);
     // dinitial_states: columns -H .. -1, by the thread of token 0.
     if (t0 == 0 && p.dinitial_states.present()) {
 #pragma unroll
@@ -680,10 +777,9 @@ __global__ void __launch_bounds__(kThreads, kTokenBlocks<kW>)
         float dc = 0.f;
 #pragma unroll
         for (int d = 0; d < kT; ++d)
-          if (d >= e && d <= H && (!by_sequence || seq[kH + d - e] == seq[kH - e]))
+          if (d >= e && d <= H && (!kSeq || seq[kH + d - e] == seq[kH - e]))
             dc = fmaf(rw[d], g[d - e < 0 ? 0 : d - e], dc);
-        if (p.dfinal_states.present() && -e >= L - H)
-          dc += read<T>(p.dfinal_states, b, c, -e - (L - H));
+        if (dfinal && -e >= L - H) dc += read<T>(p.dfinal_states, b, c, -e - (L - H));
         write<T>(p.dinitial_states, b, c, H - e, dc);
       }
     }
@@ -778,18 +874,6 @@ unsigned token_blocks(const BatchParams& p, int64_t span) {
   return static_cast<unsigned>(blocks);
 }
 
-// Tiles per block along tokens: forward CAUSAL_CONV1D_CUDA_BATCH_TILES, backward
-// CAUSAL_CONV1D_CUDA_BATCH_BWD_TILES (1, 2, 4, 8; for tuning), else kTiles.
-int fwd_tiles() {
-  static const int forced = env_choice("CAUSAL_CONV1D_CUDA_BATCH_TILES", {1, 2, 4});
-  return forced > 0 ? forced : kTiles;
-}
-
-int bwd_tiles() {
-  static const int forced = env_choice("CAUSAL_CONV1D_CUDA_BATCH_BWD_TILES", {1, 2, 4, 8});
-  return forced > 0 ? forced : kTiles;
-}
-
 dim3 tokens_grid(const BatchParams& p, int tiles) {
   TORCH_CHECK(p.dim <= INT32_MAX, "causal_conv1d_batch: dim too large for one grid");
   return dim3(static_cast<unsigned>(p.dim), token_blocks(p, tiles * kTileSpan),
@@ -851,16 +935,11 @@ template <typename T, int kW>
 void launch_fwd(const BatchParams& p, const LaunchTarget& target) {
   const bool seq = p.seq_idx != nullptr;
   if (by_tokens(p)) {
-    const int tiles = fwd_tiles();
-    const auto go = [&]<int kFwdTiles>() {
-      with_sequences<kW>(seq, [&]<bool kSeq>() {
-        launch_kernel(batch_fwd_tokens<T, kW, kSeq, kFwdTiles>, tokens_grid(p, kFwdTiles),
-                      dim3(kThreads), target, p, batch_vec(p, sizeof(T)));
-      });
-    };
-    if (tiles == 1) return go.template operator()<1>();
-    if (tiles == 4) return go.template operator()<4>();
-    go.template operator()<2>();
+    const int tiles = static_cast<int>(tiles_per_block(p, target.device));
+    with_sequences<kW>(seq, [&]<bool kSeq>() {
+      launch_kernel(batch_fwd_tokens<T, kW, kSeq>, tokens_grid(p, tiles), dim3(kThreads), target, p,
+                    batch_vec(p, sizeof(T)), tiles);
+    });
     return;
   }
   // 16-byte accesses at the fixed width, 8-byte ones at the run-time width
@@ -888,7 +967,7 @@ int64_t launch_bwd(const BatchParams& p, const LaunchTarget& target, const at::T
   };
   const bool seq = p.seq_idx != nullptr;
   if (by_tokens(p)) {
-    const int tiles = bwd_tiles();
+    const int tiles = static_cast<int>(tiles_per_block(p, target.device));
     const dim3 grid = tokens_grid(p, tiles);
     const int64_t slots = alloc(grid);
     with_sequences<kW>(seq, [&]<bool kSeq>() {
