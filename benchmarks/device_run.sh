@@ -159,7 +159,7 @@ want profile && before_bench
 if want profile; then  # PROFILE_CASES: ';'-separated substrings of case names
   IFS=';' read -ra cases <<< "${PROFILE_CASES:-update batch 1,;update batch 256;mixed;prefill 1x8192}"
   ncu --clock-control none --cache-control all \
-    --kernel-name regex:"fwd_kernel|update_kernel|_causal_conv1d|copy" --section SpeedOfLight \
+    --kernel-name regex:"fwd_kernel|update_kernel|step_kernel|_causal_conv1d|elementwise" --section SpeedOfLight \
     --section Occupancy --section LaunchStats --section WarpStateStats --section MemoryWorkloadAnalysis \
     --section SchedulerStats --metrics "$(for r in imc_miss no_instruction long_scoreboard drain barrier wait; do
       printf 'smsp__average_warps_issue_stalled_%s_per_issue_active.ratio,' $r; done)gpu__time_duration.sum" \

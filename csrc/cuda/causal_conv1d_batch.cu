@@ -8,12 +8,13 @@
 //   warp reads each token's channels in whole lines, and walks its tokens with
 //   the width-1 columns before the current one in registers. Loads of several
 //   tokens are issued before any is used.
-// - Along tokens (channel-first x): a block owns one channel of kTiles tiles
-//   of kThreads * kTok tokens; in a tile each thread owns kTok consecutive
-//   tokens, consecutive threads consecutive runs, so a warp reads one stretch
-//   of the channel. The columns before a thread's run (and, backward, the
-//   tokens after it) come from its neighbour lanes by shuffles; only a warp's
-//   first (last) lane reads them from memory.
+// - Along tokens (channel-first x): a block owns one channel of a row for
+//   consecutive tiles of kThreads * kTok tokens, walked in order; in a tile
+//   each thread owns kTok consecutive tokens, consecutive threads consecutive
+//   runs, so a warp reads one stretch of the channel. The columns before a
+//   thread's run (and, backward, the tokens after it) come from its neighbour
+//   lanes by shuffles, a warp's edge lanes from the neighbouring warps through
+//   shared memory; only the block's first (last) lane reads them from memory.
 // Column j of a row is column j of cat(initial states or zeros, x): negative
 // j are the initial states' columns j + width - 1, which belong to the
 // sequence of the row's first token.
