@@ -64,6 +64,14 @@ __device__ __forceinline__ int32_t column_sequence(const BatchParams& p, int64_t
   return static_cast<int32_t>(p.sequence(b, j < 0 ? 0 : j));
 }
 
+// The gradient of a pre-activation from its output's: dy times SiLU's
+// derivative sig * (1 + pre * (1 - sig)), or dy itself without the activation.
+__device__ __forceinline__ float output_grad_to_pre(float dy, float pre, bool silu) {
+  if (!silu) return dy;
+  const float sig = 1.f / (1.f + __expf(-pre));
+  return dy * sig * (1.f + pre * (1.f - sig));
+}
+
 // ---------------------------------------------------------------------------
 // Along channels: a thread owns channels [c, c + n) of tokens [t0, t1).
 
@@ -276,12 +284,7 @@ __global__ void __launch_bounds__(kThreads, kChannelBlocks<kW>)
             for (int k = 0; k < kT; ++k)
               if (k <= H && (!by_sequence || col_seq[k] == s))
                 pre = fmaf(f.w[k][e], col[k][e], pre);
-            if (p.silu) {
-              const float sig = 1.f / (1.f + __expf(-pre));
-              gu[e] = dt[e] * sig * (1.f + pre * (1.f - sig));
-            } else {
-              gu[e] = dt[e];
-            }
+            gu[e] = output_grad_to_pre(dt[e], pre, p.silu);
           }
         }
         // g of tokens u-H..u at positions 0..H.
@@ -735,12 +738,7 @@ __global__ void __launch_bounds__(kThreads, kTokenBlocks<kW>)
 #pragma unroll
         for (int d = 0; d < kT; ++d)
           if (d <= H && (!kSeq || seq[kH + q - d] == s)) pre = fmaf(rw[d], col[kH + q - d], pre);
-        if (p.silu) {
-          const float sig = 1.f / (1.f + __expf(-pre));
-          g[q] = dy[q] * sig * (1.f + pre * (1.f - sig));
-        } else {
-          g[q] = dy[q];
-        }
+        g[q] = output_grad_to_pre(dy[q], pre, p.silu);
       }
     }
     // dweight and dbias shares of the run's tokens.
