@@ -329,6 +329,25 @@ def test_update_follows_dao_rules(indices, circular):
         assert not out[1].any() and not out[3].any()
 
 
+@pytest.mark.parametrize("seqlen", [1, 3, 4, 6])
+@pytest.mark.parametrize("dtype", [BF16, F32])
+@pytest.mark.parametrize("device", devices())
+def test_update_of_contiguous_state_lines(seqlen, dtype, device):
+    """Dao's state layout, each channel's state_len columns contiguous and channels one after
+    another (the CPU shifts such a line as one block): fewer, as many and more tokens than
+    columns, channels over several CPU work items, lines picked out of order; unused lines and
+    the returned state compare bit-exactly."""
+    batch, dim, width, state_len, lines = 3, 4200, 4, 4, 5
+    x = rand((batch, dim, seqlen), dtype, device)
+    state = rand((lines, dim, state_len), dtype, device)
+    weight, bias = rand((dim, width), dtype, device), rand((dim,), dtype, device)
+    idx = torch.tensor([3, 0, 4], dtype=torch.int32, device=device)
+    expected, expected_state = causal_conv1d_update_ref(x, state, weight, bias, "silu", None, idx)
+    out = dao.causal_conv1d_update(x, state, weight, bias, "silu", None, idx)
+    assert_close(out, expected)
+    assert torch.equal(state, expected_state)
+
+
 @pytest.mark.parametrize("state_len", [1, 3, 8])
 def test_varlen_states(state_len):
     g = torch.Generator().manual_seed(4)

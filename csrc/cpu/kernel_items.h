@@ -288,6 +288,15 @@ void update_item(const UpdateParams& p, const CpuWeights& w, int64_t row, int64_
     // Token j goes to ring position pos + j; with L > S later tokens win.
     for (int64_t j = 0; j < L; ++j)
       copy_channels<Isa>(state + ((pos + j) % S) * s_tok, s_dim, x + j * x_tok, x_dim, n);
+  } else if (s_tok == 1 && s_dim == S && plan.base == 0 && plan.live == S && plan.ncols == S &&
+             plan.shift == L) {
+    // Each channel's S columns are contiguous and the channels follow one
+    // another (Dao's layout): the whole shift is one move of the slab by L
+    // elements (a channel's last L columns then hold the next channel's
+    // first, overwritten by the tokens below), instead of S strided passes.
+    if (L < S) std::memmove(state, state + L, (n * S - L) * sizeof(state_t));
+    for (int64_t j = L < S ? S - L : 0; j < S; ++j)
+      copy_channels<Isa>(state + j, S, x + (j + L - S) * x_tok, x_dim, n);
   } else {
     // Ascending j reads each source column before it is overwritten (LinePlan).
     for (int64_t j = 0; j < plan.ncols; ++j) {
