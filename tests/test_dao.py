@@ -329,21 +329,29 @@ def test_update_follows_dao_rules(indices, circular):
         assert not out[1].any() and not out[3].any()
 
 
-@pytest.mark.parametrize("seqlen", [1, 3, 4, 6])
+@pytest.mark.parametrize(
+    "seqlen, state_len, plain",
+    [(1, 3, False), (1, 4, False), (1, 4, True), (3, 4, False), (4, 4, False), (6, 4, False)],
+)
 @pytest.mark.parametrize("dtype", [BF16, F32])
 @pytest.mark.parametrize("device", devices())
-def test_update_of_contiguous_state_lines(seqlen, dtype, device):
+def test_update_of_contiguous_state_lines(seqlen, state_len, plain, dtype, device):
     """Dao's state layout, each channel's state_len columns contiguous and channels one after
-    another (the CPU shifts such a line as one block): fewer, as many and more tokens than
-    columns, channels over several CPU work items, lines picked out of order; unused lines and
-    the returned state compare bit-exactly."""
-    batch, dim, width, state_len, lines = 3, 4200, 4, 4, 5
+    another (the CPU shifts such a line as one block, and steps one token of width 4 with
+    state_len 3 or 4 without staging): fewer, as many and more tokens than columns, with and
+    without bias and SiLU, channels over several CPU work items, lines picked out of order;
+    unused lines and the returned state compare bit-exactly."""
+    batch, dim, width, lines = 3, 4200, 4, 5
     x = rand((batch, dim, seqlen), dtype, device)
     state = rand((lines, dim, state_len), dtype, device)
-    weight, bias = rand((dim, width), dtype, device), rand((dim,), dtype, device)
+    weight = rand((dim, width), dtype, device)
+    bias = None if plain else rand((dim,), dtype, device)
+    activation = None if plain else "silu"
     idx = torch.tensor([3, 0, 4], dtype=torch.int32, device=device)
-    expected, expected_state = causal_conv1d_update_ref(x, state, weight, bias, "silu", None, idx)
-    out = dao.causal_conv1d_update(x, state, weight, bias, "silu", None, idx)
+    expected, expected_state = causal_conv1d_update_ref(
+        x, state, weight, bias, activation, None, idx
+    )
+    out = dao.causal_conv1d_update(x, state, weight, bias, activation, None, idx)
     assert_close(out, expected)
     assert torch.equal(state, expected_state)
 

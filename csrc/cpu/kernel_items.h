@@ -247,6 +247,41 @@ void fwd_item(const FwdParams& p, const CpuWeights& w, int64_t seq, int64_t t0, 
   }
 }
 
+// One token of a row whose state line is Dao's layout (each channel's S
+// columns side by side, channels one after another), width kW, S = kW - 1 or
+// kW: per block of channels, the outputs from each channel's last kW-1
+// columns and the token, then each channel's columns shifted by one with the
+// token last. x and out have unit channel stride; out may be x (a block reads
+// its x before it writes its out).
+template <class Isa, int kW, int S, typename x_t, typename state_t>
+void dao_line_step(const ConvParams& p, const CpuWeights& w, int64_t c0, int64_t n, const x_t* x,
+                   state_t* state, x_t* out) {
+  constexpr int H = kW - 1;
+  using C = Convert<Isa>;
+  const int64_t dim = p.dim;
+  const float* const taps = w.taps + c0;
+  for (int64_t cb = 0; cb < n; cb += kBlock) {
+    const int64_t m = min64(kBlock, n - cb);
+    state_t* const lines = state + cb * S;
+    const float* const t = taps + cb;
+    float acc[kBlock];
+    if (w.bias != nullptr) {
+      for (int64_t c = 0; c < m; ++c) acc[c] = w.bias[c0 + cb + c];
+    } else {
+      for (int64_t c = 0; c < m; ++c) acc[c] = 0.f;
+    }
+    for (int k = 0; k < H; ++k)
+      for (int64_t c = 0; c < m; ++c)
+        acc[c] += t[k * dim + c] * C::to_float(lines[c * S + S - H + k]);
+    for (int64_t c = 0; c < m; ++c) acc[c] += t[H * dim + c] * C::to_float(x[cb + c]);
+    // The block's lines move by one column as one piece; each channel's last
+    // column (briefly the next channel's first) then takes the token.
+    std::memmove(lines, lines + 1, (m * S - 1) * sizeof(state_t));
+    for (int64_t c = 0; c < m; ++c) C::convert(x[cb + c], lines[c * S + S - 1]);
+    store_output<Isa>(out + cb, 1, acc, m, p.silu);
+  }
+}
+
 // All tokens of one batch row, channels [c0, c1).
 template <class Isa, typename scalar_t, typename state_t>
 void update_item(const UpdateParams& p, const CpuWeights& w, int64_t row, int64_t c0, int64_t c1,
@@ -272,6 +307,13 @@ void update_item(const UpdateParams& p, const CpuWeights& w, int64_t row, int64_
   const int64_t s_dim = p.state_dim_stride, s_tok = p.state_tok_stride;
   state_t* state = static_cast<state_t*>(p.states) + line * p.state_line_stride + c0 * s_dim;
   if (Isa::update_step(p, w, c0, n, x, state, out)) return;
+  if (L == 1 && p.width == 4 && s_tok == 1 && s_dim == S && x_dim == 1 && o_dim == 1 &&
+      !p.cache_seqlens.present() && !p.query_start_loc.present() &&
+      !p.num_accepted_tokens.present() && S == p.linear_len() && (S == 3 || S == 4)) {
+    S == 3 ? dao_line_step<Isa, 4, 3>(p, w, c0, n, x, state, out)
+           : dao_line_step<Isa, 4, 4>(p, w, c0, n, x, state, out);
+    return;
+  }
   const bool circular = p.cache_seqlens.present();
   const int64_t pos = circular ? wrap(p.cache_seqlens[row], S) : 0;
   const LinePlan plan = circular ? LinePlan{} : p.line_plan(row, L);
