@@ -247,6 +247,19 @@ void fwd_item(const FwdParams& p, const CpuWeights& w, int64_t seq, int64_t t0, 
   }
 }
 
+// n channels' state lines in Dao's layout (each channel's S columns side by
+// side, channels one after another) shifted left by L columns with the tokens
+// of x (token t at x + t * x_tok, channels x_dim apart) entering last: one move
+// of the whole block by L elements (a channel's last L columns then briefly
+// hold the next channel's first), then the tokens, instead of S strided passes.
+template <class Isa, typename state_t, typename x_t>
+inline void shift_dao_lines(state_t* lines, int64_t n, int64_t S, int64_t L, const x_t* x,
+                            int64_t x_tok, int64_t x_dim) {
+  if (L < S) std::memmove(lines, lines + L, (n * S - L) * sizeof(state_t));
+  for (int64_t j = L < S ? S - L : 0; j < S; ++j)
+    copy_channels<Isa>(lines + j, S, x + (j + L - S) * x_tok, x_dim, n);
+}
+
 // One token of a row whose state line is Dao's layout (each channel's S
 // columns side by side, channels one after another), width kW, S = kW - 1 or
 // kW: per block of channels, the outputs from each channel's last kW-1
@@ -274,10 +287,7 @@ void dao_line_step(const ConvParams& p, const CpuWeights& w, int64_t c0, int64_t
       for (int64_t c = 0; c < m; ++c)
         acc[c] += t[k * dim + c] * C::to_float(lines[c * S + S - H + k]);
     for (int64_t c = 0; c < m; ++c) acc[c] += t[H * dim + c] * C::to_float(x[cb + c]);
-    // The block's lines move by one column as one piece; each channel's last
-    // column (briefly the next channel's first) then takes the token.
-    std::memmove(lines, lines + 1, (m * S - 1) * sizeof(state_t));
-    for (int64_t c = 0; c < m; ++c) C::convert(x[cb + c], lines[c * S + S - 1]);
+    shift_dao_lines<Isa>(lines, m, S, 1, x + cb, 0, 1);
     store_output<Isa>(out + cb, 1, acc, m, p.silu);
   }
 }
@@ -332,13 +342,7 @@ void update_item(const UpdateParams& p, const CpuWeights& w, int64_t row, int64_
       copy_channels<Isa>(state + ((pos + j) % S) * s_tok, s_dim, x + j * x_tok, x_dim, n);
   } else if (s_tok == 1 && s_dim == S && plan.base == 0 && plan.live == S && plan.ncols == S &&
              plan.shift == L) {
-    // Each channel's S columns are contiguous and the channels follow one
-    // another (Dao's layout): the whole shift is one move of the slab by L
-    // elements (a channel's last L columns then hold the next channel's
-    // first, overwritten by the tokens below), instead of S strided passes.
-    if (L < S) std::memmove(state, state + L, (n * S - L) * sizeof(state_t));
-    for (int64_t j = L < S ? S - L : 0; j < S; ++j)
-      copy_channels<Isa>(state + j, S, x + (j + L - S) * x_tok, x_dim, n);
+    shift_dao_lines<Isa>(state, n, S, L, x, x_tok, x_dim);  // Dao's layout
   } else {
     // Ascending j reads each source column before it is overwritten (LinePlan).
     for (int64_t j = 0; j < plan.ncols; ++j) {
