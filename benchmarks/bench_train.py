@@ -90,6 +90,15 @@ def make(batch, seqlen, dim, layout, dtype, device):
     return [t.requires_grad_() for t in (x, weight, bias)] + [dout]
 
 
+def cases(device, dtype, only=None):
+    """(name, inputs) of the device's cases whose name contains `only` (every case when None),
+    each case's inputs made when it is reached."""
+    for batch, seqlen, dim, layout in CASES[device]:
+        shape = f"{batch}x{seqlen}, D {dim}, {layout.replace('_', '-')}"
+        if only is None or only in shape:
+            yield shape, make(batch, seqlen, dim, layout, dtype, device)
+
+
 def step(forward, x, weight, bias, dout):
     return torch.autograd.grad(forward(x, weight, bias), (x, weight, bias), dout)
 
@@ -102,11 +111,7 @@ def run(device, dtype, min_run_time, threads, only=None):
 
     impls = implementations(device)
     rows = []
-    for batch, seqlen, dim, layout in CASES[device]:
-        shape = f"{batch}x{seqlen}, D {dim}, {layout.replace('_', '-')}"
-        if only is not None and only not in shape:
-            continue
-        args = make(batch, seqlen, dim, layout, dtype, device)
+    for shape, args in cases(device, dtype, only):
         x, weight, bias, dout = args
         expected = step(
             torch_forward,
@@ -144,11 +149,7 @@ def profile(device, dtype, pattern, kernels) -> None:
     """Each implementation on the chosen cases: the forward and the step twice each, for ncu;
     or (kernels) a torch.profiler table of the kernels of one step."""
     impls = {n: f for n, f in implementations(device).items() if not n.startswith("fla")}
-    for batch, seqlen, dim, layout in CASES[device]:
-        shape = f"{batch}x{seqlen}, D {dim}, {layout.replace('_', '-')}"
-        if pattern not in shape:
-            continue
-        args = make(batch, seqlen, dim, layout, dtype, device)
+    for shape, args in cases(device, dtype, pattern):
         for name, forward in impls.items():
             step(forward, *args)  # warm-up: compilation, allocator
             if kernels:
