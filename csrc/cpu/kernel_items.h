@@ -270,7 +270,6 @@ template <class Isa, int kW, int S, typename x_t, typename state_t>
 void dao_line_step(const ConvParams& p, const CpuWeights& w, int64_t c0, int64_t n, const x_t* x,
                    state_t* state, x_t* out) {
   constexpr int H = kW - 1;
-  using C = Convert<Isa>;
   const int64_t dim = p.dim;
   const float* const taps = w.taps + c0;
   for (int64_t cb = 0; cb < n; cb += kBlock) {
@@ -283,10 +282,8 @@ void dao_line_step(const ConvParams& p, const CpuWeights& w, int64_t c0, int64_t
     } else {
       for (int64_t c = 0; c < m; ++c) acc[c] = 0.f;
     }
-    for (int k = 0; k < H; ++k)
-      for (int64_t c = 0; c < m; ++c)
-        acc[c] += t[k * dim + c] * C::to_float(lines[c * S + S - H + k]);
-    for (int64_t c = 0; c < m; ++c) acc[c] += t[H * dim + c] * C::to_float(x[cb + c]);
+    for (int k = 0; k < H; ++k) accumulate_tap<Isa>(acc, t + k * dim, lines + S - H + k, S, m);
+    accumulate_tap<Isa>(acc, t + H * dim, x + cb, 1, m);
     shift_dao_lines<Isa>(lines, m, S, 1, x + cb, 0, 1);
     store_output<Isa>(out + cb, 1, acc, m, p.silu);
   }
