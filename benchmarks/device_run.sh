@@ -73,7 +73,8 @@ fi
 SAN_PIDS=
 before_bench() { if [ -n "$SAN_PIDS" ]; then wait $SAN_PIDS; SAN_PIDS=; fi; }
 # sanitize: compute-sanitizer memcheck, racecheck and initcheck side by side (SANITIZE_ENV:
-# settings for them, e.g. CAUSAL_CONV1D_CUDA_BATCH_TILES=2), started right after the build so that the test stages run beside them; benchmark stages wait for them (before_bench).
+# settings for them, e.g. CAUSAL_CONV1D_CUDA_BATCH_TILES=2), started right after the build so
+# that the test stages run beside them; benchmark stages wait for them (before_bench).
 if want sanitize; then
   for tool in ${SANITIZERS:-memcheck racecheck initcheck}; do
     ( CAUSAL_CONV1D_STRESS_CALLS=200 CAUSAL_CONV1D_FUZZ_EXAMPLES=30 \
@@ -155,13 +156,15 @@ want check-peers && python3 benchmarks/check_peers.py --peers-dir .peers 2>&1 | 
 want vllm-bench && before_bench
 want vllm-bench && python3 benchmarks/bench_vllm.py --peers-dir .peers --out-dir "$OUT" 2>&1 | tee -a "$LOG" \
   | grep "^| [svp]"
+# The ncu report sections of the profile stages.
+NCU_SECTIONS=(--section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats
+  --section MemoryWorkloadAnalysis --section SchedulerStats)
 want profile && before_bench
 if want profile; then  # PROFILE_CASES: ';'-separated substrings of case names
   IFS=';' read -ra cases <<< "${PROFILE_CASES:-update batch 1,;update batch 256;mixed;prefill 1x8192}"
   ncu --clock-control none --cache-control all \
-    --kernel-name regex:"fwd_kernel|update_kernel|step_kernel|_causal_conv1d|elementwise" --section SpeedOfLight \
-    --section Occupancy --section LaunchStats --section WarpStateStats --section MemoryWorkloadAnalysis \
-    --section SchedulerStats --metrics "$(for r in imc_miss no_instruction long_scoreboard drain barrier wait; do
+    --kernel-name regex:"fwd_kernel|update_kernel|step_kernel|_causal_conv1d|elementwise" \
+    "${NCU_SECTIONS[@]}" --metrics "$(for r in imc_miss no_instruction long_scoreboard drain barrier wait; do
       printf 'smsp__average_warps_issue_stalled_%s_per_issue_active.ratio,' $r; done)gpu__time_duration.sum" \
     python3 benchmarks/profile_cuda.py --peers-dir .peers --impls "${PROFILE_IMPLS:-all}" "${cases[@]}" \
     > "$OUT/ncu.txt" 2>&1
@@ -169,17 +172,15 @@ if want profile; then  # PROFILE_CASES: ';'-separated substrings of case names
     "$OUT/ncu.txt" | cut -c1-160 | head -${PROFILE_LINES:-120}
 fi
 # train-profile (issue 13): the kernels of one training step of each implementation
-# (torch.profiler), then ncu over the forward and backward kernels, ours and Dao's, and the copy,
-# on the cases matching TRAIN_PROFILE (a substring of bench_train.py's case names).
+# (torch.profiler), then ncu over the forward and backward kernels, ours and Dao's, on the cases
+# matching TRAIN_PROFILE (a substring of bench_train.py's case names).
 want train-profile && before_bench
 if want train-profile; then
   python3 benchmarks/bench_train.py --device cuda --profile "${TRAIN_PROFILE:-8x4096}" --kernels \
     > "$OUT/train-kernels.txt" 2>&1
   grep -E "^kernels|batch_|sum_shares|causal_conv1d|Self CUDA time" "$OUT/train-kernels.txt" | cut -c1-60,100-200
   ncu --clock-control none --cache-control all --kernel-name regex:"batch_|sum_shares|causal_conv1d_" \
-    --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
-    --section MemoryWorkloadAnalysis --section SchedulerStats \
-    python3 benchmarks/bench_train.py --device cuda --profile "${TRAIN_PROFILE:-8x4096}" \
+    "${NCU_SECTIONS[@]}" python3 benchmarks/bench_train.py --device cuda --profile "${TRAIN_PROFILE:-8x4096}" \
     > "$OUT/train-ncu.txt" 2>&1
   grep -E "profiling|^  [a-zA-Z_:<>]*(kernel|copy)|Duration|DRAM Throughput|Achieved Occupancy|Registers Per|Warp Cycles Per Issued|Grid Size|L1/TEX Hit|Mem Busy|Max Bandwidth" \
     "$OUT/train-ncu.txt" | cut -c1-160 | head -${PROFILE_LINES:-150}
