@@ -12,6 +12,7 @@
 #include <atomic>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <initializer_list>
 #include <type_traits>
 #include <utility>
@@ -100,19 +101,51 @@ __device__ __forceinline__ void load_n(const T* p, int64_t s, bool vec, float (&
   for (int i = 0; i < n; ++i) out[i] = to_float(p[i * s]);
 }
 
+// The 32 bits of storage holding in[0 .. 4 / sizeof(T)), rounded as from_float
+// rounds (16-bit types: both halves in one conversion).
+template <typename T>
+__device__ __forceinline__ uint32_t pack32(const float* in) {
+  uint32_t u;
+  if constexpr (std::is_same_v<T, float>) {
+    u = __float_as_uint(in[0]);
+  } else if constexpr (std::is_same_v<T, __half>) {
+    const __half2 h = __floats2half2_rn(in[0], in[1]);
+    memcpy(&u, &h, 4);
+  } else {
+    const __nv_bfloat162 h = __floats2bfloat162_rn(in[0], in[1]);
+    memcpy(&u, &h, 4);
+  }
+  return u;
+}
+
+// A word of 4, 8 or 16 bytes from its 32-bit parts.
+template <typename W>
+__device__ __forceinline__ W make_word(const uint32_t* u) {
+  if constexpr (sizeof(W) == 16) {
+    return make_uint4(u[0], u[1], u[2], u[3]);
+  } else if constexpr (sizeof(W) == 8) {
+    return make_uint2(u[0], u[1]);
+  } else {
+    return u[0];
+  }
+}
+
 template <typename T, int n>
 __device__ __forceinline__ void store_n(T* p, int64_t s, bool vec, const float (&in)[n]) {
   if constexpr (n > 1 && kVectorizable<T, n>) {
     if (vec) {
       using W = Word<kWordBytes<T, n>>;
-      constexpr int kPerWord = sizeof(W) / sizeof(T);
+      static_assert(sizeof(W) >= 4);
+      constexpr int kPerWord = sizeof(W) / sizeof(T), kPer32 = 4 / sizeof(T);
 #pragma unroll
       for (int w = 0; w < n / kPerWord; ++w) {
-        W raw;
-        T* v = reinterpret_cast<T*>(&raw);
+        uint32_t parts[sizeof(W) / 4];
 #pragma unroll
-        for (int i = 0; i < kPerWord; ++i) v[i] = from_float<T>(in[w * kPerWord + i]);
-        reinterpret_cast<W*>(p)[w] = raw;
+        for (int q = 0; q < static_cast<int>(sizeof(W) / 4); ++q)
+          parts[q] = pack32<T>(in + w * kPerWord + q * kPer32);
+        // One access per word: through a plain assignment the compiler split
+        // some kernels' 16-byte stores into 4-byte ones.
+        __stwb(reinterpret_cast<W*>(p) + w, make_word<W>(parts));
       }
       return;
     }
