@@ -370,7 +370,7 @@ __global__ void __launch_bounds__(kThreads, kChannelBlocks<kW>)
 // tile each thread owns tokens [t0, t0 + kTok). The columns before a thread's
 // run come from lane - 1 by a shuffle, for a warp's first lane from the
 // previous warp through shared memory, and for the block's first lane from
-// memory (loaded with the tile before, forward). Backward, the tokens after a
+// memory (loaded two tiles ahead, forward). Backward, the tokens after a
 // run come the same way from the other side.
 
 constexpr int kTok = 8;  // tokens per thread in a tile: 16 bytes of 16-bit x
@@ -514,6 +514,34 @@ __device__ __forceinline__ void gather_before(const float (&xs)[kTok], const int
   }
 }
 
+// Tokens t .. t+m-1 (m <= kTok) of a channel's row as stored (zeros past m);
+// vec: one access per kTok tokens.
+template <typename T>
+__device__ __forceinline__ Packed<T, kTok> read_packed(const T* base, int64_t tok, int64_t t, int m,
+                                                       bool vec) {
+  Packed<T, kTok> r;
+  using W = Word<kWordBytes<T, kTok>>;
+  if (vec && m == kTok) {
+#pragma unroll
+    for (int w = 0; w < static_cast<int>(sizeof(r) / sizeof(W)); ++w)
+      reinterpret_cast<W*>(&r)[w] = reinterpret_cast<const W*>(base + t)[w];
+    return r;
+  }
+#pragma unroll
+  for (int i = 0; i < kTok; ++i) r.v[i] = i < m ? base[(t + i) * tok] : from_float<T>(0.f);
+  return r;
+}
+
+// A tile loaded ahead of its use: a thread's run as stored, its sequence ids,
+// and (the block's first lane) the columns before the tile.
+template <typename T, bool kSeq, int kH>
+struct TileAhead {
+  Packed<T, kTok> x;
+  int32_t s[kTok] = {};
+  float halo[kH] = {};
+  int32_t halo_seq[kH] = {};
+};
+
 // Tiles per block along tokens: CAUSAL_CONV1D_CUDA_BATCH_TILES (1, 2, 4, 8, 16)
 // forces it; else the most, up to 16, that keep the grid at the threads the
 // GPU can hold (a block walks its tiles in order, as the row's only block when
@@ -544,23 +572,18 @@ __global__ void __launch_bounds__(kThreads, kTokenBlocks<kW>)
   const TokenRow<T, kSeq> row(p, b, c);
   T* const out = static_cast<T*>(p.out.data) + b * p.out.batch + c * p.out.dim;
   const int64_t first = static_cast<int64_t>(blockIdx.y) * tiles * kTileSpan;
-  // The next tile's tokens (and halo, on the block's first lane), loaded one
-  // tile ahead.
-  float nx[kTok], nh[kH];
-  int32_t ns[kTok], nhs[kH];
-  const auto fetch = [&](int64_t ts) {
+  // The next two tiles' tokens (and halos, on the block's first lane) are in
+  // flight while a tile is computed: two loads per thread, held as stored.
+  TileAhead<T, kSeq, kH> next, after;
+  const auto fetch = [&](TileAhead<T, kSeq, kH>& a, int64_t ts) {
     const int64_t t0 = ts + threadIdx.x * kTok;
     const int m = run_length(t0, L);
-    read_run<T>(row.x, p.x.tok, t0, m, vec.x, nx);
-    read_sequences<kSeq>(row.seq, p.seq_tok_stride, vec.seq, t0, m, ns);
-    if (block_first) load_halo<T, kSeq>(p, b, c, ts, H, nh, nhs);
+    a.x = read_packed<T>(row.x, p.x.tok, t0, m, vec.x);
+    read_sequences<kSeq>(row.seq, p.seq_tok_stride, vec.seq, t0, m, a.s);
+    if (block_first) load_halo<T, kSeq>(p, b, c, ts, H, a.halo, a.halo_seq);
   };
-#pragma unroll
-  for (int d = 0; d < kH; ++d) {
-    nh[d] = 0.f;
-    nhs[d] = 0;
-  }
-  fetch(first);
+  fetch(next, first);
+  if (tiles > 1) fetch(after, first + kTileSpan);
 #pragma unroll 1
   for (int k = 0; k < tiles; ++k) {
     const int64_t ts = first + k * kTileSpan;
@@ -569,17 +592,16 @@ __global__ void __launch_bounds__(kThreads, kTokenBlocks<kW>)
     const int m = run_length(t0, L);
     float xs[kTok], halo[kH];
     int32_t ss[kTok], halo_seq[kH];
+    next.x.unpack(xs);
 #pragma unroll
-    for (int i = 0; i < kTok; ++i) {
-      xs[i] = nx[i];
-      ss[i] = ns[i];
-    }
+    for (int i = 0; i < kTok; ++i) ss[i] = next.s[i];
 #pragma unroll
     for (int d = 0; d < kH; ++d) {
-      halo[d] = nh[d];
-      halo_seq[d] = nhs[d];
+      halo[d] = next.halo[d];
+      halo_seq[d] = next.halo_seq[d];
     }
-    if (k + 1 < tiles) fetch(ts + kTileSpan);
+    next = after;
+    if (k + 2 < tiles) fetch(after, ts + 2 * kTileSpan);
     const int buf = k & 1;
     if (lane == 31) {
 #pragma unroll
