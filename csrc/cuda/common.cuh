@@ -118,15 +118,20 @@ __device__ __forceinline__ uint32_t pack32(const float* in) {
   return u;
 }
 
-// A word of 4, 8 or 16 bytes from its 32-bit parts.
-template <typename W>
-__device__ __forceinline__ W make_word(const uint32_t* u) {
-  if constexpr (sizeof(W) == 16) {
-    return make_uint4(u[0], u[1], u[2], u[3]);
-  } else if constexpr (sizeof(W) == 8) {
-    return make_uint2(u[0], u[1]);
+// Stores a word of 4, 8 or 16 bytes given as its 32-bit parts, as one plain
+// global store: through a C++ assignment the compiler split the 16-byte stores
+// of some kernels into 4-byte ones.
+template <int kBytes>
+__device__ __forceinline__ void store_word(void* p, const uint32_t* u) {
+  if constexpr (kBytes == 16) {
+    asm volatile("st.global.v4.b32 [%0], {%1, %2, %3, %4};" ::"l"(p), "r"(u[0]), "r"(u[1]),
+                 "r"(u[2]), "r"(u[3])
+                 : "memory");
+  } else if constexpr (kBytes == 8) {
+    asm volatile("st.global.v2.b32 [%0], {%1, %2};" ::"l"(p), "r"(u[0]), "r"(u[1]) : "memory");
   } else {
-    return u[0];
+    static_assert(kBytes == 4);
+    asm volatile("st.global.b32 [%0], %1;" ::"l"(p), "r"(u[0]) : "memory");
   }
 }
 
@@ -143,9 +148,7 @@ __device__ __forceinline__ void store_n(T* p, int64_t s, bool vec, const float (
 #pragma unroll
         for (int q = 0; q < static_cast<int>(sizeof(W) / 4); ++q)
           parts[q] = pack32<T>(in + w * kPerWord + q * kPer32);
-        // One access per word: through a plain assignment the compiler split
-        // some kernels' 16-byte stores into 4-byte ones.
-        __stwb(reinterpret_cast<W*>(p) + w, make_word<W>(parts));
+        store_word<sizeof(W)>(reinterpret_cast<W*>(p) + w, parts);
       }
       return;
     }
