@@ -14,7 +14,8 @@
 //   runs, so a warp reads one stretch of the channel. The columns before a
 //   thread's run (and, backward, the tokens after it) come from its neighbour
 //   lanes by shuffles, a warp's edge lanes from the neighbouring warps through
-//   shared memory; only the block's first (last) lane reads them from memory.
+//   shared memory; only the block's first lane (at its first tile) and, backward,
+//   its last lane read them from memory.
 // Column j of a row is column j of cat(initial states or zeros, x): negative
 // j are the initial states' columns j + width - 1, which belong to the
 // sequence of the row's first token.
@@ -66,10 +67,11 @@ __device__ __forceinline__ int32_t column_sequence(const BatchParams& p, int64_t
 
 // The gradient of a pre-activation from its output's: dy times SiLU's
 // derivative sig * (1 + pre * (1 - sig)), or dy itself without the activation.
+// Computed either way and then selected, so that a caller's loop needs no branch.
 __device__ __forceinline__ float output_grad_to_pre(float dy, float pre, bool silu) {
-  if (!silu) return dy;
   const float sig = 1.f / (1.f + __expf(-pre));
-  return dy * sig * (1.f + pre * (1.f - sig));
+  const float through = dy * sig * (1.f + pre * (1.f - sig));
+  return silu ? through : dy;
 }
 
 // ---------------------------------------------------------------------------
@@ -370,8 +372,10 @@ __global__ void __launch_bounds__(kThreads, kChannelBlocks<kW>)
 // tile each thread owns tokens [t0, t0 + kTok). The columns before a thread's
 // run come from lane - 1 by a shuffle, for a warp's first lane from the
 // previous warp through shared memory, and for the block's first lane from
-// memory (loaded two tiles ahead, forward). Backward, the tokens after a
-// run come the same way from the other side.
+// the previous tile's last warp the same way (from memory for the block's
+// first tile). Backward, the tokens after a run come the same way from the
+// other side, the block's last lane reading them from memory. Forward, the
+// next two tiles' loads are in flight while a tile is computed.
 
 constexpr int kTok = 8;  // tokens per thread in a tile: 16 bytes of 16-bit x
 constexpr int kWarps = kThreads / 32;
@@ -532,15 +536,26 @@ __device__ __forceinline__ Packed<T, kTok> read_packed(const T* base, int64_t to
   return r;
 }
 
-// A tile loaded ahead of its use: a thread's run as stored, its sequence ids,
-// and (the block's first lane) the columns before the tile.
-template <typename T, bool kSeq, int kH>
+// A tile loaded ahead of its use: a thread's run as stored, its sequence ids.
+template <typename T>
 struct TileAhead {
   Packed<T, kTok> x;
   int32_t s[kTok] = {};
-  float halo[kH] = {};
-  int32_t halo_seq[kH] = {};
 };
+
+// The block's first lane, from its second tile on: the columns before tile k
+// are tile k-1's last tokens, which its last warp put in `tails` (tile k-1's
+// buffer, written again only after tile k's barrier: read before it).
+template <bool kSeq, int kH>
+__device__ __forceinline__ void halo_from_previous(const Edges<kH>& tails, int k, float (&halo)[kH],
+                                                   int32_t (&halo_seq)[kH]) {
+  const int prev = (k - 1) & 1;
+#pragma unroll
+  for (int d = 0; d < kH; ++d) {
+    halo[d] = tails.v[prev][kWarps - 1][d];
+    halo_seq[d] = kSeq ? tails.s[prev][kWarps - 1][d] : 0;
+  }
+}
 
 // Tiles per block along tokens: CAUSAL_CONV1D_CUDA_BATCH_TILES (1, 2, 4, 8, 16)
 // forces it; else the most, up to 16, that keep the grid at the threads the
@@ -572,16 +587,19 @@ __global__ void __launch_bounds__(kThreads, kTokenBlocks<kW>)
   const TokenRow<T, kSeq> row(p, b, c);
   T* const out = static_cast<T*>(p.out.data) + b * p.out.batch + c * p.out.dim;
   const int64_t first = static_cast<int64_t>(blockIdx.y) * tiles * kTileSpan;
-  // The next two tiles' tokens (and halos, on the block's first lane) are in
-  // flight while a tile is computed: two loads per thread, held as stored.
-  TileAhead<T, kSeq, kH> next, after;
-  const auto fetch = [&](TileAhead<T, kSeq, kH>& a, int64_t ts) {
+  // The next two tiles' tokens are in flight while a tile is computed: two
+  // loads per thread, held as stored.
+  TileAhead<T> next, after;
+  const auto fetch = [&](TileAhead<T>& a, int64_t ts) {
     const int64_t t0 = ts + threadIdx.x * kTok;
     const int m = run_length(t0, L);
     a.x = read_packed<T>(row.x, p.x.tok, t0, m, vec.x);
     read_sequences<kSeq>(row.seq, p.seq_tok_stride, vec.seq, t0, m, a.s);
-    if (block_first) load_halo<T, kSeq>(p, b, c, ts, H, a.halo, a.halo_seq);
   };
+  // The columns before the block's first tile (its first lane's).
+  float halo[kH] = {};
+  int32_t halo_seq[kH] = {};
+  if (block_first) load_halo<T, kSeq>(p, b, c, first, H, halo, halo_seq);
   fetch(next, first);
   if (tiles > 1) fetch(after, first + kTileSpan);
 #pragma unroll 1
@@ -590,16 +608,11 @@ __global__ void __launch_bounds__(kThreads, kTokenBlocks<kW>)
     if (ts >= L && ts > 0) break;  // the same for the whole block
     const int64_t t0 = ts + threadIdx.x * kTok;
     const int m = run_length(t0, L);
-    float xs[kTok], halo[kH];
-    int32_t ss[kTok], halo_seq[kH];
+    float xs[kTok];
+    int32_t ss[kTok];
     next.x.unpack(xs);
 #pragma unroll
     for (int i = 0; i < kTok; ++i) ss[i] = next.s[i];
-#pragma unroll
-    for (int d = 0; d < kH; ++d) {
-      halo[d] = next.halo[d];
-      halo_seq[d] = next.halo_seq[d];
-    }
     next = after;
     if (k + 2 < tiles) fetch(after, ts + 2 * kTileSpan);
     const int buf = k & 1;
@@ -610,6 +623,7 @@ __global__ void __launch_bounds__(kThreads, kTokenBlocks<kW>)
         if (kSeq) tails.s[buf][warp][d - 1] = ss[kTok - d];
       }
     }
+    if (block_first && k > 0) halo_from_previous<kSeq>(tails, k, halo, halo_seq);
     __syncthreads();
     float col[kH + kTok];
     int32_t seq[kH + kTok];
@@ -679,6 +693,10 @@ __global__ void __launch_bounds__(kThreads, kTokenBlocks<kW>)
 #pragma unroll
   for (int d = 0; d < kT; ++d) rdw[d] = 0.f;
   const int64_t first = static_cast<int64_t>(blockIdx.y) * tiles * kTileSpan;
+  // The columns before the block's first tile (its first lane's).
+  float halo[kH] = {};
+  int32_t halo_seq[kH] = {};
+  if (threadIdx.x == 0) load_halo<T, kSeq>(p, b, c, first, H, halo, halo_seq);
 
 #pragma unroll 1
   for (int k = 0; k < tiles; ++k) {
@@ -686,19 +704,18 @@ __global__ void __launch_bounds__(kThreads, kTokenBlocks<kW>)
     if (ts >= L && ts > 0) break;  // the same for the whole block
     const int64_t t0 = ts + threadIdx.x * kTok;
     const int m = run_length(t0, L);
-    float xs[kTok], ds[kTok], halo[kH], ext_x[kH], ext_d[kH];
-    int32_t ss[kTok], halo_seq[kH], ext_seq[kH];
+    float xs[kTok], ds[kTok], ext_x[kH], ext_d[kH];
+    int32_t ss[kTok], ext_seq[kH];
     read_run<T>(row.x, p.x.tok, t0, m, vec.x, xs);
     read_run<T>(row.dout, p.dout.tok, t0, m, vec.dout, ds);
     read_sequences<kSeq>(row.seq, p.seq_tok_stride, vec.seq, t0, m, ss);
 #pragma unroll
     for (int e = 0; e < kH; ++e) {
-      halo[e] = ext_x[e] = ext_d[e] = 0.f;
-      halo_seq[e] = ext_seq[e] = 0;
+      ext_x[e] = ext_d[e] = 0.f;
+      ext_seq[e] = 0;
     }
-    // The block's first lane reads the columns before the tile; its last lane
-    // the tokens after it (up to H of them, inside the row).
-    if (threadIdx.x == 0) load_halo<T, kSeq>(p, b, c, ts, H, halo, halo_seq);
+    // The block's last lane reads the tokens after the tile (up to H of them,
+    // inside the row).
     if (threadIdx.x == kThreads - 1) {
 #pragma unroll
       for (int e = 0; e < kH; ++e) {
@@ -726,6 +743,7 @@ __global__ void __launch_bounds__(kThreads, kTokenBlocks<kW>)
         if (kSeq) heads.s[buf][warp][e] = ss[e];
       }
     }
+    if (threadIdx.x == 0 && k > 0) halo_from_previous<kSeq>(tails, k, halo, halo_seq);
     __syncthreads();
     // Positions: col/seq[kH + q] = column t0 + q for q = -H .. kTok + H - 1;
     // g[q] and dout for tokens t0 + q, q = 0 .. kTok + H - 1.
@@ -750,23 +768,24 @@ __global__ void __launch_bounds__(kThreads, kTokenBlocks<kW>)
       dy[kTok + e] = dv;
       seq[kH + kTok + e] = sv;
     }
-    // g of tokens t0 .. t0 + kTok + H - 1 (zero outside the row and for padding).
+    // g of tokens t0 .. t0 + kTok + H - 1, computed at every position and then
+    // zeroed outside the row and for padding (no branch per token).
+    const int64_t left = L - t0;  // tokens of the row from t0 on
+    const int in_row = left < kTok + kH ? static_cast<int>(left) : kTok + kH;
 #pragma unroll
     for (int q = 0; q < kTok + kH; ++q) {
-      g[q] = 0.f;
       const int32_t s = seq[kH + q];
-      if (q < kTok + H && t0 + q < L && (!kSeq || s >= 0)) {
-        float pre = bias;
+      float pre = bias;
 #pragma unroll
-        for (int d = 0; d < kT; ++d)
-          if (d <= H && (!kSeq || seq[kH + q - d] == s)) pre = fmaf(rw[d], col[kH + q - d], pre);
-        g[q] = output_grad_to_pre(dy[q], pre, p.silu);
-      }
+      for (int d = 0; d < kT; ++d)
+        if (d <= H && (!kSeq || seq[kH + q - d] == s)) pre = fmaf(rw[d], col[kH + q - d], pre);
+      const float gq = output_grad_to_pre(dy[q], pre, p.silu);
+      g[q] = q < kTok + H && q < in_row && (!kSeq || s >= 0) ? gq : 0.f;
     }
-    // dweight and dbias shares of the run's tokens.
+    // dweight and dbias shares of the run's tokens (g is zero past the row,
+    // where the columns are zeros).
 #pragma unroll
     for (int i = 0; i < kTok; ++i) {
-      if (i >= m) break;
       const int32_t s = seq[kH + i];
 #pragma unroll
       for (int d = 0; d < kT; ++d)
