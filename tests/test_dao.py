@@ -546,14 +546,20 @@ def test_non_finite_values_in_each_input(where, device):
 @pytest.mark.parametrize("device", devices())
 @pytest.mark.parametrize("layout", ["contiguous", "channel_last"])
 def test_long_rows_cross_chunks(device, layout):
-    """Rows long enough for several of a backend's token chunks (CUDA, channel-last: 256
-    tokens per thread backward, 64 forward; contiguous: 16 per thread, 2048 per block, whose
-    dweight shares each block sums), sequences and padding crossing the chunk edges."""
+    """Rows long enough for several of a backend's token chunks (CUDA, channel-last: up to 256
+    tokens per thread backward, 128 forward; contiguous: tiles of 1024 tokens, several per
+    block with CAUSAL_CONV1D_CUDA_BATCH_TILES), sequences and padding crossing the chunk
+    edges."""
     x, weight, bias, seq_idx, initial = inputs(
         2, 40, 2100, 4, (F32, F32), layout, seq=True, init=True, seed=7, device=device
     )
     check_gradients(x, weight, bias, seq_idx, initial, "silu", with_final=False)
     x, weight, bias, _, initial = inputs(
         2, 40, 4500, 3, (BF16, F32), layout, init=True, seed=8, device=device
+    )
+    check_gradients(x, weight, bias, None, initial, "silu", with_final=True)
+    # Width 4 without seq_idx: CUDA's kernels compiled for that case (no sequence tests).
+    x, weight, bias, _, initial = inputs(
+        2, 40, 4500, 4, (BF16, BF16), layout, init=True, seed=9, device=device
     )
     check_gradients(x, weight, bias, None, initial, "silu", with_final=True)
