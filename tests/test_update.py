@@ -223,3 +223,36 @@ def test_decode_continues_prefill(device):
         )
         assert_close(y[0], whole[:, t])
     assert torch.equal(states[1], x[:, -(width - 1) :])
+
+
+@pytest.mark.parametrize("width", [2, 3, 4])
+@pytest.mark.parametrize("s_dtype", [BF16, F32], ids=["bf16_state", "f32_state"])
+@pytest.mark.parametrize("activation", [None, "silu"])
+def test_cpu_decode_filter_in_place_or_copied(width, s_dtype, activation):
+    """The CPU decode step reads a bf16 filter and bias in place when each thread has a few
+    rows (up to 8), and works from an fp32 copy made per call otherwise or when the bias is
+    of another type. The paths give the same bits: a 20-row call on one thread (copied) row
+    by row against one-row calls (in place, at widths 2 and 4 with AVX-512), and against the
+    same call with the bias given in fp32 (copied); 75 channels leave a tail."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        kwargs, pads = update_case(
+            width, (BF16, BF16, s_dtype), "cpu", squeeze=True, batch=20, num_lines=24, dim=75
+        )
+        kwargs["activation"] = activation
+        states = kwargs["conv_state"].clone()
+        whole = run_and_check(kwargs, pads)
+        kwargs["conv_state"] = states.clone()
+        f32_bias = causal_conv1d_update(**dict(kwargs, bias=kwargs["bias"].float()))
+        assert torch.equal(f32_bias, whole)
+        kwargs["conv_state"] = states
+        lines = kwargs.pop("conv_state_indices")
+        x = kwargs.pop("x")
+        for row in range(x.shape[0]):
+            one = causal_conv1d_update(
+                x[row : row + 1], **kwargs, conv_state_indices=lines[row:][:1]
+            )
+            assert torch.equal(one[0], whole[row]), f"row {row}"
+    finally:
+        torch.set_num_threads(threads)

@@ -70,7 +70,8 @@ CpuKernelSet avx2_kernels() {
           &select_update<Avx2>,
           &select_batch_fwd<Avx2>,
           &select_batch_bwd<Avx2>,
-          &widen_filter<Avx2>};
+          &widen_filter<Avx2>,
+          &update_reads_filter<Avx2>};
 }
 
 }  // namespace causal_conv1d::cpu

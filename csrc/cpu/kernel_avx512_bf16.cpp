@@ -61,6 +61,35 @@ struct Avx512Bf16 : SimdOps<Avx512Bf16> {
                         _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
   }
 
+  // The filter read in place by the decode step (update_reads_filter): a
+  // bf16 (dim, kW) filter of width 2 or 4 holds kLanes channels' taps in
+  // kW / 2 registers, channel i's taps 2j and 2j + 1 in dword kW / 2 * i + j;
+  // dword permutes (one instruction each, where word permutes take three)
+  // gather pair j of every lane, then the pair's low word shifted up and its
+  // high word masked are the two taps' fp32 values.
+  template <int kW, typename T>
+  static constexpr bool kLoadsFilter = std::is_same_v<T, bf16_t> && (kW == 2 || kW == 4);
+
+  template <int kW, typename T>
+  static void load_filter(const T* w, V (&tap)[kW]) {
+    static_assert(kLoadsFilter<kW, T>, "see kLoadsFilter");
+    __m512i pair[kW / 2];
+    const __m512i lo = _mm512_loadu_si512(w);
+    if constexpr (kW == 2) {
+      pair[0] = lo;
+    } else {
+      const __m512i hi = _mm512_loadu_si512(w + 32);
+      const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+      pair[0] = _mm512_permutex2var_epi32(lo, even, hi);
+      pair[1] = _mm512_permutex2var_epi32(lo, _mm512_add_epi32(even, _mm512_set1_epi32(1)), hi);
+    }
+    for (int j = 0; j < kW / 2; ++j) {
+      tap[2 * j] = _mm512_castsi512_ps(_mm512_slli_epi32(pair[j], 16));
+      tap[2 * j + 1] =
+          _mm512_castsi512_ps(_mm512_and_si512(pair[j], _mm512_set1_epi32(int(0xFFFF0000u))));
+    }
+  }
+
   // Outputs in bf16 with one instruction (vcvtneps2bf16: nearest even, but
   // results below the smallest normal flush to zero, so states never take it).
   template <typename T>
@@ -156,7 +185,8 @@ CpuKernelSet avx512_bf16_kernels() {
           &select_update<Avx512Bf16>,
           &select_batch_fwd<Avx512Bf16>,
           &select_batch_bwd<Avx512Bf16>,
-          &widen_filter<Avx512Bf16>};
+          &widen_filter<Avx512Bf16>,
+          &update_reads_filter<Avx512Bf16>};
 }
 
 }  // namespace causal_conv1d::cpu

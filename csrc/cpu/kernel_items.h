@@ -947,6 +947,10 @@ void widen_filter(const ConvParams& p, float* taps, float* bias) {
   });
 }
 
+// CpuKernelSet::update_reads_filter of a set whose decode items always read
+// the dispatcher's fp32 filter.
+inline bool never_reads_filter(const UpdateParams&) { return false; }
+
 template <class Isa>
 FwdItemFn select_fwd(const FwdParams& p) {
   // Without a cache the state type is irrelevant: reuse x's instantiation.

@@ -42,7 +42,8 @@ CpuKernelSet portable_kernels() {
           &select_update<Portable>,
           &select_batch_fwd<Portable>,
           &select_batch_bwd<Portable>,
-          &widen_filter<Portable>};
+          &widen_filter<Portable>,
+          &never_reads_filter};
 }
 
 }  // namespace causal_conv1d::cpu

@@ -158,8 +158,10 @@ inline void copy_lanes(T* dst, const T* src) {
 // The common decode step in registers: one token, a linear state of exactly
 // width-1 columns, unit-stride channels. Per register of channels: the window
 // from the state and the token, the shifted state written back, the output.
-// Each register reads x before it writes out, so out may be x.
-template <class Isa, int kW, typename x_t, typename state_t>
+// Each register reads x before it writes out, so out may be x. kInPlace: the
+// taps and bias are read from the caller's filter (x's type, see
+// update_reads_filter) instead of the dispatcher's fp32 copy.
+template <class Isa, int kW, bool kInPlace, typename x_t, typename state_t>
 inline void update_step_regs(const ConvParams& p, const CpuWeights& w, int64_t c0, int64_t n,
                              const x_t* x, state_t* state, int64_t s_tok, x_t* out) {
   using V = typename Isa::V;
@@ -171,16 +173,26 @@ inline void update_step_regs(const ConvParams& p, const CpuWeights& w, int64_t c
   // such fields after every copy.
   const bool silu = p.silu;
   const int64_t dim = p.dim;
-  const float* const taps = w.taps + c0;
-  const float* const bias = w.bias == nullptr ? nullptr : w.bias + c0;
+  const float* const taps = kInPlace ? nullptr : w.taps + c0;
+  const x_t* const filter = kInPlace ? static_cast<const x_t*>(p.weight) + c0 * kW : nullptr;
+  const bool has_bias = kInPlace ? p.bias != nullptr : w.bias != nullptr;
+  const float* const bias = kInPlace || !has_bias ? nullptr : w.bias + c0;
+  const x_t* const bias_in_place =
+      kInPlace && has_bias ? static_cast<const x_t*>(p.bias) + c0 : nullptr;
   int64_t c = 0;
   for (; c + Isa::kLanes <= n; c += Isa::kLanes) {
+    V tap[kW];
+    if constexpr (kInPlace) {
+      Isa::template load_filter<kW>(filter + c * kW, tap);
+    } else {
+      for (int k = 0; k < kW; ++k) tap[k] = Isa::load(taps + k * dim + c);
+    }
     V window[H];
     for (int k = 0; k < H; ++k) window[k] = Isa::load(state + k * s_tok + c);
     const V xt = Isa::load(x + c);
-    V acc = bias == nullptr ? Isa::zero() : Isa::load(bias + c);
-    for (int k = 0; k < H; ++k) acc = Isa::fmadd(Isa::load(taps + k * dim + c), window[k], acc);
-    acc = Isa::fmadd(Isa::load(taps + H * dim + c), xt, acc);
+    V acc = !has_bias ? Isa::zero() : kInPlace ? Isa::load(bias_in_place + c) : Isa::load(bias + c);
+    for (int k = 0; k < H; ++k) acc = Isa::fmadd(tap[k], window[k], acc);
+    acc = Isa::fmadd(tap[H], xt, acc);
     if constexpr (std::is_same_v<state_t, x_t>) {  // the stored values, no rounding to redo
       for (int k = 0; k + 1 < H; ++k)
         copy_lanes<Isa>(state + k * s_tok + c, state + (k + 1) * s_tok + c);
@@ -192,34 +204,72 @@ inline void update_step_regs(const ConvParams& p, const CpuWeights& w, int64_t c
     Isa::store_out(out + c, silu ? silu_vec<Isa, out_t>(acc) : acc);
   }
   for (; c < n; ++c) {  // the channel tail, the same steps one channel at a time
+    float tap[kW];
+    for (int k = 0; k < kW; ++k)
+      tap[k] = kInPlace ? C::to_float(filter[c * kW + k]) : taps[k * dim + c];
     float window[H];
     for (int k = 0; k < H; ++k) window[k] = C::to_float(state[k * s_tok + c]);
     const float xt = C::to_float(x[c]);
-    float acc = bias == nullptr ? 0.f : bias[c];
-    for (int k = 0; k < H; ++k) acc += taps[k * dim + c] * window[k];
-    acc += taps[H * dim + c] * xt;
+    float acc = !has_bias ? 0.f : kInPlace ? C::to_float(bias_in_place[c]) : bias[c];
+    for (int k = 0; k < H; ++k) acc += tap[k] * window[k];
+    acc += tap[H] * xt;
     for (int k = 0; k + 1 < H; ++k) C::from_float(window[k + 1], state[k * s_tok + c]);
     C::from_float(xt, state[(H - 1) * s_tok + c]);
     C::from_float(silu ? silu_one(acc) : acc, out[c]);
   }
 }
 
+// Whether update_step_regs applies to the call: one token per row, a linear
+// state of width-1 columns, unit-stride channels.
+inline bool update_step_applies(const UpdateParams& p) {
+  return !p.cache_seqlens.present() && !p.query_start_loc.present() && p.seqlen == 1 &&
+         p.state_len == p.width - 1 && p.x_dim_stride == 1 && p.out_dim_stride == 1 &&
+         p.state_dim_stride == 1;
+}
+
+// Whether the decode items of this call read the filter in place (the
+// dispatcher then prepares no fp32 copy, CpuWeights::taps null): the step of
+// update_step_regs with a contiguous (dim, width) filter the policy loads
+// (Isa::kLoadsFilter) and a bias, if any, with unit stride, both of x's type.
+// A copy made per call cost a one-row decode a third of its time, and its
+// lines, written by the calling thread, had to move to every other core
+// (benchmarks/NOTES.md).
+template <class Isa>
+bool update_reads_filter(const UpdateParams& p) {
+  bool loads = false;
+  with_storage_type(p.x_type, [&](auto tag) {
+    with_width(p.width, [&]<int kW>() { loads = Isa::template kLoadsFilter<kW, decltype(tag)>; });
+  });
+  return loads && update_step_applies(p) && p.weight_type == p.x_type &&
+         p.weight_tap_stride == 1 && p.weight_dim_stride == p.width &&
+         (p.bias == nullptr || (p.bias_type == p.x_type && p.bias_stride == 1));
+}
+
 // update_step_regs where it applies (see update_item); false otherwise.
 template <class Isa, typename x_t, typename state_t>
 inline bool update_step_vec(const UpdateParams& p, const CpuWeights& w, int64_t c0, int64_t n,
                             const x_t* x, state_t* state, x_t* out) {
-  const bool applies = !p.cache_seqlens.present() && !p.query_start_loc.present() &&
-                       p.seqlen == 1 && p.state_len == p.width - 1 && p.x_dim_stride == 1 &&
-                       p.out_dim_stride == 1 && p.state_dim_stride == 1;
-  return applies && with_width(p.width, [&]<int kW>() {
-           update_step_regs<Isa, kW>(p, w, c0, n, x, state, p.state_tok_stride, out);
-         });
+  if (!update_step_applies(p)) return false;
+  return with_width(p.width, [&]<int kW>() {
+    if constexpr (Isa::template kLoadsFilter<kW, x_t>) {
+      if (w.taps == nullptr) {  // update_reads_filter held
+        update_step_regs<Isa, kW, true>(p, w, c0, n, x, state, p.state_tok_stride, out);
+        return;
+      }
+    }
+    update_step_regs<Isa, kW, false>(p, w, c0, n, x, state, p.state_tok_stride, out);
+  });
 }
 
 // What an ISA policy `struct Isa : SimdOps<Isa>` gets from the vector code
 // above; a policy may hide any of these with its own (AVX-512's VNNI kernels).
 template <class Isa>
 struct SimdOps {
+  // Whether Isa::load_filter<kW> reads kLanes channels' taps of a contiguous
+  // filter of width kW and type T in place (update_reads_filter): never here.
+  template <int kW, typename T>
+  static constexpr bool kLoadsFilter = false;
+
   // Stores of outputs (never of states): a policy may round them more cheaply.
   template <typename T, typename V>
   static void store_out(T* p, V v) {

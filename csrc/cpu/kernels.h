@@ -13,7 +13,9 @@ namespace causal_conv1d::cpu {
 
 // The filter prepared by the dispatcher, once per call.
 struct CpuWeights {
-  const float* taps = nullptr;  // (width, dim) in fp32: taps[k * dim + c]
+  // (width, dim) in fp32: taps[k * dim + c]; null when the items read the
+  // filter in place (CpuKernelSet::update_reads_filter).
+  const float* taps = nullptr;
   const float* bias = nullptr;  // (dim,) in fp32, or null
   // bf16 weights only: the taps as bf16 VNNI pairs (ceil(width / 2), dim, 2),
   // an odd width padded with a zero tap; null otherwise.
@@ -73,6 +75,9 @@ struct CpuKernelSet {
   // CpuWeights::taps of the filter, (width, dim) fp32, and CpuWeights::bias
   // (dim,) fp32 when the call has a bias.
   void (*widen_filter)(const ConvParams&, float* taps, float* bias);
+  // Whether the decode items of this call read the filter and bias in place:
+  // the dispatcher then prepares no CpuWeights (all null).
+  bool (*update_reads_filter)(const UpdateParams&);
 };
 
 CpuKernelSet portable_kernels();
