@@ -116,7 +116,7 @@ want cpu-sglang && python3 benchmarks/bench.py --device cpu --threads 16 --min-r
   --sglang-sdist .sglang --name cpu-xeon-16t-sglang --out-dir "$OUT" 2>&1 | tee -a "$LOG" | grep -E "^(prefill|small|update)"
 want cpu-scaling && before_bench
 want cpu-scaling && python3 benchmarks/cpu_scaling.py --isas "${SCALING_ISAS:-avx2,avx512_bf16}" \
-  --threads "${SCALING_THREADS:-1,8,16}" 2>&1 | tee -a "$LOG" "$OUT/cpu-scaling.txt"
+  --threads "${SCALING_THREADS:-1,8,16}" --cases "${SCALING_CASES:-cpu}" 2>&1 | tee -a "$LOG" "$OUT/cpu-scaling.txt"
 if want dao-wait && [ -n "${DAO_PID:-}" ]; then
   wait "$DAO_PID"; echo "dao build: exit $? at $(date +%T)"; tail -3 "$OUT/dao-build.txt"
 fi
