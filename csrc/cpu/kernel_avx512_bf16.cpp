@@ -128,6 +128,7 @@ struct Avx512Bf16 : SimdOps<Avx512Bf16> {
       }
     }
     for (int64_t t = 0; t < count; ++t) {
+      __m256i y[kCols];
       for (int i = 0; i < kCols; ++i) {
         const __m512i cur = widen16(in + (H + t) * in_tok + i * kLanes);
         q[H - 1][i] = _mm512_or_si512(prev[i], _mm512_slli_epi32(cur, 16));
@@ -136,9 +137,17 @@ struct Avx512Bf16 : SimdOps<Avx512Bf16> {
           const __m512i a = 2 * j + 1 < kW ? q[2 * j][i] : cur;
           acc = _mm512_dpbf16_ps(acc, (__m512bh)a, (__m512bh)tap[j][i]);
         }
-        store_out(out + t * out_tok + i * kLanes, silu ? silu_vec<Avx512Bf16, bf16_t>(acc) : acc);
+        y[i] = (__m256i)_mm512_cvtneps_pbh(silu ? silu_vec<Avx512Bf16, bf16_t>(acc) : acc);
         for (int k = 0; k + 1 < H; ++k) q[k][i] = q[k + 1][i];
         prev[i] = cur;
+      }
+      // A cache line of outputs in one store where the column spans one.
+      bf16_t* const o = out + t * out_tok;
+      if constexpr (kCols == 2) {
+        _mm512_storeu_si512(o, _mm512_inserti64x4(_mm512_castsi256_si512(y[0]), y[1], 1));
+      } else {
+        for (int i = 0; i < kCols; ++i)
+          _mm256_storeu_si256(reinterpret_cast<__m256i*>(o + i * kLanes), y[i]);
       }
     }
   }
