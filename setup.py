@@ -104,7 +104,7 @@ ISA_SOURCES = {
     "csrc/cpu/kernel_avx2.cpp": ("AVX2", ["-mavx2", "-mfma", "-mf16c"]),
     "csrc/cpu/kernel_avx512_bf16.cpp": (
         "AVX512_BF16",
-        ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512bf16", "-mfma", "-mf16c"],
+        ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512bf16", "-mfma", "-mf16c"],
     ),
 }
 IS_X86 = platform.machine().lower() in ("x86_64", "amd64")

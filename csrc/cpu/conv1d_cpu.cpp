@@ -44,7 +44,7 @@ bool cpu_has_avx2() {
 bool cpu_has_avx512_bf16() {
   return cpu_has_avx2() && __builtin_cpu_supports("avx512f") &&
          __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
-         __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bf16");
+         __builtin_cpu_supports("avx512bf16");
 }
 #endif
 bool always() { return true; }
@@ -52,8 +52,8 @@ bool always() { return true; }
 // Best first. Only the ISAs this binary was built with are listed.
 constexpr IsaEntry kIsas[] = {
 #ifdef CAUSAL_CONV1D_HAVE_AVX512_BF16
-    {"avx512_bf16", "avx512f, avx512bw, avx512vl, avx512dq, avx512bf16, fma, f16c",
-     &cpu_has_avx512_bf16, &avx512_bf16_kernels},
+    {"avx512_bf16", "avx512f, avx512bw, avx512vl, avx512bf16, fma, f16c", &cpu_has_avx512_bf16,
+     &avx512_bf16_kernels},
 #endif
 #ifdef CAUSAL_CONV1D_HAVE_AVX2
     {"avx2", "avx2, fma, f16c", &cpu_has_avx2, &avx2_kernels},

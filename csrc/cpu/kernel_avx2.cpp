@@ -29,13 +29,6 @@ struct Avx2 : SimdOps<Avx2> {
   static V max(V a, V b) { return _mm256_max_ps(a, b); }
   static V min(V a, V b) { return _mm256_min_ps(a, b); }
   static V round(V a) { return _mm256_round_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
-  // 2^z = 2^f * 2^n, n = floor(z) at most 128 (scale's range), f = z - n.
-  static V exp2_split(V z, V& f) {
-    const V capped = _mm256_min_ps(z, _mm256_set1_ps(128.f));
-    const V n = _mm256_floor_ps(capped);
-    f = _mm256_sub_ps(capped, n);
-    return n;
-  }
   // p * 2^n for integral n in [-126, 128], assembled in the exponent bits (n = 128: infinity).
   static V scale(V p, V n) {
     const __m256i e = _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127));

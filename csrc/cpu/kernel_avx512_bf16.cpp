@@ -4,7 +4,7 @@
 // activations of two consecutive window columns interleaved into pairs, and
 // one _mm512_dpbf16_ps per pair of taps into fp32 accumulators preloaded with
 // the bias; SiLU fused before the bf16 store. Compiled with -mavx512f
-// -mavx512bw -mavx512vl -mavx512dq -mavx512bf16 -mfma -mf16c only.
+// -mavx512bw -mavx512vl -mavx512bf16 -mfma -mf16c only.
 #include <immintrin.h>
 
 #include <type_traits>
@@ -36,12 +36,7 @@ struct Avx512Bf16 : SimdOps<Avx512Bf16> {
   static V round(V a) {
     return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   }
-  static V scale(V p, V n) { return _mm512_scalef_ps(p, n); }  // p * 2^floor(n)
-  // 2^z = 2^f * 2^floor(z), f = z - floor(z) in [0, 1) (vreduceps); z serves as n.
-  static V exp2_split(V z, V& f) {
-    f = _mm512_reduce_ps(z, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
-    return z;
-  }
+  static V scale(V p, V n) { return _mm512_scalef_ps(p, n); }  // p * 2^n
 
   static __m512i widen16(const void* p) {
     return _mm512_cvtepu16_epi32(_mm256_loadu_si256(static_cast<const __m256i*>(p)));
@@ -84,8 +79,7 @@ struct Avx512Bf16 : SimdOps<Avx512Bf16> {
       pair[0] = lo;
     } else {
       const __m512i hi = _mm512_loadu_si512(w + 32);
-      const __m512i even =
-          _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+      const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
       pair[0] = _mm512_permutex2var_epi32(lo, even, hi);
       pair[1] = _mm512_permutex2var_epi32(lo, _mm512_add_epi32(even, _mm512_set1_epi32(1)), hi);
     }

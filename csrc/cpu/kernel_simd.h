@@ -9,27 +9,27 @@
 namespace causal_conv1d::cpu {
 namespace {
 
-// 2^f on 0 <= f < 1 to a relative 1.0e-4 (minimax, degree 3): enough for
-// 16-bit outputs (a bf16 ulp is 3.9e-3, an fp16 ulp 9.8e-4).
-constexpr float kExp2Poly3[4] = {0.0777943805f, 0.225846469f, 0.696257830f, 0.999898732f};
-// 2^n stays normal above kExp2Lo.
-constexpr float kExp2Lo = -126.f;
+// 2^f on |f| <= 1/2 to a relative 1.0e-4 (minimax, degree 3): enough for
+// 16-bit outputs (a bf16 ulp is 3.9e-3, an fp16 ulp 9.8e-4). Its constant
+// term is exactly 1, so that z = kExp2Hi gives 1 * 2^128, infinite under
+// either policy's scale (a constant below 1 would leave AVX-512's vscalefps a
+// finite result there).
+constexpr float kExp2Poly3[4] = {0.0550089329f, 0.242210969f, 0.693282902f, 1.f};
+// 2^n stays normal above kExp2Lo and is infinite at kExp2Hi (see kExpHi).
+constexpr float kExp2Lo = -126.f, kExp2Hi = 128.f;
 
 // v / (1 + exp(-v)) as accurate as the output type keeps. exp(-v) = p * 2^n
-// with n an integer, the policy supplying scale(p, n) = p * 2^n.
+// with n an integer, the policy supplying round(z) and scale(p, n) = p * 2^n.
 // For fp32 outputs, the degree-7 e^r of kernel_items.h on the remainder of a
-// two-part ln2 reduction (n = round(-v log2(e))) and a reciprocal estimate
-// refined by one Newton step (about 2 ulp; a division would be the slowest
-// instruction of the loop); for 16-bit outputs 2^f with f the fraction of
-// z = -v log2(e) from the policy's exp2_split (AVX-512: one vreduceps, n = z
-// itself, which vscalefps floors; this took three instructions, a rounding,
-// a subtraction and a clamp above), and the bare reciprocal estimate (AVX2:
-// relative 3.7e-4, AVX-512: 6e-5).
+// two-part ln2 reduction and a reciprocal estimate refined by one Newton step
+// (about 2 ulp; a division would be the slowest instruction of the loop); for
+// 16-bit outputs 2^f on f = z - n with z = -v log2(e), and the bare reciprocal
+// estimate (AVX2: relative 3.7e-4, AVX-512: 6e-5).
 // The clamps keep 2^n normal below and let it overflow above, so that, as
-// with v * sigmoid(v), large negative v give -0 (or a value as small) and
-// -inf gives NaN (the reciprocal of an infinite 1 + e is 0; the Newton
-// factor, NaN there, is capped at 2). NaN lanes clamp (max/min return their
-// second operand) and the NaN still reaches the result through the numerator.
+// with v * sigmoid(v), large negative v give -0 and -inf gives NaN (the
+// reciprocal of an infinite 1 + e is 0; the Newton factor, NaN there, is
+// capped at 2). NaN lanes clamp (max/min return their second operand) and the
+// NaN still reaches the result through the numerator.
 template <class Isa, typename out_t = float>
 inline typename Isa::V silu_vec(typename Isa::V v) {
   using V = typename Isa::V;
@@ -43,9 +43,10 @@ inline typename Isa::V silu_vec(typename Isa::V v) {
     for (int i = 1; i < 6; ++i) p = Isa::fmadd(p, r, Isa::set1(kExpPoly[i]));
     p = Isa::fmadd(p, Isa::mul(r, r), Isa::add(r, Isa::set1(1.f)));
   } else {
-    const V z = Isa::max(Isa::mul(v, Isa::set1(-kLog2e)), Isa::set1(kExp2Lo));
-    V f;
-    n = Isa::exp2_split(z, f);
+    const V z =
+        Isa::min(Isa::max(Isa::mul(v, Isa::set1(-kLog2e)), Isa::set1(kExp2Lo)), Isa::set1(kExp2Hi));
+    n = Isa::round(z);
+    const V f = Isa::sub(z, n);
     p = Isa::set1(kExp2Poly3[0]);
     for (int i = 1; i < 4; ++i) p = Isa::fmadd(p, f, Isa::set1(kExp2Poly3[i]));
   }
@@ -254,8 +255,8 @@ bool update_reads_filter(const UpdateParams& p) {
   with_storage_type(p.x_type, [&](auto tag) {
     with_width(p.width, [&]<int kW>() { loads = Isa::template kLoadsFilter<kW, decltype(tag)>; });
   });
-  return loads && update_step_applies(p) && p.weight_type == p.x_type && p.weight_tap_stride == 1 &&
-         p.weight_dim_stride == p.width &&
+  return loads && update_step_applies(p) && p.weight_type == p.x_type &&
+         p.weight_tap_stride == 1 && p.weight_dim_stride == p.width &&
          (p.bias == nullptr || (p.bias_type == p.x_type && p.bias_stride == 1));
 }
 
