@@ -190,3 +190,19 @@ def test_cuda_prefill_thread_widths(mix, width, lengths):
     with a channel tail after the last full block and initial states on some sequences."""
     kwargs, pads = fwd_case(width, mix, "cuda", lengths=list(lengths), dim=2056, seed=4)
     run_and_check(kwargs, pads)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3, 7, 16])
+def test_cpu_prefill_split_across_threads(threads):
+    """The CPU prefill cuts its items (token chunks x channel slabs, narrower slabs when there
+    are few) into one range per thread by their cost: at every thread count each item runs
+    once (a state updated twice would differ), with outputs and states matching the
+    reference, over lengths that leave chunks of every size."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        lengths = [1, 300, 7, 0, 64, 2, 257, 90, 3, 513]
+        kwargs, pads = fwd_case(4, (BF16, BF16, BF16), "cpu", lengths=lengths, dim=1000)
+        run_and_check(kwargs, pads)
+    finally:
+        torch.set_num_threads(before)
