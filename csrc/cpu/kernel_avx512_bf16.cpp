@@ -79,7 +79,8 @@ struct Avx512Bf16 : SimdOps<Avx512Bf16> {
       pair[0] = lo;
     } else {
       const __m512i hi = _mm512_loadu_si512(w + 32);
-      const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+      const __m512i even =
+          _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
       pair[0] = _mm512_permutex2var_epi32(lo, even, hi);
       pair[1] = _mm512_permutex2var_epi32(lo, _mm512_add_epi32(even, _mm512_set1_epi32(1)), hi);
     }

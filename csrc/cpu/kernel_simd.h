@@ -242,11 +242,12 @@ inline bool update_step_applies(const UpdateParams& p) {
          p.state_dim_stride == 1;
 }
 
-// Whether the decode items of this call read the filter in place (the
-// dispatcher then prepares no fp32 copy, CpuWeights::taps null): the step of
-// update_step_regs with a contiguous (dim, width) filter the policy loads
-// (Isa::kLoadsFilter) and a bias, if any, with unit stride, both of x's type.
-// A copy made per call cost a one-row decode a third of its time, and its
+// Whether the decode items of this call can read the filter in place (where
+// the dispatcher lets them, it prepares no fp32 copy: CpuWeights::taps null):
+// the step of update_step_regs with a contiguous (dim, width) filter the
+// policy loads (Isa::kLoadsFilter) and a bias, if any, with unit stride, both
+// of x's type.
+// A copy made per call cost a one-row decode a quarter of its time, and its
 // lines, written by the calling thread, had to move to every other core
 // (benchmarks/NOTES.md).
 template <class Isa>
@@ -255,8 +256,8 @@ bool update_reads_filter(const UpdateParams& p) {
   with_storage_type(p.x_type, [&](auto tag) {
     with_width(p.width, [&]<int kW>() { loads = Isa::template kLoadsFilter<kW, decltype(tag)>; });
   });
-  return loads && update_step_applies(p) && p.weight_type == p.x_type &&
-         p.weight_tap_stride == 1 && p.weight_dim_stride == p.width &&
+  return loads && update_step_applies(p) && p.weight_type == p.x_type && p.weight_tap_stride == 1 &&
+         p.weight_dim_stride == p.width &&
          (p.bias == nullptr || (p.bias_type == p.x_type && p.bias_stride == 1));
 }
 

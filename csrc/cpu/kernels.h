@@ -75,8 +75,9 @@ struct CpuKernelSet {
   // CpuWeights::taps of the filter, (width, dim) fp32, and CpuWeights::bias
   // (dim,) fp32 when the call has a bias.
   void (*widen_filter)(const ConvParams&, float* taps, float* bias);
-  // Whether the decode items of this call read the filter and bias in place:
-  // the dispatcher then prepares no CpuWeights (all null).
+  // Whether the decode items of this call can read the filter and bias in
+  // place; where the dispatcher lets them (a few rows per thread) it prepares
+  // no CpuWeights (all null) and they do.
   bool (*update_reads_filter)(const UpdateParams&);
 };
 
