@@ -128,7 +128,15 @@ struct Avx512Bf16 : SimdOps<Avx512Bf16> {
         prev[i] = next;
       }
     }
+    // The line this column reads one token block later, fetched into L2 now;
+    // computed in integers, as the row may lie past x's end (a prefetch of any
+    // address is a hint).
+    const uintptr_t ahead = reinterpret_cast<uintptr_t>(in + H * in_tok) +
+                            static_cast<uintptr_t>(kTokens * in_tok * sizeof(bf16_t));
     for (int64_t t = 0; t < count; ++t) {
+      if constexpr (kCols == 2)
+        _mm_prefetch(reinterpret_cast<const char*>(ahead + t * in_tok * sizeof(bf16_t)),
+                     _MM_HINT_T1);
       __m256i y[kCols];
       for (int i = 0; i < kCols; ++i) {
         const __m512i cur = widen16(in + (H + t) * in_tok + i * kLanes);
