@@ -10,6 +10,10 @@ from causal_conv1d_kernels import PAD_SLOT_ID, has_cuda_backend
 from causal_conv1d_kernels.ops import _silu
 
 F32, F16, BF16 = torch.float32, torch.float16, torch.bfloat16
+
+# The time limit of every subprocess a test starts: only a hang reaches it, never a slow or
+# loaded machine (CI's whole run has 90 minutes).
+HANG_GUARD_S = 3600
 WIDTHS = list(range(2, 9))
 
 # (x, weight/bias, states): the combinations serving engines use, plus odd mixes.

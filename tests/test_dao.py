@@ -13,7 +13,7 @@ import pytest
 import torch
 from causal_conv1d_kernels import dao
 from causal_conv1d_kernels.reference import causal_conv1d_update_ref, dao_fn_ref
-from helpers import BF16, F16, F32, WIDTHS, assert_close, devices, rand
+from helpers import BF16, F16, F32, HANG_GUARD_S, WIDTHS, assert_close, devices, rand
 
 # (x, weight/bias): Dao's own mixes, plus fp32 weights under half activations (training).
 MIXES = [(F32, F32), (BF16, BF16), (F16, F16), (BF16, F32), (F16, F32)]
@@ -447,11 +447,48 @@ print("after:", "causal_conv1d" in sys.modules)
 """
 
 
+HOOK_MODULE_PROBE = """
+import importlib, importlib.util, inspect, os, sys
+from causal_conv1d_kernels import dao
+dao.install_as_causal_conv1d()
+import causal_conv1d, causal_conv1d.causal_conv1d_interface, causal_conv1d.cpp_functions
+here = os.path.realpath(dao.__file__)
+for name in dao._HOOKED:
+    m = sys.modules[name]
+    assert os.path.realpath(m.__file__) == here, (name, m.__file__)
+    assert os.path.realpath(inspect.getfile(m)) == here, name
+    assert inspect.getsourcefile(m) is not None, name
+    spec = importlib.util.find_spec(name)
+    assert spec is m.__spec__ and spec.origin == m.__file__ and spec.has_location, name
+    assert m.__loader__ is spec.loader and m.__package__ == "causal_conv1d", name
+    assert m.__doc__, name
+    assert importlib.reload(m) is m and m.__file__ == spec.origin, name
+assert causal_conv1d.__path__ == [] and causal_conv1d.__spec__.submodule_search_locations == []
+assert causal_conv1d.causal_conv1d_fn is dao.causal_conv1d_fn
+assert inspect.getmodule(causal_conv1d.causal_conv1d_fn) is dao
+print("module attributes ok")
+"""
+
+
+def test_install_hook_modules_look_loaded_from_a_file():
+    """The stand-in modules have what the import system gives a module it loaded (__file__,
+    a spec with an origin, __loader__, __package__), so inspect and importlib work on them;
+    a reload keeps them the stand-ins."""
+    result = subprocess.run(
+        [sys.executable, "-c", HOOK_MODULE_PROBE],
+        capture_output=True,
+        text=True,
+        timeout=HANG_GUARD_S,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == "module attributes ok"
+
+
 def test_install_hook_routes_dao_imports_to_this_dialect():
     """Never a side effect of importing the package; after install_as_causal_conv1d the names
     HF transformers and mamba_ssm import resolve here, with metadata; uninstall undoes it."""
     result = subprocess.run(
-        [sys.executable, "-c", HOOK_PROBE], capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", HOOK_PROBE], capture_output=True, text=True, timeout=HANG_GUARD_S
     )
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.splitlines()

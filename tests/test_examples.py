@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+from helpers import HANG_GUARD_S
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -17,7 +18,7 @@ def test_hf_mamba2_on_cpu():
         [sys.executable, os.path.join(ROOT, "examples", "hf_mamba2.py"), "--tokens", "16"],
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=HANG_GUARD_S,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "tokens identical to torch: True" in result.stdout

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from helpers import HANG_GUARD_S
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ISAS = ["avx512_bf16", "avx2", "portable"]  # best first
@@ -26,7 +27,12 @@ PROBE = "import causal_conv1d_kernels as c; print(c.cpu_isa())"
 def run(args, isa):
     env = {**os.environ, "CAUSAL_CONV1D_CPU_ISA": isa}
     return subprocess.run(
-        [sys.executable, *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=1200
+        [sys.executable, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=HANG_GUARD_S,
     )
 
 

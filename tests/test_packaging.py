@@ -1,5 +1,6 @@
 """What a user runs: the module's self-check, the ISA switch, the CMake build, the README."""
 
+import math
 import os
 import shutil
 import subprocess
@@ -7,6 +8,7 @@ import sys
 
 import pytest
 import torch
+from helpers import HANG_GUARD_S
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -16,7 +18,7 @@ def python(*args, env=None, cwd=None):
         [sys.executable, *args],
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=HANG_GUARD_S,
         env={**os.environ, **(env or {})},
         cwd=cwd or ROOT,
     )
@@ -52,7 +54,10 @@ def test_main_module_runs_self_check_and_benchmark():
         assert row.startswith(case.name)
         numbers = row[len(case.name) :].split()
         assert len(numbers) == 6 and numbers[-1].endswith("%")
-        assert all(float(v) > 0 for v in numbers[:-1])
+        # Timings of a busy machine can be anything (a descheduled copy makes a ratio print
+        # as 0.00): the table's form is checked, never its values.
+        assert all(math.isfinite(float(v)) and float(v) >= 0 for v in numbers[:-1])
+        assert float(numbers[-1].rstrip("%")) >= 0
     warnings = [line for line in lines if line.startswith("WARNING:")]
     assert all("busy" in w or "descheduled" in w for w in warnings)
 
@@ -92,14 +97,14 @@ def test_cmake_build_registers_the_ops(tmp_path):
         ["cmake", "-S", ROOT, "-B", str(build), f"-DPython3_EXECUTABLE={sys.executable}"],
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=HANG_GUARD_S,
     )
     assert configure.returncode == 0, configure.stdout + configure.stderr
     compiled = subprocess.run(
         ["cmake", "--build", str(build), "-j", str(os.cpu_count() or 1)],
         capture_output=True,
         text=True,
-        timeout=1200,
+        timeout=HANG_GUARD_S,
     )
     assert compiled.returncode == 0, compiled.stdout[-4000:] + compiled.stderr[-4000:]
     # An ISA object exports its kernel-set function and nothing else: no inline

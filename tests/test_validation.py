@@ -8,7 +8,15 @@ import sys
 import pytest
 import torch
 from causal_conv1d_kernels import causal_conv1d_fn, causal_conv1d_update
-from helpers import F32, check_rejected, fwd_case, fwd_op_args, update_case, update_op_args
+from helpers import (
+    F32,
+    HANG_GUARD_S,
+    check_rejected,
+    fwd_case,
+    fwd_op_args,
+    update_case,
+    update_op_args,
+)
 
 
 def fwd_kwargs():
@@ -291,7 +299,7 @@ def test_validate_environment_variable():
         ),
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=HANG_GUARD_S,
     )
     assert result.returncode == 0 and "rejected both" in result.stdout, result.stderr[-3000:]
 
@@ -341,3 +349,141 @@ def test_op_rejects_in_place_prefill():
     args = [*fwd_op_args(k), k["x"]]
     with pytest.raises(RuntimeError, match="causal_conv1d_fwd: out must not be x"):
         torch.ops.causal_conv1d.causal_conv1d_fwd_out(*args)
+
+
+# ---- The argument most likely wrong, when x, weight and the states disagree on dim ----
+
+MISMATCHES = [
+    # (id, call, mutation, words the message must hold, words it must not start with)
+    (
+        "fn-x-untransposed",
+        "fn",
+        lambda k: k.update(x=k["x"].t().contiguous()),  # (num_tokens, dim)
+        ["x must have shape (dim, num_tokens) with dim=80", "(10, 80)", "x.t()"],
+    ),
+    (
+        "fn-x-untransposed-no-cache",
+        "fn",
+        lambda k: k.update(
+            x=k["x"].t().contiguous(), conv_states=None, cache_indices=None, has_initial_state=None
+        ),
+        ["x must have shape (dim, num_tokens) with dim=80", "x.t()"],
+    ),
+    (
+        "fn-x-wrong-dim",
+        "fn",
+        lambda k: k.update(x=torch.randn(40, 10)),
+        ["x must have shape (dim, num_tokens) with dim=80", "conv_states", "(40, 10)"],
+    ),
+    (
+        "fn-weight-transposed",
+        "fn",
+        lambda k: k.update(weight=k["weight"].t().contiguous()),
+        ["weight must have shape (dim=80, width)", "(4, 80)", "transposed"],
+    ),
+    (
+        "update-x-wrong-dim",
+        "update",
+        lambda k: k.update(x=torch.randn(4, 70, 2)),
+        ["x must have shape (batch, dim) or (batch, dim, seqlen) with dim=72", "(4, 70, 2)"],
+    ),
+    (
+        "update-x-2d-wrong-dim",
+        "update",
+        lambda k: k.update(x=torch.randn(4, 9)),
+        ["x must have shape", "dim=72", "conv_state", "(4, 9)"],
+    ),
+    (
+        "update-weight-wrong-dim",
+        "update",
+        lambda k: k.update(weight=torch.randn(70, 4)),
+        ["weight must have shape (dim=72, width)", "(70, 4)"],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    "call,mutate,words", [m[1:] for m in MISMATCHES], ids=[m[0] for m in MISMATCHES]
+)
+def test_dim_mismatch_names_the_likely_argument(call, mutate, words):
+    """An untransposed prefill x, a decode x of the wrong dim: x is named, with the layout it
+    must have, not weight (weight and the states agree); a transposed weight is named."""
+    fn = causal_conv1d_fn if call == "fn" else causal_conv1d_update
+    kwargs = fwd_kwargs() if call == "fn" else update_kwargs()
+    check_rejected(fn, kwargs, mutate, ValueError, words)
+
+
+def test_dim_mismatch_in_every_dialect():
+    from causal_conv1d_kernels import dao, vllm
+
+    k = fwd_kwargs()
+    with pytest.raises(ValueError, match=r"x must have shape \(dim, num_tokens\) with dim=80"):
+        vllm.causal_conv1d_fn(**{**k, "x": k["x"].t().contiguous()})
+    u = update_kwargs()
+    u.pop("cache_seqlens")
+    with pytest.raises(ValueError, match=r"x must have shape .* with dim=72"):
+        vllm.causal_conv1d_update(**{**u, "x": torch.randn(4, 70)})
+    x = torch.randn(2, 64, 80)  # (batch, seqlen, dim), not transposed to (batch, dim, seqlen)
+    with pytest.raises(ValueError, match=r"x must have shape \(batch, dim, seqlen\) with dim=80"):
+        dao.causal_conv1d_fn(x, torch.randn(80, 4))
+
+
+# ---- No backward: refused where autograd would record the call ----
+
+
+def grad_calls():
+    """(name, call, the tensor made to require grad) over the core, vLLM and Dao update."""
+    from causal_conv1d_kernels import dao, vllm
+
+    def fn(api, name):
+        k = fwd_kwargs()
+        k[name] = k[name].detach().requires_grad_()
+        return lambda: api.causal_conv1d_fn(**k)
+
+    def update(api, name, **drop):
+        k = update_kwargs()
+        for key in drop:
+            k.pop(key)
+        k[name] = k[name].detach().requires_grad_()
+        return lambda: api.causal_conv1d_update(**k)
+
+    import causal_conv1d_kernels as core
+
+    return [
+        ("core-fn-x", fn(core, "x"), "x"),
+        ("core-fn-weight", fn(core, "weight"), "weight"),
+        ("core-fn-bias", fn(core, "bias"), "bias"),
+        ("vllm-fn-x", fn(vllm, "x"), "x"),
+        ("core-update-x", update(core, "x"), "x"),
+        ("core-update-weight", update(core, "weight"), "weight"),
+        ("vllm-update-x", update(vllm, "x", cache_seqlens=1), "x"),
+        ("vllm-update-state", update(vllm, "conv_state", cache_seqlens=1), "conv_state"),
+        ("dao-update-weight", update(dao, "weight"), "weight"),
+    ]
+
+
+@pytest.mark.parametrize("case", range(9))
+def test_inputs_requiring_grad_are_refused_naming_dao(case):
+    """Never a silently missing gradient: with grad mode on, a call whose inputs require grad
+    raises, naming the argument and the differentiable dialect, before touching the cache;
+    under no_grad and inference_mode the same call runs."""
+    name, call, arg = grad_calls()[case]
+    with pytest.raises(ValueError) as info:
+        call()
+    message = str(info.value)
+    assert f"{arg} requires grad" in message and "causal_conv1d_kernels.dao" in message
+    assert "no backward" in message
+    with torch.no_grad():
+        out = call()
+    assert out.grad_fn is None  # (vLLM's in-place update returns x itself, a leaf)
+    with torch.inference_mode():
+        call()
+
+
+def test_cache_untouched_when_grad_refused():
+    k = fwd_kwargs()
+    k["weight"].requires_grad_()
+    before = k["conv_states"].clone()
+    with pytest.raises(ValueError, match="weight requires grad"):
+        causal_conv1d_fn(**k)
+    assert torch.equal(k["conv_states"], before)

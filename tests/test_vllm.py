@@ -8,8 +8,9 @@ import inspect
 import causal_conv1d_kernels as ck
 import pytest
 import torch
-from causal_conv1d_kernels import vllm
+from causal_conv1d_kernels import ops, vllm
 from helpers import DTYPE_MIXES, WIDTHS, assert_close, devices, mix_id
+from torch.utils._python_dispatch import TorchDispatchMode
 from vllm_cases import (
     NULL,
     PAD,
@@ -279,37 +280,37 @@ UPDATE_REJECTIONS = [
     ("out-shape", lambda k: k.update(out=k["x"][:-1]), ValueError, ["out"]),
     (
         "validated-accepted",
-        lambda k: (k.update(validate_data=True), k["num_accepted_tokens"].__setitem__(1, 5)),
+        lambda k: k["num_accepted_tokens"].__setitem__(1, 5),
         ValueError,
         ["num_accepted_tokens", "[1, 4]"],
     ),
     (
         "validated-accepted-0",
-        lambda k: (k.update(validate_data=True), k["num_accepted_tokens"].__setitem__(0, 0)),
+        lambda k: k["num_accepted_tokens"].__setitem__(0, 0),
         ValueError,
         ["num_accepted_tokens"],
     ),
     (
         "validated-long-row",
-        lambda k: k.update(validate_data=True, max_query_len=3),
+        lambda k: k.update(max_query_len=3),
         ValueError,
         ["query_start_loc", "max_query_len=3"],
     ),
     (
         "validated-qsl-order",
-        lambda k: (k.update(validate_data=True), k["query_start_loc"].__setitem__(2, 0)),
+        lambda k: k["query_start_loc"].__setitem__(2, 0),
         ValueError,
         ["query_start_loc"],
     ),
     (
         "validated-qsl-end",
-        lambda k: (k.update(validate_data=True), k["query_start_loc"].__setitem__(6, 10_000)),
+        lambda k: k["query_start_loc"].__setitem__(6, 10_000),
         ValueError,
         ["query_start_loc"],
     ),
     (
         "validated-index",
-        lambda k: (k.update(validate_data=True), k["conv_state_indices"].__setitem__(3, 99)),
+        lambda k: k["conv_state_indices"].__setitem__(3, 99),
         ValueError,
         ["conv_state_indices", "99"],
     ),
@@ -320,10 +321,18 @@ UPDATE_REJECTIONS = [
 @pytest.mark.parametrize(
     "mutate,exc,words", [r[1:] for r in UPDATE_REJECTIONS], ids=[r[0] for r in UPDATE_REJECTIONS]
 )
-def test_update_rejects(device, mutate, exc, words):
-    kwargs = build_update(update_config(), device)
-    mutate(kwargs)
-    rejected(vllm.causal_conv1d_update, kwargs, exc, words)
+def test_update_rejects(device, mutate, exc, words, request, monkeypatch):
+    """Every rejection once without validate_data (the op's checks, relabelled) and once with
+    it (the Python checks first). The "validated" cases are value checks: they run under
+    CAUSAL_CONV1D_VALIDATE=1 (set here as the import would read it), never for
+    validate_data=True alone (test_validate_data_never_reads_values)."""
+    if "validated" in request.node.callspec.id:
+        monkeypatch.setattr(ops, "_VALIDATE_FROM_ENV", True)
+    for validate_data in (False, True):
+        kwargs = build_update(update_config(), device)
+        mutate(kwargs)
+        kwargs["validate_data"] = validate_data
+        rejected(vllm.causal_conv1d_update, kwargs, exc, words)
 
 
 FN_REJECTIONS = [
@@ -348,13 +357,13 @@ FN_REJECTIONS = [
     ("null-type", lambda k: k.update(null_block_id=0.0), TypeError, ["null_block_id"]),
     (
         "validated-index",
-        lambda k: (k.update(validate_data=True), k["cache_indices"].__setitem__(0, 50)),
+        lambda k: k["cache_indices"].__setitem__(0, 50),
         ValueError,
         ["cache_indices", "50"],
     ),
     (
         "validated-qsl",
-        lambda k: (k.update(validate_data=True), k["query_start_loc"].__setitem__(3, 0)),
+        lambda k: k["query_start_loc"].__setitem__(3, 0),
         ValueError,
         ["query_start_loc"],
     ),
@@ -365,18 +374,108 @@ FN_REJECTIONS = [
 @pytest.mark.parametrize(
     "mutate,exc,words", [r[1:] for r in FN_REJECTIONS], ids=[r[0] for r in FN_REJECTIONS]
 )
-def test_fn_rejects(device, mutate, exc, words):
-    kwargs = build_fn(fn_config(), device)
-    mutate(kwargs)
-    rejected(vllm.causal_conv1d_fn, kwargs, exc, words)
+def test_fn_rejects(device, mutate, exc, words, request, monkeypatch):
+    """As test_update_rejects, for the prefill."""
+    if "validated" in request.node.callspec.id:
+        monkeypatch.setattr(ops, "_VALIDATE_FROM_ENV", True)
+    for validate_data in (False, True):
+        kwargs = build_fn(fn_config(), device)
+        mutate(kwargs)
+        kwargs["validate_data"] = validate_data
+        rejected(vllm.causal_conv1d_fn, kwargs, exc, words)
 
 
 @pytest.mark.parametrize("device", devices())
-def test_validated_call_accepts_null_and_pad_ids(device):
+def test_validated_call_accepts_null_and_pad_ids(device, monkeypatch):
+    """The value checks (CAUSAL_CONV1D_VALIDATE=1) pass vLLM's pad slot and null block."""
+    monkeypatch.setattr(ops, "_VALIDATE_FROM_ENV", True)
     c = update_config(validate=True)
     check_update(build_update(c, device), padding_rows(c))
     c = fn_config(validate=True)
     check_fn(build_fn(c, device), padding_rows(c))
+
+
+class HostReads(TorchDispatchMode):
+    """Fails any op that hands a tensor value to the host (item(), bool(), int() of a tensor,
+    torch.equal): what a CUDA graph capture forbids and torch.compile(fullgraph=True) cannot
+    trace."""
+
+    READS = ("aten::_local_scalar_dense", "aten::item", "aten::is_nonzero", "aten::equal")
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func._schema.name in self.READS:
+            raise AssertionError(f"host read of a tensor value: {func._schema.name}")
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("device", devices())
+def test_validate_data_never_reads_values(device):
+    """validate_data=True is vLLM's: shape, stride, dtype and length checks only. Calls with
+    it run under HostReads, values that the value checks would refuse included (they are
+    padding or clamped, as without it); the core API's validate=True under the same mode is
+    caught (the mode sees what the value checks do)."""
+    kwargs = build_update(update_config(), device)
+    kwargs["num_accepted_tokens"][1] = 99  # clamped into [1, Lmax]
+    kwargs["conv_state_indices"][3] = 10**6  # outside the cache: padding
+    kwargs["validate_data"] = True
+    f = build_fn(fn_config(), device)
+    f["cache_indices"][0] = -7
+    f["validate_data"] = True
+    plain = build_update(update_config(mode="2d", spec=False), device)
+    plain["validate_data"] = True
+    with HostReads():
+        vllm.causal_conv1d_update(**kwargs)
+        vllm.causal_conv1d_update(**plain)
+        vllm.causal_conv1d_fn(**f)
+    core = build_update(update_config(mode="2d", spec=False), device)
+    with HostReads(), pytest.raises(AssertionError, match="host read"):
+        ck.causal_conv1d_update(
+            core["x"],
+            core["conv_state"],
+            core["weight"],
+            core["bias"],
+            conv_state_indices=core["conv_state_indices"],
+            validate=True,
+        )
+
+
+class ValidatedDecode(torch.nn.Module):
+    """vLLM 0.33's Qwen3-Next non-speculative decode: in place, validate_data=True."""
+
+    def forward(self, x, state, weight, bias, lines):
+        return vllm.causal_conv1d_update(
+            x, state, weight, bias, "silu", conv_state_indices=lines, validate_data=True
+        )
+
+
+class ValidatedPrefill(torch.nn.Module):
+    def forward(self, x, weight, bias, states, qsl, lines, init):
+        return vllm.causal_conv1d_fn(
+            x, weight, bias, states, qsl, lines, init, "silu", validate_data=True
+        )
+
+
+@pytest.mark.parametrize("device", devices())
+def test_validate_data_compiles_fullgraph(device):
+    """torch.compile(fullgraph=True) of validate_data=True calls: no data-dependent guard
+    (the value checks are skipped while tracing), the same outputs and cache as eager."""
+    torch._dynamo.reset()
+    c = update_config(mode="2d", spec=False, mix=(torch.float32,) * 3)
+    k = build_update(c, device)
+    args = [k["x"], k["conv_state"], k["weight"], k["bias"], k["conv_state_indices"]]
+    eager_args = [a.clone() for a in args]
+    expected = ValidatedDecode()(*eager_args)
+    got = torch.compile(ValidatedDecode(), fullgraph=True, backend="aot_eager")(*args)
+    assert torch.equal(got, expected)
+    assert torch.equal(args[1], eager_args[1])
+    f = build_fn(fn_config(mix=(torch.float32,) * 3), device)
+    fargs = [f[n] for n in ("x", "weight", "bias", "conv_states", "query_start_loc")]
+    fargs += [f["cache_indices"], f["has_initial_state"]]
+    eager_fargs = [a.clone() for a in fargs]
+    expected = ValidatedPrefill()(*eager_fargs)
+    got = torch.compile(ValidatedPrefill(), fullgraph=True, backend="aot_eager")(*fargs)
+    assert torch.equal(got, expected)
+    assert torch.equal(fargs[3], eager_fargs[3])
 
 
 def guarded(t, lead=2):

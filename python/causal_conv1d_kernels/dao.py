@@ -56,7 +56,8 @@ def _batch_checks(op, x, weight, bias, seq_idx, initial_states) -> int:
     check = _Checker(op, x)
     check.floating("x", x)
     check.shape("x", x.dim() == 3, "(batch, dim, seqlen)", x)
-    width = check.filter(weight, bias, x.shape[1])
+    dim = check.channels(x, 1, "(batch, dim, seqlen)", weight, "initial_states", initial_states)
+    width = check.filter(weight, bias, dim)
     if seq_idx is not None:
         check.tensor("seq_idx", seq_idx)
         if seq_idx.dtype != torch.int32:
@@ -140,12 +141,11 @@ def causal_conv1d_update(
         conv_state,
         weight,
         bias,
-        activation,
-        cache_seqlens,
-        conv_state_indices,
-        PAD_SLOT_ID,
-        torch.empty_like(x) if isinstance(x, torch.Tensor) else x,
-        False,
+        out=torch.empty_like(x) if isinstance(x, torch.Tensor) else x,
+        activation=activation,
+        cache_seqlens=cache_seqlens,
+        conv_state_indices=conv_state_indices,
+        pad_slot_id=PAD_SLOT_ID,
     )
 
 
@@ -280,9 +280,22 @@ def _shim_modules() -> dict:
     package.implementation = this  # which library answers
     modules = dict(zip(_HOOKED, (package, interface, varlen, cpp)))
     for name, module in modules.items():
-        module.__spec__ = importlib.machinery.ModuleSpec(
-            name, _Finder, is_package=name == "causal_conv1d"
+        # What the import system gives a module it loaded from a file, the file being this
+        # one (where the functions live): code that reports where a module came from
+        # (module.__file__, inspect.getfile, importlib.util.find_spec) finds it.
+        is_package = name == "causal_conv1d"
+        spec = importlib.machinery.ModuleSpec(
+            name, _Finder, origin=this.__file__, is_package=is_package
         )
+        spec.has_location = True
+        if is_package:
+            spec.submodule_search_locations = []
+        module.__spec__ = spec
+        module.__loader__ = _Finder
+        module.__file__ = this.__file__
+        module.__package__ = "causal_conv1d"
+        if module.__doc__ is None:
+            module.__doc__ = f"causal_conv1d_kernels.dao standing in for {name} {DAO_VERSION}."
     return modules
 
 

@@ -1,10 +1,14 @@
 """Public wrappers of the ops: argument checks (CONTRACT 2), then one op call.
 
 Checks that need no device sync always run and raise ``TypeError``/``ValueError`` naming the
-argument. Checks that read index values run when ``validate=True`` is passed or
-``CAUSAL_CONV1D_VALIDATE=1`` is set (read once, at import). Without them the kernels still
+argument. Checks that read index values (they sync with the device) run when ``validate=True``
+is passed or ``CAUSAL_CONV1D_VALIDATE=1`` is set (read once, at import), and never while a CUDA
+graph is being captured or ``torch.compile`` traces the call. Without them the kernels still
 stay inside the tensors they were given: a cache index outside ``[0, num_cache_lines)`` is
 treated as padding.
+
+These ops have no backward pass: a call that autograd would record (grad mode on and an input
+that requires grad) is refused, naming the differentiable ``causal_conv1d_kernels.dao``.
 """
 
 from __future__ import annotations
@@ -63,8 +67,38 @@ def has_cuda_backend() -> bool:
 _VALIDATE_FROM_ENV = os.environ.get("CAUSAL_CONV1D_VALIDATE", "0") not in ("", "0")
 
 
-def _validation_requested(validate: bool) -> bool:
-    return bool(validate) or _VALIDATE_FROM_ENV
+def _validation_requested(validate: bool, x) -> bool:
+    """Whether the value checks run: asked for, and neither a CUDA graph capture (a host read
+    is not allowed there) nor torch.compile's tracing (it would be a data-dependent guard) is
+    in progress."""
+    if not (validate or _VALIDATE_FROM_ENV):
+        return False
+    if torch.compiler.is_compiling():
+        return False
+    return not (
+        isinstance(x, torch.Tensor) and x.is_cuda and torch.cuda.is_current_stream_capturing()
+    )
+
+
+def _requires_grad(*tensors) -> bool:
+    for t in tensors:
+        if isinstance(t, torch.Tensor) and t.requires_grad:
+            return True
+    return False
+
+
+def _refuse_grad(op: str, **tensors) -> None:
+    """Refuses a call autograd would record (the caller saw grad mode on and an input that
+    requires grad): the ops have no backward, so the output would carry a graph whose
+    backward leaves the inputs' gradients silently None."""
+    for name, t in tensors.items():
+        if isinstance(t, torch.Tensor) and t.requires_grad:
+            raise ValueError(
+                f"{op}: {name} requires grad, but this op has no backward pass (it serves "
+                "inference). For training use causal_conv1d_kernels.dao.causal_conv1d_fn, "
+                "which is differentiable; for inference call it under torch.no_grad() or "
+                "torch.inference_mode(), or pass tensors that do not require grad."
+            )
 
 
 def _op(name: str):
@@ -78,17 +112,19 @@ def _op(name: str):
 _OPS = {}
 
 
-def _fast_path(pad_slot_id, null_block_id, validate) -> bool:
+def _fast_path(pad_slot_id, null_block_id, check_first: bool) -> bool:
     """Whether a call may go to its op before the Python checks: the op's C++ checks (the
     same checks, all before any access to the tensors) cost nanoseconds where the Python ones
     cost ~10 us, most of a batch-1 decode step's price. The op refuses bad input with a
     RuntimeError; the Python checks then name the argument as a ValueError/TypeError (or,
     finding nothing, let the op raise its own error again). Not for scalars the op would
-    take (a bool is an int to it), value validation, or torch.compile's tracing."""
+    take (a bool is an int to it), when the caller asks for the checks first (validation,
+    vLLM's ``validate_data``), or under torch.compile's tracing."""
     return (
         type(pad_slot_id) is int  # noqa: E721
         and type(null_block_id) is int  # noqa: E721
-        and not _validation_requested(validate)
+        and not check_first
+        and not _VALIDATE_FROM_ENV
         and not torch.compiler.is_compiling()
     )
 
@@ -175,15 +211,46 @@ class _Checker:
         if not ok:
             raise ValueError(f"{self.op}: {name} must have shape {expected}, got {_shape(t)}")
 
+    def channels(self, x, axis: int, layout: str, weight, states_name=None, states=None) -> int:
+        """x's channel count (``x.shape[axis]``), checked against weight's and the states'
+        before either is checked on its own: where they disagree, the argument most likely
+        wrong is named (x when weight and the states agree on another dim or x has weight's
+        dim on another axis, as an untransposed ``(num_tokens, dim)`` prefill x has), with the
+        layout it must have. Returns the dim."""
+        dim = x.shape[axis]
+        if not (isinstance(weight, torch.Tensor) and weight.dim() == 2):
+            return dim  # filter() names weight
+        wanted = weight.shape[0]
+        if wanted == dim:
+            return dim
+        state_dim = None
+        if isinstance(states, torch.Tensor) and states.dim() == 3:
+            state_dim = states.shape[1]
+        if state_dim == dim:
+            return dim  # x and the states agree: filter() names weight
+        swapped = [i for i in range(x.dim()) if i != axis and x.shape[i] == wanted]
+        if not swapped and state_dim != wanted:
+            return dim  # nothing says x is the odd one out: filter() names weight and x's dim
+        hint = ": it looks transposed; pass x.t() (a view, no copy)" if swapped else ""
+        source = f"weight {_shape(weight)}"
+        if state_dim == wanted:
+            source += f" and {states_name} {_shape(states)}"
+        raise ValueError(
+            f"{self.op}: x must have shape {layout} with dim={wanted} (the dim of {source}), "
+            f"got {_shape(x)}{hint}"
+        )
+
     def filter(self, weight, bias, dim: int) -> int:
         """Checks weight (dim, width) and bias (dim,); returns the width."""
         self.floating("weight", weight)
-        self.shape(
-            "weight",
-            weight.dim() == 2 and weight.shape[0] == dim,
-            f"(dim={dim}, width)",
-            weight,
-        )
+        if not (weight.dim() == 2 and weight.shape[0] == dim):
+            hint = ""
+            if weight.dim() == 2 and weight.shape[1] == dim:
+                hint = ": it looks transposed, (width, dim)"
+            raise ValueError(
+                f"{self.op}: weight must have shape (dim={dim}, width), dim being x's, got "
+                f"{_shape(weight)}{hint}"
+            )
         width = weight.shape[1]
         if not 2 <= width <= MAX_WIDTH:
             raise ValueError(f"{self.op}: weight width must be in [2, {MAX_WIDTH}], got {width}")
@@ -261,14 +328,12 @@ def causal_conv1d_fn(
         bias,
         conv_states,
         query_start_loc,
-        cache_indices,
-        has_initial_state,
-        activation,
-        pad_slot_id,
-        pad_slot_id,
-        False,
-        validate,
-        out,
+        cache_indices=cache_indices,
+        has_initial_state=has_initial_state,
+        activation=activation,
+        pad_slot_id=pad_slot_id,
+        validate=validate,
+        out=out,
     )
 
 
@@ -279,16 +344,26 @@ def _prefill(
     bias,
     conv_states,
     query_start_loc,
-    cache_indices,
-    has_initial_state,
-    activation: Activation,
-    pad_slot_id: int,
-    null_block_id: int,
-    front_window: bool,
-    validate: bool,
-    out,
+    *,
+    cache_indices=None,
+    has_initial_state=None,
+    activation: Activation = "silu",
+    pad_slot_id: int = PAD_SLOT_ID,
+    null_block_id: int | None = None,
+    front_window: bool = False,
+    validate: bool = False,
+    check_first: bool = False,
+    out=None,
 ) -> torch.Tensor:
-    """Checks of every prefill dialect, then one fwd op call."""
+    """Checks of every prefill dialect, then one fwd op call.
+
+    ``validate`` asks for the value checks (they sync); ``check_first`` for the sync-free
+    Python checks before the op (vLLM's ``validate_data``); ``null_block_id`` None means
+    ``pad_slot_id`` (no second pad id)."""
+    if null_block_id is None:
+        null_block_id = pad_slot_id
+    if torch.is_grad_enabled() and _requires_grad(x, weight, bias, conv_states):
+        _refuse_grad(op, x=x, weight=weight, bias=bias, conv_states=conv_states)
 
     def run(silu: bool) -> torch.Tensor:
         args = (x, weight, bias, conv_states, query_start_loc, cache_indices, has_initial_state)
@@ -297,7 +372,7 @@ def _prefill(
         _op("causal_conv1d_fwd_out")(*args, silu, pad_slot_id, out, null_block_id, front_window)
         return out
 
-    if _fast_path(pad_slot_id, null_block_id, validate) and out is not x:
+    if _fast_path(pad_slot_id, null_block_id, check_first or validate) and out is not x:
         # As in _decode: the op's C++ checks first, the Python ones to name what it refused.
         try:
             return run(_silu(op, activation))
@@ -307,7 +382,8 @@ def _prefill(
     silu = _silu(op, activation)
     check.floating("x", x)
     check.shape("x", x.dim() == 2, "(dim, num_tokens)", x)
-    dim, num_tokens = x.shape
+    dim = check.channels(x, 0, "(dim, num_tokens)", weight, "conv_states", conv_states)
+    num_tokens = x.shape[1]
     width = check.filter(weight, bias, dim)
     if conv_states is not None:
         check.states("conv_states", conv_states, dim, width)
@@ -323,7 +399,7 @@ def _prefill(
     check.pad_slot_id(pad_slot_id)
     check.integer("null_block_id", null_block_id)
 
-    if _validation_requested(validate):
+    if _validation_requested(validate, x):
         if batch >= 0:
             check.starts_in_range(query_start_loc, batch, num_tokens, exact_end=True)
         if cache_indices is not None and conv_states is not None:
@@ -393,12 +469,12 @@ def causal_conv1d_update(
         conv_state,
         weight,
         bias,
-        activation,
-        cache_seqlens,
-        conv_state_indices,
-        pad_slot_id,
-        out,
-        validate,
+        out=out,
+        activation=activation,
+        cache_seqlens=cache_seqlens,
+        conv_state_indices=conv_state_indices,
+        pad_slot_id=pad_slot_id,
+        validate=validate,
     )
 
 
@@ -408,19 +484,27 @@ def _decode(
     conv_state,
     weight,
     bias,
-    activation: Activation,
-    cache_seqlens,
-    conv_state_indices,
-    pad_slot_id: int,
+    *,
     out,
-    validate: bool,
+    activation: Activation = None,
+    cache_seqlens=None,
+    conv_state_indices=None,
+    pad_slot_id: int = PAD_SLOT_ID,
+    validate: bool = False,
+    check_first: bool = False,
     num_accepted_tokens=None,
     query_start_loc=None,
     max_query_len: int = -1,
-    null_block_id: int = PAD_SLOT_ID,
+    null_block_id: int | None = None,
     front_window: bool = False,
 ) -> torch.Tensor:
-    """Checks of every decode dialect, then one update op call writing into ``out``."""
+    """Checks of every decode dialect, then one update op call writing into ``out``.
+
+    ``validate``, ``check_first`` and ``null_block_id`` as in :func:`_prefill`."""
+    if null_block_id is None:
+        null_block_id = pad_slot_id
+    if torch.is_grad_enabled() and _requires_grad(x, weight, bias, conv_state):
+        _refuse_grad(op, x=x, weight=weight, bias=bias, conv_state=conv_state)
 
     def run(silu: bool) -> torch.Tensor:
         _op("causal_conv1d_update")(
@@ -444,7 +528,7 @@ def _decode(
     if (
         query_start_loc is None
         and num_accepted_tokens is None
-        and _fast_path(pad_slot_id, null_block_id, validate)
+        and _fast_path(pad_slot_id, null_block_id, check_first or validate)
     ):
         # A plain decode call: the op's C++ checks first, the Python ones below to name what
         # it refused (_fast_path).
@@ -457,14 +541,18 @@ def _decode(
     check.floating("x", x)
     varlen = query_start_loc is not None
     if varlen:
-        check.shape("x", x.dim() == 2, "(num_tokens, dim) with query_start_loc", x)
-        num_tokens, dim = x.shape
+        layout = "(num_tokens, dim) with query_start_loc"
+        check.shape("x", x.dim() == 2, layout, x)
+        num_tokens = x.shape[0]
+        dim = check.channels(x, 1, layout, weight, "conv_state", conv_state)
         batch = check.query_start_loc(query_start_loc)
         check.integer("max_query_len", max_query_len)
         lmax = max_query_len
     else:
-        check.shape("x", x.dim() in (2, 3), "(batch, dim) or (batch, dim, seqlen)", x)
-        batch, dim = x.shape[0], x.shape[1]
+        layout = "(batch, dim) or (batch, dim, seqlen)"
+        check.shape("x", x.dim() in (2, 3), layout, x)
+        batch = x.shape[0]
+        dim = check.channels(x, 1, layout, weight, "conv_state", conv_state)
         lmax = x.shape[2] if x.dim() == 3 else 1
     width = check.filter(weight, bias, dim)
     check.states("conv_state", conv_state, dim, width)
@@ -498,7 +586,7 @@ def _decode(
             f"got {_shape(out)} and {out.dtype}"
         )
 
-    if _validation_requested(validate):
+    if _validation_requested(validate, x):
         if conv_state_indices is not None:
             check.cache_lines_in_range(
                 "conv_state_indices",

@@ -17,8 +17,12 @@ on purpose:
 What differs, also on purpose: padded rows and sequences get exactly-zero outputs (vLLM leaves
 them as they were or uninitialised); index values outside the cache are padding rather than
 out-of-bounds accesses; ``metadata`` is accepted and ignored (no host-built launch table is
-needed, nothing syncs with the host); ``validate_data=True`` raises ``ValueError`` naming the
-argument instead of asserting.
+needed, nothing syncs with the host). ``validate_data=True`` means what it means in vLLM: the
+shape, stride, dtype and index-length checks run before the op, each a ``ValueError`` or
+``TypeError`` naming the argument instead of an assert; like vLLM's it never reads a tensor
+value on the host, so a call with it captures in a CUDA graph and traces under
+``torch.compile(fullgraph=True)``. The value checks (index ranges, ``query_start_loc``
+order) are ``CAUSAL_CONV1D_VALIDATE=1``'s, or the core API's ``validate=True``.
 """
 
 from __future__ import annotations
@@ -31,11 +35,6 @@ PAD_SLOT_ID = -1
 NULL_BLOCK_ID = 0
 
 __all__ = ["NULL_BLOCK_ID", "PAD_SLOT_ID", "causal_conv1d_fn", "causal_conv1d_update"]
-
-
-def _null_block(null_block_id: int | None, pad_slot_id: int) -> int:
-    # None means no null block: a second pad id equal to the first changes nothing.
-    return pad_slot_id if null_block_id is None else null_block_id
 
 
 def causal_conv1d_fn(
@@ -68,7 +67,7 @@ def causal_conv1d_fn(
         pad_slot_id, null_block_id: cache indices that mark padding (zero output, line
             untouched); ``null_block_id=None`` disables the second.
         metadata: accepted for vLLM's callers and ignored.
-        validate_data: also check index values (syncs with the device).
+        validate_data: run the argument checks before the op (sync-free, as vLLM's).
 
     Returns:
         A new tensor with x's shape and dtype (channel-last when x is).
@@ -81,14 +80,13 @@ def causal_conv1d_fn(
         bias,
         conv_states,
         query_start_loc,
-        cache_indices,
-        has_initial_state,
-        activation,
-        pad_slot_id,
-        _null_block(null_block_id, pad_slot_id),
-        True,
-        validate_data,
-        None,
+        cache_indices=cache_indices,
+        has_initial_state=has_initial_state,
+        activation=activation,
+        pad_slot_id=pad_slot_id,
+        null_block_id=null_block_id,
+        front_window=True,
+        check_first=validate_data,
     )
 
 
@@ -125,7 +123,7 @@ def causal_conv1d_update(
             ``num_accepted_tokens``; a longer row is treated as padding).
         null_block_id: cache index of padding rows (None: only indices outside the cache
             and -1 are padding).
-        validate_data: also check index values (syncs with the device).
+        validate_data: run the argument checks before the op (sync-free, as vLLM's).
         out: optional output with x's shape and dtype; None writes into x.
 
     Returns:
@@ -139,15 +137,13 @@ def causal_conv1d_update(
         conv_state,
         weight,
         bias,
-        activation,
-        None,
-        conv_state_indices,
-        PAD_SLOT_ID,
-        out,
-        validate_data,
+        out=out,
+        activation=activation,
+        conv_state_indices=conv_state_indices,
+        check_first=validate_data,
         num_accepted_tokens=num_accepted_tokens,
         query_start_loc=query_start_loc,
         max_query_len=max_query_len,
-        null_block_id=_null_block(null_block_id, PAD_SLOT_ID),
+        null_block_id=null_block_id,
         front_window=True,
     )
