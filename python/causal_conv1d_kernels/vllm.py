@@ -112,7 +112,8 @@ def causal_conv1d_update(
         conv_state: ``(num_cache_lines, dim, state_len)``, updated in place (front-aligned).
         weight: ``(dim, width)``. bias: ``(dim,)`` or None.
         activation: None/False or "silu"/"swish"/True.
-        conv_state_indices: ``(>= batch,)`` cache line per row, or None (line b).
+        conv_state_indices: ``(>= batch,)`` cache line per row, or None (line b); a
+            ``(>= batch, k)`` block table (vLLM's Mamba layers) uses its column 0.
         num_accepted_tokens: ``(>= batch,)`` int32/int64 or None. Given (speculative
             decoding), row b's window is columns ``[o, o + width-1)``,
             ``o = num_accepted_tokens[b] - 1``, and afterwards columns
@@ -131,6 +132,10 @@ def causal_conv1d_update(
     """
     if out is None:
         out = x
+    if isinstance(conv_state_indices, torch.Tensor) and conv_state_indices.dim() == 2:
+        # vLLM's Mamba, Mamba2 and ShortConv layers pass their (rows, 1 + num_spec) block
+        # table; vLLM's kernel reads column 0 (a view: no copy).
+        conv_state_indices = conv_state_indices[:, 0]
     return _decode(
         "causal_conv1d_update",
         x,
