@@ -541,7 +541,7 @@ def clone_step(layer, t):
 @needs_cuda
 @pytest.mark.parametrize("state", STATES, ids=state_id)
 @pytest.mark.parametrize("name", list(DECODE_SITES))
-def test_decode_call_site_captured_and_replayed(state, name):
+def test_cuda_decode_call_site_captured_and_replayed(state, name):
     """As vLLM runs its uniform decode batches: the call site captured in a CUDA graph over
     the step's persistent buffers, then replayed twice on new data in them; each replay's
     output, x (the projection buffer) and pages bit for bit those of an eager call on a
