@@ -571,7 +571,16 @@ def test_cuda_decode_call_site_captured_and_replayed(state, name):
         expected = site(vllm, twin_layer, twin_t)
         graph.replay()
         torch.cuda.synchronize()
-        assert torch.equal(result, expected), "output"
+        # Every token a row owns; the others keep what their buffer held (for an out= from
+        # torch.empty, whatever the allocator left there: compared through x instead).
+        owned = torch.ones(result.shape[0], dtype=torch.bool)
+        if spec:
+            owned[:] = False
+            bounds = t.qsl.tolist()
+            for lo, hi in zip(bounds[:-1], bounds[1:]):
+                owned[lo:hi] = True
+        assert owned.any()
+        assert torch.equal(result[owned.cuda()], expected[owned.cuda()]), "output"
         assert torch.equal(t.proj, twin_t.proj), "projection buffer (x)"
         assert torch.equal(layer.pages, twin_layer.pages), "cache pages"
     # The replays computed the right thing, not only the same thing as eager.
