@@ -237,6 +237,7 @@ def vllm_update_configs(draw):
         activation=draw(st.sampled_from(["silu", None])),
         out=draw(st.sampled_from(["in place", "buffer"])),
         validate=draw(st.booleans()),
+        index_2d=draw(st.booleans()),
         seed=draw(st.integers(0, 2**31 - 1)),
     )
 

@@ -496,11 +496,12 @@ def guarded(t, lead=2):
     [[0, 4, 2, 9, 8, 12, 14], [-7, 4, 4, 30, 99, 10**9, -1], [0, 4, 4, 7, 8, 12, 14]],
     ids=["decreasing", "outside", "ok"],
 )
-def test_update_hostile_values_stay_inside(device, accepted, starts):
+@pytest.mark.parametrize("index_2d", [False, True], ids=["indices-1d", "block-table"])
+def test_update_hostile_values_stay_inside(device, accepted, starts, index_2d):
     """Without validation, any num_accepted_tokens and query_start_loc: no access outside the
     tensors (sentinels around the cache, x and out stay as they were), lines no row names
     untouched; in-range accepted counts clamp as the reference does."""
-    c = update_config(batch=6, extra=0, tail_tokens=0)
+    c = update_config(batch=6, extra=0, tail_tokens=0, index_2d=index_2d)
     kwargs = build_update(c, device)
     kwargs["num_accepted_tokens"] = torch.tensor(accepted, dtype=torch.int32, device=device)
     kwargs["query_start_loc"] = torch.tensor(starts, dtype=torch.int64, device=device)
@@ -514,13 +515,42 @@ def test_update_hostile_values_stay_inside(device, accepted, starts):
     for big, old in zip((big_state, big_x, big_out), before):
         assert torch.equal(big[:2], old[:2]) and torch.equal(big[-2:], old[-2:]), "sentinel hit"
     assert torch.equal(big_x, before[1]), "x changed"
-    used = {int(v) for v in kwargs["conv_state_indices"][:6].tolist()}
+    indices = kwargs["conv_state_indices"]
+    used = {int(v) for v in (indices[:, 0] if index_2d else indices)[:6].tolist()}
     for line in range(c["num_lines"]):
         if line not in used:
             assert torch.equal(big_state[2 + line], before[0][2 + line])
     if starts == [0, 4, 4, 7, 8, 12, 14] and accepted[0] == 1:  # well-formed: exact semantics
         kwargs.pop("out")
         check_update(kwargs, padding_rows(c))
+
+
+@pytest.mark.parametrize("device", devices())
+def test_update_hostile_block_table_is_padding(device):
+    """A 2-D block table (vLLM's Mamba layers) whose column 0 holds lines outside the cache
+    (negative, past the end, 2^31-1) and whose other columns hold anything: those rows are
+    padding (zero output), no access outside the cache, the other columns never read."""
+    c = update_config(mode="2d", spec=False, kinds=[REAL] * 6, extra=0, index_2d=True)
+    kwargs = build_update(c, device)
+    table = kwargs["conv_state_indices"]
+    table[[1, 3, 4], 0] = torch.tensor([-3, 10**6, 2**31 - 1], dtype=table.dtype, device=device)
+    table[:, 1:] = -(2**31)
+    big, kwargs["conv_state"] = guarded(kwargs["conv_state"])
+    before = big.clone()
+    out = vllm.causal_conv1d_update(**kwargs)
+    assert torch.equal(big[:2], before[:2]) and torch.equal(big[-2:], before[-2:])
+    for b in (1, 3, 4):
+        assert torch.equal(out[b], torch.zeros_like(out[b]))
+    used = {int(v) for v in table[:, 0].tolist()}
+    for line in range(c["num_lines"]):
+        if line not in used:
+            assert torch.equal(big[2 + line], before[2 + line])
+
+
+def test_update_rejects_3d_indices():
+    kwargs = build_update(update_config(mode="2d", spec=False), "cpu")
+    kwargs["conv_state_indices"] = kwargs["conv_state_indices"][:, None, None]
+    rejected(vllm.causal_conv1d_update, kwargs, ValueError, ["conv_state_indices"])
 
 
 @pytest.mark.parametrize("device", devices())

@@ -65,6 +65,14 @@ def build_update(c, device):
         kwargs["x"] = rand((batch, dim, lmax), x_dtype, device, c["x_layout"])
     else:
         kwargs["x"] = rand((batch, dim), x_dtype, device, "contiguous")
+    if c.get("index_2d"):
+        # vLLM's Mamba layers pass a (rows, 1 + num_spec) block table, strided (a wider
+        # allocation); column 0 holds the lines, the other columns junk.
+        lines = kwargs["conv_state_indices"]
+        table = torch.randint(0, c["num_lines"], (lines.shape[0], 2 + lmax), device=device)
+        table = table.to(lines.dtype)
+        table[:, 0] = lines
+        kwargs["conv_state_indices"] = table[:, : 1 + lmax]
     if c["spec"]:
         accepted = [1 + a % lmax for a in c["accepted"][:batch]] + [7] * c["extra"]
         kwargs["num_accepted_tokens"] = torch.tensor(accepted, dtype=torch.int32, device=device)
@@ -80,7 +88,11 @@ def assert_same(states, expected):
 
 def _reference_args(kwargs):
     drop = ("validate_data", "out", "metadata")
-    return {k: v for k, v in kwargs.items() if k not in drop}
+    args = {k: v for k, v in kwargs.items() if k not in drop}
+    indices = args.get("conv_state_indices")
+    if indices is not None and indices.dim() == 2:
+        args["conv_state_indices"] = indices[:, 0]  # what the dialect reads of a block table
+    return args
 
 
 def check_update(kwargs, pads):
@@ -175,6 +187,7 @@ def update_config(**over):
         activation="silu",
         out="in place",
         validate=False,
+        index_2d=False,
         seed=0,
     )
     c.update(over)

