@@ -24,7 +24,8 @@ import tempfile
 import types
 
 import torch
-from causal_conv1d_kernels import __version__, benchmark, cpu_isa, has_cuda_backend
+from causal_conv1d_kernels import __version__, cpu_isa, has_cuda_backend
+from causal_conv1d_kernels.testing import benchmark
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -154,7 +155,10 @@ def sglang_implementations(case, inputs, peer) -> dict:
     packed beforehand, int32 indices, a fresh output per call (its only mode), its own copy of
     the states. Empty when it cannot run the case (it needs x's dtype for weights and bias,
     width 4, dim a multiple of 32) or when its outputs or states disagree with the reference."""
-    from causal_conv1d_kernels.reference import causal_conv1d_fn_ref, causal_conv1d_update_ref
+    from causal_conv1d_kernels.testing.reference import (
+        causal_conv1d_fn_ref,
+        causal_conv1d_update_ref,
+    )
 
     weight, bias = inputs["weight"], inputs["bias"]
     if weight.shape[1] != 4 or weight.shape[0] % 32 or weight.dtype != torch.bfloat16:

@@ -20,11 +20,11 @@ import sys
 import torch
 from causal_conv1d_kernels import (
     __version__,
-    benchmark,
     causal_conv1d_fn,
     causal_conv1d_update,
     set_pdl,
 )
+from causal_conv1d_kernels.testing import benchmark
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)

@@ -24,7 +24,8 @@ import sys
 
 import torch
 import torch.nn.functional as F
-from causal_conv1d_kernels import __version__, benchmark, cpu_isa, dao
+from causal_conv1d_kernels import __version__, cpu_isa, dao
+from causal_conv1d_kernels.testing import benchmark
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)

@@ -26,7 +26,8 @@ import os
 import sys
 
 import torch
-from causal_conv1d_kernels import __version__, benchmark, vllm
+from causal_conv1d_kernels import __version__, vllm
+from causal_conv1d_kernels.testing import benchmark
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)

@@ -12,8 +12,8 @@ import os
 import sys
 
 import torch
-from causal_conv1d_kernels import benchmark
-from causal_conv1d_kernels.reference import causal_conv1d_fn_ref, causal_conv1d_update_ref
+from causal_conv1d_kernels.testing import benchmark
+from causal_conv1d_kernels.testing.reference import causal_conv1d_fn_ref, causal_conv1d_update_ref
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench import engine_metadata, load_peer, set_pdl  # noqa: E402

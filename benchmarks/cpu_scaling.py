@@ -17,7 +17,8 @@ import subprocess
 import sys
 
 import torch
-from causal_conv1d_kernels import benchmark, causal_conv1d_fn, causal_conv1d_update, cpu_isa
+from causal_conv1d_kernels import causal_conv1d_fn, causal_conv1d_update, cpu_isa
+from causal_conv1d_kernels.testing import benchmark
 
 
 def call(case, inputs, activation):

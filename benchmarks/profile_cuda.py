@@ -13,7 +13,7 @@ import os
 import sys
 
 import torch
-from causal_conv1d_kernels import benchmark
+from causal_conv1d_kernels.testing import benchmark
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench  # noqa: E402

@@ -7,7 +7,7 @@ import itertools
 import pytest
 import torch
 from causal_conv1d_kernels import PAD_SLOT_ID, has_cuda_backend
-from causal_conv1d_kernels.ops import _silu
+from causal_conv1d_kernels._core import _silu
 
 F32, F16, BF16 = torch.float32, torch.float16, torch.bfloat16
 

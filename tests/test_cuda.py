@@ -9,7 +9,7 @@ from causal_conv1d_kernels import (
     has_cuda_backend,
     set_pdl,
 )
-from causal_conv1d_kernels.reference import causal_conv1d_fn_ref, causal_conv1d_update_ref
+from causal_conv1d_kernels.testing.reference import causal_conv1d_fn_ref, causal_conv1d_update_ref
 from helpers import BF16, F32, assert_close, cumulative
 
 pytestmark = pytest.mark.skipif(
@@ -103,7 +103,7 @@ def test_graph_of_a_speculative_decode_step_replays_with_new_acceptances_and_len
     the batch, null-block padding) captured once and replayed with new tokens, lengths,
     acceptances and lines in the same buffers."""
     from causal_conv1d_kernels import vllm
-    from causal_conv1d_kernels.reference import vllm_update_ref
+    from causal_conv1d_kernels.testing.reference import vllm_update_ref
 
     dim, width, lmax, batch, lines, slots = 256, 4, 4, 6, 12, 9
     state_len = width - 1 + lmax - 1

@@ -12,7 +12,7 @@ import sys
 import pytest
 import torch
 from causal_conv1d_kernels import dao
-from causal_conv1d_kernels.reference import causal_conv1d_update_ref, dao_fn_ref
+from causal_conv1d_kernels.testing.reference import causal_conv1d_update_ref, dao_fn_ref
 from helpers import BF16, F16, F32, HANG_GUARD_S, WIDTHS, assert_close, devices, rand
 
 # (x, weight/bias): Dao's own mixes, plus fp32 weights under half activations (training).

@@ -14,7 +14,7 @@ import pytest
 import torch
 import vllm_cases  # noqa: E402  (after helpers, as a test module)
 from causal_conv1d_kernels import causal_conv1d_fn, causal_conv1d_update
-from causal_conv1d_kernels.reference import causal_conv1d_fn_ref, causal_conv1d_update_ref
+from causal_conv1d_kernels.testing.reference import causal_conv1d_fn_ref, causal_conv1d_update_ref
 from helpers import DTYPE_MIXES, assert_close, cumulative, devices, rand
 
 hypothesis = pytest.importorskip("hypothesis")
@@ -313,7 +313,7 @@ def test_dao_fn_matches_reference(config):
     """The Dao dialect's forward (and, for half the examples, its gradients) against float64
     autograd of the reference: outputs close, padding exactly zero, final states exact."""
     from causal_conv1d_kernels import dao
-    from causal_conv1d_kernels.reference import dao_fn_ref
+    from causal_conv1d_kernels.testing.reference import dao_fn_ref
 
     c = config
     w_dtype = c["w_dtype"] or c["x_dtype"]

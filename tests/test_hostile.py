@@ -5,7 +5,7 @@ rejected naming the argument, before any cache is modified."""
 import pytest
 import torch
 from causal_conv1d_kernels import causal_conv1d_fn, causal_conv1d_update, has_cuda_backend
-from causal_conv1d_kernels.reference import causal_conv1d_fn_ref, causal_conv1d_update_ref
+from causal_conv1d_kernels.testing.reference import causal_conv1d_fn_ref, causal_conv1d_update_ref
 from helpers import (
     BF16,
     DTYPE_MIXES,

@@ -25,7 +25,7 @@ def python(*args, env=None, cwd=None):
 
 
 def test_main_module_runs_self_check_and_benchmark():
-    from causal_conv1d_kernels import benchmark
+    from causal_conv1d_kernels.testing import benchmark
 
     result = python("-m", "causal_conv1d_kernels", "--min-run-time", "0.02")
     assert result.returncode == 0, result.stdout + result.stderr

@@ -4,7 +4,7 @@ an out-of-range cache index behaves like padding."""
 import pytest
 import torch
 from causal_conv1d_kernels import causal_conv1d_fn, causal_conv1d_update
-from causal_conv1d_kernels.reference import causal_conv1d_fn_ref, causal_conv1d_update_ref
+from causal_conv1d_kernels.testing.reference import causal_conv1d_fn_ref, causal_conv1d_update_ref
 from helpers import BF16, F32, devices, fwd_case, update_case
 
 

@@ -15,7 +15,7 @@ import threading
 import pytest
 import torch
 from causal_conv1d_kernels import causal_conv1d_fn, causal_conv1d_update
-from causal_conv1d_kernels.reference import causal_conv1d_fn_ref, causal_conv1d_update_ref
+from causal_conv1d_kernels.testing.reference import causal_conv1d_fn_ref, causal_conv1d_update_ref
 from helpers import BF16, F16, F32, assert_close, cumulative, devices
 
 CALLS = int(os.environ.get("CAUSAL_CONV1D_STRESS_CALLS", "2000"))

@@ -3,7 +3,7 @@
 import pytest
 import torch
 from causal_conv1d_kernels import causal_conv1d_update
-from causal_conv1d_kernels.reference import causal_conv1d_update_ref
+from causal_conv1d_kernels.testing.reference import causal_conv1d_update_ref
 from helpers import (
     BF16,
     DTYPE_MIXES,

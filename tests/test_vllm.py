@@ -8,7 +8,7 @@ import inspect
 import causal_conv1d_kernels as ck
 import pytest
 import torch
-from causal_conv1d_kernels import ops, vllm
+from causal_conv1d_kernels import _core, vllm
 from helpers import DTYPE_MIXES, WIDTHS, assert_close, devices, mix_id
 from torch.utils._python_dispatch import TorchDispatchMode
 from vllm_cases import (
@@ -327,7 +327,7 @@ def test_update_rejects(device, mutate, exc, words, request, monkeypatch):
     CAUSAL_CONV1D_VALIDATE=1 (set here as the import would read it), never for
     validate_data=True alone (test_validate_data_never_reads_values)."""
     if "validated" in request.node.callspec.id:
-        monkeypatch.setattr(ops, "_VALIDATE_FROM_ENV", True)
+        monkeypatch.setattr(_core, "_VALIDATE_FROM_ENV", True)
     for validate_data in (False, True):
         kwargs = build_update(update_config(), device)
         mutate(kwargs)
@@ -377,7 +377,7 @@ FN_REJECTIONS = [
 def test_fn_rejects(device, mutate, exc, words, request, monkeypatch):
     """As test_update_rejects, for the prefill."""
     if "validated" in request.node.callspec.id:
-        monkeypatch.setattr(ops, "_VALIDATE_FROM_ENV", True)
+        monkeypatch.setattr(_core, "_VALIDATE_FROM_ENV", True)
     for validate_data in (False, True):
         kwargs = build_fn(fn_config(), device)
         mutate(kwargs)
@@ -388,7 +388,7 @@ def test_fn_rejects(device, mutate, exc, words, request, monkeypatch):
 @pytest.mark.parametrize("device", devices())
 def test_validated_call_accepts_null_and_pad_ids(device, monkeypatch):
     """The value checks (CAUSAL_CONV1D_VALIDATE=1) pass vLLM's pad slot and null block."""
-    monkeypatch.setattr(ops, "_VALIDATE_FROM_ENV", True)
+    monkeypatch.setattr(_core, "_VALIDATE_FROM_ENV", True)
     c = update_config(validate=True)
     check_update(build_update(c, device), padding_rows(c))
     c = fn_config(validate=True)
@@ -671,7 +671,7 @@ def test_core_api_accepts_longer_index_buffers():
     from helpers import update_case
 
     kwargs, pads = update_case(4, (torch.float32,) * 3, "cpu")
-    from causal_conv1d_kernels.reference import causal_conv1d_update_ref
+    from causal_conv1d_kernels.testing.reference import causal_conv1d_update_ref
 
     expected, expected_state = causal_conv1d_update_ref(**kwargs)
     kwargs["conv_state_indices"] = torch.cat(

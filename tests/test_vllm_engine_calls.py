@@ -34,7 +34,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 from causal_conv1d_kernels import vllm
-from causal_conv1d_kernels.reference import vllm_fn_ref, vllm_update_ref
+from causal_conv1d_kernels.testing.reference import vllm_fn_ref, vllm_update_ref
 from helpers import BF16, F32, assert_close, devices, needs_cuda
 from vllm_cases import assert_same
 
@@ -547,7 +547,7 @@ def test_cuda_decode_call_site_captured_and_replayed(state, name):
     output, x (the projection buffer) and pages bit for bit those of an eager call on a
     copy of the same data. Under CAUSAL_CONV1D_VALIDATE=1's value checks too (skipped inside
     the capture)."""
-    from causal_conv1d_kernels import ops
+    from causal_conv1d_kernels import _core
 
     site, layer, t = decode_setup(name, *state, "cuda", seed=5, padded_rows=2)
     _, spec, *_, lengths = DECODE_SITES[name]
@@ -558,13 +558,13 @@ def test_cuda_decode_call_site_captured_and_replayed(state, name):
         site(vllm, layer, t)
     torch.cuda.current_stream().wait_stream(stream)
     graph = torch.cuda.CUDAGraph()
-    saved = ops._VALIDATE_FROM_ENV
+    saved = _core._VALIDATE_FROM_ENV
     try:
-        ops._VALIDATE_FROM_ENV = True  # the value checks must stay out of the capture
+        _core._VALIDATE_FROM_ENV = True  # the value checks must stay out of the capture
         with torch.cuda.graph(graph):
             result = site(vllm, layer, t)
     finally:
-        ops._VALIDATE_FROM_ENV = saved
+        _core._VALIDATE_FROM_ENV = saved
     for seed in (11, 12):
         refill(layer, t, seed, spec, lengths)
         twin_layer, twin_t = clone_step(layer, t)

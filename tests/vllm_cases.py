@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 from causal_conv1d_kernels import vllm
-from causal_conv1d_kernels.reference import vllm_fn_ref, vllm_update_ref
+from causal_conv1d_kernels.testing.reference import vllm_fn_ref, vllm_update_ref
 from helpers import assert_close, cumulative, rand
 
 # A row's cache index: a real line, vLLM's pad slot (-1) or the null block (line 0).

@@ -12,7 +12,8 @@ from ._load import load_extension
 
 load_extension()  # imports _C, whose static initialisers register the ops
 
-from .ops import (  # noqa: E402  (after the ops are registered)
+from . import _registrations  # noqa: E402, F401  (fakes and autograd of the registered ops)
+from .ops import (  # noqa: E402
     PAD_SLOT_ID,
     causal_conv1d_fn,
     causal_conv1d_update,

@@ -12,9 +12,10 @@ import sys
 
 import torch
 
-from . import __version__, benchmark, cpu_isa, has_cuda_backend
+from . import __version__, cpu_isa, has_cuda_backend
 from .ops import PAD_SLOT_ID, causal_conv1d_fn, causal_conv1d_update
-from .reference import causal_conv1d_fn_ref, causal_conv1d_update_ref
+from .testing import benchmark
+from .testing.reference import causal_conv1d_fn_ref, causal_conv1d_update_ref
 
 # Mamba2-2.7B: d_inner 5120 + 2 * d_state 128 conv channels, width 4.
 MAMBA2_DIM, MAMBA2_WIDTH = 5376, 4

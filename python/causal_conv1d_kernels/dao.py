@@ -25,7 +25,7 @@ import types
 
 import torch
 
-from .ops import (
+from ._core import (
     PAD_SLOT_ID,
     _Checker,
     _decode,
@@ -137,10 +137,10 @@ def causal_conv1d_update(
     0, no line touched). Returns a new output tensor."""
     return _decode(
         "causal_conv1d_update",
-        x,
-        conv_state,
-        weight,
-        bias,
+        x=x,
+        conv_state=conv_state,
+        weight=weight,
+        bias=bias,
         out=torch.empty_like(x) if isinstance(x, torch.Tensor) else x,
         activation=activation,
         cache_seqlens=cache_seqlens,

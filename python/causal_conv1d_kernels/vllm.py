@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import torch
 
-from .ops import Activation, _decode, _prefill
+from ._core import Activation, _decode, _prefill
 
 PAD_SLOT_ID = -1
 NULL_BLOCK_ID = 0
@@ -75,11 +75,11 @@ def causal_conv1d_fn(
     del metadata  # launch metadata is computed on the device
     return _prefill(
         "causal_conv1d_fn",
-        x,
-        weight,
-        bias,
-        conv_states,
-        query_start_loc,
+        x=x,
+        weight=weight,
+        bias=bias,
+        conv_states=conv_states,
+        query_start_loc=query_start_loc,
         cache_indices=cache_indices,
         has_initial_state=has_initial_state,
         activation=activation,
@@ -138,10 +138,10 @@ def causal_conv1d_update(
         conv_state_indices = conv_state_indices[:, 0]
     return _decode(
         "causal_conv1d_update",
-        x,
-        conv_state,
-        weight,
-        bias,
+        x=x,
+        conv_state=conv_state,
+        weight=weight,
+        bias=bias,
         out=out,
         activation=activation,
         conv_state_indices=conv_state_indices,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from .ops import PAD_SLOT_ID, Activation, _silu
+from .._core import PAD_SLOT_ID, Activation, _silu
 
 
 def _conv(window: torch.Tensor, tokens: torch.Tensor, weight, bias, silu: bool) -> torch.Tensor:

@@ -19,8 +19,8 @@ from typing import Callable
 
 import torch
 
+from ..ops import causal_conv1d_fn, causal_conv1d_update
 from . import baseline
-from .ops import causal_conv1d_fn, causal_conv1d_update
 
 
 @dataclasses.dataclass
