@@ -431,43 +431,40 @@ def test_dim_mismatch_in_every_dialect():
 # ---- No backward: refused where autograd would record the call ----
 
 
-def grad_calls():
-    """(name, call, the tensor made to require grad) over the core, vLLM and Dao update."""
+# (api module, op, the tensor made to require grad); vLLM's update has no cache_seqlens.
+GRAD_CASES = [
+    ("core", "fn", "x"),
+    ("core", "fn", "weight"),
+    ("core", "fn", "bias"),
+    ("vllm", "fn", "x"),
+    ("core", "update", "x"),
+    ("core", "update", "weight"),
+    ("vllm", "update", "x"),
+    ("vllm", "update", "conv_state"),
+    ("dao", "update", "weight"),
+]
+
+
+def grad_call(api_name, op, arg):
+    """A call of the core, vLLM or Dao API with ``arg`` requiring grad."""
+    import causal_conv1d_kernels as core
     from causal_conv1d_kernels import dao, vllm
 
-    def fn(api, name):
-        k = fwd_kwargs()
-        k[name] = k[name].detach().requires_grad_()
-        return lambda: api.causal_conv1d_fn(**k)
-
-    def update(api, name, **drop):
-        k = update_kwargs()
-        for key in drop:
-            k.pop(key)
-        k[name] = k[name].detach().requires_grad_()
-        return lambda: api.causal_conv1d_update(**k)
-
-    import causal_conv1d_kernels as core
-
-    return [
-        ("core-fn-x", fn(core, "x"), "x"),
-        ("core-fn-weight", fn(core, "weight"), "weight"),
-        ("core-fn-bias", fn(core, "bias"), "bias"),
-        ("vllm-fn-x", fn(vllm, "x"), "x"),
-        ("core-update-x", update(core, "x"), "x"),
-        ("core-update-weight", update(core, "weight"), "weight"),
-        ("vllm-update-x", update(vllm, "x", cache_seqlens=1), "x"),
-        ("vllm-update-state", update(vllm, "conv_state", cache_seqlens=1), "conv_state"),
-        ("dao-update-weight", update(dao, "weight"), "weight"),
-    ]
+    api = {"core": core, "vllm": vllm, "dao": dao}[api_name]
+    k = fwd_kwargs() if op == "fn" else update_kwargs()
+    if api_name == "vllm" and op == "update":
+        k.pop("cache_seqlens")
+    k[arg] = k[arg].detach().requires_grad_()
+    fn = api.causal_conv1d_fn if op == "fn" else api.causal_conv1d_update
+    return lambda: fn(**k)
 
 
-@pytest.mark.parametrize("case", range(9))
-def test_inputs_requiring_grad_are_refused_naming_dao(case):
+@pytest.mark.parametrize("api_name,op,arg", GRAD_CASES, ids=["-".join(c) for c in GRAD_CASES])
+def test_inputs_requiring_grad_are_refused_naming_dao(api_name, op, arg):
     """Never a silently missing gradient: with grad mode on, a call whose inputs require grad
     raises, naming the argument and the differentiable dialect, before touching the cache;
     under no_grad and inference_mode the same call runs."""
-    name, call, arg = grad_calls()[case]
+    call = grad_call(api_name, op, arg)
     with pytest.raises(ValueError) as info:
         call()
     message = str(info.value)

@@ -326,13 +326,18 @@ def test_update_rejects(device, mutate, exc, words, request, monkeypatch):
     it (the Python checks first). The "validated" cases are value checks: they run under
     CAUSAL_CONV1D_VALIDATE=1 (set here as the import would read it), never for
     validate_data=True alone (test_validate_data_never_reads_values)."""
+    build = lambda: build_update(update_config(), device)  # noqa: E731
+    rejected_either_way(vllm.causal_conv1d_update, build, mutate, exc, words, request, monkeypatch)
+
+
+def rejected_either_way(call, build, mutate, exc, words, request, monkeypatch):
     if "validated" in request.node.callspec.id:
         monkeypatch.setattr(_core, "_VALIDATE_FROM_ENV", True)
     for validate_data in (False, True):
-        kwargs = build_update(update_config(), device)
+        kwargs = build()
         mutate(kwargs)
         kwargs["validate_data"] = validate_data
-        rejected(vllm.causal_conv1d_update, kwargs, exc, words)
+        rejected(call, kwargs, exc, words)
 
 
 FN_REJECTIONS = [
@@ -376,13 +381,8 @@ FN_REJECTIONS = [
 )
 def test_fn_rejects(device, mutate, exc, words, request, monkeypatch):
     """As test_update_rejects, for the prefill."""
-    if "validated" in request.node.callspec.id:
-        monkeypatch.setattr(_core, "_VALIDATE_FROM_ENV", True)
-    for validate_data in (False, True):
-        kwargs = build_fn(fn_config(), device)
-        mutate(kwargs)
-        kwargs["validate_data"] = validate_data
-        rejected(vllm.causal_conv1d_fn, kwargs, exc, words)
+    build = lambda: build_fn(fn_config(), device)  # noqa: E731
+    rejected_either_way(vllm.causal_conv1d_fn, build, mutate, exc, words, request, monkeypatch)
 
 
 @pytest.mark.parametrize("device", devices())

@@ -86,7 +86,13 @@ def assert_same(states, expected):
     torch.testing.assert_close(states, expected, rtol=0, atol=0, equal_nan=True)
 
 
-def _reference_args(kwargs):
+def assert_unchanged(actual, before, what):
+    """The very bits (NaN payloads of never-written memory included)."""
+    ints = {2: torch.int16, 4: torch.int32, 8: torch.int64}[actual.element_size()]
+    assert torch.equal(actual.view(ints), before.view(ints)), what
+
+
+def reference_args(kwargs):
     drop = ("validate_data", "out", "metadata")
     args = {k: v for k, v in kwargs.items() if k not in drop}
     indices = args.get("conv_state_indices")
@@ -95,25 +101,26 @@ def _reference_args(kwargs):
     return args
 
 
-def check_update(kwargs, pads):
+def check_update(kwargs, pads, call=None):
     """One call against the reference: outputs close, padded rows exactly zero, tokens no row
     owns untouched, the whole cache bit-exact (lines and columns the call must not write
-    included)."""
+    included). ``call`` makes the call (by default ``causal_conv1d_update(**kwargs)``), for
+    callers that pass the arguments positionally. Returns the result."""
     x, state, out = kwargs["x"], kwargs["conv_state"], kwargs.get("out")
-    expected, expected_state = vllm_update_ref(**_reference_args(kwargs))
+    expected, expected_state = vllm_update_ref(**reference_args(kwargs))
     target_before = (x if out is None else out).clone()
     x_before = x.clone()
-    result = vllm.causal_conv1d_update(**kwargs)
+    result = call() if call else vllm.causal_conv1d_update(**kwargs)
     assert result is (x if out is None else out)
     if out is not None:
-        assert torch.equal(x, x_before), "x must not change when out is given"
+        assert_unchanged(x, x_before, "x must not change when out is given")
     assert_same(state, expected_state)
     qsl = kwargs.get("query_start_loc")
     if qsl is None:
         assert_close(result, expected, equal_nan=True)
         for b in pads:
             assert torch.equal(result[b], torch.zeros_like(result[b])), f"padded row {b}"
-        return
+        return result
     bounds = qsl.tolist()
     owned = torch.zeros(x.shape[0], dtype=torch.bool)
     for b in range(len(bounds) - 1):
@@ -123,7 +130,8 @@ def check_update(kwargs, pads):
             assert torch.equal(rows, torch.zeros_like(rows)), f"padded row {b}"
     owned = owned.to(x.device)
     assert_close(result[owned], expected[owned], equal_nan=True)
-    assert torch.equal(result[~owned], target_before[~owned]), "tokens of no row changed"
+    assert_unchanged(result[~owned], target_before[~owned], "tokens of no row changed")
+    return result
 
 
 def build_fn(c, device):
@@ -148,12 +156,13 @@ def build_fn(c, device):
     )
 
 
-def check_fn(kwargs, pads):
+def check_fn(kwargs, pads, call=None):
+    """As check_update, for the prefill. Returns the output."""
     states = kwargs["conv_states"]
-    expected, expected_states = vllm_fn_ref(**_reference_args(kwargs))
+    expected, expected_states = vllm_fn_ref(**reference_args(kwargs))
     x_before = kwargs["x"].clone()
-    out = vllm.causal_conv1d_fn(**kwargs)
-    assert torch.equal(kwargs["x"], x_before)
+    out = call() if call else vllm.causal_conv1d_fn(**kwargs)
+    assert_unchanged(kwargs["x"], x_before, "x changed")
     assert out.shape == kwargs["x"].shape and out.dtype == kwargs["x"].dtype
     assert_close(out, expected, equal_nan=True)
     bounds = kwargs["query_start_loc"].tolist()
@@ -161,6 +170,7 @@ def check_fn(kwargs, pads):
         cols = out[:, bounds[i] : bounds[i + 1]]
         assert torch.equal(cols, torch.zeros_like(cols)), f"padded sequence {i}"
     assert_same(states, expected_states)
+    return out
 
 
 def update_config(**over):

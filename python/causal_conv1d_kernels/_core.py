@@ -413,16 +413,17 @@ def _decode(
     if varlen:
         layout = "(num_tokens, dim) with query_start_loc"
         check.shape("x", x.dim() == 2, layout, x)
+    else:
+        layout = "(batch, dim) or (batch, dim, seqlen)"
+        check.shape("x", x.dim() in (2, 3), layout, x)
+    dim = check.channels(x, 1, layout, weight, "conv_state", conv_state)
+    if varlen:
         num_tokens = x.shape[0]
-        dim = check.channels(x, 1, layout, weight, "conv_state", conv_state)
         batch = check.query_start_loc(query_start_loc)
         check.integer("max_query_len", max_query_len)
         lmax = max_query_len
     else:
-        layout = "(batch, dim) or (batch, dim, seqlen)"
-        check.shape("x", x.dim() in (2, 3), layout, x)
         batch = x.shape[0]
-        dim = check.channels(x, 1, layout, weight, "conv_state", conv_state)
         lmax = x.shape[2] if x.dim() == 3 else 1
     width = check.filter(weight, bias, dim)
     check.states("conv_state", conv_state, dim, width)
