@@ -16,6 +16,7 @@ Build switches (environment):
 import glob
 import os
 import platform
+import re
 import shutil
 import subprocess
 import tempfile
@@ -97,16 +98,19 @@ def _sources(pattern):
     return sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, pattern)))
 
 
-# Each CPU ISA's kernels live in their own translation unit, compiled with
-# only that ISA's flags (never -march=native) and linked in as objects; the
-# dispatcher checks CPUID before calling them.
-ISA_SOURCES = {
-    "csrc/cpu/kernel_avx2.cpp": ("AVX2", ["-mavx2", "-mfma", "-mf16c"]),
-    "csrc/cpu/kernel_avx512_bf16.cpp": (
-        "AVX512_BF16",
-        ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512bf16", "-mfma", "-mf16c"],
-    ),
-}
+def _kernel_sets():
+    """csrc/cpu/kernel_sets.def: {source: (name, flags)} of the CPU kernel sets that need
+    their own flags (the others compile as every source does)."""
+    pattern = re.compile(r'^CAUSAL_CONV1D_KERNEL_SET\((\w+), "([^"]+)", "([^"]*)", "[^"]*"\)$')
+    with open(os.path.join(ROOT, "csrc", "cpu", "kernel_sets.def")) as f:
+        rows = [pattern.match(line.strip()) for line in f]
+    return {m[2]: (m[1], m[3].split()) for m in rows if m and m[3]}
+
+
+# Each CPU kernel set that needs flags lives in its own translation unit, compiled with
+# only its flags (never -march=native) and linked in as objects; the dispatcher checks
+# CPUID before calling it.
+ISA_SOURCES = _kernel_sets()
 IS_X86 = platform.machine().lower() in ("x86_64", "amd64")
 cpp_sources = [
     s for s in _sources("csrc/*.cpp") + _sources("csrc/cpu/*.cpp") if s not in ISA_SOURCES
@@ -142,6 +146,7 @@ if _build_cuda(cuda_sources):
         cpp_sources + cuda_sources,
         extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "-std=c++20", "--use_fast_math"]},
         extra_link_args=link_flags,
+        define_macros=[("CAUSAL_CONV1D_WITH_CUDA", None)],
     )
 else:
     extension = CppExtension(
@@ -164,9 +169,7 @@ class BuildWithIsaKernels(BuildExtension):
                     if not self._compiler_accepts(flags):
                         print(f"causal_conv1d_kernels: compiler lacks {flags}; no {name} kernels")
                         continue
-                    define = f"-DCAUSAL_CONV1D_HAVE_{name}"
-                    extension.extra_objects += self._compile_isa(source, extension, flags, define)
-                    self._add_compile_flag(extension, define)
+                    extension.extra_objects += self._compile_isa(source, extension, flags)
         super().build_extensions()
 
     def _compiler_accepts(self, flags):
@@ -180,7 +183,7 @@ class BuildWithIsaKernels(BuildExtension):
                 return False
         return True
 
-    def _compile_isa(self, source, extension, flags, define):
+    def _compile_isa(self, source, extension, flags):
         import torch.utils.cpp_extension as cpp
 
         abi = f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}"
@@ -188,7 +191,7 @@ class BuildWithIsaKernels(BuildExtension):
             [source],
             output_dir=self.build_temp,
             include_dirs=cpp.include_paths() + extension.include_dirs,
-            extra_postargs=cxx_flags + ["-fPIC", abi, define] + flags,
+            extra_postargs=cxx_flags + ["-fPIC", abi] + flags,
         )
 
 

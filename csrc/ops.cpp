@@ -1,28 +1,65 @@
-// The one TORCH_LIBRARY(causal_conv1d): op schemas and the checks every
-// backend runs before it touches memory. Backends register their kernels with
-// TORCH_LIBRARY_IMPL in their own folders.
+// The ops: their schemas (TORCH_LIBRARY), the checks every call passes before
+// any memory is touched, and the dispatcher-facing functions, written once as
+// templates over a backend (ops.h) and registered for CPU and CUDA. A bad
+// argument is a ValueError or TypeError (TORCH_CHECK_VALUE / _TYPE) whose
+// message starts with the op's name and names the argument (CONTRACT 2); the
+// Python dialects put their own function's name in its place.
 #include "ops.h"
+#include "settings.h"
 
 #include <ATen/ATen.h>
+#include <c10/core/DeviceGuard.h>
 #include <torch/library.h>
 
 #include <atomic>
+#include <cctype>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
+#include <tuple>
+#include <vector>
 
 namespace causal_conv1d {
 namespace {
+
+using OptTensor = std::optional<at::Tensor>;
 
 // Integers reach error messages as strings formatted here, never through
 // iostreams: with some installs (seen with the torch 2.11 wheel and GCC 13.3)
 // an extension that streams an integer into c10::str crashes.
 std::string num(int64_t v) { return std::to_string(v); }
 
+// A shape as Python prints a tuple: (2,), (6, 80, 3).
 std::string dims(at::IntArrayRef sizes) {
   std::string s = "(";
   for (size_t i = 0; i < sizes.size(); ++i) s += (i == 0 ? "" : ", ") + std::to_string(sizes[i]);
   return s + (sizes.size() == 1 ? ",)" : ")");
 }
+
+// A dtype as Python prints it (torch.int32), as the messages of the Python
+// API always did: c10's names where they differ, else c10's name in lower case.
+std::string dtype_name(c10::ScalarType t) {
+  switch (t) {
+    case at::kFloat: return "torch.float32";
+    case at::kHalf: return "torch.float16";
+    case at::kDouble: return "torch.float64";
+    case at::kInt: return "torch.int32";
+    case at::kLong: return "torch.int64";
+    case at::kShort: return "torch.int16";
+    case at::kChar: return "torch.int8";
+    case at::kByte: return "torch.uint8";
+    case at::kComplexHalf: return "torch.complex32";
+    case at::kComplexFloat: return "torch.complex64";
+    case at::kComplexDouble: return "torch.complex128";
+    default: {
+      std::string name = c10::toString(t);
+      for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      return "torch." + name;
+    }
+  }
+}
+
+std::string device(const at::Tensor& t) { return t.device().str(); }
 
 bool is_float_type(c10::ScalarType t) {
   return t == at::kFloat || t == at::kHalf || t == at::kBFloat16;
@@ -30,26 +67,45 @@ bool is_float_type(c10::ScalarType t) {
 
 bool is_index_type(c10::ScalarType t) { return t == at::kInt || t == at::kLong; }
 
-void check_float(const char* op, const char* name, const at::Tensor& t) {
-  TORCH_CHECK(is_float_type(t.scalar_type()), op, ": ", name,
-              " must be float32, float16 or bfloat16, got ", t.scalar_type());
-}
-
 void check_device(const char* op, const char* name, const at::Tensor& t, const at::Tensor& x) {
-  TORCH_CHECK(t.device() == x.device(), op, ": ", name, " must be on x's device ", x.device(),
-              ", got ", t.device());
+  TORCH_CHECK_VALUE(t.device() == x.device(), op, ": ", name, " must be on x's device ",
+                    device(x), ", got ", device(t));
 }
 
-// A 1-D int32/int64 tensor on x's device with at least `size` entries:
-// engines pass persistent buffers longer than the batch; entries past it are
-// never read.
+void check_float(const char* op, const char* name, const at::Tensor& t) {
+  TORCH_CHECK_TYPE(is_float_type(t.scalar_type()), op, ": ", name,
+                   " must be float32, float16 or bfloat16, got ", dtype_name(t.scalar_type()));
+}
+
+// On x's device and of a float dtype.
+void check_floating(const char* op, const char* name, const at::Tensor& t, const at::Tensor& x) {
+  check_device(op, name, t, x);
+  check_float(op, name, t);
+}
+
+void check_shape(const char* op, const char* name, bool ok, const std::string& expected,
+                 const at::Tensor& t) {
+  TORCH_CHECK_VALUE(ok, op, ": ", name, " must have shape ", expected, ", got ", dims(t.sizes()));
+}
+
+// out: x's shape, dtype and device.
+void check_like_x(const char* op, const char* name, const at::Tensor& t, const at::Tensor& x) {
+  check_device(op, name, t, x);
+  TORCH_CHECK_VALUE(t.sizes() == x.sizes() && t.scalar_type() == x.scalar_type(), op, ": ", name,
+                    " must have x's shape ", dims(x.sizes()), " and dtype ",
+                    dtype_name(x.scalar_type()), ", got ", dims(t.sizes()), " and ",
+                    dtype_name(t.scalar_type()));
+}
+
+// A 1-D int32/int64 tensor (`dtype_ok`/`expected` for other kinds) on x's
+// device with at least `size` entries: engines pass persistent buffers longer
+// than the batch; entries past it are never read.
 IndexVec index_vec(const char* op, const char* name, const at::Tensor& t, int64_t size,
                    const at::Tensor& x) {
   check_device(op, name, t, x);
-  TORCH_CHECK(is_index_type(t.scalar_type()), op, ": ", name, " must be int32 or int64, got ",
-              t.scalar_type());
-  TORCH_CHECK(t.dim() == 1 && t.size(0) >= size, op, ": ", name, " must have shape (", num(size),
-              ",) or be longer, got ", dims(t.sizes()));
+  TORCH_CHECK_TYPE(is_index_type(t.scalar_type()), op, ": ", name, " must be int32 or int64, got ",
+                   dtype_name(t.scalar_type()));
+  check_shape(op, name, t.dim() == 1 && t.size(0) >= size, "(" + num(size) + ",) or be longer", t);
   IndexVec v;
   v.data = t.data_ptr();
   v.stride = t.stride(0);
@@ -59,24 +115,52 @@ IndexVec index_vec(const char* op, const char* name, const at::Tensor& t, int64_
 
 // query_start_loc: (batch + 1,) int32/int64 on x's device.
 IndexVec query_starts(const char* op, const at::Tensor& q, const at::Tensor& x) {
-  TORCH_CHECK(q.dim() == 1 && q.size(0) >= 1, op,
-              ": query_start_loc must have shape (batch + 1,), got ", dims(q.sizes()));
+  check_device(op, "query_start_loc", q, x);
+  TORCH_CHECK_TYPE(is_index_type(q.scalar_type()), op,
+                   ": query_start_loc must be int32 or int64, got ", dtype_name(q.scalar_type()));
+  check_shape(op, "query_start_loc", q.dim() == 1 && q.size(0) >= 1, "(batch + 1,)", q);
   return index_vec(op, "query_start_loc", q, q.size(0), x);
 }
 
-// Fills the filter and cache fields; `states` may be undefined (no cache).
+// x's channel count (x.size(axis)) checked against weight's and the states'
+// before either is checked on its own: where they disagree, the argument
+// most likely wrong is named (x when weight and the states agree on another
+// dim, or when x has weight's dim on another axis, as an untransposed
+// (num_tokens, dim) prefill x has), with the layout x must have. Otherwise
+// the checks of weight and the states that follow name them.
+void check_channels(const char* op, const at::Tensor& x, int64_t axis, const char* layout,
+                    const at::Tensor& weight, const char* states_name, const at::Tensor* states) {
+  const int64_t dim = x.size(axis);
+  if (weight.dim() != 2 || weight.size(0) == dim) return;
+  const int64_t wanted = weight.size(0);
+  const int64_t state_dim = states != nullptr && states->dim() == 3 ? states->size(1) : -1;
+  if (state_dim == dim) return;  // x and the states agree: weight is named
+  bool swapped = false;
+  for (int64_t i = 0; i < x.dim(); ++i) swapped |= i != axis && x.size(i) == wanted;
+  if (!swapped && state_dim != wanted) return;
+  std::string source = "weight " + dims(weight.sizes());
+  if (state_dim == wanted) source += std::string(" and ") + states_name + " " + dims(states->sizes());
+  TORCH_CHECK_VALUE(false, op, ": x must have shape ", layout, " with dim=", num(wanted),
+                    " (the dim of ", source, "), got ", dims(x.sizes()),
+                    swapped ? ": it looks transposed; pass x.t() (a view, no copy)" : "");
+}
+
+// Fills the filter and cache fields for x's `dim` channels; `states` may be
+// null (no cache).
 void fill_conv_params(ConvParams& p, const char* op, const at::Tensor& x, int64_t dim,
-                      const at::Tensor& weight, const std::optional<at::Tensor>& bias,
-                      const at::Tensor* states, const char* states_name, bool silu,
-                      int64_t pad_slot_id, int64_t null_block_id, bool front_window) {
-  check_float(op, "x", x);
-  check_float(op, "weight", weight);
-  check_device(op, "weight", weight, x);
-  TORCH_CHECK(weight.dim() == 2 && weight.size(0) == dim, op,
-              ": weight must have shape (dim=", num(dim), ", width), got ", dims(weight.sizes()));
+                      const at::Tensor& weight, const OptTensor& bias, const at::Tensor* states,
+                      const char* states_name, bool silu, int64_t pad_slot_id,
+                      int64_t null_block_id, bool front_window) {
+  check_floating(op, "weight", weight, x);
+  if (!(weight.dim() == 2 && weight.size(0) == dim)) {
+    const bool transposed = weight.dim() == 2 && weight.size(1) == dim;
+    TORCH_CHECK_VALUE(false, op, ": weight must have shape (dim=", num(dim),
+                      ", width), dim being x's, got ", dims(weight.sizes()),
+                      transposed ? ": it looks transposed, (width, dim)" : "");
+  }
   const int64_t width = weight.size(1);
-  TORCH_CHECK(width >= 2 && width <= kMaxWidth, op, ": weight width must be in [2, ",
-              num(kMaxWidth), "], got ", num(width));
+  TORCH_CHECK_VALUE(width >= 2 && width <= kMaxWidth, op, ": weight width must be in [2, ",
+                    num(kMaxWidth), "], got ", num(width));
   p.dim = dim;
   p.width = width;
   p.silu = silu;
@@ -90,10 +174,9 @@ void fill_conv_params(ConvParams& p, const char* op, const at::Tensor& x, int64_
   p.weight_tap_stride = weight.stride(1);
 
   if (bias.has_value()) {
-    check_float(op, "bias", *bias);
-    check_device(op, "bias", *bias, x);
-    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == dim, op,
-                ": bias must have shape (dim=", num(dim), ",), got ", dims(bias->sizes()));
+    check_floating(op, "bias", *bias, x);
+    check_shape(op, "bias", bias->dim() == 1 && bias->size(0) == dim, "(" + num(dim) + ",)",
+                *bias);
     p.bias = bias->data_ptr();
     p.bias_type = bias->scalar_type();
     p.bias_stride = bias->stride(0);
@@ -101,11 +184,11 @@ void fill_conv_params(ConvParams& p, const char* op, const at::Tensor& x, int64_
 
   if (states != nullptr) {
     const at::Tensor& s = *states;
-    check_float(op, states_name, s);
-    check_device(op, states_name, s, x);
-    TORCH_CHECK(s.dim() == 3 && s.size(1) == dim && s.size(2) >= width - 1, op, ": ", states_name,
-                " must have shape (num_cache_lines, dim=", num(dim),
-                ", state_len >= width-1=", num(width - 1), "), got ", dims(s.sizes()));
+    check_floating(op, states_name, s, x);
+    check_shape(op, states_name, s.dim() == 3 && s.size(1) == dim && s.size(2) >= width - 1,
+                "(num_cache_lines, dim=" + num(dim) + ", state_len >= " + num(width - 1) +
+                    " = width-1)",
+                s);
     p.states = s.data_ptr();
     p.state_type = s.scalar_type();
     p.num_cache_lines = s.size(0);
@@ -116,42 +199,21 @@ void fill_conv_params(ConvParams& p, const char* op, const at::Tensor& x, int64_
   }
 }
 
-}  // namespace
-
-at::Tensor empty_fwd_output(const at::Tensor& x) {
-  const bool channel_last = x.dim() == 2 && x.stride(0) == 1 && x.stride(1) != 1;
-  if (channel_last) return at::empty({x.size(1), x.size(0)}, x.options()).t();
-  return at::empty(x.sizes(), x.options());
-}
-
-FwdParams make_fwd_params(const at::Tensor& x, const at::Tensor& weight,
-                          const std::optional<at::Tensor>& bias,
-                          const std::optional<at::Tensor>& conv_states,
-                          const at::Tensor& query_start_loc,
-                          const std::optional<at::Tensor>& cache_indices,
-                          const std::optional<at::Tensor>& has_initial_state, bool silu,
-                          int64_t pad_slot_id, const at::Tensor& out, int64_t null_block_id,
-                          bool front_window) {
+// causal_conv1d_fwd_out's checks (CONTRACT 1.1); out must have x's shape and dtype.
+FwdParams make_fwd_params(const at::Tensor& x, const at::Tensor& weight, const OptTensor& bias,
+                          const OptTensor& conv_states, const at::Tensor& query_start_loc,
+                          const OptTensor& cache_indices, const OptTensor& has_initial_state,
+                          bool silu, int64_t pad_slot_id, const at::Tensor& out,
+                          int64_t null_block_id, bool front_window) {
   constexpr const char* op = "causal_conv1d_fwd";
-  TORCH_CHECK(x.dim() == 2, op, ": x must have shape (dim, num_tokens), got ", dims(x.sizes()));
-  TORCH_CHECK(out.sizes() == x.sizes() && out.scalar_type() == x.scalar_type() &&
-                  out.device() == x.device(),
-              op, ": out must have x's shape ", dims(x.sizes()), " and dtype ", x.scalar_type(),
-              ", got ", dims(out.sizes()), " ", out.scalar_type());
-  TORCH_CHECK(out.numel() == 0 || out.data_ptr() != x.data_ptr(), op,
-              ": out must not be x (the prefill reads earlier tokens after writing later ones)");
+  constexpr const char* layout = "(dim, num_tokens)";
+  check_float(op, "x", x);
+  check_shape(op, "x", x.dim() == 2, layout, x);
+  const at::Tensor* states = conv_states.has_value() ? &*conv_states : nullptr;
+  check_channels(op, x, 0, layout, weight, "conv_states", states);
   FwdParams p;
-  fill_conv_params(p, op, x, x.size(0), weight, bias,
-                   conv_states.has_value() ? &*conv_states : nullptr, "conv_states", silu,
-                   pad_slot_id, null_block_id, front_window);
-  p.x = x.data_ptr();
-  p.num_tokens = x.size(1);
-  p.x_dim_stride = x.stride(0);
-  p.x_tok_stride = x.stride(1);
-  p.out = out.data_ptr();
-  p.out_dim_stride = out.stride(0);
-  p.out_tok_stride = out.stride(1);
-
+  fill_conv_params(p, op, x, x.size(0), weight, bias, states, "conv_states", silu, pad_slot_id,
+                   null_block_id, front_window);
   p.query_start_loc = query_starts(op, query_start_loc, x);
   p.batch = query_start_loc.size(0) - 1;
   if (cache_indices.has_value()) {
@@ -159,42 +221,51 @@ FwdParams make_fwd_params(const at::Tensor& x, const at::Tensor& weight,
   }
   if (has_initial_state.has_value()) {
     const at::Tensor& h = *has_initial_state;
-    TORCH_CHECK(conv_states.has_value(), op,
-                ": has_initial_state needs conv_states to read the initial state from");
+    TORCH_CHECK_VALUE(conv_states.has_value(), op,
+                      ": has_initial_state needs conv_states to read the initial state from");
     check_device(op, "has_initial_state", h, x);
-    TORCH_CHECK(h.scalar_type() == at::kBool, op, ": has_initial_state must be bool, got ",
-                h.scalar_type());
-    TORCH_CHECK(h.dim() == 1 && h.size(0) >= p.batch, op, ": has_initial_state must have shape (",
-                num(p.batch), ",) or be longer, got ", dims(h.sizes()));
+    TORCH_CHECK_TYPE(h.scalar_type() == at::kBool, op, ": has_initial_state must be bool, got ",
+                     dtype_name(h.scalar_type()));
+    check_shape(op, "has_initial_state", h.dim() == 1 && h.size(0) >= p.batch,
+                "(" + num(p.batch) + ",) or be longer", h);
     p.has_initial_state = h.data_ptr<bool>();
     p.has_initial_state_stride = h.stride(0);
   }
+  check_like_x(op, "out", out, x);
+  TORCH_CHECK_VALUE(out.numel() == 0 || out.data_ptr() != x.data_ptr(), op,
+                    ": out must not be x: the prefill cannot run in place (it reads earlier "
+                    "tokens after writing later ones)");
+  p.x = x.data_ptr();
+  p.num_tokens = x.size(1);
+  p.x_dim_stride = x.stride(0);
+  p.x_tok_stride = x.stride(1);
+  p.out = out.data_ptr();
+  p.out_dim_stride = out.stride(0);
+  p.out_tok_stride = out.stride(1);
   return p;
 }
 
+// causal_conv1d_update's checks (CONTRACT 1.2, and 1.4's varlen and
+// speculative rows), and the state mode they decide.
 UpdateParams make_update_params(const at::Tensor& x_in, const at::Tensor& conv_state,
-                                const at::Tensor& weight, const std::optional<at::Tensor>& bias,
-                                bool silu, const std::optional<at::Tensor>& cache_seqlens,
-                                const std::optional<at::Tensor>& conv_state_indices,
-                                int64_t pad_slot_id, const at::Tensor& out_in,
-                                const std::optional<at::Tensor>& num_accepted_tokens,
-                                const std::optional<at::Tensor>& query_start_loc,
-                                int64_t max_query_len, int64_t null_block_id, bool front_window) {
+                                const at::Tensor& weight, const OptTensor& bias, bool silu,
+                                const OptTensor& cache_seqlens,
+                                const OptTensor& conv_state_indices, int64_t pad_slot_id,
+                                const at::Tensor& out_in, const OptTensor& num_accepted_tokens,
+                                const OptTensor& query_start_loc, int64_t max_query_len,
+                                int64_t null_block_id, bool front_window) {
   constexpr const char* op = "causal_conv1d_update";
   const bool varlen = query_start_loc.has_value();
-  if (varlen) {
-    TORCH_CHECK(x_in.dim() == 2, op,
-                ": with query_start_loc, x must have shape (num_tokens, dim), got ",
-                dims(x_in.sizes()));
-  } else {
-    TORCH_CHECK(x_in.dim() == 2 || x_in.dim() == 3, op,
-                ": x must have shape (batch, dim) or (batch, dim, seqlen), got ",
-                dims(x_in.sizes()));
-  }
-  TORCH_CHECK(out_in.sizes() == x_in.sizes() && out_in.scalar_type() == x_in.scalar_type() &&
-                  out_in.device() == x_in.device(),
-              op, ": out must have x's shape ", dims(x_in.sizes()), " and dtype ",
-              x_in.scalar_type(), ", got ", dims(out_in.sizes()), " ", out_in.scalar_type());
+  const char* layout =
+      varlen ? "(num_tokens, dim) with query_start_loc" : "(batch, dim) or (batch, dim, seqlen)";
+  check_float(op, "x", x_in);
+  check_shape(op, "x", varlen ? x_in.dim() == 2 : x_in.dim() == 2 || x_in.dim() == 3, layout,
+              x_in);
+  check_channels(op, x_in, 1, layout, weight, "conv_state", &conv_state);
+  UpdateParams p;
+  fill_conv_params(p, op, x_in, x_in.size(1), weight, bias, &conv_state, "conv_state", silu,
+                   pad_slot_id, null_block_id, front_window);
+  check_like_x(op, "out", out_in, x_in);
   // Varlen x (num_tokens, dim) is one row of num_tokens tokens: (1, dim, num_tokens).
   const auto as_rows = [&](const at::Tensor& t) {
     if (varlen) return t.t().unsqueeze(0);
@@ -202,10 +273,6 @@ UpdateParams make_update_params(const at::Tensor& x_in, const at::Tensor& conv_s
   };
   const at::Tensor x = as_rows(x_in);
   const at::Tensor out = as_rows(out_in);
-
-  UpdateParams p;
-  fill_conv_params(p, op, x, x.size(1), weight, bias, &conv_state, "conv_state", silu, pad_slot_id,
-                   null_block_id, front_window);
   p.x = x.data_ptr();
   p.seqlen = x.size(2);
   p.x_batch_stride = x.stride(0);
@@ -226,55 +293,60 @@ UpdateParams make_update_params(const at::Tensor& x_in, const at::Tensor& conv_s
     p.max_query_len = p.seqlen;
   }
 
-  TORCH_CHECK(
+  TORCH_CHECK_VALUE(
       !cache_seqlens.has_value() || (!varlen && !num_accepted_tokens.has_value() && !front_window),
       op, ": cache_seqlens (ring buffers) cannot be combined with query_start_loc, ",
       "num_accepted_tokens or front-aligned windows");
   if (cache_seqlens.has_value()) {
     p.cache_seqlens = index_vec(op, "cache_seqlens", *cache_seqlens, p.batch, x_in);
   }
-  if (num_accepted_tokens.has_value()) {
-    p.num_accepted_tokens =
-        index_vec(op, "num_accepted_tokens", *num_accepted_tokens, p.batch, x_in);
-    TORCH_CHECK(p.max_query_len >= 1, op,
-                ": num_accepted_tokens with query_start_loc needs max_query_len >= 1, got ",
-                num(max_query_len));
-    TORCH_CHECK(p.state_len >= p.width - 2 + p.max_query_len, op,
-                ": with num_accepted_tokens, conv_state needs width - 1 + max_query_len - 1 = ",
-                num(p.width - 2 + p.max_query_len), " columns, got ", num(p.state_len));
-  }
   if (conv_state_indices.has_value()) {
     p.state_indices = index_vec(op, "conv_state_indices", *conv_state_indices, p.batch, x_in);
   } else {
-    TORCH_CHECK(p.num_cache_lines >= p.batch, op,
-                ": without conv_state_indices, conv_state needs a line per row (>= ", num(p.batch),
-                "), got ", num(p.num_cache_lines));
+    TORCH_CHECK_VALUE(p.num_cache_lines >= p.batch, op,
+                      ": without conv_state_indices, conv_state needs a line per row (>= ",
+                      num(p.batch), "), got ", num(p.num_cache_lines));
   }
+  if (num_accepted_tokens.has_value()) {
+    p.num_accepted_tokens =
+        index_vec(op, "num_accepted_tokens", *num_accepted_tokens, p.batch, x_in);
+    TORCH_CHECK_VALUE(p.max_query_len >= 1, op,
+                      ": num_accepted_tokens with query_start_loc needs max_query_len >= 1, got ",
+                      num(max_query_len));
+    TORCH_CHECK_VALUE(p.state_len >= p.width - 2 + p.max_query_len, op,
+                      ": with num_accepted_tokens, conv_state needs width - 1 + max_query_len - 1"
+                      " = ",
+                      num(p.width - 2 + p.max_query_len), " columns (state_len), got ",
+                      dims(conv_state.sizes()));
+  }
+  p.mode = cache_seqlens.has_value()         ? StateMode::kRing
+           : num_accepted_tokens.has_value() ? StateMode::kFrontSpec
+           : front_window                    ? StateMode::kFront
+                                             : StateMode::kShift;
   return p;
 }
 
-namespace {
-
-// A (batch, dim, width-1) tensor of x's dtype and device, or undefined.
+// A (batch, dim, width-1) tensor of x's dtype and device.
 void check_batch_states(const char* op, const char* name, const at::Tensor& t, const at::Tensor& x,
                         int64_t width) {
-  check_device(op, name, t, x);
-  TORCH_CHECK(t.scalar_type() == x.scalar_type(), op, ": ", name, " must have x's dtype ",
-              x.scalar_type(), ", got ", t.scalar_type());
-  TORCH_CHECK(
-      t.dim() == 3 && t.size(0) == x.size(0) && t.size(1) == x.size(1) && t.size(2) == width - 1,
-      op, ": ", name, " must have shape (batch=", num(x.size(0)), ", dim=", num(x.size(1)),
-      ", width-1=", num(width - 1), "), got ", dims(t.sizes()));
+  check_floating(op, name, t, x);
+  TORCH_CHECK_TYPE(t.scalar_type() == x.scalar_type(), op, ": ", name, " must have x's dtype ",
+                   dtype_name(x.scalar_type()), ", got ", dtype_name(t.scalar_type()));
+  const std::vector<int64_t> expected{x.size(0), x.size(1), width - 1};
+  check_shape(op, name, t.sizes() == at::IntArrayRef(expected), dims(expected), t);
 }
 
 View3 view3(const at::Tensor& t) { return {t.data_ptr(), t.stride(0), t.stride(1), t.stride(2)}; }
 
-// x, the filter and seq_idx of both batch ops.
+// x, the filter, seq_idx and the initial states of both batch ops.
 BatchParams batch_params(const char* op, const at::Tensor& x, const at::Tensor& weight,
-                         const std::optional<at::Tensor>& bias,
-                         const std::optional<at::Tensor>& seq_idx,
-                         const std::optional<at::Tensor>& initial_states, bool silu) {
-  TORCH_CHECK(x.dim() == 3, op, ": x must have shape (batch, dim, seqlen), got ", dims(x.sizes()));
+                         const OptTensor& bias, const OptTensor& seq_idx,
+                         const OptTensor& initial_states, bool silu) {
+  constexpr const char* layout = "(batch, dim, seqlen)";
+  check_float(op, "x", x);
+  check_shape(op, "x", x.dim() == 3, layout, x);
+  check_channels(op, x, 1, layout, weight, "initial_states",
+                 initial_states.has_value() ? &*initial_states : nullptr);
   BatchParams p;
   fill_conv_params(p, op, x, x.size(1), weight, bias, nullptr, "", silu, -1, -1, false);
   p.batch = x.size(0);
@@ -283,69 +355,50 @@ BatchParams batch_params(const char* op, const at::Tensor& x, const at::Tensor& 
   if (seq_idx.has_value()) {
     const at::Tensor& q = *seq_idx;
     check_device(op, "seq_idx", q, x);
-    TORCH_CHECK(q.scalar_type() == at::kInt, op, ": seq_idx must be int32, got ", q.scalar_type());
-    TORCH_CHECK(q.dim() == 2 && q.size(0) == p.batch && q.size(1) == p.seqlen, op,
-                ": seq_idx must have shape (batch=", num(p.batch), ", seqlen=", num(p.seqlen),
-                "), got ", dims(q.sizes()));
+    TORCH_CHECK_TYPE(q.scalar_type() == at::kInt, op, ": seq_idx must be int32, got ",
+                     dtype_name(q.scalar_type()));
+    check_shape(op, "seq_idx", q.dim() == 2 && q.size(0) == p.batch && q.size(1) == p.seqlen,
+                dims({p.batch, p.seqlen}), q);
     p.seq_idx = q.data_ptr<int32_t>();
     p.seq_batch_stride = q.stride(0);
     p.seq_tok_stride = q.stride(1);
   }
   if (initial_states.has_value()) {
-    const at::Tensor& t = *initial_states;
-    check_batch_states(op, "initial_states", t, x, p.width);
-    p.initial_states = view3(t);
+    check_batch_states(op, "initial_states", *initial_states, x, p.width);
+    p.initial_states = view3(*initial_states);
   }
   return p;
 }
 
-void check_like_x(const char* op, const char* name, const at::Tensor& t, const at::Tensor& x) {
-  TORCH_CHECK(
-      t.sizes() == x.sizes() && t.scalar_type() == x.scalar_type() && t.device() == x.device(), op,
-      ": ", name, " must have x's shape ", dims(x.sizes()), " and dtype ", x.scalar_type(),
-      ", got ", dims(t.sizes()), " ", t.scalar_type());
-}
-
-std::atomic<bool>& pdl_setting() {
-  static std::atomic<bool> on{[] {
-    const char* v = std::getenv("CAUSAL_CONV1D_PDL");
-    return v == nullptr || std::strcmp(v, "0") != 0;
-  }()};
-  return on;
-}
-}  // namespace
-
-at::Tensor empty_batch_states(const at::Tensor& x, int64_t width, bool wanted) {
-  if (!wanted) return at::empty({0}, x.options());
-  return at::empty({x.size(0), width - 1, x.size(1)}, x.options()).transpose(1, 2);
-}
-
+// causal_conv1d_batch_fwd's checks (CONTRACT 1.5); final_states may be
+// undefined (not returned).
 BatchParams make_batch_fwd_params(const at::Tensor& x, const at::Tensor& weight,
-                                  const std::optional<at::Tensor>& bias,
-                                  const std::optional<at::Tensor>& seq_idx,
-                                  const std::optional<at::Tensor>& initial_states, bool silu,
+                                  const OptTensor& bias, const OptTensor& seq_idx,
+                                  const OptTensor& initial_states, bool silu,
                                   const at::Tensor& out, const at::Tensor& final_states) {
   constexpr const char* op = "causal_conv1d_batch_fwd";
   BatchParams p = batch_params(op, x, weight, bias, seq_idx, initial_states, silu);
   check_like_x(op, "out", out, x);
-  TORCH_CHECK(out.numel() == 0 || out.data_ptr() != x.data_ptr(), op, ": out must not be x");
+  TORCH_CHECK_VALUE(out.numel() == 0 || out.data_ptr() != x.data_ptr(), op,
+                    ": out must not be x");
   p.out = view3(out);
   if (final_states.defined()) {
-    TORCH_CHECK(!seq_idx.has_value(), op,
-                ": final states are not returned with seq_idx (as in Dao's causal_conv1d 1.7)");
+    TORCH_CHECK_VALUE(!seq_idx.has_value(), op,
+                      ": return_final_states: final states are not returned with seq_idx (as "
+                      "in Dao's causal_conv1d 1.7)");
     check_batch_states(op, "final_states_out", final_states, x, p.width);
     p.final_states = view3(final_states);
   }
   return p;
 }
 
+// The same for causal_conv1d_batch_bwd: dx has x's shape, dinitial_states may
+// be undefined (not wanted).
 BatchParams make_batch_bwd_params(const at::Tensor& x, const at::Tensor& weight,
-                                  const std::optional<at::Tensor>& bias,
-                                  const std::optional<at::Tensor>& seq_idx,
-                                  const std::optional<at::Tensor>& initial_states,
-                                  const at::Tensor& dout,
-                                  const std::optional<at::Tensor>& dfinal_states, bool silu,
-                                  const at::Tensor& dx, const at::Tensor& dinitial_states) {
+                                  const OptTensor& bias, const OptTensor& seq_idx,
+                                  const OptTensor& initial_states, const at::Tensor& dout,
+                                  const OptTensor& dfinal_states, bool silu, const at::Tensor& dx,
+                                  const at::Tensor& dinitial_states) {
   constexpr const char* op = "causal_conv1d_batch_bwd";
   BatchParams p = batch_params(op, x, weight, bias, seq_idx, initial_states, silu);
   check_like_x(op, "dout", dout, x);
@@ -353,23 +406,184 @@ BatchParams make_batch_bwd_params(const at::Tensor& x, const at::Tensor& weight,
   p.dout = view3(dout);
   p.dx = view3(dx);
   if (dfinal_states.has_value()) {
-    TORCH_CHECK(!seq_idx.has_value(), op,
-                ": dfinal_states with seq_idx (final states are not returned with seq_idx)");
+    TORCH_CHECK_VALUE(!seq_idx.has_value(), op,
+                      ": dfinal_states with seq_idx (final states are not returned with seq_idx)");
     check_batch_states(op, "dfinal_states", *dfinal_states, x, p.width);
     p.dfinal_states = view3(*dfinal_states);
   }
   if (dinitial_states.defined()) {
-    TORCH_CHECK(initial_states.has_value(), op,
-                ": dinitial_states asked for without initial_states");
+    TORCH_CHECK_VALUE(initial_states.has_value(), op,
+                      ": dinitial_states asked for without initial_states");
     check_batch_states(op, "dinitial_states", dinitial_states, x, p.width);
     p.dinitial_states = view3(dinitial_states);
   }
   return p;
 }
 
+// ---- Outputs ----
+
+std::vector<int64_t> row_major_strides(at::IntArrayRef sizes) {
+  std::vector<int64_t> strides(sizes.size(), 1);
+  for (int64_t d = static_cast<int64_t>(sizes.size()) - 2; d >= 0; --d)
+    strides[d] = strides[d + 1] * std::max<int64_t>(sizes[d + 1], 1);
+  return strides;
+}
+
+// An output on x's device, from the backend's allocator. Outputs are made
+// before the checks (they take part in them); where x is not on the backend's
+// device (another tensor of the call sent it here), the checks that follow
+// name the tensor on the wrong device, so a plain allocation serves.
+template <class B>
+at::Tensor output(const at::Tensor& x, at::IntArrayRef sizes, at::IntArrayRef strides) {
+  if (x.device().type() != B::kDevice) return at::empty_strided(sizes, strides, x.options());
+  return B::empty(sizes, strides, x.options());
+}
+
+// The fwd op's output: channel-last when x is, else contiguous.
+template <class B>
+at::Tensor fwd_output(const at::Tensor& x) {
+  if (x.dim() == 2 && x.stride(0) == 1 && x.stride(1) != 1)
+    return output<B>(x, x.sizes(), {1, x.size(0)});
+  return output<B>(x, x.sizes(), row_major_strides(x.sizes()));
+}
+
+// Shaped like x: x's strides when x is dense and non-overlapping, else
+// contiguous (as at::empty_like).
+template <class B>
+at::Tensor like_x(const at::Tensor& x) {
+  if (x.is_non_overlapping_and_dense()) return output<B>(x, x.sizes(), x.strides());
+  return output<B>(x, x.sizes(), row_major_strides(x.sizes()));
+}
+
+// The batch ops' states: (batch, dim, width-1) channel-last as Dao allocates
+// them, or an empty (0,) tensor where not asked for.
+at::Tensor batch_states(const at::Tensor& x, int64_t width, bool wanted) {
+  if (!wanted) return at::empty({0}, x.options());
+  return at::empty({x.size(0), width - 1, x.size(1)}, x.options()).transpose(1, 2);
+}
+
+// ---- The dispatcher-facing functions, over a backend B ----
+
+// x's device is current while the backend runs (CUDA: its stream is the one launched on).
+template <class B>
+struct DeviceScope {
+  explicit DeviceScope(const at::Tensor& x) {
+    TORCH_CHECK_VALUE(x.device().type() == B::kDevice, "causal_conv1d: x must be on a ",
+                      c10::DeviceTypeName(B::kDevice), " device here, got ", device(x));
+    if constexpr (B::kDevice != c10::DeviceType::CPU) guard.emplace(x.device());
+  }
+  std::optional<c10::DeviceGuard> guard;
+};
+
+bool nothing_to_do(const FwdParams& p) { return p.batch == 0 || p.dim == 0 || p.num_tokens == 0; }
+bool nothing_to_do(const UpdateParams& p) { return p.batch == 0 || p.dim == 0 || p.seqlen == 0; }
+
+template <class B>
+void run(const at::Tensor& x, const FwdParams& p) {
+  const DeviceScope<B> scope(x);
+  if (!nothing_to_do(p)) B::fwd(p);
+}
+template <class B>
+void run(const at::Tensor& x, const UpdateParams& p) {
+  const DeviceScope<B> scope(x);
+  if (!nothing_to_do(p)) B::update(p);
+}
+
+// The op whose arguments are exactly Make's (x first): its checks, then the
+// backend's kernels. The argument list is written once, in Make.
+template <class B, auto Make>
+struct Entry;
+template <class B, class P, class... Rest, P (*Make)(const at::Tensor&, Rest...)>
+struct Entry<B, Make> {
+  static void call(const at::Tensor& x, Rest... rest) { run<B>(x, Make(x, rest...)); }
+};
+
+// causal_conv1d_fwd: causal_conv1d_fwd_out into a new output.
+template <class B>
+at::Tensor fwd(const at::Tensor& x, const at::Tensor& weight, const OptTensor& bias,
+               const OptTensor& conv_states, const at::Tensor& query_start_loc,
+               const OptTensor& cache_indices, const OptTensor& has_initial_state, bool silu,
+               int64_t pad_slot_id, int64_t null_block_id, bool front_window) {
+  at::Tensor out = fwd_output<B>(x);
+  run<B>(x, make_fwd_params(x, weight, bias, conv_states, query_start_loc, cache_indices,
+                            has_initial_state, silu, pad_slot_id, out, null_block_id,
+                            front_window));
+  return out;
+}
+
+template <class B>
+std::tuple<at::Tensor, at::Tensor> batch_fwd(const at::Tensor& x, const at::Tensor& weight,
+                                             const OptTensor& bias, const OptTensor& seq_idx,
+                                             const OptTensor& initial_states,
+                                             bool return_final_states, bool silu) {
+  const int64_t width = weight.dim() == 2 ? weight.size(1) : 0;
+  at::Tensor out = like_x<B>(x);
+  at::Tensor final_states = batch_states(x, width, return_final_states);
+  const BatchParams p = make_batch_fwd_params(x, weight, bias, seq_idx, initial_states, silu, out,
+                                              return_final_states ? final_states : at::Tensor());
+  const DeviceScope<B> scope(x);
+  if (p.batch > 0 && p.dim > 0) B::batch_fwd(p);
+  return {out, final_states};
+}
+
+// dweight has weight's dtype; dbias bias's, or is an empty (0,) tensor without bias.
+template <class B>
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> batch_bwd(
+    const at::Tensor& x, const at::Tensor& weight, const OptTensor& bias,
+    const OptTensor& seq_idx, const OptTensor& initial_states, const at::Tensor& dout,
+    const OptTensor& dfinal_states, bool silu, bool return_dinitial_states, bool deterministic) {
+  at::Tensor dx = like_x<B>(x);
+  const bool want_dinit = return_dinitial_states && initial_states.has_value();
+  at::Tensor dinit = want_dinit ? at::empty_like(*initial_states) : at::empty({0}, x.options());
+  BatchParams p = make_batch_bwd_params(x, weight, bias, seq_idx, initial_states, dout,
+                                        dfinal_states, silu, dx, want_dinit ? dinit : at::Tensor());
+  at::Tensor dweight = at::empty({p.dim, p.width}, weight.options());
+  at::Tensor dbias =
+      bias.has_value() ? at::empty({p.dim}, bias->options()) : at::empty({0}, weight.options());
+  p.dweight = dweight.data_ptr();
+  p.dweight_dim_stride = dweight.stride(0);
+  p.dweight_tap_stride = dweight.stride(1);
+  if (bias.has_value()) {
+    p.dbias = dbias.data_ptr();
+    p.dbias_stride = dbias.stride(0);
+  }
+  const DeviceScope<B> scope(x);
+  if (p.dim == 0) return {dx, dweight, dbias, dinit};
+  if (p.batch == 0) {
+    dweight.zero_();
+    dbias.zero_();
+    return {dx, dweight, dbias, dinit};
+  }
+  B::batch_bwd(p, deterministic);
+  return {dx, dweight, dbias, dinit};
+}
+
+template <class B>
+void register_backend(torch::Library& m) {
+  m.impl("causal_conv1d_fwd", &fwd<B>);
+  m.impl("causal_conv1d_fwd_out", &Entry<B, &make_fwd_params>::call);
+  m.impl("causal_conv1d_update", &Entry<B, &make_update_params>::call);
+  m.impl("causal_conv1d_batch_fwd", &batch_fwd<B>);
+  m.impl("causal_conv1d_batch_bwd", &batch_bwd<B>);
+}
+
+std::atomic<bool>& pdl_setting() {
+  static std::atomic<bool> on{setting_on(Setting::kPdl)};
+  return on;
+}
+
+}  // namespace
+
 bool pdl_enabled() { return pdl_setting().load(std::memory_order_relaxed); }
 
 bool set_pdl(bool enabled) { return pdl_setting().exchange(enabled); }
+
+std::string setting(const std::string& name) {
+  const std::optional<std::string> text = setting_text(name);
+  TORCH_CHECK_VALUE(text.has_value(), "setting: no setting is called ", name,
+                    "; causal_conv1d_kernels.settings() lists them");
+  return *text;
+}
 
 }  // namespace causal_conv1d
 
@@ -407,4 +621,18 @@ TORCH_LIBRARY(causal_conv1d, m) {
   m.def("release_cpu_pool() -> int", &causal_conv1d::release_cpu_pool);
   // Programmatic dependent launch on or off for later CUDA launches; returns the previous setting.
   m.def("set_pdl(bool enabled) -> bool", &causal_conv1d::set_pdl);
+  // The run-time settings (settings.h): the table, six strings per setting, and one
+  // setting's text as the library reads it.
+  m.def("settings() -> str[]", &causal_conv1d::settings_table);
+  m.def("setting(str name) -> str", &causal_conv1d::setting);
 }
+
+TORCH_LIBRARY_IMPL(causal_conv1d, CPU, m) {
+  causal_conv1d::register_backend<causal_conv1d::CpuBackend>(m);
+}
+
+#ifdef CAUSAL_CONV1D_WITH_CUDA
+TORCH_LIBRARY_IMPL(causal_conv1d, CUDA, m) {
+  causal_conv1d::register_backend<causal_conv1d::CudaBackend>(m);
+}
+#endif

@@ -108,24 +108,35 @@ struct LinePlan {
   int64_t base, live, shift, ncols;
 };
 
+// How a decode call keeps its lines (CONTRACT 1.2, 1.4), decided once from the
+// arguments by make_update_params.
+enum class StateMode : int8_t {
+  kShift,      // the window is a line's last width-1 columns; the whole line shifts
+  kRing,       // cache_seqlens: a ring buffer written from cache_seqlens[b] % state_len
+  kFront,      // vLLM: the window is the front width-1 columns; only those are written
+  kFrontSpec,  // vLLM speculative rows: the window starts at num_accepted_tokens[b] - 1
+};
+
 // causal_conv1d_update: x is (batch, dim, seqlen); out may alias x.
 struct UpdateParams : ConvParams {
+  StateMode mode = StateMode::kShift;
+
   const void* x = nullptr;
   int64_t batch = 0, seqlen = 0;
   int64_t x_batch_stride = 0, x_dim_stride = 0, x_tok_stride = 0;
   void* out = nullptr;
   int64_t out_batch_stride = 0, out_dim_stride = 0, out_tok_stride = 0;
 
-  IndexVec cache_seqlens;  // (>= batch,) or absent: linear (shifting) state
+  IndexVec cache_seqlens;  // (>= batch,): kRing only
   IndexVec state_indices;  // (>= batch,) or absent: row b uses line b
 
   // Varlen decode (vLLM): x is (num_tokens, dim) seen as (1, dim, num_tokens)
   // with x_batch_stride 0, and row b owns tokens [qsl[b], qsl[b+1]).
   IndexVec query_start_loc;  // (batch + 1,) or absent: row b owns x[b], seqlen tokens
   int64_t num_tokens = 0;    // tokens of x (varlen)
-  // Speculative decoding (vLLM, front_window): the window starts at column
+  // Speculative decoding (kFrontSpec): the window starts at column
   // num_accepted_tokens[b] - 1, clamped into [0, max_query_len - 1].
-  IndexVec num_accepted_tokens;  // (>= batch,) or absent
+  IndexVec num_accepted_tokens;  // (>= batch,): kFrontSpec only
   int64_t max_query_len = 1;     // Lmax: longest row (x's seqlen unless varlen)
 
   // Token range of row b ([begin, begin + len) of x's token dim, in varlen
@@ -141,13 +152,23 @@ struct UpdateParams : ConvParams {
     int64_t end = query_start_loc[b + 1];
     clamp_range(begin, end, num_tokens);
     len = end - begin;
-    return !num_accepted_tokens.present() || len <= max_query_len;
+    return mode != StateMode::kFrontSpec || len <= max_query_len;
+  }
+
+  // Whether the line is linear (shifted or front-aligned, not a ring).
+  CAUSAL_CONV1D_INLINE bool linear() const { return mode != StateMode::kRing; }
+
+  // Whether every row is one plain decode step on a line of exactly width-1
+  // columns (no varlen rows, no ring, no speculative window): the fast paths'
+  // case, where all linear modes agree.
+  CAUSAL_CONV1D_INLINE bool single_step() const {
+    return linear() && !query_start_loc.present() && seqlen == 1 && state_len == width - 1;
   }
 
   // The linear plan of row b with len tokens (see LinePlan).
   CAUSAL_CONV1D_INLINE LinePlan line_plan(int64_t b, int64_t len) const {
     const int64_t H = width - 1;
-    if (num_accepted_tokens.present()) {
+    if (mode == StateMode::kFrontSpec) {
       int64_t o = num_accepted_tokens[b] - 1;
       o = o < 0 ? 0 : (o > max_query_len - 1 ? max_query_len - 1 : o);
       return {o, H, 1, H - 1 + len};
@@ -185,6 +206,11 @@ struct BatchParams : ConvParams {
   // Backward: dout and dfinal_states in, dx and dinitial_states out (the
   // states ones may be absent).
   View3 dout, dfinal_states, dx, dinitial_states;
+  // Backward: the filter's gradients, written (weight_type, bias_type).
+  void* dweight = nullptr;  // (dim, width)
+  int64_t dweight_dim_stride = 0, dweight_tap_stride = 0;
+  void* dbias = nullptr;  // (dim,) or null without bias
+  int64_t dbias_stride = 0;
 
   // The sequence id of token t of row b (0 without seq_idx).
   CAUSAL_CONV1D_INLINE int64_t sequence(int64_t b, int64_t t) const {

@@ -274,17 +274,17 @@ def test_bad_arguments_are_named(change, exc, words):
 
 
 def test_op_checks_repeat_the_wrapper_checks():
-    """Callers of torch.ops.causal_conv1d.* get the same refusals from the C++ checks."""
+    """Callers of torch.ops.causal_conv1d.* get the refusals the dialect's callers get."""
     x, weight = torch.randn(2, 8, 5), torch.randn(8, 4)
-    with pytest.raises(RuntimeError, match="seq_idx must be int32"):
+    with pytest.raises(TypeError, match="seq_idx must be int32"):
         torch.ops.causal_conv1d.causal_conv1d_batch_fwd(
             x, weight, None, torch.zeros(2, 5, dtype=torch.int64), None, False, True
         )
-    with pytest.raises(RuntimeError, match="dout must have x's shape"):
+    with pytest.raises(ValueError, match="dout must have x's shape"):
         torch.ops.causal_conv1d.causal_conv1d_batch_bwd(
             x, weight, None, None, None, torch.randn(2, 8, 4), None, True, False, False
         )
-    with pytest.raises(RuntimeError, match="final states are not returned with seq_idx"):
+    with pytest.raises(ValueError, match="final states are not returned with seq_idx"):
         torch.ops.causal_conv1d.causal_conv1d_batch_fwd(
             x, weight, None, torch.zeros(2, 5, dtype=torch.int32), None, True, True
         )

@@ -3,6 +3,7 @@ run once per kernel set this machine can execute (each in its own process, since
 made once per process)."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -10,7 +11,15 @@ import pytest
 from helpers import HANG_GUARD_S
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ISAS = ["avx512_bf16", "avx2", "portable"]  # best first
+
+
+def kernel_sets() -> list:
+    """The kernel sets of csrc/cpu/kernel_sets.def, best first (the list the build reads)."""
+    with open(os.path.join(ROOT, "csrc", "cpu", "kernel_sets.def")) as f:
+        return re.findall(r"^CAUSAL_CONV1D_KERNEL_SET\((\w+),", f.read(), re.MULTILINE)
+
+
+ISAS = kernel_sets()
 SUITE = [
     "tests/test_fwd.py",
     "tests/test_update.py",

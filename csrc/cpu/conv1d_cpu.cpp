@@ -1,20 +1,19 @@
-// CPU backend of both ops: picks the ISA's kernels once per process (CPUID,
+// The CPU backend (CpuBackend, ops.h): picks the ISA's kernels once per process (CPUID,
 // or CAUSAL_CONV1D_CPU_ISA), prepares the filter, splits the call into work
 // items (token chunks of each sequence, or batch rows, times channel slabs)
 // and runs them with at::parallel_for.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
-#include <torch/library.h>
 
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <new>
 #include <string>
-#include <tuple>
 #include <vector>
 
 #include "../ops.h"
+#include "../settings.h"
 #include "kernels.h"
 #include "output_pool.h"
 
@@ -31,45 +30,52 @@ constexpr int64_t kInPlaceRowsPerThread = 8;
 
 struct IsaEntry {
   const char* name;
-  const char* needs;  // CPU features, for the error message
-  bool (*supported)();
-  CpuKernelSet (*kernels)();
+  const char* features;  // CPU features it needs, space-separated
+  CpuKernelSet (*kernels)();  // null where the build left the set out
 };
 
+// kernel_sets.def, best first.
+const IsaEntry kIsas[] = {
+#define CAUSAL_CONV1D_KERNEL_SET(name, source, flags, features) {#name, features, &name##_kernels},
+#include "kernel_sets.def"
+#undef CAUSAL_CONV1D_KERNEL_SET
+};
+
+// Whether this CPU has one feature of kernel_sets.def's lists.
+bool cpu_has(const std::string& feature) {
 #if defined(__x86_64__) || defined(_M_X64)
-bool cpu_has_avx2() {
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-         __builtin_cpu_supports("f16c");
-}
-bool cpu_has_avx512_bf16() {
-  return cpu_has_avx2() && __builtin_cpu_supports("avx512f") &&
-         __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
-         __builtin_cpu_supports("avx512bf16");
-}
+  if (feature == "avx2") return __builtin_cpu_supports("avx2");
+  if (feature == "fma") return __builtin_cpu_supports("fma");
+  if (feature == "f16c") return __builtin_cpu_supports("f16c");
+  if (feature == "avx512f") return __builtin_cpu_supports("avx512f");
+  if (feature == "avx512bw") return __builtin_cpu_supports("avx512bw");
+  if (feature == "avx512vl") return __builtin_cpu_supports("avx512vl");
+  if (feature == "avx512bf16") return __builtin_cpu_supports("avx512bf16");
 #endif
-bool always() { return true; }
+  TORCH_CHECK(false, "kernel_sets.def names a CPU feature cpu_has() cannot test: ", feature);
+}
 
-// Best first. Only the ISAs this binary was built with are listed.
-constexpr IsaEntry kIsas[] = {
-#ifdef CAUSAL_CONV1D_HAVE_AVX512_BF16
-    {"avx512_bf16", "avx512f, avx512bw, avx512vl, avx512bf16, fma, f16c", &cpu_has_avx512_bf16,
-     &avx512_bf16_kernels},
-#endif
-#ifdef CAUSAL_CONV1D_HAVE_AVX2
-    {"avx2", "avx2, fma, f16c", &cpu_has_avx2, &avx2_kernels},
-#endif
-    {"portable", "nothing", &always, &portable_kernels},
-};
+// Whether this CPU has every feature the set needs.
+bool supported(const IsaEntry& isa) {
+  std::string features = isa.features;
+  for (size_t start = 0; start < features.size();) {
+    size_t end = features.find(' ', start);
+    if (end == std::string::npos) end = features.size();
+    if (end > start && !cpu_has(features.substr(start, end - start))) return false;
+    start = end + 1;
+  }
+  return true;
+}
 
 CpuKernelSet choose_kernels() {
-  const char* env = std::getenv("CAUSAL_CONV1D_CPU_ISA");
-  const std::string want = env == nullptr || *env == '\0' ? "auto" : env;
+  const std::string want = setting_text(Setting::kCpuIsa);
   std::string built = "auto";
   for (const IsaEntry& isa : kIsas) {
-    if (want == "auto" && isa.supported()) return isa.kernels();
+    if (isa.kernels == nullptr) continue;
+    if (want == "auto" && supported(isa)) return isa.kernels();
     if (want == isa.name) {
-      TORCH_CHECK(isa.supported(), "CAUSAL_CONV1D_CPU_ISA=", want, ": this CPU lacks one of ",
-                  isa.needs);
+      TORCH_CHECK(supported(isa), "CAUSAL_CONV1D_CPU_ISA=", want, ": this CPU lacks one of ",
+                  isa.features);
       return isa.kernels();
     }
     built += std::string(", ") + isa.name;
@@ -220,23 +226,52 @@ void parallel_balanced(int64_t n_items, int64_t elements, const Cost& cost, cons
   });
 }
 
-void check_cpu(const char* op, const at::Tensor& x) {
-  TORCH_CHECK(x.device().is_cpu(), op, ": x must be a CPU tensor, got ", x.device());
+// How a batch op (the Dao dialect) splits its rows into work items: token
+// chunks of each row times channel slabs. Channel-last rows and other layouts
+// take their own sizes. Every row has at least one (maybe empty) chunk: it
+// still has final states and initial-state gradients.
+struct BatchSplit {
+  int64_t chunk_len, slab, per_row, slabs;
+  BatchSplit(const BatchParams& p, int64_t channel_last_chunk, int64_t channel_last_slab) {
+    const bool channel_last = p.x.dim == 1;
+    chunk_len = channel_last ? channel_last_chunk : kRowChunk;
+    slab = channel_last ? channel_last_slab : kRowSlab;
+    per_row = std::max<int64_t>(1, (p.seqlen + chunk_len - 1) / chunk_len);
+    slabs = (p.dim + slab - 1) / slab;
+  }
+};
+
+// Token ranges whose dweight/dbias shares are summed separately, then added in
+// range order: a fixed number, so that the bits do not depend on the thread
+// count or on which thread ran what.
+constexpr int64_t kBwdRanges = 32;
+
+// Stores v into element i of a float32/float16/bfloat16 buffer.
+void store_as(c10::ScalarType type, void* data, int64_t i, float v) {
+  switch (type) {
+    case at::kHalf:
+      static_cast<c10::Half*>(data)[i] = c10::Half(v);
+      break;
+    case at::kBFloat16:
+      static_cast<c10::BFloat16*>(data)[i] = c10::BFloat16(v);
+      break;
+    default:
+      static_cast<float*>(data)[i] = v;
+  }
 }
 
-void causal_conv1d_fwd_out_cpu(const at::Tensor& x, const at::Tensor& weight,
-                               const std::optional<at::Tensor>& bias,
-                               const std::optional<at::Tensor>& conv_states,
-                               const at::Tensor& query_start_loc,
-                               const std::optional<at::Tensor>& cache_indices,
-                               const std::optional<at::Tensor>& has_initial_state, bool silu,
-                               int64_t pad_slot_id, const at::Tensor& out, int64_t null_block_id,
-                               bool front_window) {
-  check_cpu("causal_conv1d_fwd", x);
-  const FwdParams p =
-      make_fwd_params(x, weight, bias, conv_states, query_start_loc, cache_indices,
-                      has_initial_state, silu, pad_slot_id, out, null_block_id, front_window);
-  if (p.batch == 0 || p.dim == 0 || p.num_tokens == 0) return;
+}  // namespace
+}  // namespace causal_conv1d::cpu
+
+namespace causal_conv1d {
+using namespace cpu;
+
+at::Tensor CpuBackend::empty(at::IntArrayRef sizes, at::IntArrayRef strides,
+                             const at::TensorOptions& options) {
+  return empty_output(sizes, strides, options.dtype().toScalarType());
+}
+
+void CpuBackend::fwd(const FwdParams& p) {
   const CpuKernelSet& k = kernels();
   const PreparedWeights weights(p, k, k.packs_vnni);
   const CpuWeights w = weights.view();
@@ -273,37 +308,7 @@ void causal_conv1d_fwd_out_cpu(const at::Tensor& x, const at::Tensor& weight,
   });
 }
 
-at::Tensor causal_conv1d_fwd_cpu(const at::Tensor& x, const at::Tensor& weight,
-                                 const std::optional<at::Tensor>& bias,
-                                 const std::optional<at::Tensor>& conv_states,
-                                 const at::Tensor& query_start_loc,
-                                 const std::optional<at::Tensor>& cache_indices,
-                                 const std::optional<at::Tensor>& has_initial_state, bool silu,
-                                 int64_t pad_slot_id, int64_t null_block_id, bool front_window) {
-  // empty_fwd_output's layout (channel-last when x is, else contiguous), from
-  // the pool of large outputs.
-  at::Tensor out = x.dim() != 2 ? empty_fwd_output(x)
-                   : x.stride(0) == 1 && x.stride(1) != 1
-                       ? empty_output(x.sizes(), {1, x.size(0)}, x.scalar_type())
-                       : empty_output(x.sizes(), {x.size(1), 1}, x.scalar_type());
-  causal_conv1d_fwd_out_cpu(x, weight, bias, conv_states, query_start_loc, cache_indices,
-                            has_initial_state, silu, pad_slot_id, out, null_block_id, front_window);
-  return out;
-}
-
-void causal_conv1d_update_cpu(const at::Tensor& x, const at::Tensor& conv_state,
-                              const at::Tensor& weight, const std::optional<at::Tensor>& bias,
-                              bool silu, const std::optional<at::Tensor>& cache_seqlens,
-                              const std::optional<at::Tensor>& conv_state_indices,
-                              int64_t pad_slot_id, const at::Tensor& out,
-                              const std::optional<at::Tensor>& num_accepted_tokens,
-                              const std::optional<at::Tensor>& query_start_loc,
-                              int64_t max_query_len, int64_t null_block_id, bool front_window) {
-  check_cpu("causal_conv1d_update", x);
-  const UpdateParams p = make_update_params(
-      x, conv_state, weight, bias, silu, cache_seqlens, conv_state_indices, pad_slot_id, out,
-      num_accepted_tokens, query_start_loc, max_query_len, null_block_id, front_window);
-  if (p.batch == 0 || p.dim == 0 || p.seqlen == 0) return;
+void CpuBackend::update(const UpdateParams& p) {
   const bool varlen = p.query_start_loc.present();
   const CpuKernelSet& k = kernels();
   // Decode stages fp32 rows, or, where the kernels can and a thread has a few
@@ -323,7 +328,7 @@ void causal_conv1d_update_cpu(const at::Tensor& x, const at::Tensor& conv_state,
   // A row stages at most seqlen tokens (varlen: all of x, or max_query_len
   // when longer speculative rows are padding).
   const int64_t row_tokens =
-      varlen && p.num_accepted_tokens.present() ? std::min(p.seqlen, p.max_query_len) : p.seqlen;
+      varlen && p.mode == StateMode::kFrontSpec ? std::min(p.seqlen, p.max_query_len) : p.seqlen;
   const int64_t scratch_size = (p.width - 1 + row_tokens) * scratch_pitch(slab);
   const int64_t tokens = varlen ? p.num_tokens : p.batch * p.seqlen;
   parallel_items(p.batch * slabs, tokens * p.dim, [&](int64_t begin, int64_t end) {
@@ -335,32 +340,7 @@ void causal_conv1d_update_cpu(const at::Tensor& x, const at::Tensor& conv_state,
   });
 }
 
-// How a batch op (the Dao dialect) splits its rows into work items: token
-// chunks of each row times channel slabs. Channel-last rows and other layouts
-// take their own sizes. Every row has at least one (maybe empty) chunk: it
-// still has final states and initial-state gradients.
-struct BatchSplit {
-  int64_t chunk_len, slab, per_row, slabs;
-  BatchSplit(const BatchParams& p, int64_t channel_last_chunk, int64_t channel_last_slab) {
-    const bool channel_last = p.x.dim == 1;
-    chunk_len = channel_last ? channel_last_chunk : kRowChunk;
-    slab = channel_last ? channel_last_slab : kRowSlab;
-    per_row = std::max<int64_t>(1, (p.seqlen + chunk_len - 1) / chunk_len);
-    slabs = (p.dim + slab - 1) / slab;
-  }
-};
-
-std::tuple<at::Tensor, at::Tensor> causal_conv1d_batch_fwd_cpu(
-    const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
-    const std::optional<at::Tensor>& seq_idx, const std::optional<at::Tensor>& initial_states,
-    bool return_final_states, bool silu) {
-  check_cpu("causal_conv1d_batch_fwd", x);
-  const int64_t width = weight.dim() == 2 ? weight.size(1) : 0;
-  at::Tensor out = empty_output_like(x);
-  at::Tensor final_states = empty_batch_states(x, width, return_final_states);
-  const BatchParams p = make_batch_fwd_params(x, weight, bias, seq_idx, initial_states, silu, out,
-                                              return_final_states ? final_states : at::Tensor());
-  if (p.batch == 0 || p.dim == 0) return {out, final_states};
+void CpuBackend::batch_fwd(const BatchParams& p) {
   const CpuKernelSet& k = kernels();
   const PreparedWeights weights(p, k, k.packs_vnni);
   const CpuWeights w = weights.view();
@@ -382,30 +362,9 @@ std::tuple<at::Tensor, at::Tensor> causal_conv1d_batch_fwd_cpu(
                         std::min(p.dim, c0 + slab), scratch);
                    }
                  });
-  return {out, final_states};
 }
 
-// Token ranges whose dweight/dbias shares are summed separately, then added in
-// range order: a fixed number, so that the bits do not depend on the thread
-// count or on which thread ran what.
-constexpr int64_t kBwdRanges = 32;
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> causal_conv1d_batch_bwd_cpu(
-    const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
-    const std::optional<at::Tensor>& seq_idx, const std::optional<at::Tensor>& initial_states,
-    const at::Tensor& dout, const std::optional<at::Tensor>& dfinal_states, bool silu,
-    bool return_dinitial_states, bool /*deterministic: always*/) {
-  check_cpu("causal_conv1d_batch_bwd", x);
-  const int64_t width = weight.dim() == 2 ? weight.size(1) : 0;
-  at::Tensor dx = empty_output_like(x);
-  const bool want_dinit = return_dinitial_states && initial_states.has_value();
-  at::Tensor dinit = want_dinit ? at::empty_like(*initial_states) : at::empty({0}, x.options());
-  const BatchParams p =
-      make_batch_bwd_params(x, weight, bias, seq_idx, initial_states, dout, dfinal_states, silu, dx,
-                            want_dinit ? dinit : at::Tensor());
-  at::Tensor dweight = at::empty({p.dim, p.width}, weight.options());
-  at::Tensor dbias =
-      bias.has_value() ? at::empty({p.dim}, bias->options()) : at::empty({0}, weight.options());
+void CpuBackend::batch_bwd(const BatchParams& p, bool /*deterministic: always*/) {
   const CpuKernelSet& k = kernels();
   const PreparedWeights weights(p, k, /*want_vnni=*/false);
   const CpuWeights w = weights.view();
@@ -421,54 +380,41 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> causal_conv1d_batch_b
   std::vector<float> shares(static_cast<size_t>(ranges * slabs * share), 0.f);
   const int64_t scratch_size =
       p.x.dim == 1 ? kBwdScratchRows * scratch_pitch(kBwdSlab) : kRowScratch;
-  if (p.batch > 0 && p.dim > 0) {
-    parallel_items(ranges * slabs, p.batch * p.seqlen * p.dim, [&](int64_t begin, int64_t end) {
-      float* scratch = thread_scratch(scratch_size);
-      for (int64_t i = begin; i < end; ++i) {
-        const int64_t r = i / slabs, c0 = (i % slabs) * slab;
-        const int64_t n = std::min(p.dim, c0 + slab) - c0;
-        float* dw = shares.data() + i * share;
-        for (int64_t chunk = r * chunks / ranges; chunk < (r + 1) * chunks / ranges; ++chunk) {
-          const int64_t b = chunk / per_row, t0 = (chunk % per_row) * chunk_len;
-          fn(p, w, b, t0, std::min(p.seqlen, t0 + chunk_len), c0, c0 + n, scratch, dw,
-             dw + p.width * n);
-        }
+  parallel_items(ranges * slabs, p.batch * p.seqlen * p.dim, [&](int64_t begin, int64_t end) {
+    float* scratch = thread_scratch(scratch_size);
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t r = i / slabs, c0 = (i % slabs) * slab;
+      const int64_t n = std::min(p.dim, c0 + slab) - c0;
+      float* dw = shares.data() + i * share;
+      for (int64_t chunk = r * chunks / ranges; chunk < (r + 1) * chunks / ranges; ++chunk) {
+        const int64_t b = chunk / per_row, t0 = (chunk % per_row) * chunk_len;
+        fn(p, w, b, t0, std::min(p.seqlen, t0 + chunk_len), c0, c0 + n, scratch, dw,
+           dw + p.width * n);
       }
-    });
-  }
+    }
+  });
   // Sum the shares in range order (fp32, as the kernels accumulate), then store.
-  at::Tensor dw32 = at::zeros({p.dim, p.width}, x.options().dtype(at::kFloat));
-  at::Tensor db32 = at::zeros({p.dim}, x.options().dtype(at::kFloat));
-  float* dwp = dw32.data_ptr<float>();
-  float* dbp = db32.data_ptr<float>();
+  std::vector<float> dw32(static_cast<size_t>(p.dim * p.width), 0.f);
+  std::vector<float> db32(static_cast<size_t>(p.dim), 0.f);
   at::parallel_for(0, slabs, 1, [&](int64_t begin, int64_t end) {
     for (int64_t s = begin; s < end; ++s) {
       const int64_t c0 = s * slab, n = std::min(p.dim, c0 + slab) - c0;
       for (int64_t r = 0; r < ranges; ++r) {
         const float* dw = shares.data() + (r * slabs + s) * share;
         for (int64_t kk = 0; kk < p.width; ++kk)
-          for (int64_t c = 0; c < n; ++c) dwp[(c0 + c) * p.width + kk] += dw[kk * n + c];
-        for (int64_t c = 0; c < n; ++c) dbp[c0 + c] += dw[p.width * n + c];
+          for (int64_t c = 0; c < n; ++c) dw32[(c0 + c) * p.width + kk] += dw[kk * n + c];
+        for (int64_t c = 0; c < n; ++c) db32[c0 + c] += dw[p.width * n + c];
       }
     }
   });
-  dweight.copy_(dw32);
-  if (bias.has_value()) dbias.copy_(db32);
-  return {dx, dweight, dbias, dinit};
+  for (int64_t c = 0; c < p.dim; ++c) {
+    for (int64_t kk = 0; kk < p.width; ++kk)
+      store_as(p.weight_type, p.dweight, c * p.dweight_dim_stride + kk * p.dweight_tap_stride,
+               dw32[c * p.width + kk]);
+    if (p.dbias != nullptr) store_as(p.bias_type, p.dbias, c * p.dbias_stride, db32[c]);
+  }
 }
 
-}  // namespace
-}  // namespace causal_conv1d::cpu
-
-namespace causal_conv1d {
 std::string cpu_isa_name() { return cpu::kernels().name; }
 int64_t release_cpu_pool() { return cpu::release_output_pool(); }
 }  // namespace causal_conv1d
-
-TORCH_LIBRARY_IMPL(causal_conv1d, CPU, m) {
-  m.impl("causal_conv1d_fwd", &causal_conv1d::cpu::causal_conv1d_fwd_cpu);
-  m.impl("causal_conv1d_fwd_out", &causal_conv1d::cpu::causal_conv1d_fwd_out_cpu);
-  m.impl("causal_conv1d_update", &causal_conv1d::cpu::causal_conv1d_update_cpu);
-  m.impl("causal_conv1d_batch_fwd", &causal_conv1d::cpu::causal_conv1d_batch_fwd_cpu);
-  m.impl("causal_conv1d_batch_bwd", &causal_conv1d::cpu::causal_conv1d_batch_bwd_cpu);
-}

@@ -315,13 +315,13 @@ void update_item(const UpdateParams& p, const CpuWeights& w, int64_t row, int64_
   state_t* state = static_cast<state_t*>(p.states) + line * p.state_line_stride + c0 * s_dim;
   if (Isa::update_step(p, w, c0, n, x, state, out)) return;
   if (L == 1 && p.width == 4 && s_tok == 1 && s_dim == S && x_dim == 1 && o_dim == 1 &&
-      !p.cache_seqlens.present() && !p.query_start_loc.present() &&
-      !p.num_accepted_tokens.present() && S == p.linear_len() && (S == 3 || S == 4)) {
+      (p.mode == StateMode::kShift || p.mode == StateMode::kFront) &&
+      !p.query_start_loc.present() && S == p.linear_len() && (S == 3 || S == 4)) {
     S == 3 ? dao_line_step<Isa, 4, 3>(p, w, c0, n, x, state, out)
            : dao_line_step<Isa, 4, 4>(p, w, c0, n, x, state, out);
     return;
   }
-  const bool circular = p.cache_seqlens.present();
+  const bool circular = p.mode == StateMode::kRing;
   const int64_t pos = circular ? wrap(p.cache_seqlens[row], S) : 0;
   const LinePlan plan = circular ? LinePlan{} : p.line_plan(row, L);
 
@@ -912,7 +912,7 @@ auto with_storage_type(c10::ScalarType t, F&& f) {
 // (dim, width) filter is read as one interleaved group per channel with the
 // width fixed at compile time, which the compiler vectorises with this set's
 // instructions (read with run-time strides, a decode call's filter took 18 of
-// its 45 us: benchmarks/NOTES.md).
+// its 45 us: docs/DESIGN_LOG.md).
 template <class Isa, int kW, typename T>
 void widen_contiguous(const T* w, int64_t dim, float* taps) {
   for (int64_t c = 0; c < dim; ++c)

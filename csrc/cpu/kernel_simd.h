@@ -237,8 +237,7 @@ inline void update_step_regs(const ConvParams& p, const CpuWeights& w, int64_t c
 // Whether update_step_regs applies to the call: one token per row, a linear
 // state of width-1 columns, unit-stride channels.
 inline bool update_step_applies(const UpdateParams& p) {
-  return !p.cache_seqlens.present() && !p.query_start_loc.present() && p.seqlen == 1 &&
-         p.state_len == p.width - 1 && p.x_dim_stride == 1 && p.out_dim_stride == 1 &&
+  return p.single_step() && p.x_dim_stride == 1 && p.out_dim_stride == 1 &&
          p.state_dim_stride == 1;
 }
 
@@ -249,7 +248,7 @@ inline bool update_step_applies(const UpdateParams& p) {
 // of x's type.
 // A copy made per call cost a one-row decode a quarter of its time, and its
 // lines, written by the calling thread, had to move to every other core
-// (benchmarks/NOTES.md).
+// (docs/DESIGN_LOG.md).
 template <class Isa>
 bool update_reads_filter(const UpdateParams& p) {
   bool loads = false;

@@ -81,12 +81,11 @@ struct CpuKernelSet {
   bool (*update_reads_filter)(const UpdateParams&);
 };
 
-CpuKernelSet portable_kernels();
-#ifdef CAUSAL_CONV1D_HAVE_AVX2
-CpuKernelSet avx2_kernels();  // needs avx2, fma, f16c
-#endif
-#ifdef CAUSAL_CONV1D_HAVE_AVX512_BF16
-CpuKernelSet avx512_bf16_kernels();  // needs avx512f/bw/vl/bf16, fma, f16c
-#endif
+// <name>_kernels() of each set in kernel_sets.def, defined in its source. Weak:
+// a set the build left out resolves to null, and the dispatcher skips it.
+#define CAUSAL_CONV1D_KERNEL_SET(name, source, flags, features) \
+  __attribute__((weak)) CpuKernelSet name##_kernels();
+#include "kernel_sets.def"
+#undef CAUSAL_CONV1D_KERNEL_SET
 
 }  // namespace causal_conv1d::cpu

@@ -13,6 +13,8 @@
 
 #if defined(__linux__)
 #include <sys/mman.h>
+
+#include "../settings.h"
 #endif
 
 namespace causal_conv1d::cpu {
@@ -22,11 +24,7 @@ constexpr size_t kBlock = size_t{2} << 20;      // blocks are multiples of 2 MiB
 constexpr size_t kPooledMin = size_t{1} << 20;  // outputs below 1 MiB are not pooled
 
 size_t cap_bytes() {
-  static const size_t cap = [] {
-    const char* v = std::getenv("CAUSAL_CONV1D_CPU_POOL_MB");
-    const long long mb = v == nullptr || *v == '\0' ? 512 : std::atoll(v);
-    return mb > 0 ? static_cast<size_t>(mb) << 20 : size_t{0};
-  }();
+  static const size_t cap = static_cast<size_t>(setting_int(Setting::kCpuPoolMb)) << 20;
   return cap;
 }
 

@@ -29,11 +29,10 @@
 // deterministic mode costs nothing).
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
-#include <torch/library.h>
 
 #include "../ops.h"
+#include "../settings.h"
 #include "common.cuh"
 
 namespace causal_conv1d::cuda {
@@ -566,7 +565,7 @@ __device__ __forceinline__ void halo_from_previous(const Edges<kH>& tails, int k
 // GPU can hold (a block walks its tiles in order, as the row's only block when
 // rows are many).
 int64_t tiles_per_block(const BatchParams& p, int device) {
-  static const int forced = env_choice("CAUSAL_CONV1D_CUDA_BATCH_TILES", {1, 2, 4, 8, 16});
+  static const int forced = static_cast<int>(setting_int(Setting::kCudaBatchTiles));
   const int64_t tiles = std::max<int64_t>(1, (p.seqlen + kTileSpan - 1) / kTileSpan);
   if (forced > 0) return std::min<int64_t>(forced, tiles);
   const int64_t hold =
@@ -885,7 +884,7 @@ __global__ void __launch_bounds__(kThreads)
 // (channel-first); along channels otherwise, or always with
 // CAUSAL_CONV1D_CUDA_BATCH_BY_CHANNELS=1 (to compare the two).
 bool by_tokens(const BatchParams& p) {
-  static const bool channels_only = env_choice("CAUSAL_CONV1D_CUDA_BATCH_BY_CHANNELS", {1}) == 1;
+  static const bool channels_only = setting_on(Setting::kCudaBatchByChannels);
   return !channels_only && p.x.tok == 1 && p.x.dim != 1;
 }
 
@@ -1002,11 +1001,11 @@ void launch_fwd(const BatchParams& p, const LaunchTarget& target) {
 
 // Launches the backward kernel; returns the number of share slots it wrote.
 template <typename T, int kW>
-int64_t launch_bwd(const BatchParams& p, const LaunchTarget& target, const at::Tensor& x,
-                   at::Tensor& shares) {
+int64_t launch_bwd(const BatchParams& p, const LaunchTarget& target, at::Tensor& shares) {
   const auto alloc = [&](const dim3& grid) {
     const int64_t slots = p.batch * static_cast<int64_t>(grid.y);
-    shares = at::empty({slots, p.width + 1, p.dim}, x.options().dtype(at::kFloat));
+    shares = at::empty({slots, p.width + 1, p.dim},
+                       at::TensorOptions().dtype(at::kFloat).device(at::kCUDA, target.device));
     return slots;
   };
   const bool seq = p.seq_idx != nullptr;
@@ -1042,71 +1041,35 @@ int64_t launch_bwd(const BatchParams& p, const LaunchTarget& target, const at::T
   return slots;
 }
 
-at::Tensor empty_like_strided(const at::Tensor& x) {
-  if (x.is_non_overlapping_and_dense())
-    return at::empty_strided(x.sizes(), x.strides(), x.options());
-  return at::empty(x.sizes(), x.options());
-}
-
-std::tuple<at::Tensor, at::Tensor> causal_conv1d_batch_fwd_cuda(
-    const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
-    const std::optional<at::Tensor>& seq_idx, const std::optional<at::Tensor>& initial_states,
-    bool return_final_states, bool silu) {
-  TORCH_CHECK(x.is_cuda(), "causal_conv1d_batch_fwd: x must be a CUDA tensor, got ", x.device());
-  const c10::cuda::CUDAGuard guard(x.device());
-  const int64_t width = weight.dim() == 2 ? weight.size(1) : 0;
-  at::Tensor out = empty_like_strided(x);
-  at::Tensor final_states = empty_batch_states(x, width, return_final_states);
-  const BatchParams p = make_batch_fwd_params(x, weight, bias, seq_idx, initial_states, silu, out,
-                                              return_final_states ? final_states : at::Tensor());
-  if (p.batch == 0 || p.dim == 0) return {out, final_states};
-  const LaunchTarget target{c10::cuda::getCurrentCUDAStream(), x.get_device()};
-  dispatch_batch(p, [&]<typename T, int kW>() { launch_fwd<T, kW>(p, target); });
-  return {out, final_states};
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> causal_conv1d_batch_bwd_cuda(
-    const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
-    const std::optional<at::Tensor>& seq_idx, const std::optional<at::Tensor>& initial_states,
-    const at::Tensor& dout, const std::optional<at::Tensor>& dfinal_states, bool silu,
-    bool return_dinitial_states, bool /*deterministic: always*/) {
-  TORCH_CHECK(x.is_cuda(), "causal_conv1d_batch_bwd: x must be a CUDA tensor, got ", x.device());
-  const c10::cuda::CUDAGuard guard(x.device());
-  at::Tensor dx = empty_like_strided(x);
-  const bool want_dinit = return_dinitial_states && initial_states.has_value();
-  at::Tensor dinit = want_dinit ? at::empty_like(*initial_states) : at::empty({0}, x.options());
-  const BatchParams p =
-      make_batch_bwd_params(x, weight, bias, seq_idx, initial_states, dout, dfinal_states, silu, dx,
-                            want_dinit ? dinit : at::Tensor());
-  at::Tensor dweight = at::empty({p.dim, p.width}, weight.options());
-  at::Tensor dbias =
-      bias.has_value() ? at::empty({p.dim}, bias->options()) : at::empty({0}, weight.options());
-  if (p.dim == 0) return {dx, dweight, dbias, dinit};
-  if (p.batch == 0) {
-    dweight.zero_();
-    dbias.zero_();
-    return {dx, dweight, dbias, dinit};
-  }
-  const LaunchTarget target{c10::cuda::getCurrentCUDAStream(), x.get_device()};
-  at::Tensor shares;
-  int64_t slots = 0;
-  dispatch_batch(p, [&]<typename T, int kW>() { slots = launch_bwd<T, kW>(p, target, x, shares); });
-  const dim3 sum_grid((p.dim + kThreads - 1) / kThreads, p.width + 1);
-  with_storage_type(p.weight_type, [&](auto tag) {
-    using W = decltype(tag);
-    launch_kernel(sum_shares_kernel<W>, sum_grid, dim3(kThreads), target,
-                  static_cast<const float*>(shares.data_ptr<float>()), slots, p.dim,
-                  static_cast<int>(p.width), static_cast<W*>(dweight.data_ptr()), dweight.stride(0),
-                  dweight.stride(1), bias.has_value() ? dbias.data_ptr() : nullptr,
-                  dbias.scalar_type());
-  });
-  return {dx, dweight, dbias, dinit};
-}
-
 }  // namespace
 }  // namespace causal_conv1d::cuda
 
-TORCH_LIBRARY_IMPL(causal_conv1d, CUDA, m) {
-  m.impl("causal_conv1d_batch_fwd", &causal_conv1d::cuda::causal_conv1d_batch_fwd_cuda);
-  m.impl("causal_conv1d_batch_bwd", &causal_conv1d::cuda::causal_conv1d_batch_bwd_cuda);
+namespace causal_conv1d {
+
+at::Tensor CudaBackend::empty(at::IntArrayRef sizes, at::IntArrayRef strides,
+                              const at::TensorOptions& options) {
+  return at::empty_strided(sizes, strides, options);
 }
+
+void CudaBackend::batch_fwd(const BatchParams& p) {
+  const cuda::LaunchTarget target = cuda::current_target();
+  cuda::dispatch_batch(p, [&]<typename T, int kW>() { cuda::launch_fwd<T, kW>(p, target); });
+}
+
+void CudaBackend::batch_bwd(const BatchParams& p, bool /*deterministic: always*/) {
+  const cuda::LaunchTarget target = cuda::current_target();
+  at::Tensor shares;
+  int64_t slots = 0;
+  cuda::dispatch_batch(
+      p, [&]<typename T, int kW>() { slots = cuda::launch_bwd<T, kW>(p, target, shares); });
+  const dim3 sum_grid((p.dim + cuda::kThreads - 1) / cuda::kThreads, p.width + 1);
+  cuda::with_storage_type(p.weight_type, [&](auto tag) {
+    using W = decltype(tag);
+    cuda::launch_kernel(cuda::sum_shares_kernel<W>, sum_grid, dim3(cuda::kThreads), target,
+                        static_cast<const float*>(shares.data_ptr<float>()), slots, p.dim,
+                        static_cast<int>(p.width), static_cast<W*>(p.dweight),
+                        p.dweight_dim_stride, p.dweight_tap_stride, p.dbias, p.bias_type);
+  });
+}
+
+}  // namespace causal_conv1d

@@ -17,14 +17,13 @@
 // (front_window) the state is the line's front width-1 columns and the rest
 // of the line is never touched.
 #include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <cuda_runtime.h>
-#include <torch/library.h>
 
 #include <cstdlib>
 
 #include "../ops.h"
+#include "../settings.h"
 #include "common.cuh"
 
 namespace causal_conv1d::cuda {
@@ -134,14 +133,9 @@ int64_t grid_threads(const FwdParams& p, int64_t chunk, int64_t channel_blocks) 
 
 constexpr int64_t kMinChunk = 8;
 
-// CAUSAL_CONV1D_CUDA_CHUNK (a positive integer) forces the tokens per program,
-// for tuning; read once per process.
+// CAUSAL_CONV1D_CUDA_CHUNK forces the tokens per program (0: chosen per call).
 int64_t forced_chunk() {
-  static const int64_t forced = [] {
-    const char* v = std::getenv("CAUSAL_CONV1D_CUDA_CHUNK");
-    const long long chunk = v == nullptr ? 0 : std::atoll(v);
-    return chunk > 0 ? static_cast<int64_t>(chunk) : int64_t{0};
-  }();
+  static const int64_t forced = setting_int(Setting::kCudaChunk);
   return forced;
 }
 
@@ -183,7 +177,7 @@ void launch(const FwdParams& p, const LaunchTarget& target) {
   // (one warp per scheduler runs its instructions back to back, so the
   // per-thread chain is the time). CAUSAL_CONV1D_CUDA_PREFILL_BYTES (8, 16)
   // forces one, for tuning.
-  static const int forced = env_choice("CAUSAL_CONV1D_CUDA_PREFILL_BYTES", {8, 16});
+  static const int forced = static_cast<int>(setting_int(Setting::kCudaPrefillBytes));
   constexpr int n16 = 16 / sizeof(scalar_t), n8 = 8 / sizeof(scalar_t);
   const int64_t blocks16 = (p.dim + kThreads * n16 - 1) / (kThreads * n16);
   const bool short_batch =
@@ -193,45 +187,17 @@ void launch(const FwdParams& p, const LaunchTarget& target) {
   launch_n<scalar_t, state_t, kW, n16, kPrefillGroup>(p, target);
 }
 
-void causal_conv1d_fwd_out_cuda(const at::Tensor& x, const at::Tensor& weight,
-                                const std::optional<at::Tensor>& bias,
-                                const std::optional<at::Tensor>& conv_states,
-                                const at::Tensor& query_start_loc,
-                                const std::optional<at::Tensor>& cache_indices,
-                                const std::optional<at::Tensor>& has_initial_state, bool silu,
-                                int64_t pad_slot_id, const at::Tensor& out, int64_t null_block_id,
-                                bool front_window) {
-  TORCH_CHECK(x.is_cuda(), "causal_conv1d_fwd: x must be a CUDA tensor, got ", x.device());
-  const c10::cuda::CUDAGuard guard(x.device());
-  const FwdParams p =
-      make_fwd_params(x, weight, bias, conv_states, query_start_loc, cache_indices,
-                      has_initial_state, silu, pad_slot_id, out, null_block_id, front_window);
-  if (p.batch == 0 || p.dim == 0 || p.num_tokens == 0) return;
-  const LaunchTarget target{c10::cuda::getCurrentCUDAStream(), x.get_device()};
-  const c10::ScalarType state_type = p.states == nullptr ? p.x_type : p.state_type;
-  dispatch(p.x_type, state_type, p.width, [&]<typename scalar_t, typename state_t, int kW>() {
-    launch<scalar_t, state_t, kW>(p, target);
-  });
-}
-
-at::Tensor causal_conv1d_fwd_cuda(const at::Tensor& x, const at::Tensor& weight,
-                                  const std::optional<at::Tensor>& bias,
-                                  const std::optional<at::Tensor>& conv_states,
-                                  const at::Tensor& query_start_loc,
-                                  const std::optional<at::Tensor>& cache_indices,
-                                  const std::optional<at::Tensor>& has_initial_state, bool silu,
-                                  int64_t pad_slot_id, int64_t null_block_id, bool front_window) {
-  at::Tensor out = empty_fwd_output(x);
-  causal_conv1d_fwd_out_cuda(x, weight, bias, conv_states, query_start_loc, cache_indices,
-                             has_initial_state, silu, pad_slot_id, out, null_block_id,
-                             front_window);
-  return out;
-}
-
 }  // namespace
 }  // namespace causal_conv1d::cuda
 
-TORCH_LIBRARY_IMPL(causal_conv1d, CUDA, m) {
-  m.impl("causal_conv1d_fwd", &causal_conv1d::cuda::causal_conv1d_fwd_cuda);
-  m.impl("causal_conv1d_fwd_out", &causal_conv1d::cuda::causal_conv1d_fwd_out_cuda);
+namespace causal_conv1d {
+
+void CudaBackend::fwd(const FwdParams& p) {
+  const cuda::LaunchTarget target = cuda::current_target();
+  const c10::ScalarType state_type = p.states == nullptr ? p.x_type : p.state_type;
+  cuda::dispatch(p.x_type, state_type, p.width, [&]<typename scalar_t, typename state_t, int kW>() {
+    cuda::launch<scalar_t, state_t, kW>(p, target);
+  });
 }
+
+}  // namespace causal_conv1d

@@ -13,11 +13,10 @@
 // of loads is issued before the stores that follow it, so a row costs a few
 // memory latencies, not one per element.
 #include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
-#include <torch/library.h>
 
 #include "../ops.h"
+#include "../settings.h"
 #include "common.cuh"
 
 namespace causal_conv1d::cuda {
@@ -94,7 +93,7 @@ __global__ void __launch_bounds__(kThreads)
   const StateLine<state_t, n> state{
       static_cast<state_t*>(p.states) + line * p.state_line_stride + c * p.state_dim_stride,
       p.state_tok_stride, p.state_dim_stride, vec.state};
-  const bool circular = kMode == kGeneral && p.cache_seqlens.present();
+  const bool circular = kMode == kGeneral && p.mode == StateMode::kRing;
   const int64_t pos = circular ? wrap(p.cache_seqlens[row], S) : 0;
   const LinePlan plan = circular ? LinePlan{0, S, 1, S} : p.line_plan(row, L);
   const bool in_registers = kFront || L <= kTokens;
@@ -230,7 +229,7 @@ bool vector_ok(const UpdateParams& p, int64_t n) {
 // 256 rows of 4 tokens, H100). CAUSAL_CONV1D_CUDA_FRONT_BYTES (4, 8, 16) forces one.
 template <typename scalar_t, typename state_t, int kW, int bytes>
 bool launch_front_bytes(const UpdateParams& p, const LaunchTarget& target) {
-  static const int chosen = env_choice("CAUSAL_CONV1D_CUDA_FRONT_BYTES", {4, 8, 16});
+  static const int chosen = static_cast<int>(setting_int(Setting::kCudaFrontBytes));
   constexpr int n = sizeof(scalar_t) < bytes ? bytes / sizeof(scalar_t) : 1;
   if ((chosen ? chosen : 8) != bytes || !vector_ok(p, n)) return false;
   launch_n<scalar_t, state_t, kW, n, kFrontMode>(p, target);
@@ -245,7 +244,7 @@ bool launch_front_bytes(const UpdateParams& p, const LaunchTarget& target) {
 // cut the second part. CAUSAL_CONV1D_CUDA_STEP_BYTES (2, 4, 8) forces one, for
 // tuning.
 int step_bytes(const UpdateParams& p, int64_t elem, int device) {
-  static const int forced = env_choice("CAUSAL_CONV1D_CUDA_STEP_BYTES", {2, 4, 8});
+  static const int forced = static_cast<int>(setting_int(Setting::kCudaStepBytes));
   if (forced) return forced;
   const int64_t sms = device_attribute<cudaDevAttrMultiProcessorCount>(device);
   int bytes = 8;
@@ -277,18 +276,16 @@ void launch_step(const UpdateParams& p, const LaunchTarget& target) {
 // and aligned for them, else one channel per thread.
 template <typename scalar_t, typename state_t, int kW>
 void launch(const UpdateParams& p, const LaunchTarget& target) {
-  const bool step = !p.cache_seqlens.present() && !p.query_start_loc.present() && p.seqlen == 1 &&
-                    p.state_len == p.width - 1;
-  if (step) return launch_step<scalar_t, state_t, kW>(p, target);
+  if (p.single_step()) return launch_step<scalar_t, state_t, kW>(p, target);
   constexpr int n = sizeof(scalar_t) < 4 ? 4 / sizeof(scalar_t) : 1;
   if (!vector_ok(p, n)) return launch_n<scalar_t, state_t, kW, 1>(p, target);
   // Front-aligned rows of at most kGroup tokens: bounded by max_query_len when
   // longer speculative rows are padding, by seqlen without varlen rows.
   const bool varlen = p.query_start_loc.present();
   const int64_t longest =
-      varlen ? (p.num_accepted_tokens.present() ? p.max_query_len : -1) : p.seqlen;
-  const bool front =
-      p.front_window && !p.cache_seqlens.present() && longest >= 1 && longest <= kGroup;
+      varlen ? (p.mode == StateMode::kFrontSpec ? p.max_query_len : -1) : p.seqlen;
+  const bool front = (p.mode == StateMode::kFront || p.mode == StateMode::kFrontSpec) &&
+                     longest >= 1 && longest <= kGroup;
   if (front && (launch_front_bytes<scalar_t, state_t, kW, 4>(p, target) ||
                 launch_front_bytes<scalar_t, state_t, kW, 8>(p, target) ||
                 launch_front_bytes<scalar_t, state_t, kW, 16>(p, target)))
@@ -297,30 +294,18 @@ void launch(const UpdateParams& p, const LaunchTarget& target) {
   launch_n<scalar_t, state_t, kW, n>(p, target);
 }
 
-void causal_conv1d_update_cuda(const at::Tensor& x, const at::Tensor& conv_state,
-                               const at::Tensor& weight, const std::optional<at::Tensor>& bias,
-                               bool silu, const std::optional<at::Tensor>& cache_seqlens,
-                               const std::optional<at::Tensor>& conv_state_indices,
-                               int64_t pad_slot_id, const at::Tensor& out,
-                               const std::optional<at::Tensor>& num_accepted_tokens,
-                               const std::optional<at::Tensor>& query_start_loc,
-                               int64_t max_query_len, int64_t null_block_id, bool front_window) {
-  TORCH_CHECK(x.is_cuda(), "causal_conv1d_update: x must be a CUDA tensor, got ", x.device());
-  const c10::cuda::CUDAGuard guard(x.device());
-  const UpdateParams p = make_update_params(
-      x, conv_state, weight, bias, silu, cache_seqlens, conv_state_indices, pad_slot_id, out,
-      num_accepted_tokens, query_start_loc, max_query_len, null_block_id, front_window);
-  if (p.batch == 0 || p.dim == 0 || p.seqlen == 0) return;
-  TORCH_CHECK(p.batch <= 2147483647, "causal_conv1d_update: batch too large for one grid");
-  const LaunchTarget target{c10::cuda::getCurrentCUDAStream(), x.get_device()};
-  dispatch(p.x_type, p.state_type, p.width, [&]<typename scalar_t, typename state_t, int kW>() {
-    launch<scalar_t, state_t, kW>(p, target);
-  });
-}
-
 }  // namespace
 }  // namespace causal_conv1d::cuda
 
-TORCH_LIBRARY_IMPL(causal_conv1d, CUDA, m) {
-  m.impl("causal_conv1d_update", &causal_conv1d::cuda::causal_conv1d_update_cuda);
+namespace causal_conv1d {
+
+void CudaBackend::update(const UpdateParams& p) {
+  TORCH_CHECK(p.batch <= 2147483647, "causal_conv1d_update: batch too large for one grid");
+  const cuda::LaunchTarget target = cuda::current_target();
+  cuda::dispatch(p.x_type, p.state_type, p.width,
+                 [&]<typename scalar_t, typename state_t, int kW>() {
+                   cuda::launch<scalar_t, state_t, kW>(p, target);
+                 });
 }
+
+}  // namespace causal_conv1d

@@ -4,6 +4,7 @@
 
 #include <c10/core/ScalarType.h>
 #include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAStream.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -447,16 +448,6 @@ int device_attribute(int device) {
   return value;
 }
 
-// A tuning override from the environment: its value when it is one of
-// `allowed`, else 0 (callers keep the result in a static: read once per process).
-inline int env_choice(const char* name, std::initializer_list<int> allowed) {
-  const char* v = std::getenv(name);
-  const int b = v == nullptr ? 0 : std::atoi(v);
-  for (int a : allowed)
-    if (a == b) return b;
-  return 0;
-}
-
 // Programmatic dependent launch (PDL, sm_90+). A kernel launched with it may
 // start while the kernel before it on the stream is still running; every
 // kernel here therefore waits for its producers (griddepcontrol.wait) before
@@ -474,6 +465,12 @@ struct LaunchTarget {
   cudaStream_t stream;
   int device;
 };
+
+// The current device (ops.cpp made it x's) and its current stream.
+inline LaunchTarget current_target() {
+  const c10::cuda::CUDAStream stream = c10::cuda::getCurrentCUDAStream();
+  return {stream.stream(), static_cast<int>(stream.device_index())};
+}
 
 // Launches kernel<<<grid, block, 0, stream>>>(args...), with PDL where the
 // device (sm_90+), the CUDA runtime (12.3+, which captures such launches into

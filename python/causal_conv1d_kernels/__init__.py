@@ -21,6 +21,7 @@ from .ops import (  # noqa: E402
     has_cuda_backend,
     release_cpu_pool,
     set_pdl,
+    settings,
 )
 
 __all__ = [
@@ -31,5 +32,6 @@ __all__ = [
     "has_cuda_backend",
     "release_cpu_pool",
     "set_pdl",
+    "settings",
 ]
 __version__ = "0.1.0"

@@ -44,6 +44,8 @@ def load_extension() -> None:
     """Imports ``_C`` (its static initialisers register the ops) or raises ImportError."""
     built = built_against()
     mismatch = built is not None and built != torch.__version__
+    # The one setting read before the library (and its settings table) is loaded, by the
+    # table's rule: unset, empty or "0" is off.
     if mismatch and os.environ.get("CAUSAL_CONV1D_SKIP_TORCH_CHECK", "0") in ("", "0"):
         raise ImportError(
             "causal_conv1d_kernels cannot load: its compiled extension was "

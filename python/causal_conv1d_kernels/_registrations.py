@@ -1,7 +1,7 @@
 """Every fake (meta) kernel and autograd formula of the ops, registered when the package is
-imported: the fakes let ``torch.compile(fullgraph=True)`` trace the ops (shapes only: the
-checks are the wrappers' and the C++ ops'), the autograd makes the Dao dialect's training op
-differentiable (CONTRACT 1.5)."""
+imported: the fakes let ``torch.compile(fullgraph=True)`` trace the ops (the checks are the
+C++ ops'; the fakes repeat only those their output shapes need), the autograd makes the Dao
+dialect's training op differentiable (CONTRACT 1.5)."""
 
 from __future__ import annotations
 
@@ -17,14 +17,18 @@ def _fwd_output_like(x: torch.Tensor) -> torch.Tensor:
     return x.new_empty(x.shape)
 
 
-def _check_fake_devices(op: str, x, *tensors) -> None:
+def _check_fake_devices(op: str, x, **tensors) -> None:
     """A call mixing meta tensors with real ones lands on the fake kernels: refuse it as the
-    C++ checks refuse mixed devices."""
-    for t in tensors:
-        torch._check(
-            t is None or t.device == x.device,
-            lambda: f"{op}: every tensor must be on x's device",
-        )
+    C++ checks refuse mixed devices, naming the argument."""
+    for name, t in tensors.items():
+        if t is not None and t.device != x.device:
+            raise ValueError(f"{op}: {name} must be on x's device {x.device}, got {t.device}")
+
+
+def _check(op: str, ok, message: str) -> None:
+    """A shape check of a fake kernel: a ValueError as the C++ op's (``torch._check_value``
+    also records the condition as a guard where the sizes are symbolic)."""
+    torch._check_value(ok, lambda: f"{op}: {message}")
 
 
 @torch.library.register_fake("causal_conv1d::causal_conv1d_fwd")
@@ -41,29 +45,26 @@ def _causal_conv1d_fwd_fake(
     null_block_id=-1,
     front_window=False,
 ):
+    op = "causal_conv1d_fwd"
     _check_fake_devices(
-        "causal_conv1d_fwd",
+        op,
         x,
-        weight,
-        bias,
-        conv_states,
-        query_start_loc,
-        cache_indices,
-        has_initial_state,
+        weight=weight,
+        bias=bias,
+        conv_states=conv_states,
+        query_start_loc=query_start_loc,
+        cache_indices=cache_indices,
+        has_initial_state=has_initial_state,
     )
-    torch._check(x.dim() == 2, lambda: "causal_conv1d_fwd: x must be (dim, num_tokens)")
-    torch._check(
-        weight.dim() == 2 and weight.shape[0] == x.shape[0],
-        lambda: "causal_conv1d_fwd: weight must be (dim, width)",
-    )
-    torch._check(
-        2 <= weight.shape[1] <= MAX_WIDTH, lambda: "causal_conv1d_fwd: width must be in [2, 8]"
-    )
-    torch._check(query_start_loc.dim() == 1, lambda: "causal_conv1d_fwd: bad query_start_loc")
+    _check(op, x.dim() == 2, "x must have shape (dim, num_tokens)")
+    _check(op, weight.dim() == 2 and weight.shape[0] == x.shape[0], "weight must be (dim, width)")
+    _check(op, 2 <= weight.shape[1] <= MAX_WIDTH, f"weight width must be in [2, {MAX_WIDTH}]")
+    _check(op, query_start_loc.dim() == 1, "query_start_loc must have shape (batch + 1,)")
     if conv_states is not None:
-        torch._check(
+        _check(
+            op,
             conv_states.dim() == 3 and conv_states.shape[1] == x.shape[0],
-            lambda: "causal_conv1d_fwd: conv_states must be (num_cache_lines, dim, state_len)",
+            "conv_states must have shape (num_cache_lines, dim, state_len)",
         )
     return _fwd_output_like(x)
 
@@ -94,8 +95,8 @@ def _causal_conv1d_fwd_out_fake(
         silu,
         pad_slot_id,
     )
-    _check_fake_devices("causal_conv1d_fwd", x, out)
-    torch._check(out.shape == x.shape, lambda: "causal_conv1d_fwd: out must match x")
+    _check_fake_devices("causal_conv1d_fwd", x, out=out)
+    _check("causal_conv1d_fwd", out.shape == x.shape, "out must have x's shape")
 
 
 @torch.library.register_fake("causal_conv1d::causal_conv1d_update")
@@ -115,31 +116,31 @@ def _causal_conv1d_update_fake(
     null_block_id=-1,
     front_window=False,
 ):
+    op = "causal_conv1d_update"
     varlen = query_start_loc is not None
     _check_fake_devices(
-        "causal_conv1d_update",
+        op,
         x,
-        conv_state,
-        weight,
-        bias,
-        cache_seqlens,
-        conv_state_indices,
-        out,
-        num_accepted_tokens,
-        query_start_loc,
+        conv_state=conv_state,
+        weight=weight,
+        bias=bias,
+        cache_seqlens=cache_seqlens,
+        conv_state_indices=conv_state_indices,
+        out=out,
+        num_accepted_tokens=num_accepted_tokens,
+        query_start_loc=query_start_loc,
     )
-    torch._check(
+    _check(
+        op,
         x.dim() == 2 if varlen else x.dim() in (2, 3),
-        lambda: "causal_conv1d_update: x must be (batch, dim[, seqlen]) or (num_tokens, dim)",
+        "x must have shape (batch, dim[, seqlen]) or (num_tokens, dim)",
     )
-    torch._check(out.shape == x.shape, lambda: "causal_conv1d_update: out must match x")
-    torch._check(
-        weight.dim() == 2 and weight.shape[0] == x.shape[1],
-        lambda: "causal_conv1d_update: weight must be (dim, width)",
-    )
-    torch._check(
+    _check(op, out.shape == x.shape, "out must have x's shape")
+    _check(op, weight.dim() == 2 and weight.shape[0] == x.shape[1], "weight must be (dim, width)")
+    _check(
+        op,
         conv_state.dim() == 3 and conv_state.shape[1] == x.shape[1],
-        lambda: "causal_conv1d_update: conv_state must be (num_cache_lines, dim, state_len)",
+        "conv_state must have shape (num_cache_lines, dim, state_len)",
     )
 
 
@@ -154,20 +155,25 @@ def _batch_states_like(x: torch.Tensor, width: int, wanted: bool) -> torch.Tenso
     return x.new_empty((x.shape[0], width - 1, x.shape[1])).transpose(1, 2)
 
 
-def _check_batch_fake(op: str, x, weight) -> None:
-    torch._check(x.dim() == 3, lambda: f"{op}: x must be (batch, dim, seqlen)")
-    torch._check(
-        weight.dim() == 2 and weight.shape[0] == x.shape[1],
-        lambda: f"{op}: weight must be (dim, width)",
-    )
-    torch._check(2 <= weight.shape[1] <= MAX_WIDTH, lambda: f"{op}: width must be in [2, 8]")
+def _check_batch_fake(op: str, x, weight, **tensors) -> None:
+    _check_fake_devices(op, x, weight=weight, **tensors)
+    _check(op, x.dim() == 3, "x must have shape (batch, dim, seqlen)")
+    _check(op, weight.dim() == 2 and weight.shape[0] == x.shape[1], "weight must be (dim, width)")
+    _check(op, 2 <= weight.shape[1] <= MAX_WIDTH, f"weight width must be in [2, {MAX_WIDTH}]")
 
 
 @torch.library.register_fake("causal_conv1d::causal_conv1d_batch_fwd")
 def _causal_conv1d_batch_fwd_fake(
     x, weight, bias, seq_idx, initial_states, return_final_states, silu
 ):
-    _check_batch_fake("causal_conv1d_batch_fwd", x, weight)
+    _check_batch_fake(
+        "causal_conv1d_batch_fwd",
+        x,
+        weight,
+        bias=bias,
+        seq_idx=seq_idx,
+        initial_states=initial_states,
+    )
     return torch.empty_like(x), _batch_states_like(x, weight.shape[1], return_final_states)
 
 
@@ -184,8 +190,18 @@ def _causal_conv1d_batch_bwd_fake(
     return_dinitial_states,
     deterministic,
 ):
-    _check_batch_fake("causal_conv1d_batch_bwd", x, weight)
-    torch._check(dout.shape == x.shape, lambda: "causal_conv1d_batch_bwd: dout must match x")
+    op = "causal_conv1d_batch_bwd"
+    _check_batch_fake(
+        op,
+        x,
+        weight,
+        bias=bias,
+        seq_idx=seq_idx,
+        initial_states=initial_states,
+        dout=dout,
+        dfinal_states=dfinal_states,
+    )
+    _check(op, dout.shape == x.shape, "dout must have x's shape")
     dbias = bias.new_empty(bias.shape) if bias is not None else weight.new_empty((0,))
     want = return_dinitial_states and initial_states is not None
     dinit = torch.empty_like(initial_states) if want else x.new_empty((0,))

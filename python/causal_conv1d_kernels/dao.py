@@ -25,13 +25,7 @@ import types
 
 import torch
 
-from ._core import (
-    PAD_SLOT_ID,
-    _Checker,
-    _decode,
-    _silu,
-    deterministic_requested,
-)
+from ._core import PAD_SLOT_ID, _call, _decode, _integer, _silu, deterministic_requested
 
 __all__ = [
     "causal_conv1d_fn",
@@ -43,32 +37,21 @@ __all__ = [
 DAO_VERSION = "1.7.0"  # the API this module follows
 
 
-def _check_batch_states(check: _Checker, name: str, t, x, width: int) -> None:
-    check.floating(name, t)
-    if t.dtype != x.dtype:
-        raise TypeError(f"{check.op}: {name} must have x's dtype {x.dtype}, got {t.dtype}")
-    expected = (x.shape[0], x.shape[1], width - 1)
-    check.shape(name, tuple(t.shape) == expected, str(expected), t)
-
-
-def _batch_checks(op, x, weight, bias, seq_idx, initial_states) -> int:
-    """Sync-free checks of the batch ops' inputs; returns the width."""
-    check = _Checker(op, x)
-    check.floating("x", x)
-    check.shape("x", x.dim() == 3, "(batch, dim, seqlen)", x)
-    dim = check.channels(x, 1, "(batch, dim, seqlen)", weight, "initial_states", initial_states)
-    width = check.filter(weight, bias, dim)
-    if seq_idx is not None:
-        check.tensor("seq_idx", seq_idx)
-        if seq_idx.dtype != torch.int32:
-            raise TypeError(f"{op}: seq_idx must be int32, got {seq_idx.dtype}")
-        batch, _, seqlen = x.shape
-        check.shape(
-            "seq_idx", tuple(seq_idx.shape) == (batch, seqlen), f"({batch}, {seqlen})", seq_idx
+def _into(op: str, name: str, buffer, result: torch.Tensor) -> torch.Tensor:
+    """Copies an op's result into a caller's buffer (Dao writes these in place), after
+    checking that the buffer can take it: a tensor on the result's device, of its dtype and
+    shape."""
+    if not isinstance(buffer, torch.Tensor):
+        raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(buffer).__name__}")
+    if buffer.device != result.device:
+        raise ValueError(f"{op}: {name} must be on x's device {result.device}, got {buffer.device}")
+    if buffer.dtype != result.dtype:
+        raise TypeError(f"{op}: {name} must have x's dtype {result.dtype}, got {buffer.dtype}")
+    if buffer.shape != result.shape:
+        raise ValueError(
+            f"{op}: {name} must have shape {tuple(result.shape)}, got {tuple(buffer.shape)}"
         )
-    if initial_states is not None:
-        _check_batch_states(check, "initial_states", initial_states, x, width)
-    return width
+    return buffer.copy_(result)
 
 
 def causal_conv1d_fn(
@@ -103,21 +86,23 @@ def causal_conv1d_fn(
     """
     op = "causal_conv1d_fn"
     silu = _silu(op, activation)
-    width = _batch_checks(op, x, weight, bias, seq_idx, initial_states)
-    if return_final_states and seq_idx is not None:
-        raise ValueError(f"{op}: return_final_states is not supported with seq_idx (as in Dao 1.7)")
-    if final_states_out is not None:
-        if not return_final_states:
-            raise ValueError(f"{op}: final_states_out is given but return_final_states is False")
-        _check_batch_states(_Checker(op, x), "final_states_out", final_states_out, x, width)
-    out, final_states = torch.ops.causal_conv1d.causal_conv1d_batch_fwd(
-        x, weight, bias, seq_idx, initial_states, bool(return_final_states), silu
+    if final_states_out is not None and not return_final_states:
+        raise ValueError(f"{op}: final_states_out is given but return_final_states is False")
+    out, final_states = _call(
+        op,
+        "causal_conv1d_batch_fwd",
+        x,
+        weight,
+        bias,
+        seq_idx,
+        initial_states,
+        bool(return_final_states),
+        silu,
     )
     if not return_final_states:
         return out
     if final_states_out is not None:
-        # The caller's buffer (Dao writes it in place): one copy of batch x dim x (width-1).
-        final_states = final_states_out.copy_(final_states)
+        final_states = _into(op, "final_states_out", final_states_out, final_states)
     return out, final_states
 
 
@@ -158,16 +143,24 @@ def causal_conv1d_varlen_states(
     shorter sequence's first token. Forward only, as in Dao 1.7; a few gather kernels, no
     host sync."""
     op = "causal_conv1d_varlen_states"
-    check = _Checker(op, x)
-    check.floating("x", x)
-    check.shape("x", x.dim() == 2, "(total_tokens, dim)", x)
-    check.tensor("cu_seqlens", cu_seqlens)
+    for name, t in (("x", x), ("cu_seqlens", cu_seqlens)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
+    if x.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        raise TypeError(f"{op}: x must be float32, float16 or bfloat16, got {x.dtype}")
+    if x.dim() != 2:
+        raise ValueError(f"{op}: x must have shape (total_tokens, dim), got {tuple(x.shape)}")
+    if cu_seqlens.device != x.device:
+        raise ValueError(
+            f"{op}: cu_seqlens must be on x's device {x.device}, got {cu_seqlens.device}"
+        )
     if cu_seqlens.dtype not in (torch.int32, torch.int64):
         raise TypeError(f"{op}: cu_seqlens must be int32 or int64, got {cu_seqlens.dtype}")
-    check.shape(
-        "cu_seqlens", cu_seqlens.dim() == 1 and cu_seqlens.shape[0] >= 1, "(batch + 1,)", cu_seqlens
-    )
-    check.integer("state_len", state_len)
+    if not (cu_seqlens.dim() == 1 and cu_seqlens.shape[0] >= 1):
+        raise ValueError(
+            f"{op}: cu_seqlens must have shape (batch + 1,), got {tuple(cu_seqlens.shape)}"
+        )
+    _integer(op, "state_len", state_len)
     if state_len < 0:
         raise ValueError(f"{op}: state_len must be >= 0, got {state_len}")
     starts, ends = cu_seqlens[:-1].long(), cu_seqlens[1:].long()
@@ -189,13 +182,21 @@ def causal_conv1d_fwd_function(
 ):
     """Dao 1.7's ``cpp_functions.causal_conv1d_fwd_function``: the forward without autograd,
     final states written into final_states_out when it is given."""
+    op = "causal_conv1d_fwd_function"
     want_final = final_states_out is not None
-    _batch_checks("causal_conv1d_fwd_function", x, weight, bias, seq_idx, initial_states)
-    out, final_states = torch.ops.causal_conv1d.causal_conv1d_batch_fwd(
-        x, weight, bias, seq_idx, initial_states, want_final, bool(silu_activation)
+    out, final_states = _call(
+        op,
+        "causal_conv1d_batch_fwd",
+        x,
+        weight,
+        bias,
+        seq_idx,
+        initial_states,
+        want_final,
+        bool(silu_activation),
     )
     if want_final:
-        final_states_out.copy_(final_states)
+        _into(op, "final_states_out", final_states_out, final_states)
     return out
 
 
@@ -213,8 +214,10 @@ def causal_conv1d_bwd_function(
 ):
     """Dao 1.7's ``cpp_functions.causal_conv1d_bwd_function``: (dx, dweight, dbias or None,
     dinitial_states or None); dx is written into the given tensor when there is one."""
-    _batch_checks("causal_conv1d_bwd_function", x, weight, bias, seq_idx, initial_states)
-    grads = torch.ops.causal_conv1d.causal_conv1d_batch_bwd(
+    op = "causal_conv1d_bwd_function"
+    grads = _call(
+        op,
+        "causal_conv1d_batch_bwd",
         x,
         weight,
         bias,
@@ -228,7 +231,7 @@ def causal_conv1d_bwd_function(
     )
     dx_new, dweight, dbias, dinit = grads
     if dx is not None:
-        dx_new = dx.copy_(dx_new)
+        dx_new = _into(op, "dx", dx, dx_new)
     return (
         dx_new,
         dweight,

@@ -3,6 +3,8 @@ process-wide switches. The checks and the op calls are the internal core's (``_c
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
 from ._core import PAD_SLOT_ID, Activation, _decode, _prefill
@@ -15,7 +17,28 @@ __all__ = [
     "has_cuda_backend",
     "release_cpu_pool",
     "set_pdl",
+    "settings",
 ]
+
+
+class Setting(NamedTuple):
+    """One run-time setting: an environment variable the library reads."""
+
+    name: str
+    values: str  # "0|1" (a switch), "a|b|c" (one of these), "N >= k" (an integer from k)
+    default: str  # "auto": chosen per call
+    read: str  # when the library reads it
+    meaning: str
+    value: str | None  # the environment's text now, None when unset
+
+
+def settings() -> list[Setting]:
+    """Every environment variable the library reads at run time, from its one table
+    (``csrc/settings.cpp``), with the value set now. Unset or empty means the default; a
+    value outside ``values`` is ignored, except ``CAUSAL_CONV1D_CPU_ISA``'s (an error
+    naming the kernel sets available). Most are read once (``read`` says when)."""
+    rows = torch.ops.causal_conv1d.settings()
+    return [Setting(*rows[i : i + 5], rows[i + 5] or None) for i in range(0, len(rows), 6)]
 
 
 def cpu_isa() -> str:

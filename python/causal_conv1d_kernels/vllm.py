@@ -17,12 +17,13 @@ on purpose:
 What differs, also on purpose: padded rows and sequences get exactly-zero outputs (vLLM leaves
 them as they were or uninitialised); index values outside the cache are padding rather than
 out-of-bounds accesses; ``metadata`` is accepted and ignored (no host-built launch table is
-needed, nothing syncs with the host). ``validate_data=True`` means what it means in vLLM: the
-shape, stride, dtype and index-length checks run before the op, each a ``ValueError`` or
-``TypeError`` naming the argument instead of an assert; like vLLM's it never reads a tensor
-value on the host, so a call with it captures in a CUDA graph and traces under
-``torch.compile(fullgraph=True)``. The value checks (index ranges, ``query_start_loc``
-order) are ``CAUSAL_CONV1D_VALIDATE=1``'s, or the core API's ``validate=True``.
+needed, nothing syncs with the host). ``validate_data=True`` means what it means in vLLM
+(shape, stride, dtype and index-length checks that never read a tensor value on the host, so
+that a call with it captures in a CUDA graph and traces under ``torch.compile(fullgraph=True)``),
+and here those checks always run, in the op before it touches memory, each a ``ValueError`` or
+``TypeError`` naming the argument instead of an assert: the flag changes nothing. The value
+checks (index ranges, ``query_start_loc`` order) are ``CAUSAL_CONV1D_VALIDATE=1``'s, or the core
+API's ``validate=True``.
 """
 
 from __future__ import annotations
@@ -67,12 +68,13 @@ def causal_conv1d_fn(
         pad_slot_id, null_block_id: cache indices that mark padding (zero output, line
             untouched); ``null_block_id=None`` disables the second.
         metadata: accepted for vLLM's callers and ignored.
-        validate_data: run the argument checks before the op (sync-free, as vLLM's).
+        validate_data: accepted; the sync-free checks it asks for always run.
 
     Returns:
         A new tensor with x's shape and dtype (channel-last when x is).
     """
     del metadata  # launch metadata is computed on the device
+    del validate_data  # the op's checks always run (see the module's docstring)
     return _prefill(
         "causal_conv1d_fn",
         x=x,
@@ -86,7 +88,6 @@ def causal_conv1d_fn(
         pad_slot_id=pad_slot_id,
         null_block_id=null_block_id,
         front_window=True,
-        check_first=validate_data,
     )
 
 
@@ -124,12 +125,13 @@ def causal_conv1d_update(
             ``num_accepted_tokens``; a longer row is treated as padding).
         null_block_id: cache index of padding rows (None: only indices outside the cache
             and -1 are padding).
-        validate_data: run the argument checks before the op (sync-free, as vLLM's).
+        validate_data: accepted; the sync-free checks it asks for always run.
         out: optional output with x's shape and dtype; None writes into x.
 
     Returns:
         ``out``, or x itself holding the outputs.
     """
+    del validate_data  # the op's checks always run (see the module's docstring)
     if out is None:
         out = x
     if isinstance(conv_state_indices, torch.Tensor) and conv_state_indices.dim() == 2:
@@ -145,7 +147,6 @@ def causal_conv1d_update(
         out=out,
         activation=activation,
         conv_state_indices=conv_state_indices,
-        check_first=validate_data,
         num_accepted_tokens=num_accepted_tokens,
         query_start_loc=query_start_loc,
         max_query_len=max_query_len,
