@@ -1,9 +1,10 @@
 """Times both ops over the benchmark shapes against the copy floor (CONTRACT 4), the plain-torch
 formulation and, where importable, the seed's Triton kernels and Dao-AILab's causal-conv1d.
 
-    python benchmarks/bench.py --device cpu            # CPU_CASES, all threads
-    python benchmarks/bench.py --device cpu --isas portable,avx2,avx512_bf16
-    python benchmarks/bench.py --device cuda           # GPU_CASES
+    python -m benchmarks bench --device cpu            # CPU_CASES, all threads
+    python -m benchmarks bench --device cpu --isas portable,avx2,avx512_bf16
+    python -m benchmarks bench --device cuda           # GPU_CASES
+    python -m benchmarks bench --device cpu --cases cpu-peer --sglang-sdist vllm-0.33.0.tar.gz
 
 With --isas each CPU kernel set runs in its own process (the set is chosen once per process)
 and the table puts them side by side, each against the copy measured in its own run.
@@ -13,41 +14,18 @@ Writes <out-dir>/<name>.md, .json and .png (ratios to the copy of the same bytes
 
 from __future__ import annotations
 
-import argparse
 import datetime
-import importlib
 import json
 import os
 import subprocess
-import sys
 import tempfile
-import types
 
 import torch
 from causal_conv1d_kernels import __version__, cpu_isa, has_cuda_backend
 from causal_conv1d_kernels.testing import benchmark
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-PEERS = os.path.join(HERE, "..", "..", "shared", "peers")
-
-
-def load_peer(peers_dir, module):
-    """A peer module: a Triton peer from peers_dir (../shared/peers beside the checkout by
-    default), or, with peers_dir None, an installed package (Dao's causal_conv1d, fla)."""
-    if peers_dir is not None:
-        sys.path.insert(0, os.path.abspath(peers_dir))
-    try:
-        return importlib.import_module(module)
-    except Exception as e:  # noqa: BLE001 (a missing or broken peer is skipped, not fatal)
-        print(f"peer {module} unavailable: {type(e).__name__}: {e}")
-        return None
-
-
-def set_pdl(vllm_peer, enabled: bool) -> None:
-    """Whether vLLM 0.33's Triton peer launches with programmatic dependent launch (it asks
-    its platform object on every call)."""
-    vllm_peer._CudaPlatform.is_arch_support_pdl = classmethod(lambda cls: enabled)
+from . import child_env, command, report, subcommand_parser
+from .peers import PEERS, engine_metadata, load_peer, triton_peers
 
 
 def fla_implementations(case, inputs, fla) -> dict:
@@ -89,30 +67,6 @@ def fla_implementations(case, inputs, fla) -> dict:
     }
 
 
-def engine_metadata(query_start_loc, block_m=8):
-    """The Triton prefill's launch table built ahead of the call, as vLLM's attention
-    metadata builder does once per step on the host: for each program, its sequence and its
-    block of block_m tokens in it."""
-    lengths = (query_start_loc[1:] - query_start_loc[:-1]).cpu()
-    blocks = (lengths + block_m - 1) // block_m
-    sequence = torch.repeat_interleave(torch.arange(len(blocks)), blocks)
-    offset = torch.cat([torch.arange(int(n)) for n in blocks] or [torch.zeros(0)]).long()
-    device = query_start_loc.device
-    table = dict(
-        tot=int(blocks.sum()),
-        mlist=sequence.to(device, torch.int32),
-        mlist_len=len(sequence),
-        offsetlist=offset.to(device, torch.int32),
-    )
-    table["batch_ptr"], table["token_chunk_offset_ptr"] = table["mlist"], table["offsetlist"]
-    return types.SimpleNamespace(
-        nums_dict={block_m: table},
-        batch_ptr=table["batch_ptr"],
-        token_chunk_offset_ptr=table["token_chunk_offset_ptr"],
-        cu_seqlen=int(query_start_loc[-1]),
-    )
-
-
 def peer_implementations(case, inputs, peers, dao) -> dict:
     """name -> callable for the peers that can run this case, called as engines call them
     (the prefill's launch table built beforehand), on fresh state copies so that their
@@ -151,7 +105,7 @@ def peer_implementations(case, inputs, peers, dao) -> dict:
 
 
 def sglang_implementations(case, inputs, peer) -> dict:
-    """SGLang's CPU kernel (benchmarks/sglang_peer.py) as the seed's API calls it: weights
+    """SGLang's CPU kernel (`python -m benchmarks sglang-peer`) as the seed's API calls it: weights
     packed beforehand, int32 indices, a fresh output per call (its only mode), its own copy of
     the states. Empty when it cannot run the case (it needs x's dtype for weights and bias,
     width 4, dim a multiple of 32) or when its outputs or states disagree with the reference."""
@@ -223,20 +177,10 @@ def sglang_implementations(case, inputs, peer) -> dict:
 
 def run(device, cases, threads, min_run_time, peers_dir=None, timer="direct", sglang=None):
     with_peers = peers_dir is not None and device == "cuda"
-    peers = {}
-    if with_peers:
-        for name, module in (
-            ("seed triton", "vllm_triton_seed"),
-            ("vllm 0.33", "vllm_triton_0_33"),
-        ):
-            peer = load_peer(peers_dir, module)
-            if peer is not None:
-                peers[name] = peer
-        if "vllm 0.33" in peers:
-            # PDL only pays after a dependent kernel, which these single calls do not have.
-            # (Turning it off did not explain the graph-timed 1x8192 prefill below the copy
-            # floor: 45 us with PDL, 25 us without, 128 us called directly; check_peers.py.)
-            set_pdl(peers["vllm 0.33"], False)
+    # vLLM 0.33 without PDL: it only pays after a dependent kernel, which these single calls
+    # do not have. (Turning it off did not explain the graph-timed 1x8192 prefill below the
+    # copy floor: 45 us with PDL, 25 us without, 128 us called directly; check-peers.)
+    peers = triton_peers(peers_dir if with_peers else None, vllm_pdl=False)
     dao = load_peer(None, "causal_conv1d") if with_peers else None
     # fla-core's Triton causal_conv1d.
     fla = load_peer(None, "fla.modules.causal_conv1d") if with_peers else None
@@ -276,34 +220,25 @@ def run(device, cases, threads, min_run_time, peers_dir=None, timer="direct", sg
                 row[f"{name}_us"] = None
                 row[f"{name}_error"] = f"{type(e).__name__}: {str(e)[:120]}"
         rows.append(row)
-        print(format_row(row), flush=True)
+        print(report.format_row(row), flush=True)
     return rows
 
 
 def run_isas(args, isas, stem):
-    """Runs this script once per CPU kernel set; returns rows with one column per set."""
+    """Runs this subcommand once per CPU kernel set; returns rows with one column per set."""
     merged = None
     with tempfile.TemporaryDirectory(prefix="bench-isas-") as out_dir:
         for isa in isas:
-            child = [
-                sys.executable,
-                os.path.abspath(__file__),
-                "--device",
-                "cpu",
-                "--no-peers",
-                "--min-run-time",
-                str(args.min_run_time),
-                "--out-dir",
-                out_dir,
-                "--name",
-                f"{stem}-{isa}",
-            ]
+            child = command(
+                "bench",
+                *("--device", "cpu", "--no-peers", "--min-run-time", str(args.min_run_time)),
+                *("--out-dir", out_dir, "--name", f"{stem}-{isa}"),
+            )
             if args.threads:
                 child += ["--threads", str(args.threads)]
             if args.only:
                 child += ["--only", args.only]
-            env = {**os.environ, "CAUSAL_CONV1D_CPU_ISA": isa}
-            subprocess.run(child, env=env, check=True)
+            subprocess.run(child, env=child_env(CAUSAL_CONV1D_CPU_ISA=isa), check=True)
             with open(os.path.join(out_dir, f"{stem}-{isa}.json")) as f:
                 rows = json.load(f)["rows"]
             if merged is None:
@@ -315,101 +250,8 @@ def run_isas(args, isas, stem):
     return merged
 
 
-def names(rows):
-    found = []
-    for row in rows:
-        for key in row:
-            if (
-                key.endswith("_us")
-                and key != "copy_us"
-                and not key.endswith("_host_us")
-                and key[:-3] not in found
-            ):
-                found.append(key[:-3])
-    return found
-
-
-def format_row(row) -> str:
-    parts = [f"{row['case']}: copy {row['copy_us']:.1f} us"]
-    for name in names([row]):
-        t = row.get(f"{name}_us")
-        parts.append(
-            f"{name} " + ("n/a" if t is None else f"{t:.1f} us ({t / row['copy_us']:.2f}x)")
-        )
-    return ", ".join(parts)
-
-
-def markdown(rows, header) -> str:
-    impls = names(rows)
-    lines = [
-        header,
-        "",
-        "| case | copy us | GB/s | " + " | ".join(f"{n} us (x copy)" for n in impls) + " |",
-        "|---|---|---|" + "---|" * len(impls),
-    ]
-    for row in rows:
-        cells = [row["case"], f"{row['copy_us']:.1f}", f"{row['bytes'] / row['copy_us'] / 1e3:.0f}"]
-        for name in impls:
-            t = row.get(f"{name}_us")
-            mark = " *" if row.get(f"{name}_timing") == "python" else ""
-            cells.append("n/a" if t is None else f"{t:.1f} ({t / row['copy_us']:.2f}x){mark}")
-        lines.append("| " + " | ".join(cells) + " |")
-    lines += [
-        "",
-        "x copy = time / time of a device copy moving the same bytes (x read + out "
-        "written + states read and written), measured in the same run. GB/s is the copy's.",
-    ]
-    hosts = [(row, name) for row in rows for name in impls if row.get(f"{name}_host_us")]
-    if hosts:
-        lines += [
-            "",
-            "Host time per call (1000 calls back to back, no sync; wrapper + launch):",
-            "",
-        ]
-        lines += [
-            f"- {row['case']}: "
-            + ", ".join(
-                f"{n} {row[f'{n}_host_us']:.1f} us" for n in impls if row.get(f"{n}_host_us")
-            )
-            for row in {id(r): r for r, _ in hosts}.values()
-        ]
-    if any(key.endswith("_timing") for row in rows for key in row):
-        lines.append(
-            "* marks a callable that could not be captured in a CUDA graph (it syncs with the "
-            "host), timed as called from Python, host work included."
-        )
-    return "\n".join(lines) + "\n"
-
-
-def plot(rows, title, path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    impls = names(rows)
-    fig, ax = plt.subplots(figsize=(10, 0.55 * len(rows) * max(1, len(impls)) + 1.5))
-    height = 0.8 / max(1, len(impls))
-    for j, name in enumerate(impls):
-        ys = [i + j * height for i in range(len(rows))]
-        xs = [(row.get(f"{name}_us") or 0) / row["copy_us"] for row in rows]
-        ax.barh(ys, xs, height=height, label=name)
-    ax.axvline(1.0, color="black", linewidth=1, linestyle="--", label="copy of the same bytes")
-    ax.set_yticks([i + 0.4 - height / 2 for i in range(len(rows))])
-    ax.set_yticklabels([row["case"] for row in rows])
-    ax.invert_yaxis()
-    ax.set_xscale("log")
-    ax.set_xlabel("time / copy time (lower is better, log scale)")
-    ax.set_title(title)
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-
-
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = subcommand_parser("bench", __doc__)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
     parser.add_argument("--min-run-time", type=float, default=1.0, help="seconds per timing")
@@ -423,7 +265,7 @@ def main(argv=None) -> int:
         "--only", default=None, help="comma-separated substrings: run the cases whose name has one"
     )
     parser.add_argument("--name", default=None, help="output file stem (default: by machine)")
-    parser.add_argument("--out-dir", default=os.path.join(HERE, "results"))
+    parser.add_argument("--out-dir", default=report.RESULTS)
     parser.add_argument("--peers-dir", default=PEERS, help="folder holding vllm_triton_seed.py")
     parser.add_argument("--no-peers", action="store_true")
     parser.add_argument(
@@ -477,7 +319,6 @@ def main(argv=None) -> int:
             if args.timer == "direct"
             else "; CUDA graphs of 20 calls replayed (warm L2)"
         )
-    os.makedirs(args.out_dir, exist_ok=True)
     stem = args.name or f"{args.device}-{kind}"
     if args.isas:
         isas = args.isas.split(",")
@@ -492,34 +333,22 @@ def main(argv=None) -> int:
         peers_dir = None if args.no_peers else args.peers_dir
         sglang = None
         if args.sglang_sdist and args.device == "cpu":
-            import sglang_peer
+            from . import sglang_peer
 
             sglang = sglang_peer.load(args.sglang_sdist)
         rows = run(
             args.device, cases, args.threads, args.min_run_time, peers_dir, args.timer, sglang
         )
 
-    base = os.path.join(args.out_dir, stem)
-    with open(base + ".md", "w") as f:
-        f.write(markdown(rows, header))
-    with open(base + ".json", "w") as f:
-        json.dump(
-            {
-                "device": args.device,
-                "machine": machine,
-                "torch": torch.__version__,
-                "version": __version__,
-                "date": str(datetime.date.today()),
-                "threads": torch.get_num_threads(),
-                "rows": rows,
-            },
-            f,
-            indent=1,
-        )
-    plot(rows, f"{args.device}: {machine}", base + ".png")
-    print(f"wrote {base}.md/.json/.png")
+    meta = {
+        "device": args.device,
+        "machine": machine,
+        "torch": torch.__version__,
+        "version": __version__,
+        "date": str(datetime.date.today()),
+        "threads": torch.get_num_threads(),
+    }
+    report.write(
+        args.out_dir, stem, report.markdown(rows, header), meta, rows, f"{args.device}: {machine}"
+    )
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -4,18 +4,14 @@ each replay, median. Ours with programmatic dependent launch (PDL) on and off, t
 vLLM 0.33's Triton convs in the same sequence (vLLM with PDL, as vLLM launches it), and the two
 GEMMs alone; "conv us" is the sequence minus the GEMMs alone.
 
-    python benchmarks/bench_pdl.py --peers-dir .peers --out-dir benchmarks/results
+    python -m benchmarks pdl --peers-dir .peers
 
 Writes <out-dir>/<name>.md, .json and .png.
 """
 
 from __future__ import annotations
 
-import argparse
 import datetime
-import json
-import os
-import sys
 
 import torch
 from causal_conv1d_kernels import (
@@ -26,10 +22,8 @@ from causal_conv1d_kernels import (
 )
 from causal_conv1d_kernels.testing import benchmark
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-from bench import engine_metadata, load_peer  # noqa: E402
-from bench import set_pdl as set_vllm_pdl  # noqa: E402
+from . import report, subcommand_parser
+from .peers import engine_metadata, triton_peers
 
 HIDDEN, DIM = 4096, 8192
 CASES = [
@@ -96,13 +90,7 @@ def layer(case, peers):
 
 
 def run(peers_dir, min_run_time):
-    peers = {}
-    for name, module in (("seed triton", "vllm_triton_seed"), ("vllm 0.33", "vllm_triton_0_33")):
-        peer = load_peer(peers_dir, module) if peers_dir else None
-        if peer is not None:
-            peers[name] = peer
-    if "vllm 0.33" in peers:
-        set_vllm_pdl(peers["vllm 0.33"], True)  # as vLLM launches it on Hopper
+    peers = triton_peers(peers_dir, vllm_pdl=True)  # as vLLM launches it on Hopper
     rows = []
     for case in CASES:
         calls = layer(case, peers)
@@ -121,56 +109,12 @@ def run(peers_dir, min_run_time):
     return rows
 
 
-def markdown(rows, header) -> str:
-    names = [k[:-3] for k in rows[0] if k.endswith("_us") and k != "gemms alone_us"]
-    lines = [
-        header,
-        "",
-        "| case | GEMMs alone us | " + " | ".join(f"{n}: layer us (conv us)" for n in names) + " |",
-        "|---|---|" + "---|" * len(names),
-    ]
-    for row in rows:
-        base = row["gemms alone_us"]
-        cells = [
-            f"{row[f'{n}_us']:.1f} ({row[f'{n}_us'] - base:.1f})" if row.get(f"{n}_us") else "n/a"
-            for n in names
-        ]
-        lines.append(f"| {row['case']} | {base:.1f} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def plot(rows, title, path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = [k[:-3] for k in rows[0] if k.endswith("_us") and k != "gemms alone_us"]
-    fig, ax = plt.subplots(figsize=(9, 1.2 * len(rows) + 1.5))
-    height = 0.8 / len(names)
-    for j, name in enumerate(names):
-        ys = [i + j * height for i in range(len(rows))]
-        ax.barh(
-            ys, [(r.get(f"{name}_us") or 0) - r["gemms alone_us"] for r in rows], height, label=name
-        )
-    ax.set_yticks([i + 0.4 - height / 2 for i in range(len(rows))])
-    ax.set_yticklabels([r["case"] for r in rows])
-    ax.invert_yaxis()
-    ax.set_xlabel("layer time - GEMMs alone (us, lower is better)")
-    ax.set_title(title)
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-
-
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = subcommand_parser("pdl", __doc__)
     parser.add_argument("--peers-dir", default=None, help="folder holding the Triton peers")
     parser.add_argument("--min-run-time", type=float, default=0.5)
     parser.add_argument("--name", default=None)
-    parser.add_argument("--out-dir", default=os.path.join(HERE, "results"))
+    parser.add_argument("--out-dir", default=report.RESULTS)
     args = parser.parse_args(argv)
     machine = benchmark.machine("cuda")
     header = (
@@ -181,17 +125,10 @@ def main(argv=None) -> int:
     )
     print(header, flush=True)
     rows = run(args.peers_dir, args.min_run_time)
+    text = report.markdown(rows, header, kind="layer")
+    meta = {"machine": machine, "torch": torch.__version__}
+    title = f"GEMM -> conv -> GEMM: {machine}"
     stem = args.name or "gpu-pdl"
-    base = os.path.join(args.out_dir, stem)
-    os.makedirs(args.out_dir, exist_ok=True)
-    with open(base + ".md", "w") as f:
-        f.write(markdown(rows, header))
-    with open(base + ".json", "w") as f:
-        json.dump({"machine": machine, "torch": torch.__version__, "rows": rows}, f, indent=1)
-    plot(rows, f"GEMM -> conv -> GEMM: {machine}", base + ".png")
-    print(markdown(rows, header))
+    report.write(args.out_dir, stem, text, meta, rows, title, base="gemms alone", per_copy=False)
+    print(text)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

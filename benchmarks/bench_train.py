@@ -8,28 +8,23 @@ users call it (Dao's causal_conv1d_fn on the same (batch, dim, seqlen) tensor, f
 causal_conv1d on its (batch, seqlen, dim) view); CONTRACT 4's timer (L2 flushed before every
 call, direct launches).
 
-    python benchmarks/bench_train.py --out-dir benchmarks/results --name cpu-dev-epyc-2core-train
-    python benchmarks/bench_train.py --device cuda --name gpu-h200-train
+    python -m benchmarks train --name cpu-dev-xeon-2core-train
+    python -m benchmarks train --device cuda --name gpu-h200-train
 
 Writes <out-dir>/<name>.md, .json and .png.
 """
 
 from __future__ import annotations
 
-import argparse
 import datetime
-import json
-import os
-import sys
 
 import torch
 import torch.nn.functional as F
 from causal_conv1d_kernels import __version__, cpu_isa, dao
 from causal_conv1d_kernels.testing import benchmark
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-from bench import load_peer, names, plot  # noqa: E402
+from . import report, subcommand_parser
+from .peers import load_peer
 
 # (batch, seqlen, dim, layout)
 CASES = {
@@ -142,7 +137,7 @@ def run(device, dtype, min_run_time, threads, only=None):
                         for a, e in zip(got, expected)
                     )
             rows.append(row)
-            print(format_row(row), flush=True)
+            print(report.format_row(row, digits=0), flush=True)
     return rows
 
 
@@ -168,66 +163,14 @@ def profile(device, dtype, pattern, kernels) -> None:
                 torch.cuda.synchronize()
 
 
-def format_row(row) -> str:
-    parts = [f"{row['case']}: copy {row['copy_us']:.0f} us"]
-    for name in names([row]):
-        t = row.get(f"{name}_us")
-        cell = "n/a" if t is None else f"{t:.0f} us ({t / row['copy_us']:.2f}x)"
-        if row.get(f"{name}_rel_err") is not None:
-            cell += f" err {row[f'{name}_rel_err']:.1e}"
-        parts.append(f"{name} {cell}")
-    return ", ".join(parts)
-
-
-def markdown(rows, header) -> str:
-    impls = names(rows)
-    lines = [
-        header,
-        "",
-        "| case | copy us | " + " | ".join(f"{n} us (x copy)" for n in impls) + " |",
-        "|---|---|" + "---|" * len(impls),
-    ]
-    for row in rows:
-        cells = [row["case"], f"{row['copy_us']:.0f}"]
-        for name in impls:
-            t = row.get(f"{name}_us")
-            cells.append("n/a" if t is None else f"{t:.0f} ({t / row['copy_us']:.2f}x)")
-        lines.append("| " + " | ".join(cells) + " |")
-    lines += [
-        "",
-        "x copy = time / time of a copy of the bytes the phase must move (forward: x read, out "
-        "written; forward + backward: that plus x and dout read and dx written), same run. "
-        "fwd+bwd: the forward, then dx, dweight and dbias through torch.autograd.grad.",
-        "",
-        "Largest gradient error (max |got - fp32 torch| / max |fp32 torch| over dx, dweight, "
-        "dbias):",
-        "",
-    ]
-    for row in rows:
-        errs = [f"{n} {row[f'{n}_rel_err']:.1e}" for n in impls if f"{n}_rel_err" in row]
-        if errs:
-            lines.append(f"- {row['case']}: " + ", ".join(errs))
-    errors = [
-        f"- {row['case']}, {n}: {row[f'{n}_error']}"
-        for row in rows
-        for n in impls
-        if f"{n}_error" in row
-    ]
-    if errors:
-        lines += ["", "Failed calls:", ""] + errors
-    return "\n".join(lines) + "\n"
-
-
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = subcommand_parser("train", __doc__)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
     parser.add_argument("--min-run-time", type=float, default=2.0)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--name", default=None)
-    parser.add_argument("--out-dir", default=os.path.join(HERE, "results"))
+    parser.add_argument("--out-dir", default=report.RESULTS)
     parser.add_argument("--only", help="only the cases whose name contains this substring")
     parser.add_argument(
         "--profile",
@@ -260,25 +203,9 @@ def main(argv=None) -> int:
     )
     print(header, flush=True)
     rows = run(args.device, dtype, args.min_run_time, args.threads, args.only)
-    os.makedirs(args.out_dir, exist_ok=True)
-    base = os.path.join(args.out_dir, args.name or f"{args.device}-train")
-    with open(base + ".md", "w") as f:
-        f.write(markdown(rows, header))
-    with open(base + ".json", "w") as f:
-        json.dump(
-            {
-                "machine": machine,
-                "torch": torch.__version__,
-                "threads": torch.get_num_threads(),
-                "rows": rows,
-            },
-            f,
-            indent=1,
-        )
-    plot(rows, f"{args.device} training step: {machine}", base + ".png")
-    print(markdown(rows, header))
+    text = report.markdown(rows, header, kind="train")
+    meta = {"machine": machine, "torch": torch.__version__, "threads": torch.get_num_threads()}
+    title = f"{args.device} training step: {machine}"
+    report.write(args.out_dir, args.name or f"{args.device}-train", text, meta, rows, title)
+    print(text)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

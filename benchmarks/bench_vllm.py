@@ -4,7 +4,7 @@ the same bytes, in one run, with the L2 flushed before every call and each call 
 a CUDA graph of its own (benchmark.time_cuda_flushed_us: no host time in the device time),
 median.
 
-    python benchmarks/bench_vllm.py --peers-dir ../shared/peers --out-dir benchmarks/results
+    python -m benchmarks vllm --peers-dir ../shared/peers
 
 Cases (bf16 x, weights and states, W 4, bias, SiLU, D 8192, 256 rows, lines drawn at random
 from a 1024-line cache):
@@ -19,19 +19,14 @@ Writes <out-dir>/<name>.md, .json and .png.
 
 from __future__ import annotations
 
-import argparse
 import datetime
-import json
-import os
-import sys
 
 import torch
 from causal_conv1d_kernels import __version__, vllm
 from causal_conv1d_kernels.testing import benchmark
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-from bench import load_peer, markdown, plot, set_pdl  # noqa: E402
+from . import report, subcommand_parser
+from .peers import PEERS, load_peer, set_pdl
 
 DIM, WIDTH, ROWS, LINES = 8192, 4, 256, 1024
 
@@ -87,7 +82,7 @@ def time_us(fn) -> float:
 def run(peers_dir: str | None):
     peer = load_peer(peers_dir, "vllm_triton_0_33") if peers_dir else None
     if peer is not None:
-        set_pdl(peer, False)  # as bench.py times it
+        set_pdl(peer, False)  # as the bench subcommand times it
     rows = []
     for name in ["spec decode", "varlen decode", "plain decode"]:
         kwargs, nbytes = make_case(name)
@@ -109,10 +104,10 @@ def run(peers_dir: str | None):
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--peers-dir", default=os.path.join(HERE, "..", "..", "shared", "peers"))
+    parser = subcommand_parser("vllm", __doc__)
+    parser.add_argument("--peers-dir", default=PEERS)
     parser.add_argument("--name", default="gpu-h100-vllm")
-    parser.add_argument("--out-dir", default=os.path.join(HERE, "results"))
+    parser.add_argument("--out-dir", default=report.RESULTS)
     args = parser.parse_args(argv)
     rows = run(args.peers_dir)
     device = torch.cuda.get_device_name()
@@ -122,17 +117,8 @@ def main(argv=None) -> int:
         "call replayed from a CUDA graph of its own; vLLM 0.33's kernel with vLLM's arguments, "
         "PDL off (no preceding kernel to overlap).\n"
     )
-    text = markdown(rows, header)
-    os.makedirs(args.out_dir, exist_ok=True)
-    stem = os.path.join(args.out_dir, args.name)
-    with open(stem + ".md", "w") as f:
-        f.write(text)
-    with open(stem + ".json", "w") as f:
-        json.dump(dict(device=device, torch=torch.__version__, rows=rows), f, indent=1)
-    plot(rows, f"vLLM decode calls, {device}", stem + ".png")
+    text = report.markdown(rows, header)
+    meta = dict(device=device, torch=torch.__version__)
+    report.write(args.out_dir, args.name, text, meta, rows, f"vLLM decode calls, {device}")
     print(text)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

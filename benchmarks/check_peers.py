@@ -1,27 +1,23 @@
 """Checks the Triton peers' outputs against the float64 reference on the benchmark's GPU cases,
-called as bench.py calls them (engine-style launch table), and times each with and without
-programmatic dependent launch, to tell a peer's real time from a timing artifact.
+called as the bench subcommand calls them (engine-style launch table), and times each with and
+without programmatic dependent launch, to tell a peer's real time from a timing artifact.
 
-    python benchmarks/check_peers.py --peers-dir ../shared/peers
+    python -m benchmarks check-peers --peers-dir ../shared/peers
 """
 
 from __future__ import annotations
-
-import argparse
-import os
-import sys
 
 import torch
 from causal_conv1d_kernels.testing import benchmark
 from causal_conv1d_kernels.testing.reference import causal_conv1d_fn_ref, causal_conv1d_update_ref
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench import engine_metadata, load_peer, set_pdl  # noqa: E402
+from . import subcommand_parser
+from .peers import PEERS, engine_metadata, load_peer, set_pdl
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--peers-dir", default=os.path.join("..", "shared", "peers"))
+    parser = subcommand_parser("check-peers", __doc__)
+    parser.add_argument("--peers-dir", default=PEERS)
     args = parser.parse_args(argv)
     peer = load_peer(args.peers_dir, "vllm_triton_0_33")
     seed = load_peer(args.peers_dir, "vllm_triton_seed")
@@ -63,7 +59,3 @@ def main(argv=None) -> int:
                 flush=True,
             )
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -5,20 +5,19 @@ with and without SiLU, and decode calls with an fp32 bias (which makes the dispa
 filter to fp32 on the calling thread, as every call did before the decode step read it in
 place), each as a ratio to a copy of the same bytes timed at the same thread count.
 
-    python benchmarks/cpu_scaling.py --isas avx2,avx512_bf16 --threads 1,8,16
-    python benchmarks/cpu_scaling.py --cases cpu-peer --threads 1,4,16
+    python -m benchmarks cpu-scaling --isas avx2,avx512_bf16 --threads 1,8,16
+    python -m benchmarks cpu-scaling --cases cpu-peer --threads 1,4,16
 """
 
 from __future__ import annotations
 
-import argparse
-import os
 import subprocess
-import sys
 
 import torch
 from causal_conv1d_kernels import causal_conv1d_fn, causal_conv1d_update, cpu_isa
 from causal_conv1d_kernels.testing import benchmark
+
+from . import child_env, command, subcommand_parser
 
 
 def call(case, inputs, activation):
@@ -52,13 +51,13 @@ def measure(cases, threads: list[int], min_run_time: float) -> None:
             )
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv=None) -> int:
+    parser = subcommand_parser("cpu-scaling", __doc__)
     parser.add_argument("--isas", default="")
     parser.add_argument("--cases", choices=["cpu", "cpu-peer"], default="cpu")
     parser.add_argument("--threads", default="1,16")
     parser.add_argument("--min-run-time", type=float, default=0.5)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     threads = [int(t) for t in args.threads.split(",")]
     if not args.isas:
         cases = benchmark.CPU_CASES if args.cases == "cpu" else benchmark.CPU_PEER_CASES
@@ -66,11 +65,7 @@ def main() -> int:
         return 0
     status = 0
     for isa in args.isas.split(","):
-        env = dict(os.environ, CAUSAL_CONV1D_CPU_ISA=isa)
-        cmd = [sys.executable, __file__, "--threads", args.threads, "--cases", args.cases]
-        status |= subprocess.call(cmd + ["--min-run-time", str(args.min_run_time)], env=env)
+        cmd = command("cpu-scaling", "--threads", args.threads, "--cases", args.cases)
+        cmd += ["--min-run-time", str(args.min_run_time)]
+        status |= subprocess.call(cmd, env=child_env(CAUSAL_CONV1D_CPU_ISA=isa))
     return status
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -3,14 +3,15 @@ state_len) contiguous, as HF transformers and mamba_ssm keep it, against the eng
 state_len, dim) with channels contiguous. bf16, D 8192, width 4, bias, SiLU; median and
 minimum of 15 runs of 100 calls.
 
-    python benchmarks/dao_decode_layouts.py [threads]
+    python -m benchmarks dao-layouts [threads]
 """
 
-import sys
 import time
 
 import torch
 from causal_conv1d_kernels import dao
+
+from . import subcommand_parser
 
 LAYOUTS = (
     (4, "dao (lines, dim, 4) contiguous"),
@@ -19,9 +20,12 @@ LAYOUTS = (
 )
 
 
-def main() -> None:
+def main(argv=None) -> int:
+    parser = subcommand_parser("dao-layouts", __doc__)
+    parser.add_argument("threads", nargs="?", type=int, default=2)
+    args = parser.parse_args(argv)
     torch.manual_seed(0)
-    torch.set_num_threads(int(sys.argv[1]) if len(sys.argv) > 1 else 2)
+    torch.set_num_threads(args.threads)
     dim, width = 8192, 4
     for batch in (1, 16, 64):
         for state_len, layout in LAYOUTS:
@@ -45,7 +49,4 @@ def main() -> None:
                 f"batch {batch:3d} {layout:36s} median {times[len(times) // 2]:7.1f} us"
                 f"  min {times[0]:7.1f}"
             )
-
-
-if __name__ == "__main__":
-    main()
+    return 0

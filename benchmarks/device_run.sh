@@ -6,10 +6,11 @@
 #   STAGES="cuda-tests gpu-bench" bash benchmarks/device_run.sh   # a subset
 # Stages: return-build (the built extension to $OUT/prebuilt: carry it back as .prebuilt/), dao-tests, train-bench, cpu-train, dao-build and dao-wait (see below), hf-mamba2, tests (whole suite), cuda-tests (tests whose id names cuda: every GPU-only test does),
 # cuda-quick (the CUDA tests of test_cuda, test_ops, test_fwd, test_update, test_vllm), timers (the
-# decode and small prefill rows under both flushed timers), pdl-bench (bench_pdl.py),
-# selfcheck, cpu-bench, cpu-scaling (benchmarks/cpu_scaling.py), gpu-bench (bench.py, L2 flushed),
-# check-peers (the Triton peers' outputs against the reference), vllm-bench (bench_vllm.py:
-# vLLM's spec/varlen/plain decode calls beside vLLM 0.33), reliability (CUDA hostile, fuzz,
+# decode and small prefill rows under both flushed timers), pdl-bench (python -m benchmarks
+# pdl), selfcheck, cpu-bench, cpu-scaling (python -m benchmarks cpu-scaling), gpu-bench (python
+# -m benchmarks bench, L2 flushed), check-peers (the Triton peers' outputs against the
+# reference), vllm-bench (python -m benchmarks vllm: vLLM's spec/varlen/plain decode calls
+# beside vLLM 0.33), reliability (CUDA hostile, fuzz,
 # stress and large tests), gpu-bench, profile (ncu over a few cases, ours and the seed),
 # chunk-sweep (prefill at each forced tokens-per-program), step-sweep (decode step shapes), sanitize (compute-sanitizer memcheck,
 # racecheck and initcheck over a reduced CUDA run, side by side; on the H100 memcheck and
@@ -106,16 +107,16 @@ want cuda-quick && python3 -m pytest -q -x tests/test_cuda.py tests/test_ops.py 
   tests/test_vllm.py -k cuda -p no:cacheprovider 2>&1 | tee -a "$LOG" | grep -E "passed|failed|Error|FAILED" | tail -20
 want selfcheck && python3 -m causal_conv1d_kernels 2>&1 | tee -a "$LOG" | tail -9
 want cpu-bench && before_bench
-want cpu-bench && python3 benchmarks/bench.py --device cpu --threads 16 --min-run-time 1 --isas portable,avx2,avx512_bf16 \
+want cpu-bench && python3 -m benchmarks bench --device cpu --threads 16 --min-run-time 1 --isas portable,avx2,avx512_bf16 \
   --name cpu-xeon-16t --out-dir "$OUT" 2>&1 | tee -a "$LOG" | grep -v "^wrote" | tail -3
 want cpu-bench && cat "$OUT/cpu-xeon-16t.md"
-# SGLang's kernel beside ours on the host CPU: .sglang/ holds benchmarks/sglang_peer.py's
-# SOURCES at their sdist paths (git-ignored; carry it).
+# SGLang's kernel beside ours on the host CPU: .sglang/ holds the SOURCES of
+# benchmarks/sglang_peer.py at their sdist paths (git-ignored; carry it).
 want cpu-sglang && before_bench
-want cpu-sglang && python3 benchmarks/bench.py --device cpu --threads 16 --min-run-time 1 --no-peers --cases cpu-peer \
+want cpu-sglang && python3 -m benchmarks bench --device cpu --threads 16 --min-run-time 1 --no-peers --cases cpu-peer \
   --sglang-sdist .sglang --name cpu-xeon-16t-sglang --out-dir "$OUT" 2>&1 | tee -a "$LOG" | grep -E "^(prefill|small|update)"
 want cpu-scaling && before_bench
-want cpu-scaling && python3 benchmarks/cpu_scaling.py --isas "${SCALING_ISAS:-avx2,avx512_bf16}" \
+want cpu-scaling && python3 -m benchmarks cpu-scaling --isas "${SCALING_ISAS:-avx2,avx512_bf16}" \
   --threads "${SCALING_THREADS:-1,8,16}" --cases "${SCALING_CASES:-cpu}" 2>&1 | tee -a "$LOG" "$OUT/cpu-scaling.txt"
 if want dao-wait && [ -n "${DAO_PID:-}" ]; then
   wait "$DAO_PID"; echo "dao build: exit $? at $(date +%T)"; tail -3 "$OUT/dao-build.txt"
@@ -123,15 +124,15 @@ fi
 # gpu-bench: the whole table under CONTRACT 4's timer (direct launches, L2 flushed), then under
 # graph replay with the L2 flushed (as engines run decode).
 want gpu-bench && before_bench
-want gpu-bench && python3 benchmarks/bench.py --device cuda --min-run-time 0.5 --peers-dir .peers --name "$GPU" \
+want gpu-bench && python3 -m benchmarks bench --device cuda --min-run-time 0.5 --peers-dir .peers --name "$GPU" \
   --out-dir "$OUT" 2>&1 | tee -a "$LOG" | tail -9
-want gpu-bench && python3 benchmarks/bench.py --device cuda --min-run-time 0.5 --peers-dir .peers --timer flushed \
+want gpu-bench && python3 -m benchmarks bench --device cuda --min-run-time 0.5 --peers-dir .peers --timer flushed \
   --name "$GPU-graph-flushed" --out-dir "$OUT" 2>&1 | tee -a "$LOG" | grep -E "^(prefill|mixed|small|update)"
 # The decode and small-prefill rows under each flushed timer (graph-replayed, direct launch).
 want timers && before_bench
 if want timers; then
   for timer in flushed direct; do
-    python3 benchmarks/bench.py --device cuda --min-run-time 0.3 --peers-dir .peers --timer $timer \
+    python3 -m benchmarks bench --device cuda --min-run-time 0.3 --peers-dir .peers --timer $timer \
       --only "${TIMER_ONLY:-update,small}" --name "$GPU-timer-$timer" --out-dir "$OUT/timers" 2>&1 \
       | tee -a "$LOG" | grep -E "^\| (update|small|prefill|mixed)"
   done
@@ -143,18 +144,18 @@ want hf-mamba2 && PYTHONPATH=".peers/mamba${PYTHONPATH:+:$PYTHONPATH}" python3 e
 # train-bench (issue 13): forward and forward + backward beside Dao 1.7 and fla 0.6 (carried in
 # .whl/); cpu-train: the same on the host CPU beside plain torch autograd.
 want train-bench && before_bench
-want train-bench && python3 benchmarks/bench_train.py --device cuda --min-run-time 0.5 --name "$GPU-train" \
+want train-bench && python3 -m benchmarks train --device cuda --min-run-time 0.5 --name "$GPU-train" \
   --out-dir "$OUT" 2>&1 | tee -a "$LOG" | grep -E "^(fwd|peer)"
 want cpu-train && before_bench
-want cpu-train && python3 benchmarks/bench_train.py --threads 16 --min-run-time 1 --name cpu-xeon-16t-train \
+want cpu-train && python3 -m benchmarks train --threads 16 --min-run-time 1 --name cpu-xeon-16t-train \
   --out-dir "$OUT" 2>&1 | tee -a "$LOG" | grep -E "^(fwd|peer)"
 want pdl-bench && before_bench
-want pdl-bench && python3 benchmarks/bench_pdl.py --peers-dir .peers --name "$GPU-pdl" --out-dir "$OUT" 2>&1 \
+want pdl-bench && python3 -m benchmarks pdl --peers-dir .peers --name "$GPU-pdl" --out-dir "$OUT" 2>&1 \
   | tee -a "$LOG" | grep -E "^\| "
-want check-peers && python3 benchmarks/check_peers.py --peers-dir .peers 2>&1 | tee -a "$LOG" \
+want check-peers && python3 -m benchmarks check-peers --peers-dir .peers 2>&1 | tee -a "$LOG" \
   "$OUT/$GPU-check-peers.txt" | grep -v "^peer"
 want vllm-bench && before_bench
-want vllm-bench && python3 benchmarks/bench_vllm.py --peers-dir .peers --out-dir "$OUT" 2>&1 | tee -a "$LOG" \
+want vllm-bench && python3 -m benchmarks vllm --peers-dir .peers --out-dir "$OUT" 2>&1 | tee -a "$LOG" \
   | grep "^| [svp]"
 # The ncu report sections of the profile stages.
 NCU_SECTIONS=(--section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats
@@ -166,40 +167,39 @@ if want profile; then  # PROFILE_CASES: ';'-separated substrings of case names
     --kernel-name regex:"fwd_kernel|update_kernel|step_kernel|_causal_conv1d|elementwise" \
     "${NCU_SECTIONS[@]}" --metrics "$(for r in imc_miss no_instruction long_scoreboard drain barrier wait; do
       printf 'smsp__average_warps_issue_stalled_%s_per_issue_active.ratio,' $r; done)gpu__time_duration.sum" \
-    python3 benchmarks/profile_cuda.py --peers-dir .peers --impls "${PROFILE_IMPLS:-all}" "${cases[@]}" \
+    python3 -m benchmarks profile --peers-dir .peers --impls "${PROFILE_IMPLS:-all}" "${cases[@]}" \
     > "$OUT/ncu.txt" 2>&1
   grep -E "profiling|^  [a-zA-Z_:<>]*(kernel|copy)|Duration|DRAM Throughput|Achieved Occupancy|Registers Per|stall|Warp Cycles Per Issued|Block Size|Grid Size" \
     "$OUT/ncu.txt" | cut -c1-160 | head -${PROFILE_LINES:-120}
 fi
 # train-profile (issue 13): the kernels of one training step of each implementation
 # (torch.profiler), then ncu over the forward and backward kernels, ours and Dao's, on the cases
-# matching TRAIN_PROFILE (a substring of bench_train.py's case names).
+# matching TRAIN_PROFILE (a substring of the train subcommand's case names).
 want train-profile && before_bench
 if want train-profile; then
-  python3 benchmarks/bench_train.py --device cuda --profile "${TRAIN_PROFILE:-8x4096}" --kernels \
+  python3 -m benchmarks train --device cuda --profile "${TRAIN_PROFILE:-8x4096}" --kernels \
     > "$OUT/train-kernels.txt" 2>&1
   grep -E "^kernels|batch_|sum_shares|causal_conv1d|Self CUDA time" "$OUT/train-kernels.txt" | cut -c1-60,100-200
   ncu --clock-control none --cache-control all --kernel-name regex:"batch_|sum_shares|causal_conv1d_" \
-    "${NCU_SECTIONS[@]}" python3 benchmarks/bench_train.py --device cuda --profile "${TRAIN_PROFILE:-8x4096}" \
+    "${NCU_SECTIONS[@]}" python3 -m benchmarks train --device cuda --profile "${TRAIN_PROFILE:-8x4096}" \
     > "$OUT/train-ncu.txt" 2>&1
   grep -E "profiling|^  [a-zA-Z_:<>]*(kernel|copy)|Duration|DRAM Throughput|Achieved Occupancy|Registers Per|Warp Cycles Per Issued|Grid Size|L1/TEX Hit|Mem Busy|Max Bandwidth" \
     "$OUT/train-ncu.txt" | cut -c1-160 | head -${PROFILE_LINES:-150}
 fi
-# step-sweep: the decode step at each forced shape (bytes of x per thread, rows per thread) and
-# the default's choice; the short prefills at 8 and 16 bytes per thread (csrc/cuda/*.cu).
+# step-sweep: the decode step at each forced width of x per thread (bytes) and the default's
+# choice; the short prefills at 8 and 16 bytes per thread (csrc/cuda/*.cu).
 want step-sweep && before_bench
 if want step-sweep; then
-  for shape in "auto auto" "2 1" "4 1" "8 1" "8 2" "8 4"; do
-    set -- $shape
-    echo "step bytes $1, rows $2:"
-    env $( [ "$1" = auto ] || echo "CAUSAL_CONV1D_CUDA_STEP_BYTES=$1 CAUSAL_CONV1D_CUDA_STEP_ROWS=$2" ) \
-      python3 benchmarks/bench.py --device cuda --min-run-time 0.3 --no-peers --only update \
-      --name "step-$1-$2" --out-dir "$OUT/sweep" 2>&1 | tee -a "$LOG" | grep -E "^update" | cut -d, -f1-3
+  for bytes in auto 2 4 8; do
+    echo "step bytes $bytes:"
+    env $( [ "$bytes" = auto ] || echo "CAUSAL_CONV1D_CUDA_STEP_BYTES=$bytes" ) \
+      python3 -m benchmarks bench --device cuda --min-run-time 0.3 --no-peers --only update \
+      --name "step-$bytes" --out-dir "$OUT/sweep" 2>&1 | tee -a "$LOG" | grep -E "^update" | cut -d, -f1-3
   done
   for bytes in auto 8 16; do
     echo "prefill bytes $bytes:"
     env $( [ "$bytes" = auto ] || echo "CAUSAL_CONV1D_CUDA_PREFILL_BYTES=$bytes" ) \
-      python3 benchmarks/bench.py --device cuda --min-run-time 0.3 --no-peers --only small,mixed \
+      python3 -m benchmarks bench --device cuda --min-run-time 0.3 --no-peers --only small,mixed \
       --name "prefill-$bytes" --out-dir "$OUT/sweep" 2>&1 | tee -a "$LOG" | grep -E "^(small|mixed)" | cut -d, -f1-3
   done
 fi
@@ -207,7 +207,7 @@ want chunk-sweep && before_bench
 if want chunk-sweep; then
   for chunk in 8 16 32 64 128; do
     echo "tokens per program $chunk:"
-    CAUSAL_CONV1D_CUDA_CHUNK=$chunk python3 benchmarks/bench.py --device cuda --min-run-time 0.3 \
+    CAUSAL_CONV1D_CUDA_CHUNK=$chunk python3 -m benchmarks bench --device cuda --min-run-time 0.3 \
       --no-peers --only prefill,mixed,small --name "sweep-$chunk" --out-dir "$OUT" 2>&1 \
       | tee -a "$LOG" | grep -E "^(prefill|mixed|small)" | cut -d: -f2 | cut -d, -f1-3
   done

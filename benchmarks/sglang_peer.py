@@ -3,7 +3,7 @@ csrc/cpu/sgl-kernels/conv.cpp) built as a benchmark peer, outside the package: i
 taken from vLLM 0.33's sdist at benchmark time and compiled with SGLang's AVX-512/AMX flags as
 a small torch extension of their own (nothing of it is copied into the project).
 
-    python benchmarks/sglang_peer.py --sdist vllm-0.33.0.tar.gz   # build and self-test
+    python -m benchmarks sglang-peer --sdist vllm-0.33.0.tar.gz   # build and self-test
 
 From Python: ``peer = load(sdist)``; ``peer.fwd(...)`` / ``peer.update(...)`` /
 ``peer.pack(weight)`` call its ops (weights pre-packed outside the timed call).
@@ -11,13 +11,14 @@ From Python: ``peer = load(sdist)``; ``peer.fwd(...)`` / ``peer.update(...)`` /
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import tarfile
 import tempfile
 
 import torch
+
+from . import subcommand_parser
 
 SOURCES = [
     "csrc/cpu/sgl-kernels/conv.cpp",
@@ -110,7 +111,7 @@ def load(sdist: str, build_dir: str | None = None, verbose: bool = False):
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = subcommand_parser("sglang-peer", __doc__)
     parser.add_argument("--sdist", required=True, help="vllm-0.33.0.tar.gz, or a folder of SOURCES")
     args = parser.parse_args(argv)
     peer = load(args.sdist, verbose=True)
@@ -119,7 +120,3 @@ def main(argv=None) -> int:
     packed = peer.pack(weight)
     print("built; packed weight", tuple(packed.shape))
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
