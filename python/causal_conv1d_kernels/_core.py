@@ -82,42 +82,6 @@ def _refuse_grad(op: str, **tensors) -> None:
 
 _OPS = {}
 
-# The tensor arguments of each op, by position (None: not a tensor), for naming the one the
-# dispatcher refused.
-_FWD_TENSORS = (
-    "x",
-    "weight",
-    "bias",
-    "conv_states",
-    "query_start_loc",
-    "cache_indices",
-    "has_initial_state",
-    None,
-    None,
-    "out",
-)
-_UPDATE_TENSORS = (
-    "x",
-    "conv_state",
-    "weight",
-    "bias",
-    None,
-    "cache_seqlens",
-    "conv_state_indices",
-    None,
-    "out",
-    "num_accepted_tokens",
-    "query_start_loc",
-)
-_BATCH_TENSORS = ("x", "weight", "bias", "seq_idx", "initial_states")
-_TENSORS = {
-    "causal_conv1d_fwd": _FWD_TENSORS[:7],
-    "causal_conv1d_fwd_out": _FWD_TENSORS,
-    "causal_conv1d_update": _UPDATE_TENSORS,
-    "causal_conv1d_batch_fwd": _BATCH_TENSORS,
-    "causal_conv1d_batch_bwd": (*_BATCH_TENSORS, "dout", "dfinal_states"),
-}
-
 
 def _call(op: str, name: str, *args):
     """Calls the op ``name`` (its default overload, resolved once) with ``args``.
@@ -126,7 +90,7 @@ def _call(op: str, name: str, *args):
     name ``op`` in place of the C++ op's (``causal_conv1d_fwd_out`` reports as
     ``causal_conv1d_fwd``). A ``RuntimeError`` of the dispatcher (an argument of the wrong
     kind) becomes a ``TypeError`` naming the argument when a tensor argument is neither a
-    tensor nor None."""
+    tensor nor None (the op's schema says which arguments are tensors)."""
     fn = _OPS.get(name)
     if fn is None:
         fn = _OPS[name] = getattr(torch.ops.causal_conv1d, name).default
@@ -139,10 +103,15 @@ def _call(op: str, name: str, *args):
             raise
         raise type(e)(op + ":" + message[len(prefix) :]) from None
     except RuntimeError:
-        for arg, value in zip(_TENSORS[name], args):
-            if arg is not None and value is not None and not isinstance(value, torch.Tensor):
+        tensor = torch._C.OptionalType.ofTensor()
+        for arg, value in zip(fn._schema.arguments, args):
+            if (
+                arg.type.isSubtypeOf(tensor)
+                and value is not None
+                and not isinstance(value, torch.Tensor)
+            ):
                 raise TypeError(
-                    f"{op}: {arg} must be a torch.Tensor, got {type(value).__name__}"
+                    f"{op}: {arg.name} must be a torch.Tensor, got {type(value).__name__}"
                 ) from None
         raise
 
