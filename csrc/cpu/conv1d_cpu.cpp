@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "../dispatch.h"
 #include "../ops.h"
 #include "../settings.h"
 #include "kernels.h"
@@ -248,16 +249,10 @@ constexpr int64_t kBwdRanges = 32;
 
 // Stores v into element i of a float32/float16/bfloat16 buffer.
 void store_as(c10::ScalarType type, void* data, int64_t i, float v) {
-  switch (type) {
-    case at::kHalf:
-      static_cast<c10::Half*>(data)[i] = c10::Half(v);
-      break;
-    case at::kBFloat16:
-      static_cast<c10::BFloat16*>(data)[i] = c10::BFloat16(v);
-      break;
-    default:
-      static_cast<float*>(data)[i] = v;
-  }
+  with_storage_type<StorageTypes<c10::Half, c10::BFloat16, float>>(type, [&](auto tag) {
+    using T = decltype(tag);
+    static_cast<T*>(data)[i] = T(v);
+  });
 }
 
 }  // namespace

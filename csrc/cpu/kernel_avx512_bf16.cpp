@@ -184,10 +184,10 @@ struct Avx512Bf16 : SimdOps<Avx512Bf16> {
                           const in_t* in, int64_t in_tok, int64_t in_dim, out_t* out,
                           int64_t out_tok, int64_t out_dim, int64_t count) {
     if constexpr (std::is_same_v<in_t, bf16_t> && std::is_same_v<out_t, bf16_t>) {
-      const bool done =
-          w.vnni != nullptr && in_dim == 1 && out_dim == 1 && with_width(p.width, [&]<int kW>() {
-            conv_tokens_vnni<kW>(p, w, c0, n, in, in_tok, out, out_tok, count);
-          });
+      const bool done = w.vnni != nullptr && in_dim == 1 && out_dim == 1 &&
+                        with_width<CpuWidths>(p.width, [&]<int kW>() {
+                          conv_tokens_vnni<kW>(p, w, c0, n, in, in_tok, out, out_tok, count);
+                        });
       if (done) return;
     }
     conv_tokens_vec<Avx512Bf16>(p, w, c0, n, in, in_tok, in_dim, out, out_tok, out_dim, count);

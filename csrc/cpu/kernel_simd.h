@@ -20,7 +20,7 @@ constexpr float kExp2Lo = -126.f, kExp2Hi = 128.f;
 
 // v / (1 + exp(-v)) as accurate as the output type keeps. exp(-v) = p * 2^n
 // with n an integer, the policy supplying round(z) and scale(p, n) = p * 2^n.
-// For fp32 outputs, the degree-7 e^r of kernel_items.h on the remainder of a
+// For fp32 outputs, the degree-7 e^r of items/common.h on the remainder of a
 // two-part ln2 reduction and a reciprocal estimate refined by one Newton step
 // (about 2 ulp; a division would be the slowest instruction of the loop); for
 // 16-bit outputs 2^f on f = z - n with z = -v log2(e), and the bare reciprocal
@@ -143,9 +143,9 @@ template <class Isa, typename in_t, typename out_t>
 inline void conv_tokens_vec(const ConvParams& p, const CpuWeights& w, int64_t c0, int64_t n,
                             const in_t* in, int64_t in_tok, int64_t in_dim, out_t* out,
                             int64_t out_tok, int64_t out_dim, int64_t count) {
-  const bool done = in_dim == 1 && out_dim == 1 && with_width(p.width, [&]<int kW>() {
-                      conv_tokens_regs<Isa, kW>(p, w, c0, n, in, in_tok, out, out_tok, count);
-                    });
+  const bool done = in_dim == 1 && out_dim == 1 && with_width<CpuWidths>(p.width, [&]<int kW>() {
+    conv_tokens_regs<Isa, kW>(p, w, c0, n, in, in_tok, out, out_tok, count);
+  });
   if (!done) conv_tokens_loops<Isa>(p, w, c0, n, in, in_tok, in_dim, out, out_tok, out_dim, count);
 }
 
@@ -252,8 +252,9 @@ inline bool update_step_applies(const UpdateParams& p) {
 template <class Isa>
 bool update_reads_filter(const UpdateParams& p) {
   bool loads = false;
-  with_storage_type(p.x_type, [&](auto tag) {
-    with_width(p.width, [&]<int kW>() { loads = Isa::template kLoadsFilter<kW, decltype(tag)>; });
+  with_storage_type<CpuStorage>(p.x_type, [&](auto tag) {
+    with_width<CpuWidths>(
+        p.width, [&]<int kW>() { loads = Isa::template kLoadsFilter<kW, decltype(tag)>; });
   });
   return loads && update_step_applies(p) && p.weight_type == p.x_type && p.weight_tap_stride == 1 &&
          p.weight_dim_stride == p.width &&
@@ -265,7 +266,7 @@ template <class Isa, typename x_t, typename state_t>
 inline bool update_step_vec(const UpdateParams& p, const CpuWeights& w, int64_t c0, int64_t n,
                             const x_t* x, state_t* state, x_t* out) {
   if (!update_step_applies(p)) return false;
-  return with_width(p.width, [&]<int kW>() {
+  return with_width<CpuWidths>(p.width, [&]<int kW>() {
     if constexpr (Isa::template kLoadsFilter<kW, x_t>) {
       if (w.taps == nullptr) {  // update_reads_filter held
         update_step_regs<Isa, kW, true>(p, w, c0, n, x, state, p.state_tok_stride, out);

@@ -56,9 +56,9 @@ constexpr int64_t kBwdChunk = 64;  // backward tokens per work item (channel-las
 constexpr int64_t kBwdSlab = 256;  // backward channels per work item (channel-last)
 // Backward scratch (batch_bwd_item): tiles of x with its window, of dout and g
 // (plus width-1 tokens after the chunk), of dx.
-// Other layouts than channel-last (kernel_items.h, batch_*_rows): items of
-// kRowChunk tokens x kRowSlab channels, walked one channel at a time along its
-// tokens, in kRowScratch floats of scratch.
+// Other layouts than channel-last (batch_*_rows in items/batch_fwd.h and
+// items/batch_bwd.h): items of kRowChunk tokens x kRowSlab channels, walked one
+// channel at a time along its tokens, in kRowScratch floats of scratch.
 constexpr int64_t kRowChunk = 1024;
 constexpr int64_t kRowSlab = 64;
 constexpr int64_t kRowScratch = 6 * (kRowChunk + 2 * kMaxWidth);

@@ -16,6 +16,7 @@
 // no other program of the sequence touches the state. In vLLM's convention
 // (front_window) the state is the line's front width-1 columns and the rest
 // of the line is never touched.
+#include <ATen/ATen.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAStream.h>
 #include <cuda_runtime.h>
@@ -191,6 +192,11 @@ void launch(const FwdParams& p, const LaunchTarget& target) {
 }  // namespace causal_conv1d::cuda
 
 namespace causal_conv1d {
+
+at::Tensor CudaBackend::empty(at::IntArrayRef sizes, at::IntArrayRef strides,
+                              const at::TensorOptions& options) {
+  return at::empty_strided(sizes, strides, options);
+}
 
 void CudaBackend::fwd(const FwdParams& p) {
   const cuda::LaunchTarget target = cuda::current_target();

@@ -18,6 +18,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "../dispatch.h"
 #include "../ops.h"
 #include "../params.h"
 
@@ -401,34 +402,21 @@ __device__ __forceinline__ void shift_state(const StateLine<state_t, n>& state, 
   }
 }
 
+// The storage types of Half, BFloat16 and Float tensors (with_storage_type).
+using CudaStorage = StorageTypes<__half, __nv_bfloat16, float>;
+
 // Calls f.template operator()<scalar_t, state_t, kW>() for the storage types
-// of x and the states and the width (4 compiled as such, others at run time).
+// of x and the states and the width (CudaWidths compiled as such, others at
+// run time: kW = 0).
 template <typename F>
 void dispatch(c10::ScalarType x_type, c10::ScalarType state_type, int64_t width, F&& f) {
-  with_storage_type(x_type, [&](auto x_tag) {
-    with_storage_type(state_type, [&](auto s_tag) {
-      using scalar_t = decltype(x_tag);
-      using state_t = decltype(s_tag);
-      if (width == 4) {
-        f.template operator()<scalar_t, state_t, 4>();
-      } else {
-        f.template operator()<scalar_t, state_t, 0>();
-      }
+  with_storage_type<CudaStorage>(x_type, [&](auto x_tag) {
+    with_storage_type<CudaStorage>(state_type, [&](auto s_tag) {
+      with_width_or_run_time<CudaWidths>(width, [&]<int kW>() {
+        f.template operator()<decltype(x_tag), decltype(s_tag), kW>();
+      });
     });
   });
-}
-
-// Calls f with a value of the CUDA storage type named by t.
-template <typename F>
-auto with_storage_type(c10::ScalarType t, F&& f) {
-  switch (t) {
-    case c10::ScalarType::Half:
-      return f(__half{});
-    case c10::ScalarType::BFloat16:
-      return f(__nv_bfloat16{});
-    default:
-      return f(float{});
-  }
 }
 
 // An attribute of a device, queried once per process (SM count, compute capability).

@@ -1,0 +1,126 @@
+// The decode's work item: one batch row x a channel slab. The SIMD ISAs do the
+// common step (one token, a linear state of width-1 columns, channel-last) in
+// registers (Isa::update_step). Otherwise the window and the new tokens are
+// staged in fp32 first, so `out` may alias `x`; the state is then updated from
+// x, then outputs are written. vLLM's varlen and speculative rows follow
+// UpdateParams::line_plan.
+#pragma once
+
+#include "common.h"
+
+namespace causal_conv1d::cpu {
+namespace {
+
+// n channels' state lines in Dao's layout (each channel's S columns side by
+// side, channels one after another) shifted left by L columns with the tokens
+// of x (token t at x + t * x_tok, channels x_dim apart) entering last: one move
+// of the whole block by L elements (a channel's last L columns then briefly
+// hold the next channel's first), then the tokens, instead of S strided passes.
+template <class Isa, typename state_t, typename x_t>
+inline void shift_dao_lines(state_t* lines, int64_t n, int64_t S, int64_t L, const x_t* x,
+                            int64_t x_tok, int64_t x_dim) {
+  if (L < S) std::memmove(lines, lines + L, (n * S - L) * sizeof(state_t));
+  for (int64_t j = L < S ? S - L : 0; j < S; ++j)
+    copy_channels<Isa>(lines + j, S, x + (j + L - S) * x_tok, x_dim, n);
+}
+
+// One token of a row whose state line is Dao's layout (each channel's S
+// columns side by side, channels one after another), width kW, S = kW - 1 or
+// kW: per block of channels, the outputs from each channel's last kW-1
+// columns and the token, then each channel's columns shifted by one with the
+// token last. x and out have unit channel stride; out may be x (a block reads
+// its x before it writes its out).
+template <class Isa, int kW, int S, typename x_t, typename state_t>
+void dao_line_step(const ConvParams& p, const CpuWeights& w, int64_t c0, int64_t n, const x_t* x,
+                   state_t* state, x_t* out) {
+  constexpr int H = kW - 1;
+  const int64_t dim = p.dim;
+  const float* const taps = w.taps + c0;
+  for (int64_t cb = 0; cb < n; cb += kBlock) {
+    const int64_t m = min64(kBlock, n - cb);
+    state_t* const lines = state + cb * S;
+    const float* const t = taps + cb;
+    float acc[kBlock];
+    if (w.bias != nullptr) {
+      for (int64_t c = 0; c < m; ++c) acc[c] = w.bias[c0 + cb + c];
+    } else {
+      for (int64_t c = 0; c < m; ++c) acc[c] = 0.f;
+    }
+    for (int k = 0; k < H; ++k) accumulate_tap<Isa>(acc, t + k * dim, lines + S - H + k, S, m);
+    accumulate_tap<Isa>(acc, t + H * dim, x + cb, 1, m);
+    shift_dao_lines<Isa>(lines, m, S, 1, x + cb, 0, 1);
+    store_output<Isa>(out + cb, 1, acc, m, p.silu);
+  }
+}
+
+// All tokens of one batch row, channels [c0, c1).
+template <class Isa, typename scalar_t, typename state_t>
+void update_item(const UpdateParams& p, const CpuWeights& w, int64_t row, int64_t c0, int64_t c1,
+                 float* buf) {
+  int64_t begin, L;
+  const bool valid = p.row_tokens(row, begin, L);
+  if (L == 0) return;
+  const int64_t n = c1 - c0, pitch = scratch_pitch(n);
+  const int64_t x_dim = p.x_dim_stride, x_tok = p.x_tok_stride;
+  const int64_t o_dim = p.out_dim_stride, o_tok = p.out_tok_stride;
+  const scalar_t* x =
+      static_cast<const scalar_t*>(p.x) + row * p.x_batch_stride + begin * x_tok + c0 * x_dim;
+  scalar_t* out =
+      static_cast<scalar_t*>(p.out) + row * p.out_batch_stride + begin * o_tok + c0 * o_dim;
+
+  const int64_t line = p.state_indices.present() ? p.state_indices[row] : row;
+  if (!valid || p.is_padding(line)) {
+    for (int64_t t = 0; t < L; ++t) fill_channels<Isa>(out + t * o_tok, o_dim, n);
+    return;
+  }
+
+  const int64_t H = p.width - 1, S = p.state_len;
+  const int64_t s_dim = p.state_dim_stride, s_tok = p.state_tok_stride;
+  state_t* state = static_cast<state_t*>(p.states) + line * p.state_line_stride + c0 * s_dim;
+  if (Isa::update_step(p, w, c0, n, x, state, out)) return;
+  if (L == 1 && p.width == 4 && s_tok == 1 && s_dim == S && x_dim == 1 && o_dim == 1 &&
+      (p.mode == StateMode::kShift || p.mode == StateMode::kFront) &&
+      !p.query_start_loc.present() && S == p.linear_len() && (S == 3 || S == 4)) {
+    S == 3 ? dao_line_step<Isa, 4, 3>(p, w, c0, n, x, state, out)
+           : dao_line_step<Isa, 4, 4>(p, w, c0, n, x, state, out);
+    return;
+  }
+  const bool circular = p.mode == StateMode::kRing;
+  const int64_t pos = circular ? wrap(p.cache_seqlens[row], S) : 0;
+  const LinePlan plan = circular ? LinePlan{} : p.line_plan(row, L);
+
+  // buf rows: the H window columns, then the L new tokens.
+  for (int64_t k = 0; k < H; ++k) {
+    const int64_t col = circular ? wrap(pos - H + k, S) : plan.base + plan.live - H + k;
+    copy_channels<Isa>(buf + k * pitch, 1, state + col * s_tok, s_dim, n);
+  }
+  for (int64_t t = 0; t < L; ++t)
+    copy_channels<Isa>(buf + (H + t) * pitch, 1, x + t * x_tok, x_dim, n);
+
+  if (circular) {
+    // Token j goes to ring position pos + j; with L > S later tokens win.
+    for (int64_t j = 0; j < L; ++j)
+      copy_channels<Isa>(state + ((pos + j) % S) * s_tok, s_dim, x + j * x_tok, x_dim, n);
+  } else if (s_tok == 1 && s_dim == S && plan.base == 0 && plan.live == S && plan.ncols == S &&
+             plan.shift == L) {
+    shift_dao_lines<Isa>(state, n, S, L, x, x_tok, x_dim);  // Dao's layout
+  } else {
+    // Ascending j reads each source column before it is overwritten (LinePlan).
+    for (int64_t j = 0; j < plan.ncols; ++j) {
+      const int64_t src = j + plan.shift;
+      if (src < plan.live) {
+        copy_channels<Isa>(state + j * s_tok, s_dim, state + (plan.base + src) * s_tok, s_dim, n);
+      } else {
+        copy_channels<Isa>(state + j * s_tok, s_dim, x + (src - plan.live) * x_tok, x_dim, n);
+      }
+    }
+  }
+
+  for (int64_t t = 0; t < L; ++t)
+    for (int64_t cb = 0; cb < n; cb += kBlock)
+      Isa::conv_token(p, w, c0 + cb, min64(kBlock, n - cb), buf + t * pitch + cb, pitch, 1,
+                      out + t * o_tok + cb * o_dim, o_dim);
+}
+
+}  // namespace
+}  // namespace causal_conv1d::cpu

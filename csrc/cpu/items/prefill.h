@@ -1,0 +1,85 @@
+// The prefill's work item: a token chunk of one sequence x a channel slab.
+// The item holding a sequence's first tokens stages the window before the
+// sequence (conv state or zeros) and those tokens in fp32, computes the first
+// width-1 outputs from that, and writes the new state once it has read the old
+// one; every other output reads its taps (the halo included) from x. Inside an
+// item, blocks of kTokens tokens x kBlock channels: the SIMD ISAs walk each
+// cache line of channels down the block's tokens with the taps and the window
+// in registers. vLLM's front-aligned lines: ConvParams::front_window.
+#pragma once
+
+#include "common.h"
+
+namespace causal_conv1d::cpu {
+namespace {
+
+// Outputs of tokens [t0, t1) of one sequence, channels [c0, c1).
+template <class Isa, typename scalar_t, typename state_t>
+void fwd_item(const FwdParams& p, const CpuWeights& w, int64_t seq, int64_t t0, int64_t t1,
+              int64_t c0, int64_t c1, float* scratch) {
+  int64_t begin, end;
+  p.token_range(seq, begin, end);
+  const int64_t len = end - begin, n = c1 - c0, pitch = scratch_pitch(n);
+  const int64_t x_dim = p.x_dim_stride, x_tok = p.x_tok_stride;
+  const int64_t o_dim = p.out_dim_stride, o_tok = p.out_tok_stride;
+  const scalar_t* x = static_cast<const scalar_t*>(p.x) + begin * x_tok + c0 * x_dim;
+  scalar_t* out = static_cast<scalar_t*>(p.out) + begin * o_tok + c0 * o_dim;
+
+  const int64_t line = p.cache_indices.present() ? p.cache_indices[seq] : seq;
+  if (p.is_padding(line)) {
+    for (int64_t t = t0; t < t1; ++t) fill_channels<Isa>(out + t * o_tok, o_dim, n);
+    return;
+  }
+
+  // S: the columns the call reads and writes (the front width-1 in vLLM's convention).
+  const int64_t H = p.width - 1, S = p.linear_len();
+  const int64_t s_dim = p.state_dim_stride, s_tok = p.state_tok_stride;
+  state_t* state = p.states == nullptr
+                       ? nullptr
+                       : static_cast<state_t*>(p.states) + line * p.state_line_stride + c0 * s_dim;
+  const bool init = state != nullptr && p.has_initial_state != nullptr &&
+                    p.has_initial_state[seq * p.has_initial_state_stride];
+
+  if (t0 == 0) {
+    // scratch rows 0..H-1: the window before the sequence; then its first tokens.
+    const int64_t nhead = min64(len, H);
+    for (int64_t k = 0; k < H; ++k) {
+      if (init) {
+        copy_channels<Isa>(scratch + k * pitch, 1, state + (S - H + k) * s_tok, s_dim, n);
+      } else {
+        fill_channels<Isa>(scratch + k * pitch, 1, n);
+      }
+    }
+    for (int64_t k = 0; k < nhead; ++k)
+      copy_channels<Isa>(scratch + (H + k) * pitch, 1, x + k * x_tok, x_dim, n);
+    for (int64_t t = 0; t < nhead; ++t)
+      for (int64_t cb = 0; cb < n; cb += kBlock)
+        Isa::conv_token(p, w, c0 + cb, min64(kBlock, n - cb), scratch + t * pitch + cb, pitch, 1,
+                        out + t * o_tok + cb * o_dim, o_dim);
+  }
+
+  // Blocks of kTokens tokens x kBlock channels, each cache line of channels
+  // walking down the block's tokens (Isa::conv_tokens).
+  for (int64_t tb = max64(t0, H); tb < t1; tb += kTokens)
+    for (int64_t cb = 0; cb < n; cb += kBlock)
+      Isa::conv_tokens(p, w, c0 + cb, min64(kBlock, n - cb), x + (tb - H) * x_tok + cb * x_dim,
+                       x_tok, x_dim, out + tb * o_tok + cb * o_dim, o_tok, o_dim,
+                       min64(kTokens, t1 - tb));
+
+  if (t0 != 0 || state == nullptr) return;
+  // New state: the last S columns of cat(old or zeros, tokens). Ascending j
+  // reads old column j + len before anything overwrites it.
+  for (int64_t j = 0; j < S; ++j) {
+    const int64_t src = len - S + j;
+    if (src >= 0) {
+      copy_channels<Isa>(state + j * s_tok, s_dim, x + src * x_tok, x_dim, n);
+    } else if (init) {
+      copy_channels<Isa>(state + j * s_tok, s_dim, state + (j + len) * s_tok, s_dim, n);
+    } else {
+      fill_channels<Isa>(state + j * s_tok, s_dim, n);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace causal_conv1d::cpu
