@@ -2,15 +2,23 @@
 
 Build switches (environment):
   CAUSAL_CONV1D_BUILD_CUDA=0|1   force the CUDA backend off or on; by default it is
-                                 built when torch is a CUDA build, nvcc is found and
-                                 the tree has CUDA sources.
+                                 built when torch is a CUDA build, nvcc is found, the
+                                 tree has CUDA sources and a GPU is visible or
+                                 TORCH_CUDA_ARCH_LIST names architectures.
   CAUSAL_CONV1D_SANITIZE=1       build the C++ sources (CPU backend only, no CUDA)
                                  with AddressSanitizer and UndefinedBehaviorSanitizer,
                                  any undefined behaviour fatal; run Python with
                                  LD_PRELOAD="$(g++ -print-file-name=libasan.so)
                                  $(g++ -print-file-name=libstdc++.so)" (libstdc++ for
                                  C++ exceptions) ASAN_OPTIONS=detect_leaks=0 (see .ci/run).
-  TORCH_CUDA_ARCH_LIST, MAX_JOBS  honoured as torch's BuildExtension does.
+  CAUSAL_CONV1D_ABI=stable|classic  which torch C++ API to build on (csrc/torch_api.h); by
+                                 default torch's stable ABI where torch >= 2.11 (the build
+                                 then loads into that torch and every later one), the
+                                 classic ATen API on older torch (only that torch).
+  TORCH_CUDA_ARCH_LIST=auto|all|<list>  the GPU architectures compiled for: by default (auto)
+                                 those of the visible GPUs, every one (8.0, 9.0, 10.0) when
+                                 none is visible or with "all"; a list as torch takes it.
+  MAX_JOBS                       honoured as torch's BuildExtension does.
 """
 
 import glob
@@ -74,7 +82,12 @@ def _build_cuda(cuda_sources):
         if not cuda_sources:
             raise RuntimeError("CAUSAL_CONV1D_BUILD_CUDA=1 but the tree has no CUDA sources")
         return True
-    return available and bool(cuda_sources)
+    # By default only where the kernels can run or were asked for: a CUDA build links torch's
+    # CUDA libraries, so it cannot load beside a CPU build of torch, which is what `pip install
+    # .` meets when it compiles against the (CUDA) torch it downloads for the build.
+    asked = os.environ.get("TORCH_CUDA_ARCH_LIST", "").strip() not in ("", "auto")
+    wanted = asked or torch.cuda.is_available()
+    return available and bool(cuda_sources) and wanted
 
 
 cuda_home = _find_cuda_home()
@@ -84,13 +97,53 @@ if cuda_home is not None:
 import torch  # noqa: E402
 from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension  # noqa: E402
 
-# The torch this build compiles against, checked when the package is imported
-# (python/causal_conv1d_kernels/_load.py): an extension built against another
-# torch fails or crashes there, and the check says why and how to rebuild.
+def _oldest_stable_torch():
+    """(major, minor) of the oldest torch a stable-ABI build serves, from csrc/torch_types.h;
+    passed to the compiler as TORCH_TARGET_VERSION, which keeps newer APIs out of the build."""
+    with open(os.path.join(ROOT, "csrc", "torch_types.h")) as f:
+        found = re.search(r"#define CAUSAL_CONV1D_OLDEST_STABLE_TORCH (\d+)\.(\d+)", f.read())
+    return int(found[1]), int(found[2])
+
+
+STABLE_SINCE = _oldest_stable_torch()
+
+
+def _torch_release():
+    return tuple(int(part) for part in re.findall(r"\d+", torch.__version__)[:2])
+
+
+def _abi():
+    forced = os.environ.get("CAUSAL_CONV1D_ABI") or None
+    if forced not in (None, "stable", "classic"):
+        raise ValueError(f"CAUSAL_CONV1D_ABI must be stable or classic, got {forced!r}")
+    if forced == "stable" and _torch_release() < STABLE_SINCE:
+        raise RuntimeError(
+            f"CAUSAL_CONV1D_ABI=stable needs torch >= {'%d.%d' % STABLE_SINCE}, "
+            f"this is torch {torch.__version__}"
+        )
+    return forced or ("stable" if _torch_release() >= STABLE_SINCE else "classic")
+
+
+ABI = _abi()
+ABI_MACROS = (
+    [
+        ("CAUSAL_CONV1D_STABLE_ABI", None),
+        ("TORCH_TARGET_VERSION", "0x%02x%02x000000000000" % STABLE_SINCE),
+    ]
+    if ABI == "stable"
+    else [("CAUSAL_CONV1D_CLASSIC_ABI", None)]
+)
+print(f"causal_conv1d_kernels: building on torch {torch.__version__}'s {ABI} C++ API", flush=True)
+
+# The torch this build compiles against and the API it uses, checked when the package is
+# imported (python/causal_conv1d_kernels/_load.py): a classic build loads only into that torch,
+# a stable one into it and every later one; the check says why and how to rebuild.
 with open(os.path.join(ROOT, "python", "causal_conv1d_kernels", "_build_info.py"), "w") as f:
     f.write(
         "# Written by setup.py when the extension is built; not in version control.\n"
         f"TORCH_VERSION = {torch.__version__!r}\n"
+        f"ABI = {ABI!r}\n"
+        + (f"OLDEST_TORCH = {'%d.%d' % STABLE_SINCE!r}\n" if ABI == "stable" else "")
     )
 
 
@@ -117,18 +170,25 @@ cpp_sources = [
 ]
 cuda_sources = _sources("csrc/cuda/*.cu") + _sources("csrc/cuda/*.cpp")
 cxx_flags = ["-O3", "-std=c++20", "-fno-math-errno", "-fno-trapping-math"]
+nvcc_flags = ["-O3", "-std=c++20", "--use_fast_math"]
+if ABI == "stable":
+    # Nothing but PyInit__C (marked for export) leaves the library: its C++ symbols never
+    # meet another build's, and torch's stable types (hidden) can be members of ours.
+    cxx_flags.append("-fvisibility=hidden")
+    nvcc_flags += ["-Xcompiler", "-fvisibility=hidden"]
 link_flags = []
 if SANITIZE:
     sanitizers = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined"]
     cxx_flags += sanitizers + ["-fno-omit-frame-pointer", "-g", "-O1"]
     link_flags += sanitizers
 if torch.backends.openmp.is_available():
-    # at::parallel_for is inlined into our code: without OpenMP it runs serially.
+    # The classic build inlines at::parallel_for into our code: without OpenMP it runs
+    # serially. (The stable build calls torch's own, through its C shim.)
     cxx_flags.append("-fopenmp")
     link_flags.append("-fopenmp")
 
 
-def _default_cuda_archs(cuda_home):
+def _all_cuda_archs(cuda_home):
     """8.0, 9.0 and 10.0, as far as this nvcc can compile for them."""
     nvcc = os.path.join(cuda_home, "bin", "nvcc")
     try:
@@ -138,15 +198,32 @@ def _default_cuda_archs(cuda_home):
     return ";".join(a for a in ("8.0", "9.0", "10.0") if f"compute_{a.replace('.', '')}" in listed)
 
 
+def _cuda_archs(cuda_home):
+    """TORCH_CUDA_ARCH_LIST as given; unset or "auto": the visible GPUs' architectures (one
+    compile each instead of three), or every architecture when no GPU is visible; "all": every
+    architecture."""
+    asked = os.environ.get("TORCH_CUDA_ARCH_LIST", "auto").strip() or "auto"
+    if asked not in ("auto", "all"):
+        return asked
+    if asked == "auto" and torch.cuda.is_available():
+        found = {torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())}
+        return ";".join(f"{major}.{minor}" for major, minor in sorted(found))
+    return _all_cuda_archs(cuda_home)
+
+
 if _build_cuda(cuda_sources):
-    if not os.environ.get("TORCH_CUDA_ARCH_LIST"):
-        os.environ["TORCH_CUDA_ARCH_LIST"] = _default_cuda_archs(os.environ["CUDA_HOME"])
+    os.environ["TORCH_CUDA_ARCH_LIST"] = _cuda_archs(os.environ["CUDA_HOME"])
+    print(
+        "causal_conv1d_kernels: compiling the CUDA kernels for "
+        f"{os.environ['TORCH_CUDA_ARCH_LIST']} (TORCH_CUDA_ARCH_LIST)",
+        flush=True,
+    )
     extension = CUDAExtension(
         "causal_conv1d_kernels._C",
         cpp_sources + cuda_sources,
-        extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "-std=c++20", "--use_fast_math"]},
+        extra_compile_args={"cxx": cxx_flags, "nvcc": nvcc_flags},
         extra_link_args=link_flags,
-        define_macros=[("CAUSAL_CONV1D_WITH_CUDA", None)],
+        define_macros=[("CAUSAL_CONV1D_WITH_CUDA", None)] + ABI_MACROS,
     )
 else:
     extension = CppExtension(
@@ -154,6 +231,7 @@ else:
         cpp_sources,
         extra_compile_args=cxx_flags,
         extra_link_args=link_flags,
+        define_macros=ABI_MACROS,
     )
 
 
@@ -191,7 +269,12 @@ class BuildWithIsaKernels(BuildExtension):
             [source],
             output_dir=self.build_temp,
             include_dirs=cpp.include_paths() + extension.include_dirs,
-            extra_postargs=cxx_flags + ["-fPIC", abi] + flags,
+            macros=ABI_MACROS,
+            # -Wno-*uninitialized: GCC 12 warns inside its own AVX-512 intrinsic headers
+            # (`__Y = __Y`), thousands of lines that would bury a `pip install -v` log.
+            extra_postargs=cxx_flags
+            + ["-fPIC", abi, "-Wno-uninitialized", "-Wno-maybe-uninitialized"]
+            + flags,
         )
 
 

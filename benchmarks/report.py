@@ -170,10 +170,14 @@ def markdown(rows, header, kind="ops") -> str:
     return "\n".join(paragraphs([header], table, LEGENDS[kind], rest)) + "\n"
 
 
-def plot(rows, title, path, base="copy", per_copy=True) -> None:
+def plot(rows, title, path, base="copy", per_copy=True) -> bool:
     """Horizontal bars per case and implementation: time over the copy's (log scale) or,
-    with per_copy False, time minus the base column's in us."""
-    import matplotlib
+    with per_copy False, time minus the base column's in us. False (no plot) without
+    matplotlib, which only the plot needs (`pip install .[bench]`)."""
+    try:
+        import matplotlib
+    except ImportError:
+        return False
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -203,19 +207,22 @@ def plot(rows, title, path, base="copy", per_copy=True) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return True
 
 
 def write(out_dir, stem, text, meta, rows, title, **plot_options) -> str:
-    """Writes <out_dir>/<stem>.md (text), .json (meta and rows) and .png; returns the path
-    without extension."""
+    """Writes <out_dir>/<stem>.md (text), .json (meta and rows) and .png (with matplotlib);
+    returns the path without extension."""
     os.makedirs(out_dir, exist_ok=True)
     base = os.path.join(out_dir, stem)
     with open(base + ".md", "w") as f:
         f.write(text)
     with open(base + ".json", "w") as f:
         json.dump({**meta, "rows": rows}, f, indent=1)
-    plot(rows, title, base + ".png", **plot_options)
-    print(f"wrote {base}.md/.json/.png")
+    if plot(rows, title, base + ".png", **plot_options):
+        print(f"wrote {base}.md/.json/.png")
+    else:
+        print(f"wrote {base}.md/.json; no plot: it needs matplotlib (pip install .[bench])")
     return base
 
 

@@ -4,8 +4,6 @@
 // a backend's set runs on that backend's run-time-width path.
 #pragma once
 
-#include <c10/core/ScalarType.h>
-
 #include <cstdint>
 #include <utility>
 

@@ -6,10 +6,7 @@
 // Python dialects put their own function's name in its place.
 #include "ops.h"
 #include "settings.h"
-
-#include <ATen/ATen.h>
-#include <c10/core/DeviceGuard.h>
-#include <torch/library.h>
+#include "torch_api.h"
 
 #include <atomic>
 #include <cctype>
@@ -22,7 +19,9 @@
 namespace causal_conv1d {
 namespace {
 
-using OptTensor = std::optional<at::Tensor>;
+using api::OptTensor;
+using api::Sizes;
+using api::Tensor;
 
 // Integers reach error messages as strings formatted here, never through
 // iostreams: with some installs (seen with the torch 2.11 wheel and GCC 13.3)
@@ -30,68 +29,50 @@ using OptTensor = std::optional<at::Tensor>;
 std::string num(int64_t v) { return std::to_string(v); }
 
 // A shape as Python prints a tuple: (2,), (6, 80, 3).
-std::string dims(at::IntArrayRef sizes) {
+std::string dims(Sizes sizes) {
   std::string s = "(";
   for (size_t i = 0; i < sizes.size(); ++i) s += (i == 0 ? "" : ", ") + std::to_string(sizes[i]);
   return s + (sizes.size() == 1 ? ",)" : ")");
 }
 
-// A dtype as Python prints it (torch.int32), as the messages of the Python
-// API always did: c10's names where they differ, else c10's name in lower case.
-std::string dtype_name(c10::ScalarType t) {
-  switch (t) {
-    case at::kFloat: return "torch.float32";
-    case at::kHalf: return "torch.float16";
-    case at::kDouble: return "torch.float64";
-    case at::kInt: return "torch.int32";
-    case at::kLong: return "torch.int64";
-    case at::kShort: return "torch.int16";
-    case at::kChar: return "torch.int8";
-    case at::kByte: return "torch.uint8";
-    case at::kComplexHalf: return "torch.complex32";
-    case at::kComplexFloat: return "torch.complex64";
-    case at::kComplexDouble: return "torch.complex128";
-    default: {
-      std::string name = c10::toString(t);
-      for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-      return "torch." + name;
-    }
-  }
+std::string dtype_name(ScalarType t) { return api::dtype_text(t); }
+
+std::string device(const Tensor& t) { return api::device_text(t); }
+
+// Whether two shapes are equal.
+bool same_sizes(Sizes a, Sizes b) { return std::equal(a.begin(), a.end(), b.begin(), b.end()); }
+
+bool is_float_type(ScalarType t) {
+  return t == ScalarType::Float || t == ScalarType::Half || t == ScalarType::BFloat16;
 }
 
-std::string device(const at::Tensor& t) { return t.device().str(); }
+bool is_index_type(ScalarType t) { return t == ScalarType::Int || t == ScalarType::Long; }
 
-bool is_float_type(c10::ScalarType t) {
-  return t == at::kFloat || t == at::kHalf || t == at::kBFloat16;
-}
-
-bool is_index_type(c10::ScalarType t) { return t == at::kInt || t == at::kLong; }
-
-void check_device(const char* op, const char* name, const at::Tensor& t, const at::Tensor& x) {
-  TORCH_CHECK_VALUE(t.device() == x.device(), op, ": ", name, " must be on x's device ",
+void check_device(const char* op, const char* name, const Tensor& t, const Tensor& x) {
+  CC1D_CHECK_VALUE(api::same_device(t, x), op, ": ", name, " must be on x's device ",
                     device(x), ", got ", device(t));
 }
 
-void check_float(const char* op, const char* name, const at::Tensor& t) {
-  TORCH_CHECK_TYPE(is_float_type(t.scalar_type()), op, ": ", name,
+void check_float(const char* op, const char* name, const Tensor& t) {
+  CC1D_CHECK_TYPE(is_float_type(t.scalar_type()), op, ": ", name,
                    " must be float32, float16 or bfloat16, got ", dtype_name(t.scalar_type()));
 }
 
 // On x's device and of a float dtype.
-void check_floating(const char* op, const char* name, const at::Tensor& t, const at::Tensor& x) {
+void check_floating(const char* op, const char* name, const Tensor& t, const Tensor& x) {
   check_device(op, name, t, x);
   check_float(op, name, t);
 }
 
 void check_shape(const char* op, const char* name, bool ok, const std::string& expected,
-                 const at::Tensor& t) {
-  TORCH_CHECK_VALUE(ok, op, ": ", name, " must have shape ", expected, ", got ", dims(t.sizes()));
+                 const Tensor& t) {
+  CC1D_CHECK_VALUE(ok, op, ": ", name, " must have shape ", expected, ", got ", dims(t.sizes()));
 }
 
 // out: x's shape, dtype and device.
-void check_like_x(const char* op, const char* name, const at::Tensor& t, const at::Tensor& x) {
+void check_like_x(const char* op, const char* name, const Tensor& t, const Tensor& x) {
   check_device(op, name, t, x);
-  TORCH_CHECK_VALUE(t.sizes() == x.sizes() && t.scalar_type() == x.scalar_type(), op, ": ", name,
+  CC1D_CHECK_VALUE(same_sizes(t.sizes(), x.sizes()) && t.scalar_type() == x.scalar_type(), op, ": ", name,
                     " must have x's shape ", dims(x.sizes()), " and dtype ",
                     dtype_name(x.scalar_type()), ", got ", dims(t.sizes()), " and ",
                     dtype_name(t.scalar_type()));
@@ -100,23 +81,23 @@ void check_like_x(const char* op, const char* name, const at::Tensor& t, const a
 // A 1-D int32/int64 tensor (`dtype_ok`/`expected` for other kinds) on x's
 // device with at least `size` entries: engines pass persistent buffers longer
 // than the batch; entries past it are never read.
-IndexVec index_vec(const char* op, const char* name, const at::Tensor& t, int64_t size,
-                   const at::Tensor& x) {
+IndexVec index_vec(const char* op, const char* name, const Tensor& t, int64_t size,
+                   const Tensor& x) {
   check_device(op, name, t, x);
-  TORCH_CHECK_TYPE(is_index_type(t.scalar_type()), op, ": ", name, " must be int32 or int64, got ",
+  CC1D_CHECK_TYPE(is_index_type(t.scalar_type()), op, ": ", name, " must be int32 or int64, got ",
                    dtype_name(t.scalar_type()));
   check_shape(op, name, t.dim() == 1 && t.size(0) >= size, "(" + num(size) + ",) or be longer", t);
   IndexVec v;
   v.data = t.data_ptr();
   v.stride = t.stride(0);
-  v.is_int64 = t.scalar_type() == at::kLong;
+  v.is_int64 = t.scalar_type() == ScalarType::Long;
   return v;
 }
 
 // query_start_loc: (batch + 1,) int32/int64 on x's device.
-IndexVec query_starts(const char* op, const at::Tensor& q, const at::Tensor& x) {
+IndexVec query_starts(const char* op, const Tensor& q, const Tensor& x) {
   check_device(op, "query_start_loc", q, x);
-  TORCH_CHECK_TYPE(is_index_type(q.scalar_type()), op,
+  CC1D_CHECK_TYPE(is_index_type(q.scalar_type()), op,
                    ": query_start_loc must be int32 or int64, got ", dtype_name(q.scalar_type()));
   check_shape(op, "query_start_loc", q.dim() == 1 && q.size(0) >= 1, "(batch + 1,)", q);
   return index_vec(op, "query_start_loc", q, q.size(0), x);
@@ -128,8 +109,8 @@ IndexVec query_starts(const char* op, const at::Tensor& q, const at::Tensor& x) 
 // dim, or when x has weight's dim on another axis, as an untransposed
 // (num_tokens, dim) prefill x has), with the layout x must have. Otherwise
 // the checks of weight and the states that follow name them.
-void check_channels(const char* op, const at::Tensor& x, int64_t axis, const char* layout,
-                    const at::Tensor& weight, const char* states_name, const at::Tensor* states) {
+void check_channels(const char* op, const Tensor& x, int64_t axis, const char* layout,
+                    const Tensor& weight, const char* states_name, const Tensor* states) {
   const int64_t dim = x.size(axis);
   if (weight.dim() != 2 || weight.size(0) == dim) return;
   const int64_t wanted = weight.size(0);
@@ -140,26 +121,26 @@ void check_channels(const char* op, const at::Tensor& x, int64_t axis, const cha
   if (!swapped && state_dim != wanted) return;
   std::string source = "weight " + dims(weight.sizes());
   if (state_dim == wanted) source += std::string(" and ") + states_name + " " + dims(states->sizes());
-  TORCH_CHECK_VALUE(false, op, ": x must have shape ", layout, " with dim=", num(wanted),
+  CC1D_CHECK_VALUE(false, op, ": x must have shape ", layout, " with dim=", num(wanted),
                     " (the dim of ", source, "), got ", dims(x.sizes()),
                     swapped ? ": it looks transposed; pass x.t() (a view, no copy)" : "");
 }
 
 // Fills the filter and cache fields for x's `dim` channels; `states` may be
 // null (no cache).
-void fill_conv_params(ConvParams& p, const char* op, const at::Tensor& x, int64_t dim,
-                      const at::Tensor& weight, const OptTensor& bias, const at::Tensor* states,
+void fill_conv_params(ConvParams& p, const char* op, const Tensor& x, int64_t dim,
+                      const Tensor& weight, const OptTensor& bias, const Tensor* states,
                       const char* states_name, bool silu, int64_t pad_slot_id,
                       int64_t null_block_id, bool front_window) {
   check_floating(op, "weight", weight, x);
   if (!(weight.dim() == 2 && weight.size(0) == dim)) {
     const bool transposed = weight.dim() == 2 && weight.size(1) == dim;
-    TORCH_CHECK_VALUE(false, op, ": weight must have shape (dim=", num(dim),
+    CC1D_CHECK_VALUE(false, op, ": weight must have shape (dim=", num(dim),
                       ", width), dim being x's, got ", dims(weight.sizes()),
                       transposed ? ": it looks transposed, (width, dim)" : "");
   }
   const int64_t width = weight.size(1);
-  TORCH_CHECK_VALUE(width >= 2 && width <= kMaxWidth, op, ": weight width must be in [2, ",
+  CC1D_CHECK_VALUE(width >= 2 && width <= kMaxWidth, op, ": weight width must be in [2, ",
                     num(kMaxWidth), "], got ", num(width));
   p.dim = dim;
   p.width = width;
@@ -183,7 +164,7 @@ void fill_conv_params(ConvParams& p, const char* op, const at::Tensor& x, int64_
   }
 
   if (states != nullptr) {
-    const at::Tensor& s = *states;
+    const Tensor& s = *states;
     check_floating(op, states_name, s, x);
     check_shape(op, states_name, s.dim() == 3 && s.size(1) == dim && s.size(2) >= width - 1,
                 "(num_cache_lines, dim=" + num(dim) + ", state_len >= " + num(width - 1) +
@@ -200,16 +181,16 @@ void fill_conv_params(ConvParams& p, const char* op, const at::Tensor& x, int64_
 }
 
 // causal_conv1d_fwd_out's checks (CONTRACT 1.1); out must have x's shape and dtype.
-FwdParams make_fwd_params(const at::Tensor& x, const at::Tensor& weight, const OptTensor& bias,
-                          const OptTensor& conv_states, const at::Tensor& query_start_loc,
+FwdParams make_fwd_params(const Tensor& x, const Tensor& weight, const OptTensor& bias,
+                          const OptTensor& conv_states, const Tensor& query_start_loc,
                           const OptTensor& cache_indices, const OptTensor& has_initial_state,
-                          bool silu, int64_t pad_slot_id, const at::Tensor& out,
+                          bool silu, int64_t pad_slot_id, const Tensor& out,
                           int64_t null_block_id, bool front_window) {
   constexpr const char* op = "causal_conv1d_fwd";
   constexpr const char* layout = "(dim, num_tokens)";
   check_float(op, "x", x);
   check_shape(op, "x", x.dim() == 2, layout, x);
-  const at::Tensor* states = conv_states.has_value() ? &*conv_states : nullptr;
+  const Tensor* states = conv_states.has_value() ? &*conv_states : nullptr;
   check_channels(op, x, 0, layout, weight, "conv_states", states);
   FwdParams p;
   fill_conv_params(p, op, x, x.size(0), weight, bias, states, "conv_states", silu, pad_slot_id,
@@ -220,19 +201,19 @@ FwdParams make_fwd_params(const at::Tensor& x, const at::Tensor& weight, const O
     p.cache_indices = index_vec(op, "cache_indices", *cache_indices, p.batch, x);
   }
   if (has_initial_state.has_value()) {
-    const at::Tensor& h = *has_initial_state;
-    TORCH_CHECK_VALUE(conv_states.has_value(), op,
+    const Tensor& h = *has_initial_state;
+    CC1D_CHECK_VALUE(conv_states.has_value(), op,
                       ": has_initial_state needs conv_states to read the initial state from");
     check_device(op, "has_initial_state", h, x);
-    TORCH_CHECK_TYPE(h.scalar_type() == at::kBool, op, ": has_initial_state must be bool, got ",
+    CC1D_CHECK_TYPE(h.scalar_type() == ScalarType::Bool, op, ": has_initial_state must be bool, got ",
                      dtype_name(h.scalar_type()));
     check_shape(op, "has_initial_state", h.dim() == 1 && h.size(0) >= p.batch,
                 "(" + num(p.batch) + ",) or be longer", h);
-    p.has_initial_state = h.data_ptr<bool>();
+    p.has_initial_state = static_cast<const bool*>(h.data_ptr());
     p.has_initial_state_stride = h.stride(0);
   }
   check_like_x(op, "out", out, x);
-  TORCH_CHECK_VALUE(out.numel() == 0 || out.data_ptr() != x.data_ptr(), op,
+  CC1D_CHECK_VALUE(out.numel() == 0 || out.data_ptr() != x.data_ptr(), op,
                     ": out must not be x: the prefill cannot run in place (it reads earlier "
                     "tokens after writing later ones)");
   p.x = x.data_ptr();
@@ -247,11 +228,11 @@ FwdParams make_fwd_params(const at::Tensor& x, const at::Tensor& weight, const O
 
 // causal_conv1d_update's checks (CONTRACT 1.2, and 1.4's varlen and
 // speculative rows), and the state mode they decide.
-UpdateParams make_update_params(const at::Tensor& x_in, const at::Tensor& conv_state,
-                                const at::Tensor& weight, const OptTensor& bias, bool silu,
+UpdateParams make_update_params(const Tensor& x_in, const Tensor& conv_state,
+                                const Tensor& weight, const OptTensor& bias, bool silu,
                                 const OptTensor& cache_seqlens,
                                 const OptTensor& conv_state_indices, int64_t pad_slot_id,
-                                const at::Tensor& out_in, const OptTensor& num_accepted_tokens,
+                                const Tensor& out_in, const OptTensor& num_accepted_tokens,
                                 const OptTensor& query_start_loc, int64_t max_query_len,
                                 int64_t null_block_id, bool front_window) {
   constexpr const char* op = "causal_conv1d_update";
@@ -267,12 +248,12 @@ UpdateParams make_update_params(const at::Tensor& x_in, const at::Tensor& conv_s
                    pad_slot_id, null_block_id, front_window);
   check_like_x(op, "out", out_in, x_in);
   // Varlen x (num_tokens, dim) is one row of num_tokens tokens: (1, dim, num_tokens).
-  const auto as_rows = [&](const at::Tensor& t) {
-    if (varlen) return t.t().unsqueeze(0);
-    return t.dim() == 2 ? t.unsqueeze(-1) : t;
+  const auto as_rows = [&](const Tensor& t) {
+    if (varlen) return api::unsqueeze(api::transpose(t, 0, 1), 0);
+    return t.dim() == 2 ? api::unsqueeze(t, -1) : t;
   };
-  const at::Tensor x = as_rows(x_in);
-  const at::Tensor out = as_rows(out_in);
+  const Tensor x = as_rows(x_in);
+  const Tensor out = as_rows(out_in);
   p.x = x.data_ptr();
   p.seqlen = x.size(2);
   p.x_batch_stride = x.stride(0);
@@ -293,7 +274,7 @@ UpdateParams make_update_params(const at::Tensor& x_in, const at::Tensor& conv_s
     p.max_query_len = p.seqlen;
   }
 
-  TORCH_CHECK_VALUE(
+  CC1D_CHECK_VALUE(
       !cache_seqlens.has_value() || (!varlen && !num_accepted_tokens.has_value() && !front_window),
       op, ": cache_seqlens (ring buffers) cannot be combined with query_start_loc, ",
       "num_accepted_tokens or front-aligned windows");
@@ -303,17 +284,17 @@ UpdateParams make_update_params(const at::Tensor& x_in, const at::Tensor& conv_s
   if (conv_state_indices.has_value()) {
     p.state_indices = index_vec(op, "conv_state_indices", *conv_state_indices, p.batch, x_in);
   } else {
-    TORCH_CHECK_VALUE(p.num_cache_lines >= p.batch, op,
+    CC1D_CHECK_VALUE(p.num_cache_lines >= p.batch, op,
                       ": without conv_state_indices, conv_state needs a line per row (>= ",
                       num(p.batch), "), got ", num(p.num_cache_lines));
   }
   if (num_accepted_tokens.has_value()) {
     p.num_accepted_tokens =
         index_vec(op, "num_accepted_tokens", *num_accepted_tokens, p.batch, x_in);
-    TORCH_CHECK_VALUE(p.max_query_len >= 1, op,
+    CC1D_CHECK_VALUE(p.max_query_len >= 1, op,
                       ": num_accepted_tokens with query_start_loc needs max_query_len >= 1, got ",
                       num(max_query_len));
-    TORCH_CHECK_VALUE(p.state_len >= p.width - 2 + p.max_query_len, op,
+    CC1D_CHECK_VALUE(p.state_len >= p.width - 2 + p.max_query_len, op,
                       ": with num_accepted_tokens, conv_state needs width - 1 + max_query_len - 1"
                       " = ",
                       num(p.width - 2 + p.max_query_len), " columns (state_len), got ",
@@ -327,19 +308,19 @@ UpdateParams make_update_params(const at::Tensor& x_in, const at::Tensor& conv_s
 }
 
 // A (batch, dim, width-1) tensor of x's dtype and device.
-void check_batch_states(const char* op, const char* name, const at::Tensor& t, const at::Tensor& x,
+void check_batch_states(const char* op, const char* name, const Tensor& t, const Tensor& x,
                         int64_t width) {
   check_floating(op, name, t, x);
-  TORCH_CHECK_TYPE(t.scalar_type() == x.scalar_type(), op, ": ", name, " must have x's dtype ",
+  CC1D_CHECK_TYPE(t.scalar_type() == x.scalar_type(), op, ": ", name, " must have x's dtype ",
                    dtype_name(x.scalar_type()), ", got ", dtype_name(t.scalar_type()));
   const std::vector<int64_t> expected{x.size(0), x.size(1), width - 1};
-  check_shape(op, name, t.sizes() == at::IntArrayRef(expected), dims(expected), t);
+  check_shape(op, name, same_sizes(t.sizes(), expected), dims(expected), t);
 }
 
-View3 view3(const at::Tensor& t) { return {t.data_ptr(), t.stride(0), t.stride(1), t.stride(2)}; }
+View3 view3(const Tensor& t) { return {t.data_ptr(), t.stride(0), t.stride(1), t.stride(2)}; }
 
 // x, the filter, seq_idx and the initial states of both batch ops.
-BatchParams batch_params(const char* op, const at::Tensor& x, const at::Tensor& weight,
+BatchParams batch_params(const char* op, const Tensor& x, const Tensor& weight,
                          const OptTensor& bias, const OptTensor& seq_idx,
                          const OptTensor& initial_states, bool silu) {
   constexpr const char* layout = "(batch, dim, seqlen)";
@@ -353,13 +334,13 @@ BatchParams batch_params(const char* op, const at::Tensor& x, const at::Tensor& 
   p.seqlen = x.size(2);
   p.x = view3(x);
   if (seq_idx.has_value()) {
-    const at::Tensor& q = *seq_idx;
+    const Tensor& q = *seq_idx;
     check_device(op, "seq_idx", q, x);
-    TORCH_CHECK_TYPE(q.scalar_type() == at::kInt, op, ": seq_idx must be int32, got ",
+    CC1D_CHECK_TYPE(q.scalar_type() == ScalarType::Int, op, ": seq_idx must be int32, got ",
                      dtype_name(q.scalar_type()));
     check_shape(op, "seq_idx", q.dim() == 2 && q.size(0) == p.batch && q.size(1) == p.seqlen,
                 dims({p.batch, p.seqlen}), q);
-    p.seq_idx = q.data_ptr<int32_t>();
+    p.seq_idx = static_cast<const int32_t*>(q.data_ptr());
     p.seq_batch_stride = q.stride(0);
     p.seq_tok_stride = q.stride(1);
   }
@@ -372,18 +353,18 @@ BatchParams batch_params(const char* op, const at::Tensor& x, const at::Tensor& 
 
 // causal_conv1d_batch_fwd's checks (CONTRACT 1.5); final_states may be
 // undefined (not returned).
-BatchParams make_batch_fwd_params(const at::Tensor& x, const at::Tensor& weight,
+BatchParams make_batch_fwd_params(const Tensor& x, const Tensor& weight,
                                   const OptTensor& bias, const OptTensor& seq_idx,
                                   const OptTensor& initial_states, bool silu,
-                                  const at::Tensor& out, const at::Tensor& final_states) {
+                                  const Tensor& out, const Tensor& final_states) {
   constexpr const char* op = "causal_conv1d_batch_fwd";
   BatchParams p = batch_params(op, x, weight, bias, seq_idx, initial_states, silu);
   check_like_x(op, "out", out, x);
-  TORCH_CHECK_VALUE(out.numel() == 0 || out.data_ptr() != x.data_ptr(), op,
+  CC1D_CHECK_VALUE(out.numel() == 0 || out.data_ptr() != x.data_ptr(), op,
                     ": out must not be x");
   p.out = view3(out);
   if (final_states.defined()) {
-    TORCH_CHECK_VALUE(!seq_idx.has_value(), op,
+    CC1D_CHECK_VALUE(!seq_idx.has_value(), op,
                       ": return_final_states: final states are not returned with seq_idx (as "
                       "in Dao's causal_conv1d 1.7)");
     check_batch_states(op, "final_states_out", final_states, x, p.width);
@@ -394,11 +375,11 @@ BatchParams make_batch_fwd_params(const at::Tensor& x, const at::Tensor& weight,
 
 // The same for causal_conv1d_batch_bwd: dx has x's shape, dinitial_states may
 // be undefined (not wanted).
-BatchParams make_batch_bwd_params(const at::Tensor& x, const at::Tensor& weight,
+BatchParams make_batch_bwd_params(const Tensor& x, const Tensor& weight,
                                   const OptTensor& bias, const OptTensor& seq_idx,
-                                  const OptTensor& initial_states, const at::Tensor& dout,
-                                  const OptTensor& dfinal_states, bool silu, const at::Tensor& dx,
-                                  const at::Tensor& dinitial_states) {
+                                  const OptTensor& initial_states, const Tensor& dout,
+                                  const OptTensor& dfinal_states, bool silu, const Tensor& dx,
+                                  const Tensor& dinitial_states) {
   constexpr const char* op = "causal_conv1d_batch_bwd";
   BatchParams p = batch_params(op, x, weight, bias, seq_idx, initial_states, silu);
   check_like_x(op, "dout", dout, x);
@@ -406,13 +387,13 @@ BatchParams make_batch_bwd_params(const at::Tensor& x, const at::Tensor& weight,
   p.dout = view3(dout);
   p.dx = view3(dx);
   if (dfinal_states.has_value()) {
-    TORCH_CHECK_VALUE(!seq_idx.has_value(), op,
+    CC1D_CHECK_VALUE(!seq_idx.has_value(), op,
                       ": dfinal_states with seq_idx (final states are not returned with seq_idx)");
     check_batch_states(op, "dfinal_states", *dfinal_states, x, p.width);
     p.dfinal_states = view3(*dfinal_states);
   }
   if (dinitial_states.defined()) {
-    TORCH_CHECK_VALUE(initial_states.has_value(), op,
+    CC1D_CHECK_VALUE(initial_states.has_value(), op,
                       ": dinitial_states asked for without initial_states");
     check_batch_states(op, "dinitial_states", dinitial_states, x, p.width);
     p.dinitial_states = view3(dinitial_states);
@@ -422,7 +403,7 @@ BatchParams make_batch_bwd_params(const at::Tensor& x, const at::Tensor& weight,
 
 // ---- Outputs ----
 
-std::vector<int64_t> row_major_strides(at::IntArrayRef sizes) {
+std::vector<int64_t> row_major_strides(Sizes sizes) {
   std::vector<int64_t> strides(sizes.size(), 1);
   for (int64_t d = static_cast<int64_t>(sizes.size()) - 2; d >= 0; --d)
     strides[d] = strides[d + 1] * std::max<int64_t>(sizes[d + 1], 1);
@@ -434,32 +415,39 @@ std::vector<int64_t> row_major_strides(at::IntArrayRef sizes) {
 // device (another tensor of the call sent it here), the checks that follow
 // name the tensor on the wrong device, so a plain allocation serves.
 template <class B>
-at::Tensor output(const at::Tensor& x, at::IntArrayRef sizes, at::IntArrayRef strides) {
-  if (x.device().type() != B::kDevice) return at::empty_strided(sizes, strides, x.options());
-  return B::empty(sizes, strides, x.options());
+Tensor output(const Tensor& x, Sizes sizes, Sizes strides) {
+  if (!B::owns(x)) return api::empty_strided(sizes, strides, x.scalar_type(), x);
+  return B::empty(sizes, strides, x.scalar_type(), x);
 }
 
 // The fwd op's output: channel-last when x is, else contiguous.
 template <class B>
-at::Tensor fwd_output(const at::Tensor& x) {
+Tensor fwd_output(const Tensor& x) {
   if (x.dim() == 2 && x.stride(0) == 1 && x.stride(1) != 1)
     return output<B>(x, x.sizes(), {1, x.size(0)});
   return output<B>(x, x.sizes(), row_major_strides(x.sizes()));
 }
 
 // Shaped like x: x's strides when x is dense and non-overlapping, else
-// contiguous (as at::empty_like).
+// contiguous (as torch.empty_like).
 template <class B>
-at::Tensor like_x(const at::Tensor& x) {
-  if (x.is_non_overlapping_and_dense()) return output<B>(x, x.sizes(), x.strides());
+Tensor like_x(const Tensor& x) {
+  if (api::dense(x)) return output<B>(x, x.sizes(), x.strides());
   return output<B>(x, x.sizes(), row_major_strides(x.sizes()));
+}
+
+// An empty (0,) tensor of t's dtype and device: an output not asked for.
+Tensor nothing_like(const Tensor& t) {
+  return api::empty_strided(std::vector<int64_t>{0}, std::vector<int64_t>{1}, t.scalar_type(), t);
 }
 
 // The batch ops' states: (batch, dim, width-1) channel-last as Dao allocates
 // them, or an empty (0,) tensor where not asked for.
-at::Tensor batch_states(const at::Tensor& x, int64_t width, bool wanted) {
-  if (!wanted) return at::empty({0}, x.options());
-  return at::empty({x.size(0), width - 1, x.size(1)}, x.options()).transpose(1, 2);
+Tensor batch_states(const Tensor& x, int64_t width, bool wanted) {
+  if (!wanted) return nothing_like(x);
+  const int64_t dim = x.size(1);
+  return api::empty_strided(std::vector<int64_t>{x.size(0), dim, width - 1},
+                            std::vector<int64_t>{(width - 1) * dim, 1, dim}, x.scalar_type(), x);
 }
 
 // ---- The dispatcher-facing functions, over a backend B ----
@@ -467,24 +455,24 @@ at::Tensor batch_states(const at::Tensor& x, int64_t width, bool wanted) {
 // x's device is current while the backend runs (CUDA: its stream is the one launched on).
 template <class B>
 struct DeviceScope {
-  explicit DeviceScope(const at::Tensor& x) {
-    TORCH_CHECK_VALUE(x.device().type() == B::kDevice, "causal_conv1d: x must be on a ",
-                      c10::DeviceTypeName(B::kDevice), " device here, got ", device(x));
-    if constexpr (B::kDevice != c10::DeviceType::CPU) guard.emplace(x.device());
+  explicit DeviceScope(const Tensor& x) : current((check(x), x)) {}
+  static void check(const Tensor& x) {
+    CC1D_CHECK_VALUE(B::owns(x), "causal_conv1d: x must be on a ", B::kName,
+                     " device here, got ", device(x));
   }
-  std::optional<c10::DeviceGuard> guard;
+  api::CurrentDevice current;
 };
 
 bool nothing_to_do(const FwdParams& p) { return p.batch == 0 || p.dim == 0 || p.num_tokens == 0; }
 bool nothing_to_do(const UpdateParams& p) { return p.batch == 0 || p.dim == 0 || p.seqlen == 0; }
 
 template <class B>
-void run(const at::Tensor& x, const FwdParams& p) {
+void run(const Tensor& x, const FwdParams& p) {
   const DeviceScope<B> scope(x);
   if (!nothing_to_do(p)) B::fwd(p);
 }
 template <class B>
-void run(const at::Tensor& x, const UpdateParams& p) {
+void run(const Tensor& x, const UpdateParams& p) {
   const DeviceScope<B> scope(x);
   if (!nothing_to_do(p)) B::update(p);
 }
@@ -493,18 +481,18 @@ void run(const at::Tensor& x, const UpdateParams& p) {
 // backend's kernels. The argument list is written once, in Make.
 template <class B, auto Make>
 struct Entry;
-template <class B, class P, class... Rest, P (*Make)(const at::Tensor&, Rest...)>
+template <class B, class P, class... Rest, P (*Make)(const Tensor&, Rest...)>
 struct Entry<B, Make> {
-  static void call(const at::Tensor& x, Rest... rest) { run<B>(x, Make(x, rest...)); }
+  static void call(const Tensor& x, Rest... rest) { run<B>(x, Make(x, rest...)); }
 };
 
 // causal_conv1d_fwd: causal_conv1d_fwd_out into a new output.
 template <class B>
-at::Tensor fwd(const at::Tensor& x, const at::Tensor& weight, const OptTensor& bias,
-               const OptTensor& conv_states, const at::Tensor& query_start_loc,
+Tensor fwd(const Tensor& x, const Tensor& weight, const OptTensor& bias,
+               const OptTensor& conv_states, const Tensor& query_start_loc,
                const OptTensor& cache_indices, const OptTensor& has_initial_state, bool silu,
                int64_t pad_slot_id, int64_t null_block_id, bool front_window) {
-  at::Tensor out = fwd_output<B>(x);
+  Tensor out = fwd_output<B>(x);
   run<B>(x, make_fwd_params(x, weight, bias, conv_states, query_start_loc, cache_indices,
                             has_initial_state, silu, pad_slot_id, out, null_block_id,
                             front_window));
@@ -512,15 +500,15 @@ at::Tensor fwd(const at::Tensor& x, const at::Tensor& weight, const OptTensor& b
 }
 
 template <class B>
-std::tuple<at::Tensor, at::Tensor> batch_fwd(const at::Tensor& x, const at::Tensor& weight,
+std::tuple<Tensor, Tensor> batch_fwd(const Tensor& x, const Tensor& weight,
                                              const OptTensor& bias, const OptTensor& seq_idx,
                                              const OptTensor& initial_states,
                                              bool return_final_states, bool silu) {
   const int64_t width = weight.dim() == 2 ? weight.size(1) : 0;
-  at::Tensor out = like_x<B>(x);
-  at::Tensor final_states = batch_states(x, width, return_final_states);
+  Tensor out = like_x<B>(x);
+  Tensor final_states = batch_states(x, width, return_final_states);
   const BatchParams p = make_batch_fwd_params(x, weight, bias, seq_idx, initial_states, silu, out,
-                                              return_final_states ? final_states : at::Tensor());
+                                              return_final_states ? final_states : Tensor());
   const DeviceScope<B> scope(x);
   if (p.batch > 0 && p.dim > 0) B::batch_fwd(p);
   return {out, final_states};
@@ -528,18 +516,21 @@ std::tuple<at::Tensor, at::Tensor> batch_fwd(const at::Tensor& x, const at::Tens
 
 // dweight has weight's dtype; dbias bias's, or is an empty (0,) tensor without bias.
 template <class B>
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> batch_bwd(
-    const at::Tensor& x, const at::Tensor& weight, const OptTensor& bias,
-    const OptTensor& seq_idx, const OptTensor& initial_states, const at::Tensor& dout,
+std::tuple<Tensor, Tensor, Tensor, Tensor> batch_bwd(
+    const Tensor& x, const Tensor& weight, const OptTensor& bias,
+    const OptTensor& seq_idx, const OptTensor& initial_states, const Tensor& dout,
     const OptTensor& dfinal_states, bool silu, bool return_dinitial_states, bool deterministic) {
-  at::Tensor dx = like_x<B>(x);
+  Tensor dx = like_x<B>(x);
   const bool want_dinit = return_dinitial_states && initial_states.has_value();
-  at::Tensor dinit = want_dinit ? at::empty_like(*initial_states) : at::empty({0}, x.options());
+  Tensor dinit = want_dinit ? like_x<B>(*initial_states) : nothing_like(x);
   BatchParams p = make_batch_bwd_params(x, weight, bias, seq_idx, initial_states, dout,
-                                        dfinal_states, silu, dx, want_dinit ? dinit : at::Tensor());
-  at::Tensor dweight = at::empty({p.dim, p.width}, weight.options());
-  at::Tensor dbias =
-      bias.has_value() ? at::empty({p.dim}, bias->options()) : at::empty({0}, weight.options());
+                                        dfinal_states, silu, dx, want_dinit ? dinit : Tensor());
+  Tensor dweight = api::empty_strided(std::vector<int64_t>{p.dim, p.width},
+                                     std::vector<int64_t>{p.width, 1}, weight.scalar_type(), x);
+  Tensor dbias =
+      bias.has_value() ? api::empty_strided(std::vector<int64_t>{p.dim}, std::vector<int64_t>{1},
+                                            bias->scalar_type(), x)
+                       : nothing_like(weight);
   p.dweight = dweight.data_ptr();
   p.dweight_dim_stride = dweight.stride(0);
   p.dweight_tap_stride = dweight.stride(1);
@@ -550,8 +541,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> batch_bwd(
   const DeviceScope<B> scope(x);
   if (p.dim == 0) return {dx, dweight, dbias, dinit};
   if (p.batch == 0) {
-    dweight.zero_();
-    dbias.zero_();
+    api::zero(dweight);
+    api::zero(dbias);
     return {dx, dweight, dbias, dinit};
   }
   B::batch_bwd(p, deterministic);
@@ -559,12 +550,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> batch_bwd(
 }
 
 template <class B>
-void register_backend(torch::Library& m) {
-  m.impl("causal_conv1d_fwd", &fwd<B>);
-  m.impl("causal_conv1d_fwd_out", &Entry<B, &make_fwd_params>::call);
-  m.impl("causal_conv1d_update", &Entry<B, &make_update_params>::call);
-  m.impl("causal_conv1d_batch_fwd", &batch_fwd<B>);
-  m.impl("causal_conv1d_batch_bwd", &batch_bwd<B>);
+void register_backend(api::Library& m) {
+  CAUSAL_CONV1D_IMPL(m, "causal_conv1d_fwd", &fwd<B>);
+  constexpr auto fwd_out = &Entry<B, &make_fwd_params>::call;
+  constexpr auto update = &Entry<B, &make_update_params>::call;
+  CAUSAL_CONV1D_IMPL(m, "causal_conv1d_fwd_out", fwd_out);
+  CAUSAL_CONV1D_IMPL(m, "causal_conv1d_update", update);
+  CAUSAL_CONV1D_IMPL(m, "causal_conv1d_batch_fwd", &batch_fwd<B>);
+  CAUSAL_CONV1D_IMPL(m, "causal_conv1d_batch_bwd", &batch_bwd<B>);
 }
 
 std::atomic<bool>& pdl_setting() {
@@ -578,16 +571,18 @@ bool pdl_enabled() { return pdl_setting().load(std::memory_order_relaxed); }
 
 bool set_pdl(bool enabled) { return pdl_setting().exchange(enabled); }
 
+std::string abi_name() { return api::kAbi; }
+
 std::string setting(const std::string& name) {
   const std::optional<std::string> text = setting_text(name);
-  TORCH_CHECK_VALUE(text.has_value(), "setting: no setting is called ", name,
+  CC1D_CHECK_VALUE(text.has_value(), "setting: no setting is called ", name,
                     "; causal_conv1d_kernels.settings() lists them");
   return *text;
 }
 
 }  // namespace causal_conv1d
 
-TORCH_LIBRARY(causal_conv1d, m) {
+CAUSAL_CONV1D_LIBRARY(causal_conv1d, m) {
   m.def(
       "causal_conv1d_fwd(Tensor x, Tensor weight, Tensor? bias, Tensor(a!)? conv_states, "
       "Tensor query_start_loc, Tensor? cache_indices, Tensor? has_initial_state, bool silu, "
@@ -616,23 +611,36 @@ TORCH_LIBRARY(causal_conv1d, m) {
       "causal_conv1d_batch_bwd(Tensor x, Tensor weight, Tensor? bias, Tensor? seq_idx, "
       "Tensor? initial_states, Tensor dout, Tensor? dfinal_states, bool silu, "
       "bool return_dinitial_states, bool deterministic) -> (Tensor, Tensor, Tensor, Tensor)");
-  m.def("cpu_isa() -> str", &causal_conv1d::cpu_isa_name);
+  m.def("cpu_isa() -> str");
   // Frees the memory the CPU backend keeps for large outputs; returns the bytes freed.
-  m.def("release_cpu_pool() -> int", &causal_conv1d::release_cpu_pool);
+  m.def("release_cpu_pool() -> int");
   // Programmatic dependent launch on or off for later CUDA launches; returns the previous setting.
-  m.def("set_pdl(bool enabled) -> bool", &causal_conv1d::set_pdl);
+  m.def("set_pdl(bool enabled) -> bool");
   // The run-time settings (settings.h): the table, six strings per setting, and one
   // setting's text as the library reads it.
-  m.def("settings() -> str[]", &causal_conv1d::settings_table);
-  m.def("setting(str name) -> str", &causal_conv1d::setting);
+  m.def("settings() -> str[]");
+  m.def("setting(str name) -> str");
+  // The build: "stable" (torch's stable ABI: loads into this torch and every later one) or
+  // "classic" (only into the torch it was built against).
+  m.def("abi() -> str");
 }
 
-TORCH_LIBRARY_IMPL(causal_conv1d, CPU, m) {
+// The ops without tensors: one kernel for every device.
+CAUSAL_CONV1D_LIBRARY_IMPL(causal_conv1d, CompositeExplicitAutograd, m) {
+  CAUSAL_CONV1D_IMPL(m, "cpu_isa", &causal_conv1d::cpu_isa_name);
+  CAUSAL_CONV1D_IMPL(m, "release_cpu_pool", &causal_conv1d::release_cpu_pool);
+  CAUSAL_CONV1D_IMPL(m, "set_pdl", &causal_conv1d::set_pdl);
+  CAUSAL_CONV1D_IMPL(m, "settings", &causal_conv1d::settings_table);
+  CAUSAL_CONV1D_IMPL(m, "setting", &causal_conv1d::setting);
+  CAUSAL_CONV1D_IMPL(m, "abi", &causal_conv1d::abi_name);
+}
+
+CAUSAL_CONV1D_LIBRARY_IMPL(causal_conv1d, CPU, m) {
   causal_conv1d::register_backend<causal_conv1d::CpuBackend>(m);
 }
 
 #ifdef CAUSAL_CONV1D_WITH_CUDA
-TORCH_LIBRARY_IMPL(causal_conv1d, CUDA, m) {
+CAUSAL_CONV1D_LIBRARY_IMPL(causal_conv1d, CUDA, m) {
   causal_conv1d::register_backend<causal_conv1d::CudaBackend>(m);
 }
 #endif

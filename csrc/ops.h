@@ -5,23 +5,24 @@
 // kernels that read it, never a backend's entry points.
 #pragma once
 
-#include <ATen/core/Tensor.h>
-
 #include <cstdint>
 #include <string>
 
 #include "params.h"
+#include "torch_api.h"
 
 namespace causal_conv1d {
 
-// The CPU backend (cpu/): kernel sets per ISA, work items over at::parallel_for.
-// Each backend supplies the same five functions; ops.cpp's templates call them.
+// The CPU backend (cpu/): kernel sets per ISA, work items over torch's threads.
+// Each backend supplies the same functions; ops.cpp's templates call them.
 struct CpuBackend {
-  static constexpr c10::DeviceType kDevice = c10::DeviceType::CPU;
-  // An uninitialised tensor with these sizes and (dense) strides; large ones
-  // come from the backend's pool of freed outputs (cpu/output_pool.h).
-  static at::Tensor empty(at::IntArrayRef sizes, at::IntArrayRef strides,
-                          const at::TensorOptions& options);
+  static constexpr const char* kName = "CPU";
+  static bool owns(const api::Tensor& t) { return t.is_cpu(); }
+  // An uninitialised tensor with these sizes and (dense) strides, on like's
+  // device; large ones come from the backend's pool of freed outputs
+  // (cpu/output_pool.h).
+  static api::Tensor empty(api::Sizes sizes, api::Sizes strides, ScalarType dtype,
+                           const api::Tensor& like);
   static void fwd(const FwdParams& p);
   static void update(const UpdateParams& p);
   static void batch_fwd(const BatchParams& p);
@@ -32,14 +33,19 @@ struct CpuBackend {
 // The CUDA backend (cuda/): called with x's device current; launches on its
 // current stream.
 struct CudaBackend {
-  static constexpr c10::DeviceType kDevice = c10::DeviceType::CUDA;
-  static at::Tensor empty(at::IntArrayRef sizes, at::IntArrayRef strides,
-                          const at::TensorOptions& options);
+  static constexpr const char* kName = "CUDA";
+  static bool owns(const api::Tensor& t) { return t.is_cuda(); }
+  // On like's device.
+  static api::Tensor empty(api::Sizes sizes, api::Sizes strides, ScalarType dtype,
+                           const api::Tensor& like);
   static void fwd(const FwdParams& p);
   static void update(const UpdateParams& p);
   static void batch_fwd(const BatchParams& p);
   static void batch_bwd(const BatchParams& p, bool deterministic);
 };
+
+// "stable" or "classic": which torch API this build is on (torch_api.h).
+std::string abi_name();
 
 // Name of the CPU kernel set chosen for this process (defined by the CPU backend).
 std::string cpu_isa_name();

@@ -3,8 +3,7 @@
 // 64-bit so that tensors over 2^31 elements index correctly.
 #pragma once
 
-#include <c10/core/ScalarType.h>
-#include <c10/macros/Macros.h>
+#include "torch_types.h"
 
 #include <cstdint>
 

@@ -6,6 +6,7 @@ import itertools
 
 import pytest
 import torch
+import causal_conv1d_kernels
 from causal_conv1d_kernels import PAD_SLOT_ID, has_cuda_backend
 from causal_conv1d_kernels._core import _silu
 
@@ -14,6 +15,11 @@ F32, F16, BF16 = torch.float32, torch.float16, torch.bfloat16
 # The time limit of every subprocess a test starts: only a hang reaches it, never a slow or
 # loaded machine (CI's whole run has 90 minutes).
 HANG_GUARD_S = 3600
+
+# What a bad dtype raises when torch.ops.causal_conv1d.* is called directly: a TypeError from a
+# classic build; from a stable-ABI build a ValueError whose message ends in " [TypeError]"
+# (torch's stable ABI carries no TypeError; the Python API turns it into one: csrc/torch_api.h).
+OP_TYPE_ERROR = TypeError if causal_conv1d_kernels.abi() == "classic" else ValueError
 WIDTHS = list(range(2, 9))
 
 # (x, weight/bias, states): the combinations serving engines use, plus odd mixes.

@@ -13,7 +13,17 @@ import pytest
 import torch
 from causal_conv1d_kernels import dao
 from causal_conv1d_kernels.testing.reference import causal_conv1d_update_ref, dao_fn_ref
-from helpers import BF16, F16, F32, HANG_GUARD_S, WIDTHS, assert_close, devices, rand
+from helpers import (
+    BF16,
+    F16,
+    F32,
+    HANG_GUARD_S,
+    OP_TYPE_ERROR,
+    WIDTHS,
+    assert_close,
+    devices,
+    rand,
+)
 
 # (x, weight/bias): Dao's own mixes, plus fp32 weights under half activations (training).
 MIXES = [(F32, F32), (BF16, BF16), (F16, F16), (BF16, F32), (F16, F32)]
@@ -274,9 +284,10 @@ def test_bad_arguments_are_named(change, exc, words):
 
 
 def test_op_checks_repeat_the_wrapper_checks():
-    """Callers of torch.ops.causal_conv1d.* get the refusals the dialect's callers get."""
+    """Callers of torch.ops.causal_conv1d.* get the refusals the dialect's callers get (a type
+    error as OP_TYPE_ERROR: a stable-ABI build raises it as a marked ValueError)."""
     x, weight = torch.randn(2, 8, 5), torch.randn(8, 4)
-    with pytest.raises(TypeError, match="seq_idx must be int32"):
+    with pytest.raises(OP_TYPE_ERROR, match="seq_idx must be int32"):
         torch.ops.causal_conv1d.causal_conv1d_batch_fwd(
             x, weight, None, torch.zeros(2, 5, dtype=torch.int64), None, False, True
         )

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 import torch
+import causal_conv1d_kernels
 from helpers import HANG_GUARD_S
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -60,6 +61,27 @@ def test_main_module_runs_self_check_and_benchmark():
         assert float(numbers[-1].rstrip("%")) >= 0
     warnings = [line for line in lines if line.startswith("WARNING:")]
     assert all("busy" in w or "descheduled" in w for w in warnings)
+
+
+def test_benchmark_without_matplotlib_writes_tables_and_exits_0(tmp_path):
+    """`python -m benchmarks bench` where matplotlib cannot be imported (a stand-in package
+    that raises ImportError hides any installed one): the table and JSON, a one-line note
+    naming the extra that brings the plot, exit status 0."""
+    hidden = tmp_path / "hide" / "matplotlib"
+    hidden.mkdir(parents=True)
+    (hidden / "__init__.py").write_text("raise ImportError('hidden by the test')\n")
+    out = tmp_path / "out"
+    path = os.pathsep.join([str(tmp_path / "hide"), ROOT, os.environ.get("PYTHONPATH", "")])
+    result = python(
+        "-m", "benchmarks", "bench", "--device", "cpu", "--min-run-time", "0.01", "--no-peers",
+        "--only", "small 4x128", "--out-dir", str(out), "--name", "t",
+        env={"PYTHONPATH": path},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (out / "t.md").exists() and (out / "t.json").exists() and not (out / "t.png").exists()
+    assert "small 4x128, D 5376" in (out / "t.md").read_text()
+    notes = [line for line in result.stdout.splitlines() if "matplotlib" in line]
+    assert len(notes) == 1 and "pip install .[bench]" in notes[0], result.stdout
 
 
 def test_self_check_busy_warnings():
@@ -156,7 +178,7 @@ def test_version_matches_distribution():
     assert torch.ops.causal_conv1d.cpu_isa() == causal_conv1d_kernels.cpu_isa()
 
 
-def package_copy(tmp_path, torch_version=None, drop_extension=False):
+def package_copy(tmp_path, torch_version=None, drop_extension=False, abi="classic"):
     """The installed package copied to tmp_path (compiled extension included), optionally
     with a faked build record or without its extension."""
     import causal_conv1d_kernels
@@ -165,7 +187,7 @@ def package_copy(tmp_path, torch_version=None, drop_extension=False):
     dst = tmp_path / "causal_conv1d_kernels"
     shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
     if torch_version is not None:
-        (dst / "_build_info.py").write_text(f"TORCH_VERSION = {torch_version!r}\n")
+        (dst / "_build_info.py").write_text(f"TORCH_VERSION = {torch_version!r}\nABI = {abi!r}\n")
     if drop_extension:
         for so in dst.glob("_C*"):
             so.unlink()
@@ -179,17 +201,31 @@ def import_from(path, env=None):
 
 
 def test_import_with_another_torch_is_a_clear_error(tmp_path):
-    """A build record naming another torch (what `pip install .` with build isolation leaves
-    beside a different installed torch): ImportError naming both versions and the command."""
-    result = import_from(package_copy(tmp_path, torch_version="2.13.0+cpu-fake"))
+    """A build record naming a torch the build cannot serve (classic: any other torch, what
+    `pip install .` with build isolation left beside a different installed torch; stable ABI: a
+    later torch than the running one): ImportError naming both versions and the command."""
+    abi = causal_conv1d_kernels.abi()
+    other = "99.0.0+fake" if abi == "stable" else "2.13.0+cpu-fake"
+    result = import_from(package_copy(tmp_path, torch_version=other, abi=abi))
     assert result.returncode != 0
     err = result.stderr
-    assert "ImportError" in err and "built against torch 2.13.0+cpu-fake" in err
+    assert "ImportError" in err and f"built against torch {other}" in err
     assert f"running torch {torch.__version__}" in err
     assert "pip install --no-build-isolation --force-reinstall --no-deps ." in err
     # The documented escape hatch loads the (actually matching) extension anyway.
     forced = import_from(tmp_path, env={"CAUSAL_CONV1D_SKIP_TORCH_CHECK": "1"})
     assert forced.returncode == 0, forced.stderr
+
+
+def test_stable_build_loads_into_later_torch(tmp_path):
+    """A stable-ABI build recorded against an older torch (2.11, the oldest it serves) imports
+    and runs beside this one; a classic build recorded so refuses."""
+    abi = causal_conv1d_kernels.abi()
+    result = import_from(package_copy(tmp_path, torch_version="2.11.0", abi=abi))
+    if abi == "stable":
+        assert result.returncode == 0, result.stderr
+    else:
+        assert result.returncode != 0 and "only torch 2.11.0" in result.stderr
 
 
 def test_import_without_the_extension_is_a_clear_error(tmp_path):

@@ -1,10 +1,7 @@
 // The CPU backend (CpuBackend, ops.h): picks the ISA's kernels once per process (CPUID,
 // or CAUSAL_CONV1D_CPU_ISA), prepares the filter, splits the call into work
 // items (token chunks of each sequence, or batch rows, times channel slabs)
-// and runs them with at::parallel_for.
-#include <ATen/ATen.h>
-#include <ATen/Parallel.h>
-
+// and runs them on torch's intra-op threads (api::parallel_for).
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
@@ -53,7 +50,7 @@ bool cpu_has(const std::string& feature) {
   if (feature == "avx512vl") return __builtin_cpu_supports("avx512vl");
   if (feature == "avx512bf16") return __builtin_cpu_supports("avx512bf16");
 #endif
-  TORCH_CHECK(false, "kernel_sets.def names a CPU feature cpu_has() cannot test: ", feature);
+  CC1D_CHECK(false, "kernel_sets.def names a CPU feature cpu_has() cannot test: ", feature);
 }
 
 // Whether this CPU has every feature the set needs.
@@ -75,13 +72,13 @@ CpuKernelSet choose_kernels() {
     if (isa.kernels == nullptr) continue;
     if (want == "auto" && supported(isa)) return isa.kernels();
     if (want == isa.name) {
-      TORCH_CHECK(supported(isa), "CAUSAL_CONV1D_CPU_ISA=", want, ": this CPU lacks one of ",
+      CC1D_CHECK(supported(isa), "CAUSAL_CONV1D_CPU_ISA=", want, ": this CPU lacks one of ",
                   isa.features);
       return isa.kernels();
     }
     built += std::string(", ") + isa.name;
   }
-  TORCH_CHECK(false, "CAUSAL_CONV1D_CPU_ISA=", want,
+  CC1D_CHECK(false, "CAUSAL_CONV1D_CPU_ISA=", want,
               " is not available in this build; choose one of: ", built);
 }
 
@@ -141,7 +138,7 @@ class PreparedWeights {
     k.widen_filter(p, taps, bias);
     view_.taps = taps;
     view_.bias = bias;
-    if (want_vnni && p.weight_type == at::kBFloat16 && p.x_type == at::kBFloat16) {
+    if (want_vnni && p.weight_type == ScalarType::BFloat16 && p.x_type == ScalarType::BFloat16) {
       const int64_t pairs = (p.width + 1) / 2;
       uint16_t* vnni = reuse(vnni_storage, pairs * p.dim * 2);
       if (p.width % 2 == 0 && p.weight_tap_stride == 1 && p.weight_dim_stride == p.width) {
@@ -179,7 +176,7 @@ template <typename F>
 void parallel_items(int64_t n_items, int64_t elements, const F& body) {
   const int64_t grain =
       std::max<int64_t>(1, n_items * kMinElementsPerThread / std::max<int64_t>(1, elements));
-  at::parallel_for(0, n_items, grain, body);
+  api::parallel_for(0, n_items, grain, body);
 }
 
 // Channels per prefill item: kSlab, or fewer, in whole lines of 64 channels,
@@ -188,7 +185,7 @@ void parallel_items(int64_t n_items, int64_t elements, const F& body) {
 // thread's share was 1.5x an even one).
 int64_t prefill_slab(int64_t chunks, int64_t dim) {
   constexpr int64_t kLine = 64, kMinSlab = 256;
-  const int64_t want = 2 * at::get_num_threads();
+  const int64_t want = 2 * api::num_threads();
   int64_t slabs = (dim + kSlab - 1) / kSlab;
   if (chunks * slabs < want)
     slabs = std::max(slabs, std::min((want + chunks - 1) / chunks, dim / kMinSlab));
@@ -204,7 +201,7 @@ int64_t prefill_slab(int64_t chunks, int64_t dim) {
 template <typename Cost, typename F>
 void parallel_balanced(int64_t n_items, int64_t elements, const Cost& cost, const F& body) {
   const int64_t threads =
-      std::min({static_cast<int64_t>(at::get_num_threads()),
+      std::min({api::num_threads(),
                 std::max<int64_t>(1, elements / kMinElementsPerThread), n_items});
   if (threads <= 1) {
     if (n_items > 0) body(0, n_items);
@@ -219,7 +216,7 @@ void parallel_balanced(int64_t n_items, int64_t elements, const Cost& cost, cons
     const int64_t share = total * t / threads;
     return std::lower_bound(prefix.begin(), prefix.begin() + n_items, share) - prefix.begin();
   };
-  at::parallel_for(0, threads, 1, [&](int64_t t0, int64_t t1) {
+  api::parallel_for(0, threads, 1, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t begin = first(t), end = first(t + 1);
       if (begin < end) body(begin, end);
@@ -261,9 +258,9 @@ void store_as(c10::ScalarType type, void* data, int64_t i, float v) {
 namespace causal_conv1d {
 using namespace cpu;
 
-at::Tensor CpuBackend::empty(at::IntArrayRef sizes, at::IntArrayRef strides,
-                             const at::TensorOptions& options) {
-  return empty_output(sizes, strides, options.dtype().toScalarType());
+api::Tensor CpuBackend::empty(api::Sizes sizes, api::Sizes strides, ScalarType dtype,
+                              const api::Tensor& /*like: on the CPU*/) {
+  return empty_output(sizes, strides, dtype);
 }
 
 void CpuBackend::fwd(const FwdParams& p) {
@@ -312,13 +309,13 @@ void CpuBackend::update(const UpdateParams& p) {
   // the whole filter per call (dev box, one thread, D 8192: one row 14.1 us
   // with the copy, 10.1 in place; 256 rows 1258 with it, 1364 in place).
   const bool in_place =
-      k.update_reads_filter(p) && p.batch <= kInPlaceRowsPerThread * at::get_num_threads();
+      k.update_reads_filter(p) && p.batch <= kInPlaceRowsPerThread * api::num_threads();
   const PreparedWeights weights(p, k, /*want_vnni=*/false, in_place);
   const CpuWeights w = weights.view();
   const UpdateItemFn fn = k.update(p);
   // Whole rows when there are rows enough for every thread: a row's state
   // columns are then streams long enough for the hardware prefetchers.
-  const int64_t slab = p.batch >= at::get_num_threads() ? p.dim : std::min(kSlab, p.dim);
+  const int64_t slab = p.batch >= api::num_threads() ? p.dim : std::min(kSlab, p.dim);
   const int64_t slabs = (p.dim + slab - 1) / slab;
   // A row stages at most seqlen tokens (varlen: all of x, or max_query_len
   // when longer speculative rows are padding).
@@ -391,7 +388,7 @@ void CpuBackend::batch_bwd(const BatchParams& p, bool /*deterministic: always*/)
   // Sum the shares in range order (fp32, as the kernels accumulate), then store.
   std::vector<float> dw32(static_cast<size_t>(p.dim * p.width), 0.f);
   std::vector<float> db32(static_cast<size_t>(p.dim), 0.f);
-  at::parallel_for(0, slabs, 1, [&](int64_t begin, int64_t end) {
+  api::parallel_for(0, slabs, 1, [&](int64_t begin, int64_t end) {
     for (int64_t s = begin; s < end; ++s) {
       const int64_t c0 = s * slab, n = std::min(p.dim, c0 + slab) - c0;
       for (int64_t r = 0; r < ranges; ++r) {

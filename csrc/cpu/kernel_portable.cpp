@@ -1,7 +1,8 @@
 // Portable CPU kernels: the shared work items (kernel_items.h) with plain
 // loops that compilers vectorise for the baseline ISA of any CPU.
-#include <c10/util/Half.h>
-
+// Baseline flags only: the 16-bit float types may be compiled here.
+#define CAUSAL_CONV1D_FLOAT16_TYPES
+#include "../torch_types.h"
 #include "kernel_items.h"
 
 namespace causal_conv1d::cpu {

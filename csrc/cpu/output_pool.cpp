@@ -1,9 +1,5 @@
 #include "output_pool.h"
 
-#include <ATen/EmptyTensor.h>
-#include <c10/core/Allocator.h>
-#include <c10/core/CPUAllocator.h>
-
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
@@ -13,9 +9,9 @@
 
 #if defined(__linux__)
 #include <sys/mman.h>
+#endif
 
 #include "../settings.h"
-#endif
 
 namespace causal_conv1d::cpu {
 namespace {
@@ -49,71 +45,56 @@ void* new_block(size_t bytes) {
   return ptr;
 }
 
-struct Block {
-  void* ptr;
-  size_t bytes;
-};
-
-void free_block(void* ctx) {
-  auto* block = static_cast<Block*>(ctx);
+// Keeps a freed output's block for reuse while the pool is under its cap.
+void give_back(void* ptr, size_t bytes) {
   Pool& p = pool();
   {
     const std::lock_guard<std::mutex> lock(p.mutex);
-    if (p.cached + block->bytes <= cap_bytes()) {
-      p.free_blocks[block->bytes].push_back(block->ptr);
-      p.cached += block->bytes;
-      block->ptr = nullptr;
+    if (p.cached + bytes <= cap_bytes()) {
+      p.free_blocks[bytes].push_back(ptr);
+      p.cached += bytes;
+      return;
     }
   }
-  std::free(block->ptr);
-  delete block;
+  std::free(ptr);
 }
 
-class PoolAllocator final : public c10::Allocator {
- public:
-  c10::DataPtr allocate(size_t n) override {
-    if (n < kPooledMin || cap_bytes() == 0) return c10::GetCPUAllocator()->allocate(n);
-    const size_t bytes = (n + kBlock - 1) / kBlock * kBlock;
-    void* ptr = nullptr;
-    {
-      Pool& p = pool();
-      const std::lock_guard<std::mutex> lock(p.mutex);
-      auto it = p.free_blocks.find(bytes);
-      if (it != p.free_blocks.end() && !it->second.empty()) {
-        ptr = it->second.back();
-        it->second.pop_back();
-        p.cached -= bytes;
-      }
+// A block of `bytes` (a multiple of kBlock): a freed one of that size, else a new one; null
+// when none can be had.
+void* take(size_t bytes) {
+  {
+    Pool& p = pool();
+    const std::lock_guard<std::mutex> lock(p.mutex);
+    auto it = p.free_blocks.find(bytes);
+    if (it != p.free_blocks.end() && !it->second.empty()) {
+      void* ptr = it->second.back();
+      it->second.pop_back();
+      p.cached -= bytes;
+      return ptr;
     }
-    if (ptr == nullptr) ptr = new_block(bytes);
-    if (ptr == nullptr) return c10::GetCPUAllocator()->allocate(n);
-    return {ptr, new Block{ptr, bytes}, &free_block, c10::Device(c10::DeviceType::CPU)};
   }
-  // (No `override`: older torch versions do not declare it.)
-  void copy_data(void* dest, const void* src, std::size_t count) const {
-    std::memcpy(dest, src, count);
-  }
-};
-
-PoolAllocator& allocator() {
-  static PoolAllocator* a = new PoolAllocator();
-  return *a;
+  return new_block(bytes);
 }
 
 }  // namespace
 
-at::Tensor empty_output(at::IntArrayRef sizes, at::IntArrayRef strides, at::ScalarType dtype) {
-  return at::detail::empty_strided_generic(sizes, strides, &allocator(),
-                                           c10::DispatchKeySet(c10::DispatchKey::CPU), dtype);
-}
-
-at::Tensor empty_output_like(const at::Tensor& x) {
-  if (x.is_non_overlapping_and_dense())
-    return empty_output(x.sizes(), x.strides(), x.scalar_type());
-  std::vector<int64_t> strides(x.dim(), 1);
-  for (int64_t d = x.dim() - 2; d >= 0; --d)
-    strides[d] = strides[d + 1] * std::max<int64_t>(x.size(d + 1), 1);
-  return empty_output(x.sizes(), strides, x.scalar_type());
+api::Tensor empty_output(api::Sizes sizes, api::Sizes strides, ScalarType dtype) {
+  int64_t span = 1;  // elements from the first to the last
+  for (size_t d = 0; d < sizes.size(); ++d) {
+    if (sizes[d] == 0) {
+      span = 0;
+      break;
+    }
+    span += (sizes[d] - 1) * strides[d];
+  }
+  const size_t n = static_cast<size_t>(span) * storage_bytes(dtype);
+  if (n >= kPooledMin && cap_bytes() > 0) {
+    const size_t bytes = (n + kBlock - 1) / kBlock * kBlock;
+    if (void* ptr = take(bytes))
+      return api::cpu_from_blob(ptr, sizes, strides, dtype,
+                                [bytes](void* data) { give_back(data, bytes); });
+  }
+  return api::empty_strided_cpu(sizes, strides, dtype);
 }
 
 int64_t release_output_pool() {

@@ -6,19 +6,15 @@
 // from torch's allocator as before.
 #pragma once
 
-#include <ATen/core/Tensor.h>
-
 #include <cstdint>
+
+#include "../torch_api.h"
 
 namespace causal_conv1d::cpu {
 
 // An uninitialised CPU tensor of `dtype` with these sizes and strides (which
 // must describe a dense, non-overlapping layout).
-at::Tensor empty_output(at::IntArrayRef sizes, at::IntArrayRef strides, at::ScalarType dtype);
-
-// An uninitialised tensor shaped like x: x's strides when x is dense and
-// non-overlapping, else contiguous (as at::empty_like).
-at::Tensor empty_output_like(const at::Tensor& x);
+api::Tensor empty_output(api::Sizes sizes, api::Sizes strides, ScalarType dtype);
 
 // Frees every cached block; returns the bytes given back.
 int64_t release_output_pool();

@@ -51,11 +51,10 @@ __global__ void __launch_bounds__(kThreads)
 
 // Launches the backward kernel; returns the number of share slots it wrote.
 template <typename T, int kW>
-int64_t launch_bwd(const BatchParams& p, const LaunchTarget& target, at::Tensor& shares) {
+int64_t launch_bwd(const BatchParams& p, const LaunchTarget& target, api::Tensor& shares) {
   const auto alloc = [&](const dim3& grid) {
     const int64_t slots = p.batch * static_cast<int64_t>(grid.y);
-    shares = at::empty({slots, p.width + 1, p.dim},
-                       at::TensorOptions().dtype(at::kFloat).device(at::kCUDA, target.device));
+    shares = api::cuda_floats(slots * (p.width + 1) * p.dim, target.device);
     return slots;
   };
   const bool seq = p.seq_idx != nullptr;
@@ -65,7 +64,7 @@ int64_t launch_bwd(const BatchParams& p, const LaunchTarget& target, at::Tensor&
     const int64_t slots = alloc(grid);
     with_sequences<kW>(seq, [&]<bool kSeq>() {
       launch_kernel(batch_bwd_tokens<T, kW, kSeq>, grid, dim3(kThreads), target, p,
-                    batch_vec(p, sizeof(T)), tiles, shares.data_ptr<float>());
+                    batch_vec(p, sizeof(T)), tiles, static_cast<float*>(shares.data_ptr()));
     });
     return slots;
   }
@@ -81,7 +80,7 @@ int64_t launch_bwd(const BatchParams& p, const LaunchTarget& target, at::Tensor&
     const dim3 grid = channels_grid(p, kN, chunk);
     slots = alloc(grid);
     launch_kernel(batch_bwd_channels<T, kW, kN, kSeq>, grid, dim3(kThreads), target, p, chunk,
-                  filter_vec(p, kW), shares.data_ptr<float>());
+                  filter_vec(p, kW), static_cast<float*>(shares.data_ptr()));
   };
   if (!vector) {
     go.template operator()<1, true>();
@@ -98,7 +97,7 @@ namespace causal_conv1d {
 
 void CudaBackend::batch_bwd(const BatchParams& p, bool /*deterministic: always*/) {
   const cuda::LaunchTarget target = cuda::current_target();
-  at::Tensor shares;
+  api::Tensor shares;
   int64_t slots = 0;
   cuda::dispatch_batch(
       p, [&]<typename T, int kW>() { slots = cuda::launch_bwd<T, kW>(p, target, shares); });
@@ -106,7 +105,7 @@ void CudaBackend::batch_bwd(const BatchParams& p, bool /*deterministic: always*/
   with_storage_type<cuda::CudaStorage>(p.weight_type, [&](auto tag) {
     using W = decltype(tag);
     cuda::launch_kernel(cuda::sum_shares_kernel<W>, sum_grid, dim3(cuda::kThreads), target,
-                        static_cast<const float*>(shares.data_ptr<float>()), slots, p.dim,
+                        static_cast<const float*>(static_cast<float*>(shares.data_ptr())), slots, p.dim,
                         static_cast<int>(p.width), static_cast<W*>(p.dweight),
                         p.dweight_dim_stride, p.dweight_tap_stride, p.dbias, p.bias_type);
   });

@@ -16,9 +16,6 @@
 // no other program of the sequence touches the state. In vLLM's convention
 // (front_window) the state is the line's front width-1 columns and the rest
 // of the line is never touched.
-#include <ATen/ATen.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAStream.h>
 #include <cuda_runtime.h>
 
 #include <cstdlib>
@@ -157,9 +154,9 @@ void launch_n(const FwdParams& p, const LaunchTarget& target) {
   const int64_t channel_blocks = (p.dim + per_block - 1) / per_block;
   const int64_t chunk = tokens_per_program(p, channel_blocks, target.device);
   const dim3 grid((p.num_tokens + chunk - 1) / chunk + p.batch, channel_blocks);
-  TORCH_CHECK(grid.y <= 65535, "causal_conv1d_fwd: dim too large for one grid");
-  const VecFlags vec = vec_flags(p, kW, c10::elementSize(p.weight_type),
-                                 c10::elementSize(p.bias_type), sizeof(state_t));
+  CC1D_CHECK(grid.y <= 65535, "causal_conv1d_fwd: dim too large for one grid");
+  const VecFlags vec = vec_flags(p, kW, storage_bytes(p.weight_type),
+                                 storage_bytes(p.bias_type), sizeof(state_t));
   launch_kernel(fwd_kernel<scalar_t, state_t, kW, n, kTokens>, grid, dim3(kThreads), target, p,
                 chunk, vec);
 }
@@ -193,9 +190,9 @@ void launch(const FwdParams& p, const LaunchTarget& target) {
 
 namespace causal_conv1d {
 
-at::Tensor CudaBackend::empty(at::IntArrayRef sizes, at::IntArrayRef strides,
-                              const at::TensorOptions& options) {
-  return at::empty_strided(sizes, strides, options);
+api::Tensor CudaBackend::empty(api::Sizes sizes, api::Sizes strides, ScalarType dtype,
+                               const api::Tensor& like) {
+  return api::empty_strided(sizes, strides, dtype, like);
 }
 
 void CudaBackend::fwd(const FwdParams& p) {

@@ -12,8 +12,6 @@
 // query_start_loc on the device, so the launch depends on no data. Every group
 // of loads is issued before the stores that follow it, so a row costs a few
 // memory latencies, not one per element.
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAStream.h>
 
 #include "../ops.h"
 #include "../settings.h"
@@ -204,9 +202,9 @@ template <typename state_t, int kW, int n, typename Kernel>
 void launch_rows(Kernel kernel, const UpdateParams& p, const LaunchTarget& target) {
   const int per_block = kThreads * n;
   const dim3 grid(p.batch, (p.dim + per_block - 1) / per_block);
-  TORCH_CHECK(grid.y <= 65535, "causal_conv1d_update: dim too large for one grid");
-  const VecFlags vec = vec_flags(p, kW, c10::elementSize(p.weight_type),
-                                 c10::elementSize(p.bias_type), sizeof(state_t));
+  CC1D_CHECK(grid.y <= 65535, "causal_conv1d_update: dim too large for one grid");
+  const VecFlags vec = vec_flags(p, kW, storage_bytes(p.weight_type),
+                                 storage_bytes(p.bias_type), sizeof(state_t));
   launch_kernel(kernel, grid, dim3(kThreads), target, p, vec);
 }
 
@@ -300,7 +298,7 @@ void launch(const UpdateParams& p, const LaunchTarget& target) {
 namespace causal_conv1d {
 
 void CudaBackend::update(const UpdateParams& p) {
-  TORCH_CHECK(p.batch <= 2147483647, "causal_conv1d_update: batch too large for one grid");
+  CC1D_CHECK(p.batch <= 2147483647, "causal_conv1d_update: batch too large for one grid");
   const cuda::LaunchTarget target = cuda::current_target();
   cuda::dispatch(p.x_type, p.state_type, p.width,
                  [&]<typename scalar_t, typename state_t, int kW>() {

@@ -2,9 +2,6 @@
 // the dtype dispatch of the host wrappers and the launch constants.
 #pragma once
 
-#include <c10/core/ScalarType.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAStream.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -21,6 +18,22 @@
 #include "../dispatch.h"
 #include "../ops.h"
 #include "../params.h"
+#include "../torch_api.h"
+
+#ifdef CAUSAL_CONV1D_STABLE_ABI
+// torch's C shim (libtorch_cuda), stable across versions: the current stream of a device.
+extern "C" int32_t aoti_torch_get_current_cuda_stream(int32_t device_index, void** ret_stream);
+#else
+#include <c10/cuda/CUDAStream.h>
+#endif
+
+// A CUDA runtime call that must succeed: else a RuntimeError with the CUDA error's text.
+#define CAUSAL_CONV1D_CUDA_CHECK(expr)                                \
+  do {                                                                \
+    const cudaError_t causal_conv1d_error = (expr);                   \
+    CC1D_CHECK(causal_conv1d_error == cudaSuccess, "CUDA error: ",    \
+               cudaGetErrorString(causal_conv1d_error));              \
+  } while (0)
 
 namespace causal_conv1d::cuda {
 
@@ -425,12 +438,12 @@ int device_attribute(int device) {
   static std::array<std::atomic<int>, 64> cached{};
   if (device < 0 || device >= static_cast<int>(cached.size())) {
     int value = 0;
-    C10_CUDA_CHECK(cudaDeviceGetAttribute(&value, kAttr, device));
+    CAUSAL_CONV1D_CUDA_CHECK(cudaDeviceGetAttribute(&value, kAttr, device));
     return value;
   }
   int value = cached[device].load(std::memory_order_relaxed);
   if (value == 0) {
-    C10_CUDA_CHECK(cudaDeviceGetAttribute(&value, kAttr, device));
+    CAUSAL_CONV1D_CUDA_CHECK(cudaDeviceGetAttribute(&value, kAttr, device));
     cached[device].store(value, std::memory_order_relaxed);
   }
   return value;
@@ -454,10 +467,18 @@ struct LaunchTarget {
   int device;
 };
 
-// The current device (ops.cpp made it x's) and its current stream.
+// The current device (ops.cpp made it x's) and torch's current stream on it.
 inline LaunchTarget current_target() {
-  const c10::cuda::CUDAStream stream = c10::cuda::getCurrentCUDAStream();
-  return {stream.stream(), static_cast<int>(stream.device_index())};
+  int device = 0;
+  CAUSAL_CONV1D_CUDA_CHECK(cudaGetDevice(&device));
+#ifdef CAUSAL_CONV1D_STABLE_ABI
+  void* stream = nullptr;
+  CC1D_CHECK(aoti_torch_get_current_cuda_stream(device, &stream) == 0,
+             "causal_conv1d: torch has no current CUDA stream for device ", device);
+  return {static_cast<cudaStream_t>(stream), device};
+#else
+  return {c10::cuda::getCurrentCUDAStream(static_cast<c10::DeviceIndex>(device)).stream(), device};
+#endif
 }
 
 // Launches kernel<<<grid, block, 0, stream>>>(args...), with PDL where the
@@ -478,12 +499,12 @@ void launch_kernel(void (*kernel)(Params...), dim3 grid, dim3 block, const Launc
     config.stream = target.stream;
     config.attrs = &attribute;
     config.numAttrs = 1;
-    C10_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...));
+    CAUSAL_CONV1D_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...));
     return;
   }
 #endif
   kernel<<<grid, block, 0, target.stream>>>(std::forward<Args>(args)...);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  CAUSAL_CONV1D_CUDA_CHECK(cudaGetLastError());
 }
 
 }  // namespace causal_conv1d::cuda

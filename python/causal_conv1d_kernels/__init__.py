@@ -15,6 +15,7 @@ load_extension()  # imports _C, whose static initialisers register the ops
 from . import _registrations  # noqa: E402, F401  (fakes and autograd of the registered ops)
 from .ops import (  # noqa: E402
     PAD_SLOT_ID,
+    abi,
     causal_conv1d_fn,
     causal_conv1d_update,
     cpu_isa,
@@ -26,6 +27,7 @@ from .ops import (  # noqa: E402
 
 __all__ = [
     "PAD_SLOT_ID",
+    "abi",
     "causal_conv1d_fn",
     "causal_conv1d_update",
     "cpu_isa",

@@ -83,12 +83,17 @@ def _refuse_grad(op: str, **tensors) -> None:
 _OPS = {}
 
 
+# The end of a type error's message from a stable-ABI build (csrc/torch_api.h kTypeErrorMark).
+_TYPE_ERROR_MARK = " [TypeError]"
+
+
 def _call(op: str, name: str, *args):
     """Calls the op ``name`` (its default overload, resolved once) with ``args``.
 
     A ``ValueError``/``TypeError`` of the op's checks comes back with the dialect's function
     name ``op`` in place of the C++ op's (``causal_conv1d_fwd_out`` reports as
-    ``causal_conv1d_fwd``). A ``RuntimeError`` of the dispatcher (an argument of the wrong
+    ``causal_conv1d_fwd``); on the stable ABI a type error arrives as a ``ValueError`` whose
+    message ends in ``_TYPE_ERROR_MARK`` (csrc/torch_api.h) and leaves as a ``TypeError``. A ``RuntimeError`` of the dispatcher (an argument of the wrong
     kind) becomes a ``TypeError`` naming the argument when a tensor argument is neither a
     tensor nor None (the op's schema says which arguments are tensors)."""
     fn = _OPS.get(name)
@@ -98,10 +103,14 @@ def _call(op: str, name: str, *args):
         return fn(*args)
     except (ValueError, TypeError) as e:
         prefix = name.removesuffix("_out") + ":"
-        message = str(e)
+        message, kind = str(e), type(e)
+        if message.endswith(_TYPE_ERROR_MARK):
+            message, kind = message[: -len(_TYPE_ERROR_MARK)], TypeError
         if not message.startswith(prefix):
-            raise
-        raise type(e)(op + ":" + message[len(prefix) :]) from None
+            if kind is type(e):
+                raise
+            raise kind(message) from None
+        raise kind(op + ":" + message[len(prefix) :]) from None
     except RuntimeError:
         tensor = torch._C.OptionalType.ofTensor()
         for arg, value in zip(fn._schema.arguments, args):

@@ -41,6 +41,13 @@ def settings() -> list[Setting]:
     return [Setting(*rows[i : i + 5], rows[i + 5] or None) for i in range(0, len(rows), 6)]
 
 
+def abi() -> str:
+    """The torch C++ API this build is on: ``"stable"`` (torch's stable ABI, torch >= 2.11:
+    the build loads into the torch it was built against and every later one) or
+    ``"classic"`` (only into the torch it was built against)."""
+    return torch.ops.causal_conv1d.abi()
+
+
 def cpu_isa() -> str:
     """Name of the CPU kernel set this process uses (``CAUSAL_CONV1D_CPU_ISA`` forces one)."""
     return torch.ops.causal_conv1d.cpu_isa()

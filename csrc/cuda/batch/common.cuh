@@ -32,7 +32,6 @@
 // deterministic mode costs nothing).
 #pragma once
 
-#include <ATen/ATen.h>
 
 #include "../../dispatch.h"
 #include "../../ops.h"
@@ -121,13 +120,13 @@ void with_sequences(bool seq, F&& f) {
 // grid.y of a launch: blocks along one row's tokens.
 inline unsigned token_blocks(const BatchParams& p, int64_t span) {
   const int64_t blocks = std::max<int64_t>(1, (p.seqlen + span - 1) / span);
-  TORCH_CHECK(blocks <= 65535 && p.batch <= 65535,
+  CC1D_CHECK(blocks <= 65535 && p.batch <= 65535,
               "causal_conv1d_batch: too many tokens or rows for one grid");
   return static_cast<unsigned>(blocks);
 }
 
 inline VecFlags filter_vec(const BatchParams& p, int kW) {
-  return vec_flags(p, kW, c10::elementSize(p.weight_type), c10::elementSize(p.bias_type), 1);
+  return vec_flags(p, kW, storage_bytes(p.weight_type), storage_bytes(p.bias_type), 1);
 }
 
 }  // namespace

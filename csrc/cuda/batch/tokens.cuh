@@ -214,7 +214,7 @@ int64_t tiles_per_block(const BatchParams& p, int device) {
 }
 
 inline dim3 tokens_grid(const BatchParams& p, int tiles) {
-  TORCH_CHECK(p.dim <= INT32_MAX, "causal_conv1d_batch: dim too large for one grid");
+  CC1D_CHECK(p.dim <= INT32_MAX, "causal_conv1d_batch: dim too large for one grid");
   return dim3(static_cast<unsigned>(p.dim), token_blocks(p, tiles * kTileSpan),
               static_cast<unsigned>(p.batch));
 }
