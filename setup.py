@@ -211,6 +211,10 @@ def _cuda_archs(cuda_home):
     return _all_cuda_archs(cuda_home)
 
 
+# A stable-ABI build's Python module uses Python's limited API (csrc/module.cpp): _C.abi3.so
+# and a cp39-abi3 wheel, for every CPython from 3.9 on.
+LIMITED_API = {"py_limited_api": True} if ABI == "stable" else {}
+
 if _build_cuda(cuda_sources):
     os.environ["TORCH_CUDA_ARCH_LIST"] = _cuda_archs(os.environ["CUDA_HOME"])
     print(
@@ -224,6 +228,7 @@ if _build_cuda(cuda_sources):
         extra_compile_args={"cxx": cxx_flags, "nvcc": nvcc_flags},
         extra_link_args=link_flags,
         define_macros=[("CAUSAL_CONV1D_WITH_CUDA", None)] + ABI_MACROS,
+        **LIMITED_API,
     )
 else:
     extension = CppExtension(
@@ -232,6 +237,7 @@ else:
         extra_compile_args=cxx_flags,
         extra_link_args=link_flags,
         define_macros=ABI_MACROS,
+        **LIMITED_API,
     )
 
 
@@ -281,4 +287,5 @@ class BuildWithIsaKernels(BuildExtension):
 setup(
     ext_modules=[extension],
     cmdclass={"build_ext": BuildWithIsaKernels},
+    options={"bdist_wheel": {"py_limited_api": "cp39"}} if ABI == "stable" else {},
 )

@@ -1,5 +1,10 @@
 // causal_conv1d_kernels._C: an empty Python module. Importing it loads this
-// shared library, whose static TORCH_LIBRARY blocks register the ops.
+// shared library, whose static TORCH_LIBRARY blocks register the ops. A
+// stable-ABI build uses only Python's limited API too (_C.abi3.so): one build
+// serves every CPython from 3.9 on as well as every torch from 2.11 on.
+#ifdef CAUSAL_CONV1D_STABLE_ABI
+#define Py_LIMITED_API 0x03090000
+#endif
 #include <Python.h>
 
 extern "C" PyMODINIT_FUNC PyInit__C(void) {
