@@ -5,8 +5,6 @@
 // message starts with the op's name and names the argument (CONTRACT 2); the
 // Python dialects put their own function's name in its place.
 #include "ops.h"
-#include "settings.h"
-#include "torch_api.h"
 
 #include <atomic>
 #include <cctype>
@@ -15,6 +13,9 @@
 #include <optional>
 #include <tuple>
 #include <vector>
+
+#include "settings.h"
+#include "torch_api.h"
 
 namespace causal_conv1d {
 namespace {
@@ -37,8 +38,6 @@ std::string dims(Sizes sizes) {
 
 std::string dtype_name(ScalarType t) { return api::dtype_text(t); }
 
-std::string device(const Tensor& t) { return api::device_text(t); }
-
 // Whether two shapes are equal.
 bool same_sizes(Sizes a, Sizes b) { return std::equal(a.begin(), a.end(), b.begin(), b.end()); }
 
@@ -50,12 +49,12 @@ bool is_index_type(ScalarType t) { return t == ScalarType::Int || t == ScalarTyp
 
 void check_device(const char* op, const char* name, const Tensor& t, const Tensor& x) {
   CC1D_CHECK_VALUE(api::same_device(t, x), op, ": ", name, " must be on x's device ",
-                    device(x), ", got ", device(t));
+                   api::device_text(x), ", got ", api::device_text(t));
 }
 
 void check_float(const char* op, const char* name, const Tensor& t) {
   CC1D_CHECK_TYPE(is_float_type(t.scalar_type()), op, ": ", name,
-                   " must be float32, float16 or bfloat16, got ", dtype_name(t.scalar_type()));
+                  " must be float32, float16 or bfloat16, got ", dtype_name(t.scalar_type()));
 }
 
 // On x's device and of a float dtype.
@@ -72,10 +71,10 @@ void check_shape(const char* op, const char* name, bool ok, const std::string& e
 // out: x's shape, dtype and device.
 void check_like_x(const char* op, const char* name, const Tensor& t, const Tensor& x) {
   check_device(op, name, t, x);
-  CC1D_CHECK_VALUE(same_sizes(t.sizes(), x.sizes()) && t.scalar_type() == x.scalar_type(), op, ": ", name,
-                    " must have x's shape ", dims(x.sizes()), " and dtype ",
-                    dtype_name(x.scalar_type()), ", got ", dims(t.sizes()), " and ",
-                    dtype_name(t.scalar_type()));
+  CC1D_CHECK_VALUE(same_sizes(t.sizes(), x.sizes()) && t.scalar_type() == x.scalar_type(), op, ": ",
+                   name, " must have x's shape ", dims(x.sizes()), " and dtype ",
+                   dtype_name(x.scalar_type()), ", got ", dims(t.sizes()), " and ",
+                   dtype_name(t.scalar_type()));
 }
 
 // A 1-D int32/int64 tensor (`dtype_ok`/`expected` for other kinds) on x's
@@ -85,7 +84,7 @@ IndexVec index_vec(const char* op, const char* name, const Tensor& t, int64_t si
                    const Tensor& x) {
   check_device(op, name, t, x);
   CC1D_CHECK_TYPE(is_index_type(t.scalar_type()), op, ": ", name, " must be int32 or int64, got ",
-                   dtype_name(t.scalar_type()));
+                  dtype_name(t.scalar_type()));
   check_shape(op, name, t.dim() == 1 && t.size(0) >= size, "(" + num(size) + ",) or be longer", t);
   IndexVec v;
   v.data = t.data_ptr();
@@ -98,7 +97,7 @@ IndexVec index_vec(const char* op, const char* name, const Tensor& t, int64_t si
 IndexVec query_starts(const char* op, const Tensor& q, const Tensor& x) {
   check_device(op, "query_start_loc", q, x);
   CC1D_CHECK_TYPE(is_index_type(q.scalar_type()), op,
-                   ": query_start_loc must be int32 or int64, got ", dtype_name(q.scalar_type()));
+                  ": query_start_loc must be int32 or int64, got ", dtype_name(q.scalar_type()));
   check_shape(op, "query_start_loc", q.dim() == 1 && q.size(0) >= 1, "(batch + 1,)", q);
   return index_vec(op, "query_start_loc", q, q.size(0), x);
 }
@@ -122,8 +121,8 @@ void check_channels(const char* op, const Tensor& x, int64_t axis, const char* l
   std::string source = "weight " + dims(weight.sizes());
   if (state_dim == wanted) source += std::string(" and ") + states_name + " " + dims(states->sizes());
   CC1D_CHECK_VALUE(false, op, ": x must have shape ", layout, " with dim=", num(wanted),
-                    " (the dim of ", source, "), got ", dims(x.sizes()),
-                    swapped ? ": it looks transposed; pass x.t() (a view, no copy)" : "");
+                   " (the dim of ", source, "), got ", dims(x.sizes()),
+                   swapped ? ": it looks transposed; pass x.t() (a view, no copy)" : "");
 }
 
 // Fills the filter and cache fields for x's `dim` channels; `states` may be
@@ -136,12 +135,12 @@ void fill_conv_params(ConvParams& p, const char* op, const Tensor& x, int64_t di
   if (!(weight.dim() == 2 && weight.size(0) == dim)) {
     const bool transposed = weight.dim() == 2 && weight.size(1) == dim;
     CC1D_CHECK_VALUE(false, op, ": weight must have shape (dim=", num(dim),
-                      ", width), dim being x's, got ", dims(weight.sizes()),
-                      transposed ? ": it looks transposed, (width, dim)" : "");
+                     ", width), dim being x's, got ", dims(weight.sizes()),
+                     transposed ? ": it looks transposed, (width, dim)" : "");
   }
   const int64_t width = weight.size(1);
   CC1D_CHECK_VALUE(width >= 2 && width <= kMaxWidth, op, ": weight width must be in [2, ",
-                    num(kMaxWidth), "], got ", num(width));
+                   num(kMaxWidth), "], got ", num(width));
   p.dim = dim;
   p.width = width;
   p.silu = silu;
@@ -184,8 +183,8 @@ void fill_conv_params(ConvParams& p, const char* op, const Tensor& x, int64_t di
 FwdParams make_fwd_params(const Tensor& x, const Tensor& weight, const OptTensor& bias,
                           const OptTensor& conv_states, const Tensor& query_start_loc,
                           const OptTensor& cache_indices, const OptTensor& has_initial_state,
-                          bool silu, int64_t pad_slot_id, const Tensor& out,
-                          int64_t null_block_id, bool front_window) {
+                          bool silu, int64_t pad_slot_id, const Tensor& out, int64_t null_block_id,
+                          bool front_window) {
   constexpr const char* op = "causal_conv1d_fwd";
   constexpr const char* layout = "(dim, num_tokens)";
   check_float(op, "x", x);
@@ -203,10 +202,10 @@ FwdParams make_fwd_params(const Tensor& x, const Tensor& weight, const OptTensor
   if (has_initial_state.has_value()) {
     const Tensor& h = *has_initial_state;
     CC1D_CHECK_VALUE(conv_states.has_value(), op,
-                      ": has_initial_state needs conv_states to read the initial state from");
+                     ": has_initial_state needs conv_states to read the initial state from");
     check_device(op, "has_initial_state", h, x);
-    CC1D_CHECK_TYPE(h.scalar_type() == ScalarType::Bool, op, ": has_initial_state must be bool, got ",
-                     dtype_name(h.scalar_type()));
+    CC1D_CHECK_TYPE(h.scalar_type() == ScalarType::Bool, op,
+                    ": has_initial_state must be bool, got ", dtype_name(h.scalar_type()));
     check_shape(op, "has_initial_state", h.dim() == 1 && h.size(0) >= p.batch,
                 "(" + num(p.batch) + ",) or be longer", h);
     p.has_initial_state = static_cast<const bool*>(h.data_ptr());
@@ -214,8 +213,8 @@ FwdParams make_fwd_params(const Tensor& x, const Tensor& weight, const OptTensor
   }
   check_like_x(op, "out", out, x);
   CC1D_CHECK_VALUE(out.numel() == 0 || out.data_ptr() != x.data_ptr(), op,
-                    ": out must not be x: the prefill cannot run in place (it reads earlier "
-                    "tokens after writing later ones)");
+                   ": out must not be x: the prefill cannot run in place (it reads earlier "
+                   "tokens after writing later ones)");
   p.x = x.data_ptr();
   p.num_tokens = x.size(1);
   p.x_dim_stride = x.stride(0);
@@ -228,9 +227,8 @@ FwdParams make_fwd_params(const Tensor& x, const Tensor& weight, const OptTensor
 
 // causal_conv1d_update's checks (CONTRACT 1.2, and 1.4's varlen and
 // speculative rows), and the state mode they decide.
-UpdateParams make_update_params(const Tensor& x_in, const Tensor& conv_state,
-                                const Tensor& weight, const OptTensor& bias, bool silu,
-                                const OptTensor& cache_seqlens,
+UpdateParams make_update_params(const Tensor& x_in, const Tensor& conv_state, const Tensor& weight,
+                                const OptTensor& bias, bool silu, const OptTensor& cache_seqlens,
                                 const OptTensor& conv_state_indices, int64_t pad_slot_id,
                                 const Tensor& out_in, const OptTensor& num_accepted_tokens,
                                 const OptTensor& query_start_loc, int64_t max_query_len,
@@ -285,20 +283,20 @@ UpdateParams make_update_params(const Tensor& x_in, const Tensor& conv_state,
     p.state_indices = index_vec(op, "conv_state_indices", *conv_state_indices, p.batch, x_in);
   } else {
     CC1D_CHECK_VALUE(p.num_cache_lines >= p.batch, op,
-                      ": without conv_state_indices, conv_state needs a line per row (>= ",
-                      num(p.batch), "), got ", num(p.num_cache_lines));
+                     ": without conv_state_indices, conv_state needs a line per row (>= ",
+                     num(p.batch), "), got ", num(p.num_cache_lines));
   }
   if (num_accepted_tokens.has_value()) {
     p.num_accepted_tokens =
         index_vec(op, "num_accepted_tokens", *num_accepted_tokens, p.batch, x_in);
     CC1D_CHECK_VALUE(p.max_query_len >= 1, op,
-                      ": num_accepted_tokens with query_start_loc needs max_query_len >= 1, got ",
-                      num(max_query_len));
+                     ": num_accepted_tokens with query_start_loc needs max_query_len >= 1, got ",
+                     num(max_query_len));
     CC1D_CHECK_VALUE(p.state_len >= p.width - 2 + p.max_query_len, op,
-                      ": with num_accepted_tokens, conv_state needs width - 1 + max_query_len - 1"
-                      " = ",
-                      num(p.width - 2 + p.max_query_len), " columns (state_len), got ",
-                      dims(conv_state.sizes()));
+                     ": with num_accepted_tokens, conv_state needs width - 1 + max_query_len - 1"
+                     " = ",
+                     num(p.width - 2 + p.max_query_len), " columns (state_len), got ",
+                     dims(conv_state.sizes()));
   }
   p.mode = cache_seqlens.has_value()         ? StateMode::kRing
            : num_accepted_tokens.has_value() ? StateMode::kFrontSpec
@@ -312,7 +310,7 @@ void check_batch_states(const char* op, const char* name, const Tensor& t, const
                         int64_t width) {
   check_floating(op, name, t, x);
   CC1D_CHECK_TYPE(t.scalar_type() == x.scalar_type(), op, ": ", name, " must have x's dtype ",
-                   dtype_name(x.scalar_type()), ", got ", dtype_name(t.scalar_type()));
+                  dtype_name(x.scalar_type()), ", got ", dtype_name(t.scalar_type()));
   const std::vector<int64_t> expected{x.size(0), x.size(1), width - 1};
   check_shape(op, name, same_sizes(t.sizes(), expected), dims(expected), t);
 }
@@ -337,7 +335,7 @@ BatchParams batch_params(const char* op, const Tensor& x, const Tensor& weight,
     const Tensor& q = *seq_idx;
     check_device(op, "seq_idx", q, x);
     CC1D_CHECK_TYPE(q.scalar_type() == ScalarType::Int, op, ": seq_idx must be int32, got ",
-                     dtype_name(q.scalar_type()));
+                    dtype_name(q.scalar_type()));
     check_shape(op, "seq_idx", q.dim() == 2 && q.size(0) == p.batch && q.size(1) == p.seqlen,
                 dims({p.batch, p.seqlen}), q);
     p.seq_idx = static_cast<const int32_t*>(q.data_ptr());
@@ -353,20 +351,18 @@ BatchParams batch_params(const char* op, const Tensor& x, const Tensor& weight,
 
 // causal_conv1d_batch_fwd's checks (CONTRACT 1.5); final_states may be
 // undefined (not returned).
-BatchParams make_batch_fwd_params(const Tensor& x, const Tensor& weight,
-                                  const OptTensor& bias, const OptTensor& seq_idx,
-                                  const OptTensor& initial_states, bool silu,
-                                  const Tensor& out, const Tensor& final_states) {
+BatchParams make_batch_fwd_params(const Tensor& x, const Tensor& weight, const OptTensor& bias,
+                                  const OptTensor& seq_idx, const OptTensor& initial_states,
+                                  bool silu, const Tensor& out, const Tensor& final_states) {
   constexpr const char* op = "causal_conv1d_batch_fwd";
   BatchParams p = batch_params(op, x, weight, bias, seq_idx, initial_states, silu);
   check_like_x(op, "out", out, x);
-  CC1D_CHECK_VALUE(out.numel() == 0 || out.data_ptr() != x.data_ptr(), op,
-                    ": out must not be x");
+  CC1D_CHECK_VALUE(out.numel() == 0 || out.data_ptr() != x.data_ptr(), op, ": out must not be x");
   p.out = view3(out);
   if (final_states.defined()) {
     CC1D_CHECK_VALUE(!seq_idx.has_value(), op,
-                      ": return_final_states: final states are not returned with seq_idx (as "
-                      "in Dao's causal_conv1d 1.7)");
+                     ": return_final_states: final states are not returned with seq_idx (as "
+                     "in Dao's causal_conv1d 1.7)");
     check_batch_states(op, "final_states_out", final_states, x, p.width);
     p.final_states = view3(final_states);
   }
@@ -375,11 +371,10 @@ BatchParams make_batch_fwd_params(const Tensor& x, const Tensor& weight,
 
 // The same for causal_conv1d_batch_bwd: dx has x's shape, dinitial_states may
 // be undefined (not wanted).
-BatchParams make_batch_bwd_params(const Tensor& x, const Tensor& weight,
-                                  const OptTensor& bias, const OptTensor& seq_idx,
-                                  const OptTensor& initial_states, const Tensor& dout,
-                                  const OptTensor& dfinal_states, bool silu, const Tensor& dx,
-                                  const Tensor& dinitial_states) {
+BatchParams make_batch_bwd_params(const Tensor& x, const Tensor& weight, const OptTensor& bias,
+                                  const OptTensor& seq_idx, const OptTensor& initial_states,
+                                  const Tensor& dout, const OptTensor& dfinal_states, bool silu,
+                                  const Tensor& dx, const Tensor& dinitial_states) {
   constexpr const char* op = "causal_conv1d_batch_bwd";
   BatchParams p = batch_params(op, x, weight, bias, seq_idx, initial_states, silu);
   check_like_x(op, "dout", dout, x);
@@ -388,13 +383,13 @@ BatchParams make_batch_bwd_params(const Tensor& x, const Tensor& weight,
   p.dx = view3(dx);
   if (dfinal_states.has_value()) {
     CC1D_CHECK_VALUE(!seq_idx.has_value(), op,
-                      ": dfinal_states with seq_idx (final states are not returned with seq_idx)");
+                     ": dfinal_states with seq_idx (final states are not returned with seq_idx)");
     check_batch_states(op, "dfinal_states", *dfinal_states, x, p.width);
     p.dfinal_states = view3(*dfinal_states);
   }
   if (dinitial_states.defined()) {
     CC1D_CHECK_VALUE(initial_states.has_value(), op,
-                      ": dinitial_states asked for without initial_states");
+                     ": dinitial_states asked for without initial_states");
     check_batch_states(op, "dinitial_states", dinitial_states, x, p.width);
     p.dinitial_states = view3(dinitial_states);
   }
@@ -457,8 +452,8 @@ template <class B>
 struct DeviceScope {
   explicit DeviceScope(const Tensor& x) : current((check(x), x)) {}
   static void check(const Tensor& x) {
-    CC1D_CHECK_VALUE(B::owns(x), "causal_conv1d: x must be on a ", B::kName,
-                     " device here, got ", device(x));
+    CC1D_CHECK_VALUE(B::owns(x), "causal_conv1d: x must be on a ", B::kName, " device here, got ",
+                     api::device_text(x));
   }
   api::CurrentDevice current;
 };
@@ -489,9 +484,9 @@ struct Entry<B, Make> {
 // causal_conv1d_fwd: causal_conv1d_fwd_out into a new output.
 template <class B>
 Tensor fwd(const Tensor& x, const Tensor& weight, const OptTensor& bias,
-               const OptTensor& conv_states, const Tensor& query_start_loc,
-               const OptTensor& cache_indices, const OptTensor& has_initial_state, bool silu,
-               int64_t pad_slot_id, int64_t null_block_id, bool front_window) {
+           const OptTensor& conv_states, const Tensor& query_start_loc,
+           const OptTensor& cache_indices, const OptTensor& has_initial_state, bool silu,
+           int64_t pad_slot_id, int64_t null_block_id, bool front_window) {
   Tensor out = fwd_output<B>(x);
   run<B>(x, make_fwd_params(x, weight, bias, conv_states, query_start_loc, cache_indices,
                             has_initial_state, silu, pad_slot_id, out, null_block_id,
@@ -500,10 +495,9 @@ Tensor fwd(const Tensor& x, const Tensor& weight, const OptTensor& bias,
 }
 
 template <class B>
-std::tuple<Tensor, Tensor> batch_fwd(const Tensor& x, const Tensor& weight,
-                                             const OptTensor& bias, const OptTensor& seq_idx,
-                                             const OptTensor& initial_states,
-                                             bool return_final_states, bool silu) {
+std::tuple<Tensor, Tensor> batch_fwd(const Tensor& x, const Tensor& weight, const OptTensor& bias,
+                                     const OptTensor& seq_idx, const OptTensor& initial_states,
+                                     bool return_final_states, bool silu) {
   const int64_t width = weight.dim() == 2 ? weight.size(1) : 0;
   Tensor out = like_x<B>(x);
   Tensor final_states = batch_states(x, width, return_final_states);
@@ -517,20 +511,20 @@ std::tuple<Tensor, Tensor> batch_fwd(const Tensor& x, const Tensor& weight,
 // dweight has weight's dtype; dbias bias's, or is an empty (0,) tensor without bias.
 template <class B>
 std::tuple<Tensor, Tensor, Tensor, Tensor> batch_bwd(
-    const Tensor& x, const Tensor& weight, const OptTensor& bias,
-    const OptTensor& seq_idx, const OptTensor& initial_states, const Tensor& dout,
-    const OptTensor& dfinal_states, bool silu, bool return_dinitial_states, bool deterministic) {
+    const Tensor& x, const Tensor& weight, const OptTensor& bias, const OptTensor& seq_idx,
+    const OptTensor& initial_states, const Tensor& dout, const OptTensor& dfinal_states, bool silu,
+    bool return_dinitial_states, bool deterministic) {
   Tensor dx = like_x<B>(x);
   const bool want_dinit = return_dinitial_states && initial_states.has_value();
   Tensor dinit = want_dinit ? like_x<B>(*initial_states) : nothing_like(x);
   BatchParams p = make_batch_bwd_params(x, weight, bias, seq_idx, initial_states, dout,
                                         dfinal_states, silu, dx, want_dinit ? dinit : Tensor());
   Tensor dweight = api::empty_strided(std::vector<int64_t>{p.dim, p.width},
-                                     std::vector<int64_t>{p.width, 1}, weight.scalar_type(), x);
-  Tensor dbias =
-      bias.has_value() ? api::empty_strided(std::vector<int64_t>{p.dim}, std::vector<int64_t>{1},
-                                            bias->scalar_type(), x)
-                       : nothing_like(weight);
+                                      std::vector<int64_t>{p.width, 1}, weight.scalar_type(), x);
+  Tensor dbias = bias.has_value()
+                     ? api::empty_strided(std::vector<int64_t>{p.dim}, std::vector<int64_t>{1},
+                                          bias->scalar_type(), x)
+                     : nothing_like(weight);
   p.dweight = dweight.data_ptr();
   p.dweight_dim_stride = dweight.stride(0);
   p.dweight_tap_stride = dweight.stride(1);
@@ -576,7 +570,7 @@ std::string abi_name() { return api::kAbi; }
 std::string setting(const std::string& name) {
   const std::optional<std::string> text = setting_text(name);
   CC1D_CHECK_VALUE(text.has_value(), "setting: no setting is called ", name,
-                    "; causal_conv1d_kernels.settings() lists them");
+                   "; causal_conv1d_kernels.settings() lists them");
   return *text;
 }
 

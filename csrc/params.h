@@ -3,9 +3,9 @@
 // 64-bit so that tensors over 2^31 elements index correctly.
 #pragma once
 
-#include "torch_types.h"
-
 #include <cstdint>
+
+#include "torch_types.h"
 
 // Every function here is forced inline: the CPU kernel sets include this header
 // in translation units compiled with their own ISA flags, and an out-of-line

@@ -49,17 +49,28 @@ std::string device_text(const Tensor& t) {
 
 std::string dtype_text(ScalarType t) {
   switch (t) {
-    case ScalarType::Float: return "torch.float32";
-    case ScalarType::Half: return "torch.float16";
-    case ScalarType::Double: return "torch.float64";
-    case ScalarType::Int: return "torch.int32";
-    case ScalarType::Long: return "torch.int64";
-    case ScalarType::Short: return "torch.int16";
-    case ScalarType::Char: return "torch.int8";
-    case ScalarType::Byte: return "torch.uint8";
-    case ScalarType::ComplexHalf: return "torch.complex32";
-    case ScalarType::ComplexFloat: return "torch.complex64";
-    case ScalarType::ComplexDouble: return "torch.complex128";
+    case ScalarType::Float:
+      return "torch.float32";
+    case ScalarType::Half:
+      return "torch.float16";
+    case ScalarType::Double:
+      return "torch.float64";
+    case ScalarType::Int:
+      return "torch.int32";
+    case ScalarType::Long:
+      return "torch.int64";
+    case ScalarType::Short:
+      return "torch.int16";
+    case ScalarType::Char:
+      return "torch.int8";
+    case ScalarType::Byte:
+      return "torch.uint8";
+    case ScalarType::ComplexHalf:
+      return "torch.complex32";
+    case ScalarType::ComplexFloat:
+      return "torch.complex64";
+    case ScalarType::ComplexDouble:
+      return "torch.complex128";
     default: {
       std::string name = c10::toString(t);
       for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
@@ -99,16 +110,20 @@ bool dense(const Tensor& t) {
 namespace {
 
 // The stable ABI allocates contiguous tensors: allocate the dimensions
-// outermost first, then permute them back into place.
+// outermost first, then move each back into place by transposes (torch 2.11's
+// stable headers have transpose, not permute).
 Tensor empty_on(Sizes sizes, Sizes strides, ScalarType dtype, torch::stable::Device device) {
-  const std::vector<int64_t> order = outer_to_inner(strides);
-  std::vector<int64_t> outer_sizes(order.size()), back(order.size());
-  for (size_t k = 0; k < order.size(); ++k) {
-    outer_sizes[k] = sizes[order[k]];
-    back[order[k]] = static_cast<int64_t>(k);
-  }
+  std::vector<int64_t> order = outer_to_inner(strides);  // order[k]: the dimension at k
+  std::vector<int64_t> outer_sizes(order.size());
+  for (size_t k = 0; k < order.size(); ++k) outer_sizes[k] = sizes[order[k]];
   Tensor t = torch::stable::empty(outer_sizes, dtype, std::nullopt, device);
-  return torch::stable::permute(t, back);
+  for (int64_t d = 0; d < static_cast<int64_t>(order.size()); ++d) {
+    const int64_t at = std::find(order.begin() + d, order.end(), d) - order.begin();
+    if (at == d) continue;
+    t = torch::stable::transpose(t, d, at);
+    std::swap(order[d], order[at]);
+  }
+  return t;
 }
 
 }  // namespace
@@ -123,9 +138,8 @@ Tensor empty_strided_cpu(Sizes sizes, Sizes strides, ScalarType dtype) {
 
 Tensor cpu_from_blob(void* data, Sizes sizes, Sizes strides, ScalarType dtype,
                      std::function<void(void*)> deleter) {
-  return torch::stable::from_blob(data, sizes, strides,
-                                  torch::stable::Device(c10::DeviceType::CPU), dtype,
-                                  std::move(deleter));
+  return torch::stable::from_blob(data, sizes, strides, torch::stable::Device(c10::DeviceType::CPU),
+                                  dtype, std::move(deleter));
 }
 #else
 Tensor empty_strided(Sizes sizes, Sizes strides, ScalarType dtype, const Tensor& like) {
@@ -146,9 +160,10 @@ Tensor cpu_from_blob(void* data, Sizes sizes, Sizes strides, ScalarType dtype,
 Tensor cuda_floats(int64_t n, int device) {
 #ifdef CAUSAL_CONV1D_STABLE_ABI
   const std::vector<int64_t> sizes{n};
-  return torch::stable::empty(sizes, ScalarType::Float, std::nullopt,
-                              torch::stable::Device(c10::DeviceType::CUDA,
-                                                    static_cast<torch::stable::DeviceIndex>(device)));
+  return torch::stable::empty(
+      sizes, ScalarType::Float, std::nullopt,
+      torch::stable::Device(c10::DeviceType::CUDA,
+                            static_cast<torch::stable::DeviceIndex>(device)));
 #else
   return at::empty({n}, at::TensorOptions().dtype(at::kFloat).device(at::kCUDA, device));
 #endif

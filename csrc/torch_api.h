@@ -74,8 +74,8 @@ std::string cat(const Args&... args) {
   return s;
 }
 
-#define CAUSAL_CONV1D_FAIL_UNLESS(cond, kind, ...)                                          \
-  do {                                                                                      \
+#define CAUSAL_CONV1D_FAIL_UNLESS(cond, kind, ...)                                         \
+  do {                                                                                     \
     if (!(cond)) ::causal_conv1d::api::fail(kind, ::causal_conv1d::api::cat(__VA_ARGS__)); \
   } while (0)
 #define CC1D_CHECK_VALUE(cond, ...) \

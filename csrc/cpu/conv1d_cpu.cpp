@@ -73,13 +73,13 @@ CpuKernelSet choose_kernels() {
     if (want == "auto" && supported(isa)) return isa.kernels();
     if (want == isa.name) {
       CC1D_CHECK(supported(isa), "CAUSAL_CONV1D_CPU_ISA=", want, ": this CPU lacks one of ",
-                  isa.features);
+                 isa.features);
       return isa.kernels();
     }
     built += std::string(", ") + isa.name;
   }
   CC1D_CHECK(false, "CAUSAL_CONV1D_CPU_ISA=", want,
-              " is not available in this build; choose one of: ", built);
+             " is not available in this build; choose one of: ", built);
 }
 
 // A function-local static: an invalid environment raises on every call
@@ -200,9 +200,8 @@ int64_t prefill_slab(int64_t chunks, int64_t dim) {
 // threads) left the slowest thread about 1.5x the mean.
 template <typename Cost, typename F>
 void parallel_balanced(int64_t n_items, int64_t elements, const Cost& cost, const F& body) {
-  const int64_t threads =
-      std::min({api::num_threads(),
-                std::max<int64_t>(1, elements / kMinElementsPerThread), n_items});
+  const int64_t threads = std::min(
+      {api::num_threads(), std::max<int64_t>(1, elements / kMinElementsPerThread), n_items});
   if (threads <= 1) {
     if (n_items > 0) body(0, n_items);
     return;

@@ -105,9 +105,9 @@ void CudaBackend::batch_bwd(const BatchParams& p, bool /*deterministic: always*/
   with_storage_type<cuda::CudaStorage>(p.weight_type, [&](auto tag) {
     using W = decltype(tag);
     cuda::launch_kernel(cuda::sum_shares_kernel<W>, sum_grid, dim3(cuda::kThreads), target,
-                        static_cast<const float*>(static_cast<float*>(shares.data_ptr())), slots, p.dim,
-                        static_cast<int>(p.width), static_cast<W*>(p.dweight),
-                        p.dweight_dim_stride, p.dweight_tap_stride, p.dbias, p.bias_type);
+                        static_cast<const float*>(shares.data_ptr()), slots, p.dim,
+                        static_cast<int>(p.width), static_cast<W*>(p.dweight), p.dweight_dim_stride,
+                        p.dweight_tap_stride, p.dbias, p.bias_type);
   });
 }
 

@@ -155,8 +155,8 @@ void launch_n(const FwdParams& p, const LaunchTarget& target) {
   const int64_t chunk = tokens_per_program(p, channel_blocks, target.device);
   const dim3 grid((p.num_tokens + chunk - 1) / chunk + p.batch, channel_blocks);
   CC1D_CHECK(grid.y <= 65535, "causal_conv1d_fwd: dim too large for one grid");
-  const VecFlags vec = vec_flags(p, kW, storage_bytes(p.weight_type),
-                                 storage_bytes(p.bias_type), sizeof(state_t));
+  const VecFlags vec =
+      vec_flags(p, kW, storage_bytes(p.weight_type), storage_bytes(p.bias_type), sizeof(state_t));
   launch_kernel(fwd_kernel<scalar_t, state_t, kW, n, kTokens>, grid, dim3(kThreads), target, p,
                 chunk, vec);
 }

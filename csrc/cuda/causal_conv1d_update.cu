@@ -203,8 +203,8 @@ void launch_rows(Kernel kernel, const UpdateParams& p, const LaunchTarget& targe
   const int per_block = kThreads * n;
   const dim3 grid(p.batch, (p.dim + per_block - 1) / per_block);
   CC1D_CHECK(grid.y <= 65535, "causal_conv1d_update: dim too large for one grid");
-  const VecFlags vec = vec_flags(p, kW, storage_bytes(p.weight_type),
-                                 storage_bytes(p.bias_type), sizeof(state_t));
+  const VecFlags vec =
+      vec_flags(p, kW, storage_bytes(p.weight_type), storage_bytes(p.bias_type), sizeof(state_t));
   launch_kernel(kernel, grid, dim3(kThreads), target, p, vec);
 }
 

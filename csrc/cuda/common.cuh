@@ -28,11 +28,11 @@ extern "C" int32_t aoti_torch_get_current_cuda_stream(int32_t device_index, void
 #endif
 
 // A CUDA runtime call that must succeed: else a RuntimeError with the CUDA error's text.
-#define CAUSAL_CONV1D_CUDA_CHECK(expr)                                \
-  do {                                                                \
-    const cudaError_t causal_conv1d_error = (expr);                   \
-    CC1D_CHECK(causal_conv1d_error == cudaSuccess, "CUDA error: ",    \
-               cudaGetErrorString(causal_conv1d_error));              \
+#define CAUSAL_CONV1D_CUDA_CHECK(expr)                                   \
+  do {                                                                   \
+    const cudaError_t causal_conv1d_error = (expr);                      \
+    CC1D_CHECK(causal_conv1d_error == cudaSuccess,                       \
+               "CUDA error: ", cudaGetErrorString(causal_conv1d_error)); \
   } while (0)
 
 namespace causal_conv1d::cuda {

@@ -121,7 +121,7 @@ void with_sequences(bool seq, F&& f) {
 inline unsigned token_blocks(const BatchParams& p, int64_t span) {
   const int64_t blocks = std::max<int64_t>(1, (p.seqlen + span - 1) / span);
   CC1D_CHECK(blocks <= 65535 && p.batch <= 65535,
-              "causal_conv1d_batch: too many tokens or rows for one grid");
+             "causal_conv1d_batch: too many tokens or rows for one grid");
   return static_cast<unsigned>(blocks);
 }
 
