@@ -135,6 +135,12 @@ ABI_MACROS = (
 )
 print(f"causal_conv1d_kernels: building on torch {torch.__version__}'s {ABI} C++ API", flush=True)
 
+# An extension left in the source package by an earlier in-place (editable) build: one of
+# another name (_C.cpython-3xx-*.so of a classic build, _C.abi3.so of a stable one) would be
+# imported in place of this build's, so every one goes; the build puts its own back.
+for stale in glob.glob(os.path.join(ROOT, "python", "causal_conv1d_kernels", "_C*.so")):
+    os.remove(stale)
+
 # The torch this build compiles against and the API it uses, checked when the package is
 # imported (python/causal_conv1d_kernels/_load.py): a classic build loads only into that torch,
 # a stable one into it and every later one; the check says why and how to rebuild.

@@ -245,30 +245,29 @@ UpdateParams make_update_params(const Tensor& x_in, const Tensor& conv_state, co
   fill_conv_params(p, op, x_in, x_in.size(1), weight, bias, &conv_state, "conv_state", silu,
                    pad_slot_id, null_block_id, front_window);
   check_like_x(op, "out", out_in, x_in);
-  // Varlen x (num_tokens, dim) is one row of num_tokens tokens: (1, dim, num_tokens).
-  const auto as_rows = [&](const Tensor& t) {
-    if (varlen) return api::unsqueeze(api::transpose(t, 0, 1), 0);
-    return t.dim() == 2 ? api::unsqueeze(t, -1) : t;
+  // x and out as (rows, dim, tokens), from their own strides (no view is made: on the stable
+  // ABI a view is a dispatcher call, about as long as the rest of the op layer): varlen
+  // (num_tokens, dim) is one row of num_tokens tokens, (batch, dim) rows of one token.
+  const auto rows = [&](const Tensor& t, void*& data, int64_t& batch, int64_t& dim, int64_t& tok) {
+    data = t.data_ptr();
+    if (varlen) {
+      batch = 0, dim = t.stride(1), tok = t.stride(0);
+    } else {
+      batch = t.stride(0), dim = t.stride(1), tok = t.dim() == 3 ? t.stride(2) : 1;
+    }
   };
-  const Tensor x = as_rows(x_in);
-  const Tensor out = as_rows(out_in);
-  p.x = x.data_ptr();
-  p.seqlen = x.size(2);
-  p.x_batch_stride = x.stride(0);
-  p.x_dim_stride = x.stride(1);
-  p.x_tok_stride = x.stride(2);
-  p.out = out.data_ptr();
-  p.out_batch_stride = out.stride(0);
-  p.out_dim_stride = out.stride(1);
-  p.out_tok_stride = out.stride(2);
+  void* x_data = nullptr;
+  rows(x_in, x_data, p.x_batch_stride, p.x_dim_stride, p.x_tok_stride);
+  rows(out_in, p.out, p.out_batch_stride, p.out_dim_stride, p.out_tok_stride);
+  p.x = x_data;
+  p.seqlen = varlen ? x_in.size(0) : x_in.dim() == 3 ? x_in.size(2) : 1;
   if (varlen) {
     p.query_start_loc = query_starts(op, *query_start_loc, x_in);
     p.batch = query_start_loc->size(0) - 1;
-    p.num_tokens = x.size(2);
-    p.x_batch_stride = p.out_batch_stride = 0;
+    p.num_tokens = p.seqlen;
     p.max_query_len = max_query_len;
   } else {
-    p.batch = x.size(0);
+    p.batch = x_in.size(0);
     p.max_query_len = p.seqlen;
   }
 

@@ -87,9 +87,7 @@ std::string cat(const Args&... args) {
 
 // ---- Devices ----
 
-inline bool same_device(const Tensor& a, const Tensor& b) {
-  return a.device().type() == b.device().type() && a.get_device() == b.get_device();
-}
+inline bool same_device(const Tensor& a, const Tensor& b) { return a.device() == b.device(); }
 
 // As Python prints it: cpu, cuda:0.
 std::string device_text(const Tensor& t);
@@ -135,22 +133,6 @@ Tensor cpu_from_blob(void* data, Sizes sizes, Sizes strides, ScalarType dtype,
 
 // A contiguous float32 tensor of n elements on CUDA device `device`.
 Tensor cuda_floats(int64_t n, int device);
-
-inline Tensor transpose(const Tensor& t, int64_t a, int64_t b) {
-#ifdef CAUSAL_CONV1D_STABLE_ABI
-  return torch::stable::transpose(t, a, b);
-#else
-  return t.transpose(a, b);
-#endif
-}
-
-inline Tensor unsqueeze(const Tensor& t, int64_t d) {
-#ifdef CAUSAL_CONV1D_STABLE_ABI
-  return torch::stable::unsqueeze(t, d);
-#else
-  return t.unsqueeze(d);
-#endif
-}
 
 inline void zero(Tensor& t) {
 #ifdef CAUSAL_CONV1D_STABLE_ABI
