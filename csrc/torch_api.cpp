@@ -1,6 +1,10 @@
 // torch_api.h's out-of-line half, for both builds.
 #include "torch_api.h"
 
+#ifndef CAUSAL_CONV1D_STABLE_ABI
+#include <c10/core/CPUAllocator.h>
+#endif
+
 #include <algorithm>
 #include <cctype>
 #include <numeric>
@@ -136,8 +140,8 @@ Tensor empty_strided_cpu(Sizes sizes, Sizes strides, ScalarType dtype) {
   return empty_on(sizes, strides, dtype, torch::stable::Device(c10::DeviceType::CPU));
 }
 
-Tensor cpu_from_blob(void* data, Sizes sizes, Sizes strides, ScalarType dtype,
-                     std::function<void(void*)> deleter) {
+Tensor cpu_from_blob(void* data, size_t /*nbytes: from_blob's storage is the view's*/, Sizes sizes,
+                     Sizes strides, ScalarType dtype, std::function<void(void*)> deleter) {
   return torch::stable::from_blob(data, sizes, strides, torch::stable::Device(c10::DeviceType::CPU),
                                   dtype, std::move(deleter));
 }
@@ -150,10 +154,24 @@ Tensor empty_strided_cpu(Sizes sizes, Sizes strides, ScalarType dtype) {
   return at::empty_strided(sizes, strides, at::TensorOptions().dtype(dtype).device(at::kCPU));
 }
 
-Tensor cpu_from_blob(void* data, Sizes sizes, Sizes strides, ScalarType dtype,
+Tensor cpu_from_blob(void* data, size_t nbytes, Sizes sizes, Sizes strides, ScalarType dtype,
                      std::function<void(void*)> deleter) {
-  return at::from_blob(data, sizes, strides, std::move(deleter),
-                       at::TensorOptions().dtype(dtype).device(at::kCPU));
+  // A resizable storage (at::from_blob's is not): growing it takes torch's CPU allocator and
+  // frees this block through the deleter, as any storage would.
+  struct Owner {
+    void* data;
+    std::function<void(void*)> deleter;
+  };
+  const auto release = [](void* ctx) {
+    auto* owner = static_cast<Owner*>(ctx);
+    owner->deleter(owner->data);
+    delete owner;
+  };
+  c10::DataPtr block(data, new Owner{data, std::move(deleter)}, release,
+                     c10::Device(c10::DeviceType::CPU));
+  c10::Storage storage(c10::Storage::use_byte_size_t(), nbytes, std::move(block),
+                       c10::GetCPUAllocator(), /*resizable=*/true);
+  return at::empty({0}, at::TensorOptions().dtype(dtype)).set_(storage, 0, sizes, strides);
 }
 #endif
 

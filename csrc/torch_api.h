@@ -127,8 +127,10 @@ Tensor empty_strided(Sizes sizes, Sizes strides, ScalarType dtype, const Tensor&
 // The same on the CPU.
 Tensor empty_strided_cpu(Sizes sizes, Sizes strides, ScalarType dtype);
 
-// A CPU tensor over data that deleter(data) frees when the last reference goes.
-Tensor cpu_from_blob(void* data, Sizes sizes, Sizes strides, ScalarType dtype,
+// A CPU tensor over `nbytes` at data that deleter(data) frees when the last
+// reference goes. Classic build: its storage grows like any other (into torch's
+// allocator); the stable ABI's from_blob storage cannot grow.
+Tensor cpu_from_blob(void* data, size_t nbytes, Sizes sizes, Sizes strides, ScalarType dtype,
                      std::function<void(void*)> deleter);
 
 // A contiguous float32 tensor of n elements on CUDA device `device`.

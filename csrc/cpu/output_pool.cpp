@@ -91,7 +91,7 @@ api::Tensor empty_output(api::Sizes sizes, api::Sizes strides, ScalarType dtype)
   if (n >= kPooledMin && cap_bytes() > 0) {
     const size_t bytes = (n + kBlock - 1) / kBlock * kBlock;
     if (void* ptr = take(bytes))
-      return api::cpu_from_blob(ptr, sizes, strides, dtype,
+      return api::cpu_from_blob(ptr, n, sizes, strides, dtype,
                                 [bytes](void* data) { give_back(data, bytes); });
   }
   return api::empty_strided_cpu(sizes, strides, dtype);
