@@ -36,8 +36,6 @@ std::string dims(Sizes sizes) {
   return s + (sizes.size() == 1 ? ",)" : ")");
 }
 
-std::string dtype_name(ScalarType t) { return api::dtype_text(t); }
-
 // Whether two shapes are equal.
 bool same_sizes(Sizes a, Sizes b) { return std::equal(a.begin(), a.end(), b.begin(), b.end()); }
 
@@ -54,7 +52,7 @@ void check_device(const char* op, const char* name, const Tensor& t, const Tenso
 
 void check_float(const char* op, const char* name, const Tensor& t) {
   CC1D_CHECK_TYPE(is_float_type(t.scalar_type()), op, ": ", name,
-                  " must be float32, float16 or bfloat16, got ", dtype_name(t.scalar_type()));
+                  " must be float32, float16 or bfloat16, got ", api::dtype_text(t.scalar_type()));
 }
 
 // On x's device and of a float dtype.
@@ -73,8 +71,8 @@ void check_like_x(const char* op, const char* name, const Tensor& t, const Tenso
   check_device(op, name, t, x);
   CC1D_CHECK_VALUE(same_sizes(t.sizes(), x.sizes()) && t.scalar_type() == x.scalar_type(), op, ": ",
                    name, " must have x's shape ", dims(x.sizes()), " and dtype ",
-                   dtype_name(x.scalar_type()), ", got ", dims(t.sizes()), " and ",
-                   dtype_name(t.scalar_type()));
+                   api::dtype_text(x.scalar_type()), ", got ", dims(t.sizes()), " and ",
+                   api::dtype_text(t.scalar_type()));
 }
 
 // A 1-D int32/int64 tensor (`dtype_ok`/`expected` for other kinds) on x's
@@ -84,7 +82,7 @@ IndexVec index_vec(const char* op, const char* name, const Tensor& t, int64_t si
                    const Tensor& x) {
   check_device(op, name, t, x);
   CC1D_CHECK_TYPE(is_index_type(t.scalar_type()), op, ": ", name, " must be int32 or int64, got ",
-                  dtype_name(t.scalar_type()));
+                  api::dtype_text(t.scalar_type()));
   check_shape(op, name, t.dim() == 1 && t.size(0) >= size, "(" + num(size) + ",) or be longer", t);
   IndexVec v;
   v.data = t.data_ptr();
@@ -97,7 +95,8 @@ IndexVec index_vec(const char* op, const char* name, const Tensor& t, int64_t si
 IndexVec query_starts(const char* op, const Tensor& q, const Tensor& x) {
   check_device(op, "query_start_loc", q, x);
   CC1D_CHECK_TYPE(is_index_type(q.scalar_type()), op,
-                  ": query_start_loc must be int32 or int64, got ", dtype_name(q.scalar_type()));
+                  ": query_start_loc must be int32 or int64, got ",
+                  api::dtype_text(q.scalar_type()));
   check_shape(op, "query_start_loc", q.dim() == 1 && q.size(0) >= 1, "(batch + 1,)", q);
   return index_vec(op, "query_start_loc", q, q.size(0), x);
 }
@@ -205,7 +204,7 @@ FwdParams make_fwd_params(const Tensor& x, const Tensor& weight, const OptTensor
                      ": has_initial_state needs conv_states to read the initial state from");
     check_device(op, "has_initial_state", h, x);
     CC1D_CHECK_TYPE(h.scalar_type() == ScalarType::Bool, op,
-                    ": has_initial_state must be bool, got ", dtype_name(h.scalar_type()));
+                    ": has_initial_state must be bool, got ", api::dtype_text(h.scalar_type()));
     check_shape(op, "has_initial_state", h.dim() == 1 && h.size(0) >= p.batch,
                 "(" + num(p.batch) + ",) or be longer", h);
     p.has_initial_state = static_cast<const bool*>(h.data_ptr());
@@ -248,18 +247,22 @@ UpdateParams make_update_params(const Tensor& x_in, const Tensor& conv_state, co
   // x and out as (rows, dim, tokens), from their own strides (no view is made: on the stable
   // ABI a view is a dispatcher call, about as long as the rest of the op layer): varlen
   // (num_tokens, dim) is one row of num_tokens tokens, (batch, dim) rows of one token.
-  const auto rows = [&](const Tensor& t, void*& data, int64_t& batch, int64_t& dim, int64_t& tok) {
-    data = t.data_ptr();
-    if (varlen) {
-      batch = 0, dim = t.stride(1), tok = t.stride(0);
-    } else {
-      batch = t.stride(0), dim = t.stride(1), tok = t.dim() == 3 ? t.stride(2) : 1;
-    }
+  struct RowStrides {
+    int64_t batch, dim, tok;
   };
-  void* x_data = nullptr;
-  rows(x_in, x_data, p.x_batch_stride, p.x_dim_stride, p.x_tok_stride);
-  rows(out_in, p.out, p.out_batch_stride, p.out_dim_stride, p.out_tok_stride);
-  p.x = x_data;
+  const auto row_strides = [&](const Tensor& t) -> RowStrides {
+    if (varlen) return {0, t.stride(1), t.stride(0)};
+    return {t.stride(0), t.stride(1), t.dim() == 3 ? t.stride(2) : 1};
+  };
+  const RowStrides xs = row_strides(x_in), os = row_strides(out_in);
+  p.x = x_in.data_ptr();
+  p.x_batch_stride = xs.batch;
+  p.x_dim_stride = xs.dim;
+  p.x_tok_stride = xs.tok;
+  p.out = out_in.data_ptr();
+  p.out_batch_stride = os.batch;
+  p.out_dim_stride = os.dim;
+  p.out_tok_stride = os.tok;
   p.seqlen = varlen ? x_in.size(0) : x_in.dim() == 3 ? x_in.size(2) : 1;
   if (varlen) {
     p.query_start_loc = query_starts(op, *query_start_loc, x_in);
@@ -309,7 +312,7 @@ void check_batch_states(const char* op, const char* name, const Tensor& t, const
                         int64_t width) {
   check_floating(op, name, t, x);
   CC1D_CHECK_TYPE(t.scalar_type() == x.scalar_type(), op, ": ", name, " must have x's dtype ",
-                  dtype_name(x.scalar_type()), ", got ", dtype_name(t.scalar_type()));
+                  api::dtype_text(x.scalar_type()), ", got ", api::dtype_text(t.scalar_type()));
   const std::vector<int64_t> expected{x.size(0), x.size(1), width - 1};
   check_shape(op, name, same_sizes(t.sizes(), expected), dims(expected), t);
 }
@@ -334,7 +337,7 @@ BatchParams batch_params(const char* op, const Tensor& x, const Tensor& weight,
     const Tensor& q = *seq_idx;
     check_device(op, "seq_idx", q, x);
     CC1D_CHECK_TYPE(q.scalar_type() == ScalarType::Int, op, ": seq_idx must be int32, got ",
-                    dtype_name(q.scalar_type()));
+                    api::dtype_text(q.scalar_type()));
     check_shape(op, "seq_idx", q.dim() == 2 && q.size(0) == p.batch && q.size(1) == p.seqlen,
                 dims({p.batch, p.seqlen}), q);
     p.seq_idx = static_cast<const int32_t*>(q.data_ptr());

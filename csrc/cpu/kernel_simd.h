@@ -144,8 +144,8 @@ inline void conv_tokens_vec(const ConvParams& p, const CpuWeights& w, int64_t c0
                             const in_t* in, int64_t in_tok, int64_t in_dim, out_t* out,
                             int64_t out_tok, int64_t out_dim, int64_t count) {
   const bool done = in_dim == 1 && out_dim == 1 && with_width<CpuWidths>(p.width, [&]<int kW>() {
-    conv_tokens_regs<Isa, kW>(p, w, c0, n, in, in_tok, out, out_tok, count);
-  });
+                      conv_tokens_regs<Isa, kW>(p, w, c0, n, in, in_tok, out, out_tok, count);
+                    });
   if (!done) conv_tokens_loops<Isa>(p, w, c0, n, in, in_tok, in_dim, out, out_tok, out_dim, count);
 }
 
@@ -253,8 +253,8 @@ template <class Isa>
 bool update_reads_filter(const UpdateParams& p) {
   bool loads = false;
   with_storage_type<CpuStorage>(p.x_type, [&](auto tag) {
-    with_width<CpuWidths>(
-        p.width, [&]<int kW>() { loads = Isa::template kLoadsFilter<kW, decltype(tag)>; });
+    with_width<CpuWidths>(p.width,
+                          [&]<int kW>() { loads = Isa::template kLoadsFilter<kW, decltype(tag)>; });
   });
   return loads && update_step_applies(p) && p.weight_type == p.x_type && p.weight_tap_stride == 1 &&
          p.weight_dim_stride == p.width &&

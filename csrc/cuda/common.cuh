@@ -425,9 +425,8 @@ template <typename F>
 void dispatch(c10::ScalarType x_type, c10::ScalarType state_type, int64_t width, F&& f) {
   with_storage_type<CudaStorage>(x_type, [&](auto x_tag) {
     with_storage_type<CudaStorage>(state_type, [&](auto s_tag) {
-      with_width_or_run_time<CudaWidths>(width, [&]<int kW>() {
-        f.template operator()<decltype(x_tag), decltype(s_tag), kW>();
-      });
+      with_width_or_run_time<CudaWidths>(
+          width, [&]<int kW>() { f.template operator()<decltype(x_tag), decltype(s_tag), kW>(); });
     });
   });
 }
@@ -469,15 +468,16 @@ struct LaunchTarget {
 
 // The current device (ops.cpp made it x's) and torch's current stream on it.
 inline LaunchTarget current_target() {
+#ifdef CAUSAL_CONV1D_STABLE_ABI
   int device = 0;
   CAUSAL_CONV1D_CUDA_CHECK(cudaGetDevice(&device));
-#ifdef CAUSAL_CONV1D_STABLE_ABI
   void* stream = nullptr;
   CC1D_CHECK(aoti_torch_get_current_cuda_stream(device, &stream) == 0,
              "causal_conv1d: torch has no current CUDA stream for device ", device);
   return {static_cast<cudaStream_t>(stream), device};
 #else
-  return {c10::cuda::getCurrentCUDAStream(static_cast<c10::DeviceIndex>(device)).stream(), device};
+  const c10::cuda::CUDAStream stream = c10::cuda::getCurrentCUDAStream();
+  return {stream.stream(), static_cast<int>(stream.device_index())};
 #endif
 }
 

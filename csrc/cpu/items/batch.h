@@ -114,7 +114,6 @@ inline bool tap_in_sequence(const BatchParams& p, int64_t b, int64_t t, int64_t 
   return p.sequence(b, pos < 0 ? 0 : pos) == s;
 }
 
-
 // ---- Other layouts (channel-first): one channel at a time along its tokens ----
 //
 // Each channel's tokens are a contiguous row (or a strided one), so every loop

@@ -32,7 +32,6 @@
 // deterministic mode costs nothing).
 #pragma once
 
-
 #include "../../dispatch.h"
 #include "../../ops.h"
 #include "../../settings.h"
