@@ -32,6 +32,7 @@ import tempfile
 from setuptools import setup
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
+PACKAGE_DIR = os.path.join(ROOT, "python", "causal_conv1d_kernels")
 
 
 def _find_cuda_home():
@@ -97,6 +98,7 @@ if cuda_home is not None:
 import torch  # noqa: E402
 from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension  # noqa: E402
 
+
 def _oldest_stable_torch():
     """(major, minor) of the oldest torch a stable-ABI build serves, from csrc/torch_types.h;
     passed to the compiler as TORCH_TARGET_VERSION, which keeps newer APIs out of the build."""
@@ -118,7 +120,7 @@ def _abi():
         raise ValueError(f"CAUSAL_CONV1D_ABI must be stable or classic, got {forced!r}")
     if forced == "stable" and _torch_release() < STABLE_SINCE:
         raise RuntimeError(
-            f"CAUSAL_CONV1D_ABI=stable needs torch >= {'%d.%d' % STABLE_SINCE}, "
+            f"CAUSAL_CONV1D_ABI=stable needs torch >= {STABLE_SINCE[0]}.{STABLE_SINCE[1]}, "
             f"this is torch {torch.__version__}"
         )
     return forced or ("stable" if _torch_release() >= STABLE_SINCE else "classic")
@@ -128,28 +130,22 @@ ABI = _abi()
 ABI_MACROS = (
     [
         ("CAUSAL_CONV1D_STABLE_ABI", None),
-        ("TORCH_TARGET_VERSION", "0x%02x%02x000000000000" % STABLE_SINCE),
+        ("TORCH_TARGET_VERSION", f"0x{STABLE_SINCE[0]:02x}{STABLE_SINCE[1]:02x}000000000000"),
     ]
     if ABI == "stable"
     else [("CAUSAL_CONV1D_CLASSIC_ABI", None)]
 )
 print(f"causal_conv1d_kernels: building on torch {torch.__version__}'s {ABI} C++ API", flush=True)
 
-# An extension left in the source package by an earlier in-place (editable) build: one of
-# another name (_C.cpython-3xx-*.so of a classic build, _C.abi3.so of a stable one) would be
-# imported in place of this build's, so every one goes; the build puts its own back.
-for stale in glob.glob(os.path.join(ROOT, "python", "causal_conv1d_kernels", "_C*.so")):
-    os.remove(stale)
-
 # The torch this build compiles against and the API it uses, checked when the package is
 # imported (python/causal_conv1d_kernels/_load.py): a classic build loads only into that torch,
 # a stable one into it and every later one; the check says why and how to rebuild.
-with open(os.path.join(ROOT, "python", "causal_conv1d_kernels", "_build_info.py"), "w") as f:
+with open(os.path.join(PACKAGE_DIR, "_build_info.py"), "w") as f:
     f.write(
         "# Written by setup.py when the extension is built; not in version control.\n"
         f"TORCH_VERSION = {torch.__version__!r}\n"
         f"ABI = {ABI!r}\n"
-        + (f"OLDEST_TORCH = {'%d.%d' % STABLE_SINCE!r}\n" if ABI == "stable" else "")
+        + (f"OLDEST_TORCH = '{STABLE_SINCE[0]}.{STABLE_SINCE[1]}'\n" if ABI == "stable" else "")
     )
 
 
@@ -253,6 +249,14 @@ class BuildWithIsaKernels(BuildExtension):
     flags the compiler rejects is left out; the dispatcher then never offers it."""
 
     def build_extensions(self):
+        # An extension of another name left by an earlier build (_C.cpython-3xx-*.so of a
+        # classic build, _C.abi3.so of a stable one), in build/lib or in the source package
+        # (editable builds), would be packaged or imported in place of this build's: every one
+        # goes, and the build puts its own back.
+        for extension in self.extensions:
+            places = {os.path.dirname(self.get_ext_fullpath(extension.name)), PACKAGE_DIR}
+            for stale in (path for place in places for path in glob.glob(place + "/_C*.so")):
+                os.remove(stale)
         if IS_X86:
             for extension in self.extensions:
                 for source, (name, flags) in ISA_SOURCES.items():
