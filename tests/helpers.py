@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import itertools
 
+import causal_conv1d_kernels
 import pytest
 import torch
-import causal_conv1d_kernels
 from causal_conv1d_kernels import PAD_SLOT_ID, has_cuda_backend
 from causal_conv1d_kernels._core import _silu
 

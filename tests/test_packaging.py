@@ -6,9 +6,9 @@ import shutil
 import subprocess
 import sys
 
+import causal_conv1d_kernels
 import pytest
 import torch
-import causal_conv1d_kernels
 from helpers import HANG_GUARD_S
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -72,11 +72,9 @@ def test_benchmark_without_matplotlib_writes_tables_and_exits_0(tmp_path):
     (hidden / "__init__.py").write_text("raise ImportError('hidden by the test')\n")
     out = tmp_path / "out"
     path = os.pathsep.join([str(tmp_path / "hide"), ROOT, os.environ.get("PYTHONPATH", "")])
-    result = python(
-        "-m", "benchmarks", "bench", "--device", "cpu", "--min-run-time", "0.01", "--no-peers",
-        "--only", "small 4x128", "--out-dir", str(out), "--name", "t",
-        env={"PYTHONPATH": path},
-    )
+    command = "-m benchmarks bench --device cpu --min-run-time 0.01 --no-peers --name t".split()
+    only = ["--only", "small 4x128", "--out-dir", str(out)]
+    result = python(*command, *only, env={"PYTHONPATH": path})
     assert result.returncode == 0, result.stdout + result.stderr
     assert (out / "t.md").exists() and (out / "t.json").exists() and not (out / "t.png").exists()
     assert "small 4x128, D 5376" in (out / "t.md").read_text()

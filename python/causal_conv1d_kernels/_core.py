@@ -93,9 +93,10 @@ def _call(op: str, name: str, *args):
     A ``ValueError``/``TypeError`` of the op's checks comes back with the dialect's function
     name ``op`` in place of the C++ op's (``causal_conv1d_fwd_out`` reports as
     ``causal_conv1d_fwd``); on the stable ABI a type error arrives as a ``ValueError`` whose
-    message ends in ``_TYPE_ERROR_MARK`` (csrc/torch_api.h) and leaves as a ``TypeError``. A ``RuntimeError`` of the dispatcher (an argument of the wrong
-    kind) becomes a ``TypeError`` naming the argument when a tensor argument is neither a
-    tensor nor None (the op's schema says which arguments are tensors)."""
+    message ends in ``_TYPE_ERROR_MARK`` (csrc/torch_api.h) and leaves as a ``TypeError``. A
+    ``RuntimeError`` of the dispatcher (an argument of the wrong kind) becomes a ``TypeError``
+    naming the argument when a tensor argument is neither a tensor nor None (the op's schema
+    says which arguments are tensors)."""
     fn = _OPS.get(name)
     if fn is None:
         fn = _OPS[name] = getattr(torch.ops.causal_conv1d, name).default
