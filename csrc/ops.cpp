@@ -101,6 +101,23 @@ IndexVec query_starts(const char* op, const Tensor& q, const Tensor& x) {
   return index_vec(op, "query_start_loc", q, q.size(0), x);
 }
 
+// A 2-D int32/int64 table on x's device with at least rows x cols entries
+// (SGLang's EAGLE tree links: (batch, draft tokens), or longer buffers).
+IndexMat index_mat(const char* op, const char* name, const Tensor& t, int64_t rows, int64_t cols,
+                   const Tensor& x) {
+  check_device(op, name, t, x);
+  CC1D_CHECK_TYPE(is_index_type(t.scalar_type()), op, ": ", name, " must be int32 or int64, got ",
+                  api::dtype_text(t.scalar_type()));
+  check_shape(op, name, t.dim() == 2 && t.size(0) >= rows && t.size(1) >= cols,
+              "(" + num(rows) + ", " + num(cols) + ") or be larger", t);
+  IndexMat m;
+  m.data = t.data_ptr();
+  m.row_stride = t.stride(0);
+  m.col_stride = t.stride(1);
+  m.is_int64 = t.scalar_type() == ScalarType::Long;
+  return m;
+}
+
 // x's channel count (x.size(axis)) checked against weight's and the states'
 // before either is checked on its own: where they disagree, the argument
 // most likely wrong is named (x when weight and the states agree on another
@@ -211,9 +228,10 @@ FwdParams make_fwd_params(const Tensor& x, const Tensor& weight, const OptTensor
     p.has_initial_state_stride = h.stride(0);
   }
   check_like_x(op, "out", out, x);
-  CC1D_CHECK_VALUE(out.numel() == 0 || out.data_ptr() != x.data_ptr(), op,
-                   ": out must not be x: the prefill cannot run in place (it reads earlier "
-                   "tokens after writing later ones)");
+  // In place (SGLang's CUDA API writes the outputs into x): out is x exactly.
+  CC1D_CHECK_VALUE(out.numel() == 0 || out.data_ptr() != x.data_ptr() ||
+                       same_sizes(out.strides(), x.strides()),
+                   op, ": out may be x itself (in place) but not another view of its memory");
   p.x = x.data_ptr();
   p.num_tokens = x.size(1);
   p.x_dim_stride = x.stride(0);
@@ -224,6 +242,69 @@ FwdParams make_fwd_params(const Tensor& x, const Tensor& weight, const OptTensor
   return p;
 }
 
+// SGLang's tree verify and per-token windows (CONTRACT 1.6): front-aligned
+// rows of x (batch, dim, seqlen), not varlen, not ring buffers; out a buffer
+// of its own (the walk reads a parent's x after the parent's output is out).
+void fill_token_walk(UpdateParams& p, const Tensor& x, const Tensor& out, const OptTensor& windows,
+                     const OptTensor& window_indices, const OptTensor& next_token,
+                     const OptTensor& next_sibling, const OptTensor& parent_token,
+                     const Tensor& conv_state) {
+  constexpr const char* op = "causal_conv1d_update";
+  const bool tree = next_token.has_value();
+  CC1D_CHECK_VALUE(!next_sibling.has_value() || tree, op,
+                   ": retrieve_next_sibling needs retrieve_next_token");
+  CC1D_CHECK_VALUE(!parent_token.has_value() || tree, op,
+                   ": retrieve_parent_token needs retrieve_next_token");
+  CC1D_CHECK_VALUE(!window_indices.has_value() || windows.has_value(), op,
+                   ": intermediate_state_indices needs intermediate_conv_window");
+  if (!tree && !windows.has_value()) return;
+  const char* what = tree ? "retrieve_next_token" : "intermediate_conv_window";
+  CC1D_CHECK_VALUE(p.front_window && p.mode != StateMode::kRing && !p.query_start_loc.present(),
+                   op, ": ", what,
+                   " needs front-aligned lines (the vLLM/SGLang convention) and x of shape "
+                   "(batch, dim[, seqlen]): not cache_seqlens, not query_start_loc");
+  CC1D_CHECK_VALUE(out.numel() == 0 || out.data_ptr() != x.data_ptr(), op, ": with ", what,
+                   ", out must not be x (a token's window reads its parents' x)");
+  if (tree) {
+    p.next_token = index_mat(op, "retrieve_next_token", *next_token, p.batch, p.seqlen, x);
+    if (next_sibling.has_value())
+      p.next_sibling = index_mat(op, "retrieve_next_sibling", *next_sibling, p.batch, p.seqlen, x);
+    if (parent_token.has_value())
+      p.parent_token =
+          index_mat(op, "retrieve_parent_token", *parent_token, p.batch, p.seqlen, x);
+  }
+  if (windows.has_value()) {
+    const Tensor& w = *windows;
+    check_device(op, "intermediate_conv_window", w, x);
+    CC1D_CHECK_TYPE(w.scalar_type() == conv_state.scalar_type(), op,
+                    ": intermediate_conv_window must have conv_state's dtype ",
+                    api::dtype_text(conv_state.scalar_type()), ", got ",
+                    api::dtype_text(w.scalar_type()));
+    check_shape(op, "intermediate_conv_window",
+                w.dim() == 4 && w.size(1) >= p.seqlen && w.size(2) == p.dim &&
+                    w.size(3) >= p.width - 1,
+                "(num_lines, steps >= " + num(p.seqlen) + ", dim=" + num(p.dim) +
+                    ", >= width-1=" + num(p.width - 1) + ")",
+                w);
+    p.windows = w.data_ptr();
+    p.window_type = w.scalar_type();
+    p.window_lines = w.size(0);
+    p.window_line_stride = w.stride(0);
+    p.window_step_stride = w.stride(1);
+    p.window_dim_stride = w.stride(2);
+    p.window_col_stride = w.stride(3);
+    if (window_indices.has_value()) {
+      p.window_indices =
+          index_vec(op, "intermediate_state_indices", *window_indices, p.batch, x);
+    } else {
+      CC1D_CHECK_VALUE(p.window_lines >= p.batch, op,
+                       ": without intermediate_state_indices, intermediate_conv_window needs a "
+                       "line per row (>= ",
+                       num(p.batch), "), got ", dims(w.sizes()));
+    }
+  }
+}
+
 // causal_conv1d_update's checks (CONTRACT 1.2, and 1.4's varlen and
 // speculative rows), and the state mode they decide.
 UpdateParams make_update_params(const Tensor& x_in, const Tensor& conv_state, const Tensor& weight,
@@ -231,7 +312,12 @@ UpdateParams make_update_params(const Tensor& x_in, const Tensor& conv_state, co
                                 const OptTensor& conv_state_indices, int64_t pad_slot_id,
                                 const Tensor& out_in, const OptTensor& num_accepted_tokens,
                                 const OptTensor& query_start_loc, int64_t max_query_len,
-                                int64_t null_block_id, bool front_window) {
+                                int64_t null_block_id, bool front_window,
+                                const OptTensor& intermediate_conv_window,
+                                const OptTensor& intermediate_state_indices,
+                                const OptTensor& retrieve_next_token,
+                                const OptTensor& retrieve_next_sibling,
+                                const OptTensor& retrieve_parent_token) {
   constexpr const char* op = "causal_conv1d_update";
   const bool varlen = query_start_loc.has_value();
   const char* layout =
@@ -304,6 +390,8 @@ UpdateParams make_update_params(const Tensor& x_in, const Tensor& conv_state, co
            : num_accepted_tokens.has_value() ? StateMode::kFrontSpec
            : front_window                    ? StateMode::kFront
                                              : StateMode::kShift;
+  fill_token_walk(p, x_in, out_in, intermediate_conv_window, intermediate_state_indices,
+                  retrieve_next_token, retrieve_next_sibling, retrieve_parent_token, conv_state);
   return p;
 }
 
@@ -589,12 +677,17 @@ CAUSAL_CONV1D_LIBRARY(causal_conv1d, m) {
       "Tensor query_start_loc, Tensor? cache_indices, Tensor? has_initial_state, bool silu, "
       "int pad_slot_id, Tensor(b!) out, int null_block_id=-1, bool front_window=False) -> ()");
   // num_accepted_tokens, query_start_loc, max_query_len, null_block_id and
-  // front_window carry the vLLM dialect (CONTRACT 1.4); their defaults are the core API.
+  // front_window carry the vLLM dialect (CONTRACT 1.4), the intermediate_* and
+  // retrieve_* arguments SGLang's EAGLE tree verify (CONTRACT 1.6); their
+  // defaults are the core API.
   m.def(
       "causal_conv1d_update(Tensor x, Tensor(a!) conv_state, Tensor weight, Tensor? bias, "
       "bool silu, Tensor? cache_seqlens, Tensor? conv_state_indices, int pad_slot_id, "
       "Tensor(b!) out, Tensor? num_accepted_tokens=None, Tensor? query_start_loc=None, "
-      "int max_query_len=-1, int null_block_id=-1, bool front_window=False) -> ()");
+      "int max_query_len=-1, int null_block_id=-1, bool front_window=False, "
+      "Tensor(c!)? intermediate_conv_window=None, Tensor? intermediate_state_indices=None, "
+      "Tensor? retrieve_next_token=None, Tensor? retrieve_next_sibling=None, "
+      "Tensor(d!)? retrieve_parent_token=None) -> ()");
   // The Dao dialect's training ops (CONTRACT 1.5): x (batch, dim, seqlen), seq_idx, initial
   // and final states of their own; functional, so that autograd can be registered on them.
   // final_states is (batch, dim, width-1) when return_final_states, else empty (0,).

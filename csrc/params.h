@@ -31,6 +31,28 @@ struct IndexVec {
   }
 };
 
+// A 2-D int32 or int64 index table (rows, columns), read or written in place.
+struct IndexMat {
+  void* data = nullptr;
+  int64_t row_stride = 0, col_stride = 1;
+  bool is_int64 = false;
+
+  CAUSAL_CONV1D_INLINE bool present() const { return data != nullptr; }
+  CAUSAL_CONV1D_INLINE int64_t get(int64_t r, int64_t c) const {
+    const int64_t i = r * row_stride + c * col_stride;
+    return is_int64 ? static_cast<const int64_t*>(data)[i]
+                    : static_cast<int64_t>(static_cast<const int32_t*>(data)[i]);
+  }
+  CAUSAL_CONV1D_INLINE void set(int64_t r, int64_t c, int64_t v) const {
+    const int64_t i = r * row_stride + c * col_stride;
+    if (is_int64) {
+      static_cast<int64_t*>(data)[i] = v;
+    } else {
+      static_cast<int32_t*>(data)[i] = static_cast<int32_t>(v);
+    }
+  }
+};
+
 // What both ops share: the filter and the conv-state cache.
 struct ConvParams {
   int64_t dim = 0;
@@ -89,6 +111,14 @@ struct FwdParams : ConvParams {
   const bool* has_initial_state = nullptr;  // (batch,) or null: all false
   int64_t has_initial_state_stride = 0;
 
+  // CUDA in place: each program's window, staged before any output is
+  // written ((programs, width-1, dim) fp32; cuda/causal_conv1d_fwd.cu).
+  float* halo = nullptr;
+
+  // Whether out is x (SGLang's CUDA API runs in place): a token's output may
+  // only be written once no other output needs its input.
+  CAUSAL_CONV1D_INLINE bool in_place() const { return out == x; }
+
   // Token range [begin, end) of sequence i, clamped into [0, num_tokens] so
   // that a malformed query_start_loc can never address outside x.
   CAUSAL_CONV1D_INLINE void token_range(int64_t i, int64_t& begin, int64_t& end) const {
@@ -138,6 +168,53 @@ struct UpdateParams : ConvParams {
   IndexVec num_accepted_tokens;  // (>= batch,): kFrontSpec only
   int64_t max_query_len = 1;     // Lmax: longest row (x's seqlen unless varlen)
 
+  // SGLang's EAGLE tree verify (CONTRACT 1.6): the tokens of row b are a tree
+  // given as first-child (next_token) and next-sibling links; token t's taps
+  // follow its parent chain back to token 0, then the window. parent_token
+  // receives the parents. Links are (>= batch, >= seqlen) tables; -1 is none.
+  IndexMat next_token, next_sibling, parent_token;
+  // Per-token windows: the width-1 inputs ending at each token t of row b are
+  // written to windows[windows_line(b), t, :, 0..width-2] (SGLang's
+  // intermediate_conv_window), the line from window_indices (or b).
+  void* windows = nullptr;
+  c10::ScalarType window_type = c10::ScalarType::Float;
+  int64_t window_lines = 0;
+  int64_t window_line_stride = 0, window_step_stride = 0, window_dim_stride = 0,
+          window_col_stride = 0;
+  IndexVec window_indices;  // (>= batch,) or absent
+
+  // Whether rows walk their tokens one by one (a tree, or windows to write).
+  CAUSAL_CONV1D_INLINE bool walks_tokens() const {
+    return next_token.present() || windows != nullptr;
+  }
+
+  // The line of row b's windows, or -1 where none is written (no windows, or
+  // an index outside them).
+  CAUSAL_CONV1D_INLINE int64_t windows_line(int64_t b) const {
+    if (windows == nullptr) return -1;
+    const int64_t l = window_indices.present() ? window_indices[b] : b;
+    return l >= 0 && l < window_lines ? l : -1;
+  }
+
+  // The parent of each of row b's first L tokens: t - 1 without a tree (a
+  // chain); with one, token 0 is the root and, in token order, t's first
+  // child gets parent t and t's next sibling gets t's parent. A link that is
+  // not to a later token (in [t + 1, L)) is ignored, so parent[u] < u for
+  // u > 0 and every walk ends in the window.
+  CAUSAL_CONV1D_INLINE void parents(int64_t b, int64_t L, int32_t* parent) const {
+    const bool tree = next_token.present();
+    for (int64_t t = 0; t < L; ++t) parent[t] = tree ? 0 : static_cast<int32_t>(t - 1);
+    if (!tree) return;
+    for (int64_t t = 0; t < L; ++t) {
+      const int64_t child = next_token.get(b, t);
+      if (child > t && child < L) parent[child] = static_cast<int32_t>(t);
+      if (next_sibling.present()) {
+        const int64_t sibling = next_sibling.get(b, t);
+        if (sibling > t && sibling < L) parent[sibling] = parent[t];
+      }
+    }
+  }
+
   // Token range of row b ([begin, begin + len) of x's token dim, in varlen
   // rows; [0, seqlen) of row b otherwise). False when the row must be treated
   // as padding: a speculative row longer than max_query_len.
@@ -161,7 +238,8 @@ struct UpdateParams : ConvParams {
   // columns (no varlen rows, no ring, no speculative window): the fast paths'
   // case, where all linear modes agree.
   CAUSAL_CONV1D_INLINE bool single_step() const {
-    return linear() && !query_start_loc.present() && seqlen == 1 && state_len == width - 1;
+    return linear() && !query_start_loc.present() && seqlen == 1 && state_len == width - 1 &&
+           !walks_tokens();
   }
 
   // The linear plan of row b with len tokens (see LinePlan).

@@ -268,6 +268,27 @@ void CpuBackend::fwd(const FwdParams& p) {
   const CpuWeights w = weights.view();
   const FwdItemFn fn = k.fwd(p);
 
+  if (p.in_place()) {
+    // Whole sequences (fwd_item_in_place) times channel slabs.
+    // Slabs of whole 64-channel lines, small enough for four items per thread.
+    const int64_t fair = p.batch * p.dim / (4 * api::num_threads());
+    const int64_t slab = std::min(p.dim, std::clamp<int64_t>(fair / 64 * 64, 64, kSlab));
+    const int64_t slabs = (p.dim + slab - 1) / slab;
+    const int64_t scratch_size = in_place_scratch_rows(p.width) * scratch_pitch(slab);
+    const auto cost = [&](int64_t i) {
+      int64_t begin, end;
+      p.token_range(i / slabs, begin, end);
+      return (end - begin + p.width) * slab;
+    };
+    parallel_balanced(p.batch * slabs, p.num_tokens * p.dim, cost, [&](int64_t b, int64_t e) {
+      float* scratch = thread_scratch(scratch_size);
+      for (int64_t i = b; i < e; ++i) {
+        const int64_t c0 = (i % slabs) * slab;
+        fn(p, w, i / slabs, 0, 0, c0, std::min(p.dim, c0 + slab), scratch);
+      }
+    });
+    return;
+  }
   // Token chunks of every sequence; a sequence's first chunk also owns its state.
   struct Chunk {
     int64_t seq, t0, t1;
@@ -320,7 +341,11 @@ void CpuBackend::update(const UpdateParams& p) {
   // when longer speculative rows are padding).
   const int64_t row_tokens =
       varlen && p.mode == StateMode::kFrontSpec ? std::min(p.seqlen, p.max_query_len) : p.seqlen;
-  const int64_t scratch_size = (p.width - 1 + row_tokens) * scratch_pitch(slab);
+  const int64_t pitch = scratch_pitch(slab);
+  const int64_t scratch_size =
+      (p.width - 1 + row_tokens +
+       (p.walks_tokens() ? walk_scratch_rows(p.width, row_tokens, pitch) : 0)) *
+      pitch;
   const int64_t tokens = varlen ? p.num_tokens : p.batch * p.seqlen;
   parallel_items(p.batch * slabs, tokens * p.dim, [&](int64_t begin, int64_t end) {
     float* scratch = thread_scratch(scratch_size);

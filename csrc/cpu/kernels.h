@@ -47,6 +47,20 @@ using BatchBwdItemFn = void (*)(const BatchParams&, const CpuWeights&, int64_t b
                                 float* db);
 
 constexpr int64_t kSlab = 2048;       // channels per work item (decode: when rows are few)
+
+// Tokens per staged chunk of the in-place prefill (items/prefill.h).
+constexpr int64_t kInPlaceChunk = 64;
+
+// Scratch rows of an in-place prefill item: the window before the sequence, a
+// chunk and the width-1 tokens before it.
+inline int64_t in_place_scratch_rows(int64_t width) { return 2 * (width - 1) + kInPlaceChunk; }
+
+// Scratch rows a decode item needs beyond its window and tokens when it walks
+// them (items/decode.h walk_tokens): the gathered taps, then the parents
+// (int32, one per token).
+inline int64_t walk_scratch_rows(int64_t width, int64_t tokens, int64_t pitch) {
+  return width + (tokens + pitch - 1) / pitch;
+}
 constexpr size_t kScratchAlign = 64;  // bytes; scratch rows start on cache lines
 
 // Floats from one scratch row to the next for n channels: rows start on cache lines.

@@ -15,7 +15,8 @@
 // (the halo). The first chunk also writes the new state, after its outputs;
 // no other program of the sequence touches the state. In vLLM's convention
 // (front_window) the state is the line's front width-1 columns and the rest
-// of the line is never touched.
+// of the line is never touched. In place (out == x, SGLang's CUDA API) a first
+// launch stages every program's window (kStage), then the outputs follow.
 #include <cuda_runtime.h>
 
 #include <cstdlib>
@@ -51,7 +52,11 @@ __device__ int64_t find_sequence(const FwdParams& p, int64_t program, int64_t ch
   return lo;
 }
 
-template <typename scalar_t, typename state_t, int kW, int n, int kTokens>
+// kStage (in place, out == x): the program only stages its window in p.halo
+// and, for a sequence's first program, writes the new state; the launch after
+// it (p.halo set) reads its window from there and leaves the state alone, so
+// no program reads an x another has overwritten.
+template <typename scalar_t, typename state_t, int kW, int n, int kTokens, bool kStage = false>
 __global__ void __launch_bounds__(kThreads)
     fwd_kernel(const FwdParams p, const int64_t chunk, const VecFlags vec) {
   await_producers();
@@ -93,21 +98,26 @@ __global__ void __launch_bounds__(kThreads)
                     p.has_initial_state[seq * p.has_initial_state_stride];
 
   Window<kW, n> window;
+  float* const halo = p.halo == nullptr ? nullptr : p.halo + program * H * p.dim + c;
 #pragma unroll
   for (int k = 0; k < kTaps<kW> - 1; ++k) {
     if (k >= H) continue;
-    if (t0 > 0) {
+    if (halo != nullptr && !kStage) {
+      load_n<float, n>(halo + k * p.dim, 1, n > 1, window.v[k]);
+    } else if (t0 > 0) {
       x.load(t0 - H + k, window.v[k]);
     } else if (init) {
       state.load(S - H + k, window.v[k]);
     } else {
       clear(window.v[k]);
     }
+    if (kStage) store_n<float, n>(halo + k * p.dim, 1, n > 1, window.v[k]);
   }
 
-  conv_tokens<scalar_t, kW, n, kTokens>(p, filter, window, x, out, t0, t1, padding);
+  if (!kStage)
+    conv_tokens<scalar_t, kW, n, kTokens>(p, filter, window, x, out, t0, t1, padding);
 
-  if (t0 == 0 && has_state) {
+  if (t0 == 0 && has_state && (kStage || halo == nullptr)) {
     // New state: the last S columns of cat(old or zeros, the sequence's tokens).
     // After the outputs, so that the filter's registers are free; nothing else
     // of this sequence reads or writes the state.
@@ -157,7 +167,21 @@ void launch_n(const FwdParams& p, const LaunchTarget& target) {
   CC1D_CHECK(grid.y <= 65535, "causal_conv1d_fwd: dim too large for one grid");
   const VecFlags vec =
       vec_flags(p, kW, storage_bytes(p.weight_type), storage_bytes(p.bias_type), sizeof(state_t));
-  launch_kernel(fwd_kernel<scalar_t, state_t, kW, n, kTokens>, grid, dim3(kThreads), target, p,
+  if (!p.in_place()) {
+    launch_kernel(fwd_kernel<scalar_t, state_t, kW, n, kTokens>, grid, dim3(kThreads), target, p,
+                  chunk, vec);
+    return;
+  }
+  // In place: every program's window staged first (and the states written),
+  // then the outputs. The halo is freed here, after the launches on the same
+  // stream (the caching allocator reuses it only after them).
+  const int64_t H = p.width - 1;
+  const api::Tensor halo = api::cuda_floats(static_cast<int64_t>(grid.x) * H * p.dim, target.device);
+  FwdParams q = p;
+  q.halo = static_cast<float*>(halo.data_ptr());
+  launch_kernel(fwd_kernel<scalar_t, state_t, kW, n, kTokens, true>, grid, dim3(kThreads), target,
+                q, chunk, vec);
+  launch_kernel(fwd_kernel<scalar_t, state_t, kW, n, kTokens>, grid, dim3(kThreads), target, q,
                 chunk, vec);
 }
 

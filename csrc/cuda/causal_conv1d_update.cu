@@ -196,6 +196,96 @@ __global__ void __launch_bounds__(kThreads) step_kernel(const UpdateParams p, co
   out.store(0, y);
 }
 
+// Rows whose tokens are walked one by one (UpdateParams::walks_tokens: SGLang's
+// tree verify and per-token windows), front-aligned lines, x (batch, dim,
+// seqlen) and out apart. The block's first thread finds the row's parents
+// (shared memory, with a tree); each thread then reads its window, writes the
+// new state (LinePlan), and per token gathers the taps of the token's walk:
+// the token, its parent, ... token 0, then the window's columns from the last
+// (virtual token v < 0 is window column H + v). The windows of each token (its
+// last H taps) go to the row's line of p.windows.
+template <typename scalar_t, typename state_t, int kW, int n>
+__global__ void __launch_bounds__(kThreads) walk_kernel(const UpdateParams p, const VecFlags vec) {
+  extern __shared__ int32_t parent[];
+  await_producers();
+  const int64_t row = blockIdx.x;
+  const int64_t L = p.seqlen;
+  const bool tree = p.next_token.present();
+  if (tree) {
+    if (threadIdx.x == 0) p.parents(row, L, parent);
+    __syncthreads();
+  }
+  const int64_t c = (static_cast<int64_t>(blockIdx.y) * kThreads + threadIdx.x) * n;
+  if (c >= p.dim) return;
+  const Rows<const scalar_t, n> x{
+      static_cast<const scalar_t*>(p.x) + row * p.x_batch_stride + c * p.x_dim_stride,
+      p.x_tok_stride, p.x_dim_stride};
+  const Rows<scalar_t, n> out{
+      static_cast<scalar_t*>(p.out) + row * p.out_batch_stride + c * p.out_dim_stride,
+      p.out_tok_stride, p.out_dim_stride};
+  const int64_t line = p.state_indices.present() ? p.state_indices[row] : row;
+  Filter<kW, n> filter;
+  filter.load(p, c, vec);
+  if (p.is_padding(line)) {
+    zero_tokens<scalar_t, n>(out, 0, L);
+    return;
+  }
+  constexpr int kT = kTaps<kW>;
+  const int H = (kW > 0 ? kW : p.width) - 1;
+  const StateLine<state_t, n> state{
+      static_cast<state_t*>(p.states) + line * p.state_line_stride + c * p.state_dim_stride,
+      p.state_tok_stride, p.state_dim_stride, vec.state};
+  const LinePlan plan = p.line_plan(row, L);
+  Window<kW, n> window;
+#pragma unroll
+  for (int k = 0; k < kT - 1; ++k)
+    if (k < H) state.load(plan.base + plan.live - H + k, window.v[k]);
+  store_front_line<state_t, scalar_t, kW, n>(state, window, H, plan, x, L);
+
+  const int64_t wl = p.windows_line(row);
+  state_t* const windows = wl < 0 ? nullptr
+                                  : static_cast<state_t*>(p.windows) + wl * p.window_line_stride +
+                                        c * p.window_dim_stride;
+  for (int64_t t = 0; t < L; ++t) {
+    float taps[kT][n];
+    int64_t v = t;
+#pragma unroll
+    for (int k = kT - 1; k >= 0; --k) {
+      if (k > H) continue;
+      if (k < H) v = v > 0 && tree ? parent[v] : v - 1;
+      if (v >= 0) {
+        x.load(v, taps[k]);
+      } else {
+#pragma unroll
+        for (int j = 0; j < kT - 1; ++j)
+          if (j == H + v)
+#pragma unroll
+            for (int i = 0; i < n; ++i) taps[k][i] = window.v[j][i];
+      }
+    }
+    float y[n];
+#pragma unroll
+    for (int i = 0; i < n; ++i) {
+      float acc = filter.b[i];
+#pragma unroll
+      for (int k = 0; k < kT; ++k)
+        if (k <= H) acc = fmaf(filter.w[k][i], taps[k][i], acc);
+      y[i] = p.silu ? silu(acc) : acc;
+    }
+    out.store(t, y);
+    if (windows != nullptr) {
+#pragma unroll
+      for (int k = 1; k < kT; ++k)
+        if (k <= H)
+          store_n<state_t, n>(
+              windows + t * p.window_step_stride + (k - 1) * p.window_col_stride,
+              p.window_dim_stride, false, taps[k]);
+    }
+  }
+  if (tree && p.parent_token.present() && c == 0)
+    for (int64_t t = 0; t < L; ++t) p.parent_token.set(row, t, parent[t]);
+}
+
 // Launches kernel (update_kernel or step_kernel, n channels per thread) over
 // one block per (row, kThreads * n channels).
 template <typename state_t, int kW, int n, typename Kernel>
@@ -221,6 +311,28 @@ bool vector_ok(const UpdateParams& p, int64_t n) {
   return p.x_dim_stride == 1 && p.out_dim_stride == 1 && p.dim % n == 0 &&
          p.x_batch_stride % n == 0 && p.out_batch_stride % n == 0 && tokens_aligned &&
          aligned16(p.x) && aligned16(p.out);
+}
+
+// The longest row a tree walk takes on CUDA: its parents live in shared memory.
+constexpr int64_t kMaxWalkTokens = 12288;
+
+template <typename scalar_t, typename state_t, int kW>
+void launch_walk(const UpdateParams& p, const LaunchTarget& target) {
+  const bool tree = p.next_token.present();
+  CC1D_CHECK_VALUE(!tree || p.seqlen <= kMaxWalkTokens,
+                   "causal_conv1d_update: retrieve_next_token with more than ",
+                   kMaxWalkTokens, " tokens per row is not supported on CUDA, got ", p.seqlen);
+  constexpr int n = sizeof(scalar_t) < 4 ? 4 / sizeof(scalar_t) : 1;
+  const bool vector = vector_ok(p, n);
+  const auto kernel = vector ? walk_kernel<scalar_t, state_t, kW, n>
+                             : walk_kernel<scalar_t, state_t, kW, 1>;
+  const int per_block = kThreads * (vector ? n : 1);
+  const dim3 grid(p.batch, (p.dim + per_block - 1) / per_block);
+  CC1D_CHECK(grid.y <= 65535, "causal_conv1d_update: dim too large for one grid");
+  const VecFlags vec =
+      vec_flags(p, kW, storage_bytes(p.weight_type), storage_bytes(p.bias_type), sizeof(state_t));
+  launch_kernel_shared(kernel, grid, dim3(kThreads), tree ? p.seqlen * sizeof(int32_t) : 0,
+                       target, p, vec);
 }
 
 // Bytes of x per thread of the front-aligned kernel: 8 (7-11% faster than 4 on
@@ -274,6 +386,7 @@ void launch_step(const UpdateParams& p, const LaunchTarget& target) {
 // and aligned for them, else one channel per thread.
 template <typename scalar_t, typename state_t, int kW>
 void launch(const UpdateParams& p, const LaunchTarget& target) {
+  if (p.walks_tokens()) return launch_walk<scalar_t, state_t, kW>(p, target);
   if (p.single_step()) return launch_step<scalar_t, state_t, kW>(p, target);
   constexpr int n = sizeof(scalar_t) < 4 ? 4 / sizeof(scalar_t) : 1;
   if (!vector_ok(p, n)) return launch_n<scalar_t, state_t, kW, 1>(p, target);

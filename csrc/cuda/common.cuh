@@ -484,9 +484,10 @@ inline LaunchTarget current_target() {
 // Launches kernel<<<grid, block, 0, stream>>>(args...), with PDL where the
 // device (sm_90+), the CUDA runtime (12.3+, which captures such launches into
 // graphs) and the process setting (set_pdl, CAUSAL_CONV1D_PDL) allow it.
+// With `shared` bytes of dynamic shared memory per block.
 template <typename... Params, typename... Args>
-void launch_kernel(void (*kernel)(Params...), dim3 grid, dim3 block, const LaunchTarget& target,
-                   Args&&... args) {
+void launch_kernel_shared(void (*kernel)(Params...), dim3 grid, dim3 block, size_t shared,
+                          const LaunchTarget& target, Args&&... args) {
 #if defined(CUDART_VERSION) && CUDART_VERSION >= 12030
   if (pdl_enabled() && device_attribute<cudaDevAttrComputeCapabilityMajor>(target.device) >= 9) {
     cudaLaunchAttribute attribute{};
@@ -495,7 +496,7 @@ void launch_kernel(void (*kernel)(Params...), dim3 grid, dim3 block, const Launc
     cudaLaunchConfig_t config{};
     config.gridDim = grid;
     config.blockDim = block;
-    config.dynamicSmemBytes = 0;
+    config.dynamicSmemBytes = shared;
     config.stream = target.stream;
     config.attrs = &attribute;
     config.numAttrs = 1;
@@ -503,8 +504,14 @@ void launch_kernel(void (*kernel)(Params...), dim3 grid, dim3 block, const Launc
     return;
   }
 #endif
-  kernel<<<grid, block, 0, target.stream>>>(std::forward<Args>(args)...);
+  kernel<<<grid, block, shared, target.stream>>>(std::forward<Args>(args)...);
   CAUSAL_CONV1D_CUDA_CHECK(cudaGetLastError());
+}
+
+template <typename... Params, typename... Args>
+void launch_kernel(void (*kernel)(Params...), dim3 grid, dim3 block, const LaunchTarget& target,
+                   Args&&... args) {
+  launch_kernel_shared(kernel, grid, block, 0, target, std::forward<Args>(args)...);
 }
 
 }  // namespace causal_conv1d::cuda

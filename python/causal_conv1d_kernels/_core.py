@@ -298,10 +298,16 @@ def _decode(
     max_query_len: int = -1,
     null_block_id: int | None = None,
     front_window: bool = False,
+    intermediate_conv_window=None,
+    intermediate_state_indices=None,
+    retrieve_next_token=None,
+    retrieve_next_sibling=None,
+    retrieve_parent_token=None,
 ) -> torch.Tensor:
     """One update op call writing into ``out``, named ``op`` in its errors.
 
-    ``validate`` and ``null_block_id`` as in :func:`_prefill`."""
+    ``validate`` and ``null_block_id`` as in :func:`_prefill`; the ``intermediate_*`` and
+    ``retrieve_*`` tensors are SGLang's tree verify (CONTRACT 1.6)."""
     silu = _silu(op, activation)
     _integer(op, "pad_slot_id", pad_slot_id)
     if null_block_id is None:
@@ -339,6 +345,11 @@ def _decode(
         max_query_len,
         null_block_id,
         front_window,
+        intermediate_conv_window,
+        intermediate_state_indices,
+        retrieve_next_token,
+        retrieve_next_sibling,
+        retrieve_parent_token,
     )
     return out
 

@@ -115,6 +115,11 @@ def _causal_conv1d_update_fake(
     max_query_len=-1,
     null_block_id=-1,
     front_window=False,
+    intermediate_conv_window=None,
+    intermediate_state_indices=None,
+    retrieve_next_token=None,
+    retrieve_next_sibling=None,
+    retrieve_parent_token=None,
 ):
     op = "causal_conv1d_update"
     varlen = query_start_loc is not None
@@ -129,6 +134,11 @@ def _causal_conv1d_update_fake(
         out=out,
         num_accepted_tokens=num_accepted_tokens,
         query_start_loc=query_start_loc,
+        intermediate_conv_window=intermediate_conv_window,
+        intermediate_state_indices=intermediate_state_indices,
+        retrieve_next_token=retrieve_next_token,
+        retrieve_next_sibling=retrieve_next_sibling,
+        retrieve_parent_token=retrieve_parent_token,
     )
     _check(
         op,

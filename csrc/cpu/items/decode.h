@@ -3,7 +3,8 @@
 // registers (Isa::update_step). Otherwise the window and the new tokens are
 // staged in fp32 first, so `out` may alias `x`; the state is then updated from
 // x, then outputs are written. vLLM's varlen and speculative rows follow
-// UpdateParams::line_plan.
+// UpdateParams::line_plan; SGLang's tree verify and per-token windows walk the
+// staged rows (walk_tokens).
 #pragma once
 
 #include "common.h"
@@ -53,6 +54,52 @@ void dao_line_step(const ConvParams& p, const CpuWeights& w, int64_t c0, int64_t
   }
 }
 
+// The outputs of a row whose tokens are walked one by one (UpdateParams::
+// walks_tokens: SGLang's tree verify, per-token windows). buf holds the
+// window's H rows then the L tokens, fp32, pitch apart: virtual token v (v < 0
+// the window's column H + v) is row H + v. Token t's taps are the rows of its
+// walk (t, parent(t), ... down to 0, then the window's columns from the last),
+// gathered where they are not consecutive; its windows get the last H of them.
+// After buf's rows the scratch has walk_scratch_rows(width, L) rows more.
+template <class Isa, typename scalar_t, typename state_t>
+void walk_tokens(const UpdateParams& p, const CpuWeights& w, int64_t row, int64_t c0, int64_t n,
+                 float* buf, int64_t pitch, int64_t L, scalar_t* out) {
+  const int64_t H = p.width - 1;
+  float* const taps = buf + (H + L) * pitch;  // width rows
+  int32_t* const parent = reinterpret_cast<int32_t*>(taps + p.width * pitch);  // L entries
+  p.parents(row, L, parent);
+  const int64_t wl = p.windows_line(row);
+  state_t* windows = wl < 0 ? nullptr
+                            : static_cast<state_t*>(p.windows) + wl * p.window_line_stride +
+                                  c0 * p.window_dim_stride;
+  const float* rows[kMaxWidth];
+  for (int64_t t = 0; t < L; ++t) {
+    int64_t v = t;
+    bool consecutive = true;
+    rows[H] = buf + (H + v) * pitch;
+    for (int64_t k = H - 1; k >= 0; --k) {
+      const int64_t next = v > 0 ? parent[v] : v - 1;
+      consecutive &= next == v - 1;
+      v = next;
+      rows[k] = buf + (H + v) * pitch;
+    }
+    const float* in = rows[0];
+    if (!consecutive) {
+      for (int64_t k = 0; k <= H; ++k) std::memcpy(taps + k * pitch, rows[k], n * sizeof(float));
+      in = taps;
+    }
+    for (int64_t cb = 0; cb < n; cb += kBlock)
+      Isa::conv_token(p, w, c0 + cb, min64(kBlock, n - cb), in + cb, pitch, 1,
+                      out + t * p.out_tok_stride + cb * p.out_dim_stride, p.out_dim_stride);
+    if (windows != nullptr)
+      for (int64_t k = 0; k < H; ++k)
+        copy_channels<Isa>(windows + t * p.window_step_stride + k * p.window_col_stride,
+                           p.window_dim_stride, rows[k + 1], 1, n);
+  }
+  if (p.parent_token.present() && c0 == 0)
+    for (int64_t t = 0; t < L; ++t) p.parent_token.set(row, t, parent[t]);
+}
+
 // All tokens of one batch row, channels [c0, c1).
 template <class Isa, typename scalar_t, typename state_t>
 void update_item(const UpdateParams& p, const CpuWeights& w, int64_t row, int64_t c0, int64_t c1,
@@ -78,7 +125,7 @@ void update_item(const UpdateParams& p, const CpuWeights& w, int64_t row, int64_
   const int64_t s_dim = p.state_dim_stride, s_tok = p.state_tok_stride;
   state_t* state = static_cast<state_t*>(p.states) + line * p.state_line_stride + c0 * s_dim;
   if (Isa::update_step(p, w, c0, n, x, state, out)) return;
-  if (L == 1 && p.width == 4 && s_tok == 1 && s_dim == S && x_dim == 1 && o_dim == 1 &&
+  if (!p.walks_tokens() && L == 1 && p.width == 4 && s_tok == 1 && s_dim == S && x_dim == 1 && o_dim == 1 &&
       (p.mode == StateMode::kShift || p.mode == StateMode::kFront) &&
       !p.query_start_loc.present() && S == p.linear_len() && (S == 3 || S == 4)) {
     S == 3 ? dao_line_step<Isa, 4, 3>(p, w, c0, n, x, state, out)
@@ -116,6 +163,8 @@ void update_item(const UpdateParams& p, const CpuWeights& w, int64_t row, int64_
     }
   }
 
+  if (p.walks_tokens())
+    return walk_tokens<Isa, scalar_t, state_t>(p, w, row, c0, n, buf, pitch, L, out);
   for (int64_t t = 0; t < L; ++t)
     for (int64_t cb = 0; cb < n; cb += kBlock)
       Isa::conv_token(p, w, c0 + cb, min64(kBlock, n - cb), buf + t * pitch + cb, pitch, 1,

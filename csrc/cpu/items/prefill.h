@@ -5,7 +5,8 @@
 // one; every other output reads its taps (the halo included) from x. Inside an
 // item, blocks of kTokens tokens x kBlock channels: the SIMD ISAs walk each
 // cache line of channels down the block's tokens with the taps and the window
-// in registers. vLLM's front-aligned lines: ConvParams::front_window.
+// in registers. vLLM's front-aligned lines: ConvParams::front_window. In place
+// (out == x, SGLang's CUDA API): fwd_item_in_place.
 #pragma once
 
 #include "common.h"
@@ -13,10 +14,76 @@
 namespace causal_conv1d::cpu {
 namespace {
 
-// Outputs of tokens [t0, t1) of one sequence, channels [c0, c1).
+// The whole of one sequence, channels [c0, c1), with out == x: the window
+// before the sequence is staged and the new state written before any output;
+// then chunks from the last to the first, each staged (with the width-1
+// tokens before it, still inputs: the chunks before it are not written yet)
+// in fp32 before its outputs overwrite it.
+template <class Isa, typename scalar_t, typename state_t>
+void fwd_item_in_place(const FwdParams& p, const CpuWeights& w, int64_t seq, int64_t c0,
+                       int64_t c1, float* scratch) {
+  int64_t begin, end;
+  p.token_range(seq, begin, end);
+  const int64_t len = end - begin, n = c1 - c0, pitch = scratch_pitch(n);
+  const int64_t x_dim = p.x_dim_stride, x_tok = p.x_tok_stride;
+  scalar_t* x = static_cast<scalar_t*>(p.out) + begin * x_tok + c0 * x_dim;
+  const int64_t line = p.cache_indices.present() ? p.cache_indices[seq] : seq;
+  if (p.is_padding(line)) {
+    for (int64_t t = 0; t < len; ++t) fill_channels<Isa>(x + t * x_tok, x_dim, n);
+    return;
+  }
+  const int64_t H = p.width - 1, S = p.linear_len();
+  const int64_t s_dim = p.state_dim_stride, s_tok = p.state_tok_stride;
+  state_t* state = p.states == nullptr
+                       ? nullptr
+                       : static_cast<state_t*>(p.states) + line * p.state_line_stride + c0 * s_dim;
+  const bool init = state != nullptr && p.has_initial_state != nullptr &&
+                    p.has_initial_state[seq * p.has_initial_state_stride];
+  float* const before = scratch;             // H rows: the window before the sequence
+  float* const rows = scratch + H * pitch;   // H + kInPlaceChunk rows: a chunk and its halo
+  for (int64_t k = 0; k < H; ++k) {
+    if (init) {
+      copy_channels<Isa>(before + k * pitch, 1, state + (S - H + k) * s_tok, s_dim, n);
+    } else {
+      fill_channels<Isa>(before + k * pitch, 1, n);
+    }
+  }
+  if (state != nullptr) {
+    // The last S columns of cat(old or zeros, tokens), from inputs not yet overwritten.
+    for (int64_t j = 0; j < S; ++j) {
+      const int64_t src = len - S + j;
+      if (src >= 0) {
+        copy_channels<Isa>(state + j * s_tok, s_dim, x + src * x_tok, x_dim, n);
+      } else if (init) {
+        copy_channels<Isa>(state + j * s_tok, s_dim, state + (j + len) * s_tok, s_dim, n);
+      } else {
+        fill_channels<Isa>(state + j * s_tok, s_dim, n);
+      }
+    }
+  }
+  for (int64_t t1 = len; t1 > 0; t1 -= kInPlaceChunk) {
+    const int64_t t0 = max64(0, t1 - kInPlaceChunk);
+    for (int64_t t = t0 - H; t < t1; ++t) {
+      float* row = rows + (t - t0 + H) * pitch;
+      if (t >= 0) {
+        copy_channels<Isa>(row, 1, x + t * x_tok, x_dim, n);
+      } else {
+        std::memcpy(row, before + (H + t) * pitch, n * sizeof(float));
+      }
+    }
+    for (int64_t t = t0; t < t1; ++t)
+      for (int64_t cb = 0; cb < n; cb += kBlock)
+        Isa::conv_token(p, w, c0 + cb, min64(kBlock, n - cb), rows + (t - t0) * pitch + cb, pitch,
+                        1, x + t * x_tok + cb * x_dim, x_dim);
+  }
+}
+
+// Outputs of tokens [t0, t1) of one sequence, channels [c0, c1) (in place:
+// the whole sequence, fwd_item_in_place).
 template <class Isa, typename scalar_t, typename state_t>
 void fwd_item(const FwdParams& p, const CpuWeights& w, int64_t seq, int64_t t0, int64_t t1,
               int64_t c0, int64_t c1, float* scratch) {
+  if (p.in_place()) return fwd_item_in_place<Isa, scalar_t, state_t>(p, w, seq, c0, c1, scratch);
   int64_t begin, end;
   p.token_range(seq, begin, end);
   const int64_t len = end - begin, n = c1 - c0, pitch = scratch_pitch(n);

@@ -258,3 +258,95 @@ def dao_fn_ref(
     if seq_idx is not None:
         y = y * (seq_idx >= 0)[:, None, :]
     return y, full[:, :, seqlen : seqlen + hist]
+
+
+def sglang_tree_parents(next_token, next_sibling, n: int) -> list:
+    """The parent of each of a row's n draft tokens, as SGLang's tree verify derives them
+    (CONTRACT 1.6): token 0 is the root (parent 0); in token order, t's first child
+    ``next_token[t]`` gets parent t and t's next sibling ``next_sibling[t]`` gets t's parent.
+    Links that are not to a later token of the row are ignored. Without links: a chain."""
+    if next_token is None:
+        return [t - 1 for t in range(n)]
+    parent = [0] * n
+    for t in range(n):
+        child = int(next_token[t])
+        if t < child < n:
+            parent[child] = t
+        if next_sibling is not None:
+            sibling = int(next_sibling[t])
+            if t < sibling < n:
+                parent[sibling] = parent[t]
+    return parent
+
+
+def sglang_update_ref(
+    x: torch.Tensor,
+    conv_state: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    activation: Activation = None,
+    conv_state_indices: torch.Tensor | None = None,
+    num_accept_tokens: torch.Tensor | None = None,
+    intermediate_conv_window: torch.Tensor | None = None,
+    intermediate_state_indices: torch.Tensor | None = None,
+    retrieve_next_token: torch.Tensor | None = None,
+    retrieve_next_sibling: torch.Tensor | None = None,
+    retrieve_parent_token: torch.Tensor | None = None,
+    pad_slot_id: int = PAD_SLOT_ID,
+):
+    """Reference of :func:`causal_conv1d_kernels.sglang.triton.causal_conv1d_update` (SGLang's
+    Triton decode with tree verify, CONTRACT 1.6). Returns ``(out, new_conv_state, windows,
+    parents)``: copies of the intermediate windows and the parent table holding what the call
+    must leave there (None where not given). Token t of row b convolves the taps of its walk:
+    t, parent(t), ... 0, then the window's columns from the last."""
+    silu = _silu("sglang_update_ref", activation)
+    width = weight.shape[1]
+    hist = width - 1
+    x3 = x.unsqueeze(-1) if x.dim() == 2 else x
+    batch, _, n = x3.shape
+    out = torch.zeros(x3.shape, dtype=torch.float64, device=x.device)
+    new_state = conv_state.clone()
+    windows = None if intermediate_conv_window is None else intermediate_conv_window.clone()
+    parents = None if retrieve_parent_token is None else retrieve_parent_token.clone()
+    w = weight.double()
+    for b in range(batch):
+        line = int(conv_state_indices[b]) if conv_state_indices is not None else b
+        if _is_padding(line, pad_slot_id, conv_state) or n == 0:
+            continue
+        state = conv_state[line]
+        o = 0 if num_accept_tokens is None else int(num_accept_tokens[b]) - 1
+        window = state[:, o : o + hist]
+        full = torch.cat([window, x3[b].to(state.dtype)], dim=1)
+        if num_accept_tokens is None:
+            new_state[line, :, :hist] = full[:, full.shape[1] - hist :]
+        else:
+            new_state[line, :, : hist - 1 + n] = full[:, 1:]
+        rows = torch.cat([window.double(), x3[b].double()], dim=1)  # virtual token v: column H + v
+        tree = retrieve_next_token is not None
+        parent = sglang_tree_parents(
+            retrieve_next_token[b] if tree else None,
+            retrieve_next_sibling[b] if tree and retrieve_next_sibling is not None else None,
+            n,
+        )
+        wl = -1
+        if windows is not None:
+            wl = int(intermediate_state_indices[b]) if intermediate_state_indices is not None else b
+            wl = wl if 0 <= wl < windows.shape[0] else -1
+        for t in range(n):
+            walk = [t]
+            for _ in range(hist):
+                v = walk[-1]
+                walk.append(parent[v] if v > 0 else v - 1)
+            taps = torch.stack([rows[:, hist + v] for v in reversed(walk)], dim=1)  # (dim, width)
+            y = (w * taps).sum(dim=1)
+            if bias is not None:
+                y = y + bias.double()
+            out[b, :, t] = y * torch.sigmoid(y) if silu else y
+            if wl >= 0:
+                windows[wl, t, :, :hist] = taps[:, 1:].to(windows.dtype)
+        if parents is not None and tree:
+            parents[b, :n] = torch.tensor(parent, dtype=parents.dtype)
+    out = out.to(x.dtype)
+    if x.dim() == 2:
+        out = out.squeeze(-1)
+    return out, new_state, windows, parents
