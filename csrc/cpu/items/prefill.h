@@ -25,6 +25,7 @@ void fwd_item_in_place(const FwdParams& p, const CpuWeights& w, int64_t seq, int
   int64_t begin, end;
   p.token_range(seq, begin, end);
   const int64_t len = end - begin, n = c1 - c0, pitch = scratch_pitch(n);
+  if (len == 0) return;  // no tokens: the line is left alone, as out of place
   const int64_t x_dim = p.x_dim_stride, x_tok = p.x_tok_stride;
   scalar_t* x = static_cast<scalar_t*>(p.out) + begin * x_tok + c0 * x_dim;
   const int64_t line = p.cache_indices.present() ? p.cache_indices[seq] : seq;
