@@ -363,3 +363,111 @@ def test_dao_fn_matches_reference(config):
     for a, e, t in zip(got, expected, live):
         scale = e.abs().max().item() + 1e-30
         torch.testing.assert_close(a.double(), e, atol=tol[t.dtype] * scale, rtol=tol[t.dtype])
+
+
+# ---- The SGLang dialect (CONTRACT 1.6): tree verify with any links, in-place prefill ----
+
+
+def distinct_or_outside(draw, size, outside, batch):
+    values = draw(st.permutations(range(size)))[:batch]
+    swap = draw(st.lists(st.sampled_from([None, *outside]), min_size=batch, max_size=batch))
+    return [v if o is None else o for v, o in zip(values, swap)]
+
+
+@st.composite
+def sglang_tree_configs(draw):
+    n = draw(st.integers(1, 8))
+    batch = draw(st.integers(0, 5))
+    links = st.lists(
+        st.one_of(st.integers(-1, n), st.integers(-(2**40), 2**40)), min_size=n, max_size=n
+    )
+    return dict(
+        width=draw(st.integers(2, 8)),
+        mix=draw(st.sampled_from(DTYPE_MIXES)),
+        dim=draw(st.one_of(st.integers(1, 40), st.integers(41, 300))),
+        n=n,
+        batch=batch,
+        kind=draw(st.sampled_from(["chain", "star", "binary", "random", "garbage", "none"])),
+        garbage=[(draw(links), draw(links)) for _ in range(batch)],
+        spec=draw(st.booleans()),
+        windows=draw(st.sampled_from(["dense", "transposed", None])),
+        index_dtype=draw(st.sampled_from([torch.int32, torch.int64])),
+        # Distinct lines (rows sharing a line race, in any implementation), some of them
+        # padding or outside the cache / the windows.
+        lines=distinct_or_outside(draw, 9, [-1, -3, 9, 2**31 - 1], batch),
+        window_lines=distinct_or_outside(draw, 7, [-2, 7, 100], batch),
+        state_layout=draw(st.sampled_from(LAYOUTS)),
+        seed=draw(st.integers(0, 2**31 - 1)),
+    )
+
+
+@pytest.mark.parametrize("device", devices())
+@FUZZ
+@given(config=sglang_tree_configs())
+def test_sglang_tree_update_matches_reference(device, config):
+    import test_sglang as sg
+
+    c = config
+    tree = c["kind"] != "none"
+    kw = sg.tree_case(
+        c["width"], c["mix"], device, n=c["n"], kind="random" if c["kind"] == "garbage" else c["kind"] if tree else "chain",
+        batch=max(c["batch"], 2), dim=c["dim"], spec=c["spec"], windows=c["windows"], tree=tree,
+        index_dtype=c["index_dtype"], state_layout=c["state_layout"], seed=c["seed"],
+    )  # fmt: skip
+    batch = c["batch"]
+    for name, v in kw.items():  # trim the batch (0 rows allowed)
+        if name in ("x", "conv_state_indices", "num_accept_tokens", "intermediate_state_indices"):
+            kw[name] = v[:batch] if v is not None else v
+        elif name.startswith("retrieve"):
+            kw[name] = v[:batch]
+    kw["conv_state_indices"] = torch.tensor(c["lines"], dtype=c["index_dtype"], device=device)
+    if c["windows"] is not None:
+        kw["intermediate_state_indices"] = torch.tensor(
+            c["window_lines"], dtype=torch.int32, device=device
+        )
+    if tree and c["kind"] == "garbage":
+        kw["retrieve_next_token"] = torch.tensor(
+            [g[0] for g in c["garbage"]], dtype=torch.int64, device=device
+        ).reshape(batch, c["n"])
+        kw["retrieve_next_sibling"] = torch.tensor(
+            [g[1] for g in c["garbage"]], dtype=torch.int64, device=device
+        ).reshape(batch, c["n"])
+    sg.check_tree_call(kw)
+
+
+@st.composite
+def sglang_prefill_configs(draw):
+    lengths = draw(st.lists(LENGTHS, min_size=1, max_size=6))
+    return dict(
+        width=draw(st.integers(2, 8)),
+        mix=draw(st.sampled_from(DTYPE_MIXES)),
+        dim=draw(st.one_of(st.integers(1, 40), st.integers(41, 300))),
+        lengths=lengths,
+        x_layout=draw(st.sampled_from(LAYOUTS)),
+        seed=draw(st.integers(0, 2**31 - 1)),
+    )
+
+
+@pytest.mark.parametrize("device", devices())
+@FUZZ
+@given(config=sglang_prefill_configs())
+def test_sglang_in_place_prefill_matches_reference(device, config):
+    import test_sglang as sg
+
+    from causal_conv1d_kernels.sglang import jit
+    from causal_conv1d_kernels.testing.reference import vllm_fn_ref
+
+    c = config
+    kw = sg.prefill_case(
+        c["width"], c["mix"], device, c["lengths"], c["x_layout"], seed=c["seed"], dim=c["dim"],
+        lines=len(c["lengths"]) + 2,
+    )  # fmt: skip
+    out_ref, states_ref = vllm_fn_ref(
+        **{k: v.clone() for k, v in kw.items()}, activation=True, null_block_id=None
+    )
+    jit.causal_conv1d_fwd(
+        kw["x"], kw["weight"], kw["bias"], kw["conv_states"], kw["query_start_loc"],
+        kw["cache_indices"], kw["has_initial_state"], True, -1,
+    )  # fmt: skip
+    assert_close(kw["x"], out_ref)
+    assert torch.equal(kw["conv_states"], states_ref)

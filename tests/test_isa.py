@@ -24,6 +24,8 @@ SUITE = [
     "tests/test_fwd.py",
     "tests/test_update.py",
     "tests/test_vllm.py",
+    "tests/test_sglang.py",
+    "tests/test_sglang_engine_calls.py",
     "tests/test_dao.py",
     "tests/test_safety.py",
     "tests/test_hostile.py",
