@@ -25,7 +25,9 @@ SUBCOMMANDS = {
     "cpu-scaling": ("cpu_scaling", "CPU kernels at several thread counts, SiLU on and off"),
     "dao-layouts": ("dao_decode_layouts", "CPU decode through the Dao dialect per state layout"),
     "profile": ("profile_cuda", "chosen GPU cases run twice each, for ncu to capture"),
+    "sglang": ("bench_sglang", "SGLang's conv calls beside SGLang 0.5.23's JIT and Triton kernels"),
     "sglang-peer": ("sglang_peer", "build SGLang's CPU kernel from vLLM 0.33's sdist (a peer)"),
+    "sglang-cuda-peer": ("sglang_cuda_peer", "build SGLang 0.5.23's JIT CUDA and Triton kernels"),
     "report": ("report", "docs/PERFORMANCE.md from the committed results"),
 }
 

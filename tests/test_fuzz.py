@@ -410,10 +410,20 @@ def test_sglang_tree_update_matches_reference(device, config):
     c = config
     tree = c["kind"] != "none"
     kw = sg.tree_case(
-        c["width"], c["mix"], device, n=c["n"], kind="random" if c["kind"] == "garbage" else c["kind"] if tree else "chain",
-        batch=max(c["batch"], 2), dim=c["dim"], spec=c["spec"], windows=c["windows"], tree=tree,
-        index_dtype=c["index_dtype"], state_layout=c["state_layout"], seed=c["seed"],
-    )  # fmt: skip
+        c["width"],
+        c["mix"],
+        device,
+        n=c["n"],
+        kind="random" if c["kind"] == "garbage" else c["kind"] if tree else "chain",
+        batch=max(c["batch"], 2),
+        dim=c["dim"],
+        spec=c["spec"],
+        windows=c["windows"],
+        tree=tree,
+        index_dtype=c["index_dtype"],
+        state_layout=c["state_layout"],
+        seed=c["seed"],
+    )
     batch = c["batch"]
     for name, v in kw.items():  # trim the batch (0 rows allowed)
         if name in ("x", "conv_state_indices", "num_accept_tokens", "intermediate_state_indices"):
@@ -453,21 +463,33 @@ def sglang_prefill_configs(draw):
 @given(config=sglang_prefill_configs())
 def test_sglang_in_place_prefill_matches_reference(device, config):
     import test_sglang as sg
-
     from causal_conv1d_kernels.sglang import jit
     from causal_conv1d_kernels.testing.reference import vllm_fn_ref
 
     c = config
     kw = sg.prefill_case(
-        c["width"], c["mix"], device, c["lengths"], c["x_layout"], seed=c["seed"], dim=c["dim"],
+        c["width"],
+        c["mix"],
+        device,
+        c["lengths"],
+        c["x_layout"],
+        seed=c["seed"],
+        dim=c["dim"],
         lines=len(c["lengths"]) + 2,
-    )  # fmt: skip
+    )
     out_ref, states_ref = vllm_fn_ref(
         **{k: v.clone() for k, v in kw.items()}, activation=True, null_block_id=None
     )
     jit.causal_conv1d_fwd(
-        kw["x"], kw["weight"], kw["bias"], kw["conv_states"], kw["query_start_loc"],
-        kw["cache_indices"], kw["has_initial_state"], True, -1,
-    )  # fmt: skip
+        kw["x"],
+        kw["weight"],
+        kw["bias"],
+        kw["conv_states"],
+        kw["query_start_loc"],
+        kw["cache_indices"],
+        kw["has_initial_state"],
+        True,
+        -1,
+    )
     assert_close(kw["x"], out_ref)
     assert torch.equal(kw["conv_states"], states_ref)

@@ -38,7 +38,12 @@ def test_schemas_annotate_writes():
     fwd_out = torch.ops.causal_conv1d.causal_conv1d_fwd_out.default._schema
     assert written(fwd) == ["conv_states"]
     assert written(fwd_out) == ["conv_states", "out"]
-    assert written(upd) == ["conv_state", "out", "intermediate_conv_window", "retrieve_parent_token"]
+    assert written(upd) == [
+        "conv_state",
+        "out",
+        "intermediate_conv_window",
+        "retrieve_parent_token",
+    ]
 
 
 @pytest.mark.parametrize("device", devices())

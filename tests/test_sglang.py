@@ -1,7 +1,8 @@
 """The SGLang dialect (CONTRACT 1.6): its three APIs against float64 references written from
 SGLang 0.5.23's definitions (testing/reference.py), the EAGLE tree verify on trees of every
 shape up to 8 draft tokens, the per-token windows, the in-place prefill, the CPU API's packed
-weights, bad input, opcheck and torch.compile. The engine's own calls: test_sglang_engine_calls.py."""
+weights, bad input, opcheck and torch.compile. The engine's own calls:
+test_sglang_engine_calls.py."""
 
 from __future__ import annotations
 
@@ -9,8 +10,6 @@ import random
 
 import pytest
 import torch
-from helpers import DTYPE_MIXES, WIDTHS, assert_close, cumulative, devices, mix_id, needs_cuda, rand
-
 from causal_conv1d_kernels import sglang
 from causal_conv1d_kernels.sglang import cpu, jit, triton
 from causal_conv1d_kernels.testing.reference import (
@@ -19,6 +18,7 @@ from causal_conv1d_kernels.testing.reference import (
     sglang_update_ref,
     vllm_fn_ref,
 )
+from helpers import DTYPE_MIXES, WIDTHS, assert_close, cumulative, devices, mix_id, needs_cuda, rand
 
 BF16, F32 = torch.bfloat16, torch.float32
 
@@ -109,9 +109,7 @@ def tree_case(
             sib.append(b)
         kw["retrieve_next_token"] = torch.tensor(nxt, dtype=index_dtype, device=device)
         kw["retrieve_next_sibling"] = torch.tensor(sib, dtype=index_dtype, device=device)
-        kw["retrieve_parent_token"] = torch.full(
-            (batch, n), 77, dtype=index_dtype, device=device
-        )
+        kw["retrieve_parent_token"] = torch.full((batch, n), 77, dtype=index_dtype, device=device)
     return kw
 
 
@@ -240,7 +238,9 @@ def test_tree_links_longer_buffers(device):
         big = torch.full((batch + 3, n + 4), -1, dtype=torch.int32, device=device)
         big[:batch, :n] = kw[name]
         kw[name] = big
-    kw["retrieve_parent_token"] = torch.full((batch + 3, n + 4), 5, dtype=torch.int32, device=device)
+    kw["retrieve_parent_token"] = torch.full(
+        (batch + 3, n + 4), 5, dtype=torch.int32, device=device
+    )
     check_tree_call(kw)
     assert (kw["retrieve_parent_token"][batch:] == 5).all()
     assert (kw["retrieve_parent_token"][:, n:] == 5).all()
@@ -280,7 +280,9 @@ def test_jit_fwd_in_place(device, width, lengths, x_layout):
     out_ref, states_ref = vllm_fn_ref(**ref_kw, activation=True, null_block_id=None)
     x = kw["x"]
     args = [kw[k] for k in ("x", "weight", "bias", "conv_states", "query_start_loc")]
-    assert jit.causal_conv1d_fwd(*args, kw["cache_indices"], kw["has_initial_state"], True, -1) is None
+    assert (
+        jit.causal_conv1d_fwd(*args, kw["cache_indices"], kw["has_initial_state"], True, -1) is None
+    )
     assert_close(x, out_ref)
     assert torch.equal(kw["conv_states"], states_ref)
 
@@ -312,7 +314,9 @@ def test_wrapper_paths(device):
     """SGLang's model-facing wrapper: a strided x with seq_lens_cpu gets a new output (its
     Triton path), a contiguous x is written in place (its JIT path); decode in place."""
     for strided in (False, True):
-        kw = prefill_case(4, (BF16, BF16, BF16), device, [3, 9, 1], "channel_last" if strided else "contiguous")
+        kw = prefill_case(
+            4, (BF16, BF16, BF16), device, [3, 9, 1], "channel_last" if strided else "contiguous"
+        )
         ref_kw = {k: v.clone() for k, v in kw.items()}
         out_ref, states_ref = vllm_fn_ref(**ref_kw, activation="silu", null_block_id=None)
         x_before = kw["x"].clone()
@@ -327,7 +331,9 @@ def test_wrapper_paths(device):
     state = torch.randn(6, 32, 3, dtype=BF16, device=device)
     w = torch.randn(32, 4, dtype=BF16, device=device)
     idx = torch.tensor([4, -1, 0, 2], dtype=torch.int64, device=device)
-    out_ref, state_ref = causal_conv1d_update_ref(x.clone(), state.clone(), w, None, None, None, idx)
+    out_ref, state_ref = causal_conv1d_update_ref(
+        x.clone(), state.clone(), w, None, None, None, idx
+    )
     assert sglang.causal_conv1d_update(x, state, w, conv_state_indices=idx) is x
     assert_close(x, out_ref)
     assert torch.equal(state, state_ref)
@@ -418,24 +424,79 @@ def test_bad_tree_arguments_are_named(device):
             assert w in str(info.value)
         assert torch.equal(kw["conv_state"], state)
 
-    rejects(ValueError, ["retrieve_next_token", "(5, 4)"], retrieve_next_token=base["retrieve_next_token"][:, :3])
-    rejects(TypeError, ["retrieve_next_sibling", "int32 or int64"], retrieve_next_sibling=base["retrieve_next_sibling"].float())
-    rejects(ValueError, ["retrieve_next_sibling needs retrieve_next_token"], retrieve_next_token=None, retrieve_parent_token=None)
-    rejects(ValueError, ["intermediate_conv_window", "dim=40"], intermediate_conv_window=base["intermediate_conv_window"][:, :, :8])
-    rejects(ValueError, ["intermediate_conv_window", "steps >= 4"], intermediate_conv_window=base["intermediate_conv_window"][:, :2])
-    rejects(TypeError, ["intermediate_conv_window", "conv_state's dtype"], intermediate_conv_window=base["intermediate_conv_window"].float())
-    rejects(ValueError, ["intermediate_state_indices"], intermediate_state_indices=base["intermediate_state_indices"][:2])
+    rejects(
+        ValueError,
+        ["retrieve_next_token", "(5, 4)"],
+        retrieve_next_token=base["retrieve_next_token"][:, :3],
+    )
+    rejects(
+        TypeError,
+        ["retrieve_next_sibling", "int32 or int64"],
+        retrieve_next_sibling=base["retrieve_next_sibling"].float(),
+    )
+    rejects(
+        ValueError,
+        ["retrieve_next_sibling needs retrieve_next_token"],
+        retrieve_next_token=None,
+        retrieve_parent_token=None,
+    )
+    rejects(
+        ValueError,
+        ["intermediate_conv_window", "dim=40"],
+        intermediate_conv_window=base["intermediate_conv_window"][:, :, :8],
+    )
+    rejects(
+        ValueError,
+        ["intermediate_conv_window", "steps >= 4"],
+        intermediate_conv_window=base["intermediate_conv_window"][:, :2],
+    )
+    rejects(
+        TypeError,
+        ["intermediate_conv_window", "conv_state's dtype"],
+        intermediate_conv_window=base["intermediate_conv_window"].float(),
+    )
+    rejects(
+        ValueError,
+        ["intermediate_state_indices"],
+        intermediate_state_indices=base["intermediate_state_indices"][:2],
+    )
     rejects(TypeError, ["retrieve_next_token", "torch.Tensor"], retrieve_next_token=[1, 2])
     x = base["x"]
     with pytest.raises(ValueError, match="out must not be x"):
         torch.ops.causal_conv1d.causal_conv1d_update(
-            x, base["conv_state"], base["weight"], None, True, None, None, -1, x,
-            None, None, -1, -1, True, base["intermediate_conv_window"],
+            x,
+            base["conv_state"],
+            base["weight"],
+            None,
+            True,
+            None,
+            None,
+            -1,
+            x,
+            None,
+            None,
+            -1,
+            -1,
+            True,
+            base["intermediate_conv_window"],
         )
     with pytest.raises(ValueError, match="front-aligned"):
         torch.ops.causal_conv1d.causal_conv1d_update(
-            x, base["conv_state"], base["weight"], None, True, None, None, -1, torch.empty_like(x),
-            None, None, -1, -1, False, base["intermediate_conv_window"],
+            x,
+            base["conv_state"],
+            base["weight"],
+            None,
+            True,
+            None,
+            None,
+            -1,
+            torch.empty_like(x),
+            None,
+            None,
+            -1,
+            -1,
+            False,
+            base["intermediate_conv_window"],
         )
 
 
@@ -446,10 +507,23 @@ def test_in_place_prefill_refuses_partial_overlap(device):
     other = x.as_strided(x.shape, (1, x.shape[0]))  # x's memory, transposed in place
     with pytest.raises(ValueError, match="out may be x itself"):
         torch.ops.causal_conv1d.causal_conv1d_fwd_out(
-            x, kw["weight"], None, None, kw["query_start_loc"], None, None, True, -1, other, -1, True
+            x,
+            kw["weight"],
+            None,
+            None,
+            kw["query_start_loc"],
+            None,
+            None,
+            True,
+            -1,
+            other,
+            -1,
+            True,
         )
     with pytest.raises(ValueError):
-        jit.causal_conv1d_fwd(x.t(), kw["weight"], None, None, kw["query_start_loc"], None, None, True, -1)
+        jit.causal_conv1d_fwd(
+            x.t(), kw["weight"], None, None, kw["query_start_loc"], None, None, True, -1
+        )
 
 
 # ---- opcheck, torch.compile, CUDA graphs ----
@@ -461,9 +535,25 @@ def test_opcheck_tree_update(device):
     kw["intermediate_conv_window"] = kw["intermediate_conv_window"].float()
     out = torch.empty_like(kw["x"])
     args = (
-        kw["x"], kw["conv_state"], kw["weight"], kw["bias"], True, None, kw["conv_state_indices"], -1,
-        out, None, None, -1, -1, True, kw["intermediate_conv_window"], kw["intermediate_state_indices"],
-        kw["retrieve_next_token"], kw["retrieve_next_sibling"], kw["retrieve_parent_token"],
+        kw["x"],
+        kw["conv_state"],
+        kw["weight"],
+        kw["bias"],
+        True,
+        None,
+        kw["conv_state_indices"],
+        -1,
+        out,
+        None,
+        None,
+        -1,
+        -1,
+        True,
+        kw["intermediate_conv_window"],
+        kw["intermediate_state_indices"],
+        kw["retrieve_next_token"],
+        kw["retrieve_next_sibling"],
+        kw["retrieve_parent_token"],
     )
     torch.library.opcheck(torch.ops.causal_conv1d.causal_conv1d_update.default, args)
 
@@ -488,13 +578,17 @@ def test_cuda_graph_tree_verify(kind):
     """Captured once, replayed on new data (the engine's verify step)."""
     kw = tree_case(4, (BF16, BF16, BF16), "cuda", n=8, kind=kind, batch=6, dim=256)
     static = {k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in kw.items()}
-    triton.causal_conv1d_update(**{k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in static.items()})
+    triton.causal_conv1d_update(
+        **{k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in static.items()}
+    )
     torch.cuda.synchronize()
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         out = triton.causal_conv1d_update(**static)
     for seed in range(3):
-        fresh = tree_case(4, (BF16, BF16, BF16), "cuda", n=8, kind=kind, batch=6, dim=256, seed=seed + 10)
+        fresh = tree_case(
+            4, (BF16, BF16, BF16), "cuda", n=8, kind=kind, batch=6, dim=256, seed=seed + 10
+        )
         for k, v in fresh.items():
             if isinstance(v, torch.Tensor):
                 static[k].copy_(v)
@@ -512,7 +606,11 @@ def test_cuda_graph_tree_verify(kind):
 def test_cuda_graph_in_place_prefill():
     kw = prefill_case(4, (BF16, BF16, BF16), "cuda", [100, 3, 0, 300], dim=256)
     static = {k: v.clone() for k, v in kw.items()}
-    args = lambda d: (d["x"], d["weight"], d["bias"], d["conv_states"], d["query_start_loc"], d["cache_indices"], d["has_initial_state"], True, -1)  # noqa: E731
+
+    def args(d):
+        names = ("x", "weight", "bias", "conv_states", "query_start_loc", "cache_indices")
+        return (*(d[k] for k in names), d["has_initial_state"], True, -1)
+
     jit.causal_conv1d_fwd(*args({k: v.clone() for k, v in static.items()}))
     torch.cuda.synchronize()
     graph = torch.cuda.CUDAGraph()
@@ -521,7 +619,9 @@ def test_cuda_graph_in_place_prefill():
     fresh = prefill_case(4, (BF16, BF16, BF16), "cuda", [100, 3, 0, 300], dim=256, seed=7)
     for k, v in fresh.items():
         static[k].copy_(v)
-    out_ref, states_ref = vllm_fn_ref(**{k: v.clone() for k, v in static.items()}, activation=True, null_block_id=None)
+    out_ref, states_ref = vllm_fn_ref(
+        **{k: v.clone() for k, v in static.items()}, activation=True, null_block_id=None
+    )
     graph.replay()
     torch.cuda.synchronize()
     assert_close(static["x"], out_ref)

@@ -17,9 +17,6 @@ import random
 
 import pytest
 import torch
-from helpers import assert_close, cumulative, needs_cuda
-from test_sglang import tree_links, tree_parents
-
 from causal_conv1d_kernels import sglang
 from causal_conv1d_kernels.sglang import cpu, triton
 from causal_conv1d_kernels.testing.reference import (
@@ -27,6 +24,8 @@ from causal_conv1d_kernels.testing.reference import (
     sglang_update_ref,
     vllm_fn_ref,
 )
+from helpers import assert_close, cumulative, needs_cuda
+from test_sglang import tree_links, tree_parents
 
 BF16, F32 = torch.bfloat16, torch.float32
 K = 4  # conv width of every model here but LFM2
@@ -96,10 +95,16 @@ def site_m1(device, seed=0):
 
     def call(t):
         return triton.causal_conv1d_fn(
-            x_of(t), t["w"], t["b"], activation="silu", conv_states=t["conv"],
-            has_initial_state=t["prefix_lens"] > 0, cache_indices=t["idx"],
-            query_start_loc=t["qsl"], seq_lens_cpu=list(LENGTHS),
-        ).transpose(0, 1)[: sum(LENGTHS)]  # fmt: skip
+            x_of(t),
+            t["w"],
+            t["b"],
+            activation="silu",
+            conv_states=t["conv"],
+            has_initial_state=t["prefix_lens"] > 0,
+            cache_indices=t["idx"],
+            query_start_loc=t["qsl"],
+            seq_lens_cpu=list(LENGTHS),
+        ).transpose(0, 1)[: sum(LENGTHS)]
 
     def expect(c):
         out, states = prefill_expect(c, x_of(c), c["conv"])
@@ -116,10 +121,16 @@ def site_m1_falcon(device, seed=0):
 
     def call(t):
         return sglang.causal_conv1d_fn(
-            t["proj"][:, off : off + dim].transpose(0, 1), t["w"], t["b"], activation="silu",
-            conv_states=t["conv"], has_initial_state=t["prefix_lens"] > 0,
-            cache_indices=t["idx"], query_start_loc=t["qsl"], seq_lens_cpu=list(LENGTHS),
-        ).transpose(0, 1)[: sum(LENGTHS)]  # fmt: skip
+            t["proj"][:, off : off + dim].transpose(0, 1),
+            t["w"],
+            t["b"],
+            activation="silu",
+            conv_states=t["conv"],
+            has_initial_state=t["prefix_lens"] > 0,
+            cache_indices=t["idx"],
+            query_start_loc=t["qsl"],
+            seq_lens_cpu=list(LENGTHS),
+        ).transpose(0, 1)[: sum(LENGTHS)]
 
     return t, call, expect
 
@@ -139,10 +150,17 @@ def site_g3(device, seed=0, block_table=False):
     def call(t):
         kwargs = {"block_table": t["blocks"]} if block_table else {}
         return sglang.causal_conv1d_fn(
-            x_of(t), t["w"], t["b"], activation="silu", conv_states=t["conv"],
-            has_initial_state=t["prefix_lens"] > 0, cache_indices=t["idx"],
-            query_start_loc=t["qsl"], seq_lens_cpu=list(LENGTHS), **kwargs,
-        ).transpose(0, 1)[: sum(LENGTHS)]  # fmt: skip
+            x_of(t),
+            t["w"],
+            t["b"],
+            activation="silu",
+            conv_states=t["conv"],
+            has_initial_state=t["prefix_lens"] > 0,
+            cache_indices=t["idx"],
+            query_start_loc=t["qsl"],
+            seq_lens_cpu=list(LENGTHS),
+            **kwargs,
+        ).transpose(0, 1)[: sum(LENGTHS)]
 
     def expect(c):
         out, states = prefill_expect(c, x_of(c), c["conv"])
@@ -161,11 +179,16 @@ def site_g4(device, seed=0):
     def call(t):
         gathered = t["conv"][t["items"]]
         out = sglang.causal_conv1d_fn(
-            t["proj"].transpose(0, 1), t["w"], t["b"], activation="silu", conv_states=gathered,
+            t["proj"].transpose(0, 1),
+            t["w"],
+            t["b"],
+            activation="silu",
+            conv_states=gathered,
             has_initial_state=torch.ones(5, dtype=torch.bool, device=gathered.device),
             cache_indices=torch.arange(5, dtype=torch.int32, device=gathered.device),
-            query_start_loc=t["qsl"], seq_lens_cpu=list(LENGTHS),
-        ).transpose(0, 1)  # fmt: skip
+            query_start_loc=t["qsl"],
+            seq_lens_cpu=list(LENGTHS),
+        ).transpose(0, 1)
         t["gathered"] = gathered
         return out
 
@@ -173,7 +196,9 @@ def site_g4(device, seed=0):
         gathered = c["conv"][c["items"]]
         init = torch.ones(5, dtype=torch.bool, device=gathered.device)
         idx = torch.arange(5, dtype=torch.int32, device=gathered.device)
-        out, _ = vllm_fn_ref(c["proj"].t(), c["w"], c["b"], gathered, c["qsl"], idx, init, True, -1, None)
+        out, _ = vllm_fn_ref(
+            c["proj"].t(), c["w"], c["b"], gathered, c["qsl"], idx, init, True, -1, None
+        )
         return out.t(), {}
 
     return t, call, expect
@@ -187,10 +212,16 @@ def site_k2(device, seed=0):
 
     def call(t):
         return triton.causal_conv1d_fn(
-            t["proj"].transpose(0, 1), t["w"], None, activation="silu",
-            conv_states=t["conv"].transpose(-1, -2), has_initial_state=t["prefix_lens"] > 0,
-            cache_indices=t["idx"], query_start_loc=t["qsl"], seq_lens_cpu=list(LENGTHS),
-        ).transpose(0, 1)  # fmt: skip
+            t["proj"].transpose(0, 1),
+            t["w"],
+            None,
+            activation="silu",
+            conv_states=t["conv"].transpose(-1, -2),
+            has_initial_state=t["prefix_lens"] > 0,
+            cache_indices=t["idx"],
+            query_start_loc=t["qsl"],
+            seq_lens_cpu=list(LENGTHS),
+        ).transpose(0, 1)
 
     def expect(c):
         out, states = prefill_expect(c, c["proj"].t(), c["conv"].transpose(-1, -2))
@@ -223,17 +254,31 @@ def site_k4(device, seed=0):
 
     def call(t):
         return triton.causal_conv1d_fn(
-            t["proj"].transpose(0, 1), t["w"], None, activation="silu",
-            conv_states=t["conv"].transpose(-1, -2), has_initial_state=t["init"],
-            cache_indices=t["idx"], query_start_loc=t["qsl"], seq_lens_cpu=None,
+            t["proj"].transpose(0, 1),
+            t["w"],
+            None,
+            activation="silu",
+            conv_states=t["conv"].transpose(-1, -2),
+            has_initial_state=t["init"],
+            cache_indices=t["idx"],
+            query_start_loc=t["qsl"],
+            seq_lens_cpu=None,
             block_table=t["blocks"],
-        ).transpose(0, 1)[:total]  # fmt: skip
+        ).transpose(0, 1)[:total]
 
     def expect(c):
         out, states = vllm_fn_ref(
-            c["proj"][:total].t(), c["w"], None, c["conv"].transpose(-1, -2), c["qsl"][: n + 1],
-            c["idx"][:n], c["init"][:n], True, -1, None,
-        )  # fmt: skip
+            c["proj"][:total].t(),
+            c["w"],
+            None,
+            c["conv"].transpose(-1, -2),
+            c["qsl"][: n + 1],
+            c["idx"][:n],
+            c["init"][:n],
+            True,
+            -1,
+            None,
+        )
         return out.t(), {"conv": states.transpose(-1, -2)}
 
     return t, call, expect
@@ -257,9 +302,15 @@ def site_s2(device, seed=0):
     def call(t):
         bx_t = t["bx"].transpose(0, 1).contiguous()
         out = sglang.causal_conv1d_fn(
-            bx_t, t["w"], t["b"], query_start_loc=t["qsl"], cache_indices=t["idx"],
-            has_initial_state=t["init"], conv_states=t["conv"], activation=None,
-        )  # fmt: skip
+            bx_t,
+            t["w"],
+            t["b"],
+            query_start_loc=t["qsl"],
+            cache_indices=t["idx"],
+            has_initial_state=t["init"],
+            conv_states=t["conv"],
+            activation=None,
+        )
         assert out is bx_t  # in place, as SGLang's JIT kernel
         return out.transpose(0, 1)
 
@@ -275,8 +326,16 @@ def site_s2(device, seed=0):
 # ---- Decode sites ----
 
 
-def decode_buffers(device, dim, batch=6, row_width=None, weight_dtype=BF16, transposed=False,
-                   index_dtype=torch.int32, seed=0):  # fmt: skip
+def decode_buffers(
+    device,
+    dim,
+    batch=6,
+    row_width=None,
+    weight_dtype=BF16,
+    transposed=False,
+    index_dtype=torch.int32,
+    seed=0,
+):
     seeded(seed)
     lines = 12
     return dict(
@@ -355,9 +414,13 @@ def site_k1(device, seed=0):
 
     def call(t):
         return triton.causal_conv1d_update(
-            t["proj"], t["conv"].transpose(-1, -2), t["w"], None, activation="silu",
+            t["proj"],
+            t["conv"].transpose(-1, -2),
+            t["w"],
+            None,
+            activation="silu",
             conv_state_indices=t["idx"],
-        )  # fmt: skip
+        )
 
     def expect(c):
         out, states, _, _ = sglang_update_ref(
@@ -383,9 +446,13 @@ def site_s1(device, seed=0):
 
     def call(t):
         out = sglang.causal_conv1d_update(
-            t["bx"], t["conv"], t["w"], t["b"], activation=None,
+            t["bx"],
+            t["conv"],
+            t["w"],
+            t["b"],
+            activation=None,
             conv_state_indices=t["idx"][:batch],
-        )  # fmt: skip
+        )
         assert out is t["bx"]
         return out
 
@@ -401,9 +468,22 @@ def site_s1(device, seed=0):
 # ---- Target verify: chains (windows only) and EAGLE trees ----
 
 
-def verify_buffers(device, dim, width=K, batch=4, drafts=4, dmax=6, row_width=None,
-                   weight_dtype=BF16, transposed=False, window="dedup", tree=False,
-                   link_dtype=torch.int64, index_dtype=torch.int32, seed=0):  # fmt: skip
+def verify_buffers(
+    device,
+    dim,
+    width=K,
+    batch=4,
+    drafts=4,
+    dmax=6,
+    row_width=None,
+    weight_dtype=BF16,
+    transposed=False,
+    window="dedup",
+    tree=False,
+    link_dtype=torch.int64,
+    index_dtype=torch.int32,
+    seed=0,
+):
     rng = seeded(seed)
     lines, spec_slots = 10, 7
     hist = width - 1
@@ -446,15 +526,38 @@ def window_view(t, window, dim, width, dmax=6):
     return t["win"]
 
 
-def verify_site(device, seed, *, dim=48, width=K, row_width=None, off=0, window="dedup",
-                tree=False, transposed=False, weight_dtype=BF16, activation="silu",
-                index_dtype=torch.int32, link_dtype=torch.int64):  # fmt: skip
+def verify_site(
+    device,
+    seed,
+    *,
+    dim=48,
+    width=K,
+    row_width=None,
+    off=0,
+    window="dedup",
+    tree=False,
+    transposed=False,
+    weight_dtype=BF16,
+    activation="silu",
+    index_dtype=torch.int32,
+    link_dtype=torch.int64,
+):
     batch, drafts = 4, 4
     t = verify_buffers(
-        device, dim, width, batch, drafts, row_width=row_width, weight_dtype=weight_dtype,
-        transposed=transposed, window=window, tree=tree, index_dtype=index_dtype,
-        link_dtype=link_dtype, seed=seed,
-    )  # fmt: skip
+        device,
+        dim,
+        width,
+        batch,
+        drafts,
+        row_width=row_width,
+        weight_dtype=weight_dtype,
+        transposed=transposed,
+        window=window,
+        tree=tree,
+        index_dtype=index_dtype,
+        link_dtype=link_dtype,
+        seed=seed,
+    )
 
     def args(t):
         x = t["proj"][:, off : off + dim].view(batch, drafts, -1).transpose(1, 2)
@@ -479,9 +582,7 @@ def verify_site(device, seed, *, dim=48, width=K, row_width=None, off=0, window=
 
     def expect(c):
         x, conv, kw = args(c)
-        out, states, windows, parents = sglang_update_ref(
-            x, conv, c["w"], c["b"], activation, **kw
-        )
+        out, states, windows, parents = sglang_update_ref(x, conv, c["w"], c["b"], activation, **kw)
         mutated = {"conv": states.transpose(-1, -2) if transposed else states}
         if tree:
             links = c["links"].clone()
@@ -511,14 +612,18 @@ SITES = {
     "P2-mamba1-decode": (site_g1, True),
     "G1-gdn-decode": (site_g1, True),
     "G2-gdn-verify-chain": (lambda d, s=0: verify_site(d, s, dim=64), True),
-    "G2-gdn-verify-tree": (lambda d, s=0: verify_site(d, s, dim=64, window="dense", tree=True), True),
+    "G2-gdn-verify-tree": (
+        lambda d, s=0: verify_site(d, s, dim=64, window="dense", tree=True),
+        True,
+    ),
     "G3-gdn-prefill": (site_g3, False),
     "G3-gdn-prefill-block-table": (lambda d, s=0: site_g3(d, s, block_table=True), False),
     "G4-gdn-multi-item-scoring": (site_g4, False),
     "K1-kda-decode": (site_k1, True),
     "K2-kda-prefill": (site_k2, False),
     "K3-kda-verify-chain": (
-        lambda d, s=0: verify_site(d, s, window="kda", transposed=True, weight_dtype=F32), True
+        lambda d, s=0: verify_site(d, s, window="kda", transposed=True, weight_dtype=F32),
+        True,
     ),
     "K3-kda-verify-tree": (
         lambda d, s=0: verify_site(
@@ -530,9 +635,7 @@ SITES = {
     "S1-lfm2-decode": (site_s1, True),
     "S2-lfm2-prefill": (site_s2, False),
     "S3-lfm2-verify": (
-        lambda d, s=0: verify_site(
-            d, s, dim=40, width=3, activation=None, index_dtype=torch.int64
-        ),
+        lambda d, s=0: verify_site(d, s, dim=40, width=3, activation=None, index_dtype=torch.int64),
         True,
     ),
 }
@@ -622,7 +725,9 @@ def test_cpu_ops_as_sglang_calls_them(device):
     out_ref, conv_ref = vllm_fn_ref(
         mixed.t(), reference_weight, None, conv.clone(), qsl, idx, init, True, -1, None
     )
-    out = cpu.causal_conv1d_fwd_cpu(mixed.transpose(0, 1), w, None, conv, qsl, idx, init, True, -1, True)
+    out = cpu.causal_conv1d_fwd_cpu(
+        mixed.transpose(0, 1), w, None, conv, qsl, idx, init, True, -1, True
+    )
     assert_close(out, out_ref)
     assert torch.equal(conv, conv_ref)
     x = torch.randn(5, dim, dtype=BF16, device=device)

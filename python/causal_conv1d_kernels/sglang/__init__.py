@@ -2,14 +2,10 @@
 
 An SGLang user swaps imports module for module:
 
-========================================================  ==============================================
-SGLang 0.5.23                                             here
-========================================================  ==============================================
-``sglang.srt.layers.attention.mamba.causal_conv1d``       ``causal_conv1d_kernels.sglang``
-``sglang.kernels.ops.mamba`` (the JIT CUDA ops)           ``causal_conv1d_kernels.sglang.jit``
-``sglang.kernels.ops.mamba.causal_conv1d_triton``         ``causal_conv1d_kernels.sglang.triton``
-``torch.ops.sgl_kernel.causal_conv1d_*_cpu`` (conv.cpp)   ``causal_conv1d_kernels.sglang.cpu``
-========================================================  ==============================================
+- ``sglang.srt.layers.attention.mamba.causal_conv1d`` -> ``causal_conv1d_kernels.sglang``
+- ``sglang.kernels.ops.mamba`` (the JIT CUDA ops) -> ``causal_conv1d_kernels.sglang.jit``
+- ``sglang.kernels.ops.mamba.causal_conv1d_triton`` -> ``causal_conv1d_kernels.sglang.triton``
+- ``torch.ops.sgl_kernel.causal_conv1d_*_cpu`` (conv.cpp) -> ``causal_conv1d_kernels.sglang.cpu``
 
 Every API runs on CPU and CUDA tensors alike. This module is SGLang's model-facing wrapper
 (``causal_conv1d_fn``, ``causal_conv1d_update``): on CUDA SGLang sends a prefill whose x is a
