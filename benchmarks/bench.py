@@ -172,7 +172,15 @@ def sglang_implementations(case, inputs, peer) -> dict:
         print(f"sglang peer disagrees with the reference on {case.name}: not timed")
         return {}
     states.copy_(before)
-    return {"sglang": lambda: call(*args)}
+    # The same call through our SGLang dialect (its CPU API), with our packed weights and a
+    # copy of the states of its own.
+    from causal_conv1d_kernels.sglang import cpu as ours_cpu
+
+    ours_args = list(args)
+    ours_args[1 if case.op == "fwd" else 2] = ours_cpu.causal_conv1d_weight_pack(weight)
+    ours_args[3 if case.op == "fwd" else 1] = before.clone()
+    ours = ours_cpu.causal_conv1d_fwd_cpu if case.op == "fwd" else ours_cpu.causal_conv1d_update_cpu
+    return {"sglang": lambda: call(*args), "ours sglang api": lambda: ours(*ours_args)}
 
 
 def run(device, cases, threads, min_run_time, peers_dir=None, timer="direct", sglang=None):

@@ -125,6 +125,175 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// Channel-first x (each channel's tokens contiguous: SGLang's JIT layout, Dao's
+// channel-first batches): a warp owns kLanes * kPer consecutive tokens of one
+// sequence and one channel, each lane kPer of them in one vector access; the
+// width-1 inputs before a lane's first token come from the lanes before it
+// (shuffles), before the warp's first from x, the conv state or zeros (or
+// p.halo in place, staged as fwd_kernel stages it). A block is kWarps
+// consecutive channels of the same program.
+constexpr int kLanes = 32;
+constexpr int kWarps = 4;
+
+// The new state of a sequence (its first program): the last S columns of
+// cat(old or zeros, tokens), lanes taking a column each, every round reading
+// before it writes (sources lie right of their destinations).
+template <typename scalar_t, typename state_t>
+__device__ __forceinline__ void new_state(const FwdParams& p, const scalar_t* x, state_t* state,
+                                          int64_t S, int64_t len, bool init, bool active,
+                                          int lane) {
+  if (!active) return;
+  __syncwarp();
+  for (int64_t j0 = 0; j0 < S; j0 += 32) {
+    const int64_t j = j0 + lane, src = len - S + j;
+    float v = 0.f;
+    if (j < S) {
+      if (src >= 0) {
+        v = to_float(x[src]);
+      } else if (init) {
+        v = to_float(state[(j + len) * p.state_tok_stride]);
+      }
+    }
+    __syncwarp();
+    if (j < S) state[j * p.state_tok_stride] = from_float<state_t>(v);
+    __syncwarp();
+  }
+}
+
+template <typename scalar_t, typename state_t, int kW, int kPer, bool kStage = false>
+__global__ void __launch_bounds__(kLanes * kWarps)
+    fwd_tokens_kernel(const FwdParams p, const int64_t chunk) {
+  constexpr int kT = kTaps<kW>;
+  await_producers();
+  const int64_t program = blockIdx.x;
+  const int lane = threadIdx.x % kLanes;
+  const int64_t c = static_cast<int64_t>(blockIdx.y) * kWarps + threadIdx.x / kLanes;
+  const int64_t seq = find_sequence(p, program, chunk);
+  if (c >= p.dim) return;
+  int64_t begin, end;
+  p.token_range(seq, begin, end);
+  const int64_t len = end - begin;
+  const int64_t t0 = (program - first_program(p, seq, chunk)) * chunk;
+  if (t0 < 0 || t0 >= len) return;
+  const int H = (kW > 0 ? kW : p.width) - 1;
+  const int64_t line = p.cache_indices.present() ? p.cache_indices[seq] : seq;
+  const bool padding = p.is_padding(line);
+  const int64_t S = p.linear_len();
+  const bool has_state = p.states != nullptr && !padding;
+  state_t* const state = has_state ? static_cast<state_t*>(p.states) + line * p.state_line_stride +
+                                         c * p.state_dim_stride
+                                   : nullptr;
+  const bool init = has_state && p.has_initial_state != nullptr &&
+                    p.has_initial_state[seq * p.has_initial_state_stride];
+  const scalar_t* const x = static_cast<const scalar_t*>(p.x) + begin + c * p.x_dim_stride;
+  float* const halo = p.halo == nullptr ? nullptr : p.halo + program * H * p.dim + c;
+
+  if (kStage) {  // the warp's window before t0, then (first program) the new state
+    if (lane < H) {
+      float v;
+      if (t0 > 0) {
+        v = to_float(x[t0 - H + lane]);
+      } else {
+        v = init ? to_float(state[(S - H + lane) * p.state_tok_stride]) : 0.f;
+      }
+      halo[lane * p.dim] = v;
+    }
+  }
+  if (kStage) {
+    new_state<scalar_t, state_t>(p, x, state, S, len, init, t0 == 0 && has_state, lane);
+    return;
+  }
+
+  // This lane's tokens: one vector access where they are whole and aligned.
+  const int64_t first = t0 + static_cast<int64_t>(lane) * kPer;
+  const int64_t stop = t0 + chunk < len ? t0 + chunk : len;
+  scalar_t* const out = static_cast<scalar_t*>(p.out) + begin + c * p.out_dim_stride;
+  const bool vector = first + kPer <= stop && aligned16(x + first) && aligned16(out + first);
+  float v[kPer];
+  if (vector) {
+    load_n<scalar_t, kPer>(x + first, 1, true, v);
+  } else {
+#pragma unroll
+    for (int e = 0; e < kPer; ++e) v[e] = first + e < stop ? to_float(x[first + e]) : 0.f;
+  }
+  // The width-1 inputs before `first`: token first - H + k of lane lane - d, element e.
+  float before[kT - 1];
+#pragma unroll
+  for (int k = 0; k < kT - 1; ++k) {
+    before[k] = 0.f;
+    if (k >= H) continue;
+    const int back = H - k;  // tokens before first
+#pragma unroll
+    for (int d = 1; d <= (kT - 1 + kPer - 1) / kPer; ++d) {
+#pragma unroll
+      for (int e = 0; e < kPer; ++e) {
+        if (d * kPer - e != back) continue;
+        const float got = __shfl_up_sync(0xffffffffu, v[e], d);
+        if (lane >= d) before[k] = got;  // the others: below
+      }
+    }
+  }
+  // Lanes whose window reaches before t0 take those columns from outside the warp.
+  if (lane * kPer < H) {
+#pragma unroll
+    for (int k = 0; k < kT - 1; ++k) {
+      if (k >= H) continue;
+      const int64_t t = first - H + k;  // < t0 for the first columns
+      if (t >= t0) continue;
+      const int64_t back = t0 - t;  // 1..H
+      if (halo != nullptr) {
+        before[k] = halo[(H - back) * p.dim];
+      } else if (t0 > 0) {
+        before[k] = to_float(x[t]);
+      } else {
+        before[k] = init ? to_float(state[(S - back) * p.state_tok_stride]) : 0.f;
+      }
+    }
+  }
+
+  const bool mine = first < stop;
+  float w[kT];
+#pragma unroll
+  for (int k = 0; k < kT; ++k) {
+    float one[1] = {0.f};
+    if (k <= H)
+      load_n<1>(p.weight, p.weight_type, c * p.weight_dim_stride + k * p.weight_tap_stride, 1,
+                false, one);
+    w[k] = one[0];
+  }
+  float bias[1] = {0.f};
+  if (p.bias != nullptr) load_n<1>(p.bias, p.bias_type, c * p.bias_stride, 1, false, bias);
+  float y[kPer];
+#pragma unroll
+  for (int e = 0; e < kPer; ++e) {
+    float acc = bias[0];
+#pragma unroll
+    for (int k = 0; k < kT; ++k) {
+      if (k > H) continue;
+      const int idx = e - H + k;  // this lane's token e - (H - k)
+      float in = 0.f;
+#pragma unroll
+      for (int q = 0; q < kPer; ++q)
+        if (q == idx) in = v[q];
+#pragma unroll
+      for (int q = 0; q < kT - 1; ++q)
+        if (idx < 0 && q == H + idx) in = before[q];
+      acc = fmaf(w[k], in, acc);
+    }
+    y[e] = padding ? 0.f : (p.silu ? silu(acc) : acc);
+  }
+  if (vector) {
+    store_n<scalar_t, kPer>(out + first, 1, true, y);
+  } else if (mine) {
+#pragma unroll
+    for (int e = 0; e < kPer; ++e)
+      if (first + e < stop) out[first + e] = from_float<scalar_t>(y[e]);
+  }
+  // Not in place: the first program writes the new state after every lane has
+  // read the old one (x is not written).
+  if (halo == nullptr) new_state<scalar_t, state_t>(p, x, state, S, len, init, t0 == 0 && has_state, lane);
+}
+
 // Tokens whose loads a thread issues together on the vector path: 8 (128
 // bytes in flight per thread) measured 2-5% faster than 4 on an H100.
 constexpr int kPrefillGroup = 8;
@@ -185,10 +354,35 @@ void launch_n(const FwdParams& p, const LaunchTarget& target) {
                 chunk, vec);
 }
 
+// Channel-first x and out (tokens contiguous): fwd_tokens_kernel, a warp per
+// kLanes * kPer tokens of a sequence and a channel (in place: staged first).
+template <typename scalar_t, typename state_t, int kW>
+void launch_tokens(const FwdParams& p, const LaunchTarget& target) {
+  constexpr int kPer = 16 / sizeof(scalar_t);
+  const int64_t chunk = kLanes * kPer;
+  const dim3 grid((p.num_tokens + chunk - 1) / chunk + p.batch, (p.dim + kWarps - 1) / kWarps);
+  const dim3 block(kLanes * kWarps);
+  if (!p.in_place()) {
+    launch_kernel(fwd_tokens_kernel<scalar_t, state_t, kW, kPer>, grid, block, target, p, chunk);
+    return;
+  }
+  const int64_t H = p.width - 1;
+  const api::Tensor halo = api::cuda_floats(static_cast<int64_t>(grid.x) * H * p.dim, target.device);
+  FwdParams q = p;
+  q.halo = static_cast<float*>(halo.data_ptr());
+  launch_kernel(fwd_tokens_kernel<scalar_t, state_t, kW, kPer, true>, grid, block, target, q,
+                chunk);
+  launch_kernel(fwd_tokens_kernel<scalar_t, state_t, kW, kPer>, grid, block, target, q, chunk);
+}
+
 // n channels per thread with vector accesses when x and out are channel-last
-// and aligned for them, else one channel per thread.
+// and aligned for them, else one channel per thread; channel-first x and out
+// take fwd_tokens_kernel.
 template <typename scalar_t, typename state_t, int kW>
 void launch(const FwdParams& p, const LaunchTarget& target) {
+  if (p.x_tok_stride == 1 && p.out_tok_stride == 1 && p.dim > 1 &&
+      (p.dim + kWarps - 1) / kWarps <= 65535)
+    return launch_tokens<scalar_t, state_t, kW>(p, target);
   const int64_t n = 16 / static_cast<int64_t>(sizeof(scalar_t));
   const bool vector = p.x_dim_stride == 1 && p.out_dim_stride == 1 && p.dim % n == 0 &&
                       p.x_tok_stride % n == 0 && p.out_tok_stride % n == 0 && aligned16(p.x) &&

@@ -180,13 +180,30 @@ __global__ void __launch_bounds__(kThreads) step_kernel(const UpdateParams p, co
   const StateLine<state_t, n> state{
       static_cast<state_t*>(p.states) + line * p.state_line_stride + c * p.state_dim_stride,
       p.state_tok_stride, p.state_dim_stride, vec.state};
+  float col[n], y[n];
+  xs.unpack(col);
+  if constexpr (kW > 1) {
+    if (vec.state_rows) {
+      // The channels' columns side by side: one run of wide loads, one of stores.
+      Window<kW, n> window, next;
+      load_rows<state_t, n, kW - 1>(state.base, window.v);
+#pragma unroll
+      for (int k = 0; k + 1 < kW - 1; ++k)
+#pragma unroll
+        for (int i = 0; i < n; ++i) next.v[k][i] = window.v[k + 1][i];
+#pragma unroll
+      for (int i = 0; i < n; ++i) next.v[kW - 2][i] = col[i];
+      store_rows<state_t, n, kW - 1>(state.base, next.v);
+      conv_step<kW, n>(p, filter, window, col, y);
+      out.store(0, y);
+      return;
+    }
+  }
   Window<kW, n> window;
 #pragma unroll
   for (int k = 0; k < kTaps<kW> - 1; ++k)
     if (k < H) state.load(k, window.v[k]);
 
-  float col[n], y[n];
-  xs.unpack(col);
   // The window holds the whole old state: the shifted state needs no reloads.
 #pragma unroll
   for (int k = 0; k + 1 < kTaps<kW> - 1; ++k)
@@ -237,15 +254,41 @@ __global__ void __launch_bounds__(kThreads) walk_kernel(const UpdateParams p, co
       p.state_tok_stride, p.state_dim_stride, vec.state};
   const LinePlan plan = p.line_plan(row, L);
   Window<kW, n> window;
+  bool rows_done = false;
+  if constexpr (kW > 1) {
+    if (vec.state_rows) {  // a line of width-1 columns, side by side per channel
+      load_rows<state_t, n, kW - 1>(state.base, window.v);
+      Window<kW, n> next;  // the last width-1 columns of cat(window, x)
 #pragma unroll
-  for (int k = 0; k < kT - 1; ++k)
-    if (k < H) state.load(plan.base + plan.live - H + k, window.v[k]);
-  store_front_line<state_t, scalar_t, kW, n>(state, window, H, plan, x, L);
+      for (int k = 0; k < kW - 1; ++k) {
+        const int64_t src = k + L;
+        if (src < kW - 1) {
+#pragma unroll
+          for (int j = 0; j < kW - 1; ++j)
+            if (j == src)
+#pragma unroll
+              for (int i = 0; i < n; ++i) next.v[k][i] = window.v[j][i];
+        } else {
+          x.load(src - (kW - 1), next.v[k]);
+        }
+      }
+      store_rows<state_t, n, kW - 1>(state.base, next.v);
+      rows_done = true;
+    }
+  }
+  if (!rows_done) {
+#pragma unroll
+    for (int k = 0; k < kT - 1; ++k)
+      if (k < H) state.load(plan.base + plan.live - H + k, window.v[k]);
+    store_front_line<state_t, scalar_t, kW, n>(state, window, H, plan, x, L);
+  }
 
   const int64_t wl = p.windows_line(row);
   state_t* const windows = wl < 0 ? nullptr
                                   : static_cast<state_t*>(p.windows) + wl * p.window_line_stride +
                                         c * p.window_dim_stride;
+  const bool window_rows = vec.window_rows;
+  const bool window_rows_of_steps = !tree && p.window_step_stride == p.window_col_stride;
   for (int64_t t = 0; t < L; ++t) {
     float taps[kT][n];
     int64_t v = t;
@@ -273,13 +316,46 @@ __global__ void __launch_bounds__(kThreads) walk_kernel(const UpdateParams p, co
       y[i] = p.silu ? silu(acc) : acc;
     }
     out.store(t, y);
-    if (windows != nullptr) {
+    if (windows != nullptr && !window_rows_of_steps) {
+      bool done = false;
+      if constexpr (kW > 1) {
+        if (window_rows) {  // dense windows: the n channels' columns side by side
+          Window<kW, n> w;
 #pragma unroll
-      for (int k = 1; k < kT; ++k)
-        if (k <= H)
-          store_n<state_t, n>(
-              windows + t * p.window_step_stride + (k - 1) * p.window_col_stride,
-              p.window_dim_stride, false, taps[k]);
+          for (int k = 0; k < kW - 1; ++k)
+#pragma unroll
+            for (int i = 0; i < n; ++i) w.v[k][i] = taps[k + 1][i];
+          store_rows<state_t, n, kW - 1>(windows + t * p.window_step_stride, w.v);
+          done = true;
+        }
+      }
+      if (!done) {
+#pragma unroll
+        for (int k = 1; k < kT; ++k)
+          if (k <= H)
+            store_n<state_t, n>(
+                windows + t * p.window_step_stride + (k - 1) * p.window_col_stride,
+                p.window_dim_stride, false, taps[k]);
+      }
+    }
+  }
+  if (windows != nullptr && window_rows_of_steps) {
+    // A chain's windows in a view whose step and column strides agree (SGLang's
+    // deduplicated cache): element (t, k) is position t + k of the channel's
+    // row, which holds cat(window, x)[t + k + 1] for every t: each position is
+    // written once, with what every overlapping window would write there.
+    for (int64_t j = 0; j < L + H - 1; ++j) {
+      float v[n];
+      if (j + 1 < H) {
+#pragma unroll
+        for (int k = 0; k < kT - 1; ++k)
+          if (k == j + 1)
+#pragma unroll
+            for (int i = 0; i < n; ++i) v[i] = window.v[k][i];
+      } else {
+        x.load(j + 1 - H, v);
+      }
+      store_n<state_t, n>(windows + j * p.window_col_stride, p.window_dim_stride, false, v);
     }
   }
   if (tree && p.parent_token.present() && c == 0)
@@ -329,8 +405,12 @@ void launch_walk(const UpdateParams& p, const LaunchTarget& target) {
   const int per_block = kThreads * (vector ? n : 1);
   const dim3 grid(p.batch, (p.dim + per_block - 1) / per_block);
   CC1D_CHECK(grid.y <= 65535, "causal_conv1d_update: dim too large for one grid");
-  const VecFlags vec =
+  VecFlags vec =
       vec_flags(p, kW, storage_bytes(p.weight_type), storage_bytes(p.bias_type), sizeof(state_t));
+  vec.window_rows = kW > 1 && p.windows != nullptr && p.window_col_stride == 1 &&
+                    p.window_dim_stride == p.width - 1 &&
+                    aligned16(p.windows, p.window_line_stride, sizeof(state_t)) &&
+                    aligned16(p.windows, p.window_step_stride, sizeof(state_t));
   launch_kernel_shared(kernel, grid, dim3(kThreads), tree ? p.seqlen * sizeof(int32_t) : 0,
                        target, p, vec);
 }

@@ -89,12 +89,17 @@ __device__ __forceinline__ To convert(From v) {
 // n elements p[0], p[s], ..., p[(n-1)s] as fp32. With vec (s == 1 and p
 // aligned to the access) and a power-of-two number of bytes up to 16 or a
 // multiple of 16, vector accesses; else one access per element.
+// The word: 16 bytes where they divide the run, else 8 or 4 (a thread's n * 3
+// state columns of bf16, 24 bytes, move as three 8-byte words).
 template <typename T, int n>
-constexpr int kWordBytes = n * sizeof(T) % 16 == 0 ? 16 : n * sizeof(T);
+constexpr int kWordBytes = n * sizeof(T) % 16 == 0  ? 16
+                           : n * sizeof(T) % 8 == 0 ? 8
+                           : n * sizeof(T) % 4 == 0 ? 4
+                                                    : n * sizeof(T);
 
 template <typename T, int n>
 constexpr bool kVectorizable =
-    n * sizeof(T) % 16 == 0 || (n * sizeof(T) & (n * sizeof(T) - 1)) == 0;
+    n * sizeof(T) % 4 == 0 || (n * sizeof(T) & (n * sizeof(T) - 1)) == 0;
 
 template <typename T, int n>
 __device__ __forceinline__ void load_n(const T* p, int64_t s, bool vec, float (&out)[n]) {
@@ -196,9 +201,18 @@ struct VecFlags {
   bool weight = false;  // (dim, width) contiguous, width fixed at compile time
   bool bias = false;
   bool state = false;
+  // Lines of exactly width-1 columns, each channel's columns side by side
+  // (SGLang's and Dao's (lines, dim, width-1) contiguous pools), width fixed at
+  // compile time: a thread's n channels are n * (width-1) consecutive elements.
+  bool state_rows = false;
+  // The same for the per-token windows of UpdateParams (dense (lines, steps,
+  // dim, width-1)).
+  bool window_rows = false;
 };
 
-inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+__host__ __device__ inline bool aligned16(const void* p) {
+  return reinterpret_cast<uintptr_t>(p) % 16 == 0;
+}
 
 inline bool aligned16(const void* p, int64_t stride, size_t elem) {
   return aligned16(p) && (stride * static_cast<int64_t>(elem)) % 16 == 0;
@@ -213,6 +227,9 @@ inline VecFlags vec_flags(const ConvParams& p, int fixed_width, size_t weight_el
   f.state = p.states != nullptr && p.state_dim_stride == 1 &&
             aligned16(p.states, p.state_line_stride, state_elem) &&
             aligned16(p.states, p.state_tok_stride, state_elem);
+  f.state_rows = fixed_width > 0 && p.states != nullptr && p.state_len == p.width - 1 &&
+                 p.state_tok_stride == 1 && p.state_dim_stride == p.width - 1 &&
+                 aligned16(p.states, p.state_line_stride, state_elem);
   return f;
 }
 
@@ -387,6 +404,28 @@ struct StateLine {
     store_n<state_t, n>(base + col * tok, dim, vec, v);
   }
 };
+
+// A thread's n channels of a line whose columns sit side by side per channel
+// (VecFlags::state_rows): all kH columns of the n channels in one run of
+// wide accesses, v[k][i] column k of channel i.
+template <typename state_t, int n, int kH>
+__device__ __forceinline__ void load_rows(const state_t* base, float (&v)[kH][n]) {
+  float flat[n * kH];
+  load_n<state_t, n * kH>(base, 1, true, flat);
+#pragma unroll
+  for (int i = 0; i < n; ++i)
+#pragma unroll
+    for (int k = 0; k < kH; ++k) v[k][i] = flat[i * kH + k];
+}
+template <typename state_t, int n, int kH>
+__device__ __forceinline__ void store_rows(state_t* base, const float (&v)[kH][n]) {
+  float flat[n * kH];
+#pragma unroll
+  for (int i = 0; i < n; ++i)
+#pragma unroll
+    for (int k = 0; k < kH; ++k) flat[i * kH + k] = v[k][i];
+  store_n<state_t, n * kH>(base, 1, true, flat);
+}
 
 // Linear state update: new column j = column j + shift of cat(old, x), for
 // j < S, where x column t is source(t). Loads of each group of columns are
