@@ -204,54 +204,10 @@ __global__ void __launch_bounds__(kLanes * kWarps)
     return;
   }
 
-  // This lane's tokens: one vector access where they are whole and aligned.
-  const int64_t first = t0 + static_cast<int64_t>(lane) * kPer;
-  const int64_t stop = t0 + chunk < len ? t0 + chunk : len;
-  scalar_t* const out = static_cast<scalar_t*>(p.out) + begin + c * p.out_dim_stride;
-  const bool vector = first + kPer <= stop && aligned16(x + first) && aligned16(out + first);
-  float v[kPer];
-  if (vector) {
-    load_n<scalar_t, kPer>(x + first, 1, true, v);
-  } else {
-#pragma unroll
-    for (int e = 0; e < kPer; ++e) v[e] = first + e < stop ? to_float(x[first + e]) : 0.f;
-  }
-  // The width-1 inputs before `first`: token first - H + k of lane lane - d, element e.
-  float before[kT - 1];
-#pragma unroll
-  for (int k = 0; k < kT - 1; ++k) {
-    before[k] = 0.f;
-    if (k >= H) continue;
-    const int back = H - k;  // tokens before first
-#pragma unroll
-    for (int d = 1; d <= (kT - 1 + kPer - 1) / kPer; ++d) {
-#pragma unroll
-      for (int e = 0; e < kPer; ++e) {
-        if (d * kPer - e != back) continue;
-        const float got = __shfl_up_sync(0xffffffffu, v[e], d);
-        if (lane >= d) before[k] = got;  // the others: below
-      }
-    }
-  }
-  // Lanes whose window reaches before t0 take those columns from outside the warp.
-  if (lane * kPer < H) {
-#pragma unroll
-    for (int k = 0; k < kT - 1; ++k) {
-      if (k >= H) continue;
-      const int64_t t = first - H + k;  // < t0 for the first columns
-      if (t >= t0) continue;
-      const int64_t back = t0 - t;  // 1..H
-      if (halo != nullptr) {
-        before[k] = halo[(H - back) * p.dim];
-      } else if (t0 > 0) {
-        before[k] = to_float(x[t]);
-      } else {
-        before[k] = init ? to_float(state[(S - back) * p.state_tok_stride]) : 0.f;
-      }
-    }
-  }
-
-  const bool mine = first < stop;
+  // The filter, then runs of kLanes * kPer tokens from t0, each lane kPer of
+  // them in one vector access where they are whole and aligned. `before`: the
+  // width-1 inputs before the run's first token (the window before t0, then
+  // carried from the run before in registers: in place, x there is already out).
   float w[kT];
 #pragma unroll
   for (int k = 0; k < kT; ++k) {
@@ -263,31 +219,96 @@ __global__ void __launch_bounds__(kLanes * kWarps)
   }
   float bias[1] = {0.f};
   if (p.bias != nullptr) load_n<1>(p.bias, p.bias_type, c * p.bias_stride, 1, false, bias);
-  float y[kPer];
+  float carry[kT - 1];
 #pragma unroll
-  for (int e = 0; e < kPer; ++e) {
-    float acc = bias[0];
+  for (int k = 0; k < kT - 1; ++k) {
+    carry[k] = 0.f;
+    if (k >= H) continue;
+    const int64_t back = H - k;  // tokens before t0
+    if (halo != nullptr) {
+      carry[k] = halo[k * p.dim];
+    } else if (t0 > 0) {
+      carry[k] = to_float(x[t0 - back]);
+    } else if (init) {
+      carry[k] = to_float(state[(S - back) * p.state_tok_stride]);
+    }
+  }
+  scalar_t* const out = static_cast<scalar_t*>(p.out) + begin + c * p.out_dim_stride;
+  const int64_t stop = t0 + chunk < len ? t0 + chunk : len;
+  constexpr int kRun = kLanes * kPer;
+  for (int64_t r0 = t0; r0 < stop; r0 += kRun) {
+    const int64_t first = r0 + static_cast<int64_t>(lane) * kPer;
+    const bool mine = first < stop;
+    const bool vector = first + kPer <= stop && aligned16(x + first) && aligned16(out + first);
+    float v[kPer];
+    if (vector) {
+      load_n<scalar_t, kPer>(x + first, 1, true, v);
+    } else {
 #pragma unroll
-    for (int k = 0; k < kT; ++k) {
-      if (k > H) continue;
-      const int idx = e - H + k;  // this lane's token e - (H - k)
-      float in = 0.f;
+      for (int e = 0; e < kPer; ++e) v[e] = first + e < stop ? to_float(x[first + e]) : 0.f;
+    }
+    // The width-1 inputs before this lane's first token: token first - (H - k) is element
+    // d * kPer - (H - k) of lane lane - d, or, before the run, carry[k'].
+    float before[kT - 1];
 #pragma unroll
-      for (int q = 0; q < kPer; ++q)
-        if (q == idx) in = v[q];
+    for (int k = 0; k < kT - 1; ++k) {
+      before[k] = 0.f;
+      if (k >= H) continue;
+      const int back = H - k;
+#pragma unroll
+      for (int d = 1; d <= (kT - 1 + kPer - 1) / kPer; ++d) {
+#pragma unroll
+        for (int e = 0; e < kPer; ++e) {
+          if (d * kPer - e != back) continue;
+          const float got = __shfl_up_sync(0xffffffffu, v[e], d);
+          if (lane >= d) before[k] = got;
+        }
+      }
+      // Lanes whose window reaches before the run: carry[H - (back - lane * kPer)].
+      const int outside = back - lane * kPer;  // > 0: that many tokens before r0
 #pragma unroll
       for (int q = 0; q < kT - 1; ++q)
-        if (idx < 0 && q == H + idx) in = before[q];
-      acc = fmaf(w[k], in, acc);
+        if (outside > 0 && q == H - outside) before[k] = carry[q];
     }
-    y[e] = padding ? 0.f : (p.silu ? silu(acc) : acc);
-  }
-  if (vector) {
-    store_n<scalar_t, kPer>(out + first, 1, true, y);
-  } else if (mine) {
+    // The next run's carry: the last H inputs of this one (lane kLanes - 1 - d's elements).
+    if (r0 + kRun < stop) {
 #pragma unroll
-    for (int e = 0; e < kPer; ++e)
-      if (first + e < stop) out[first + e] = from_float<scalar_t>(y[e]);
+      for (int k = 0; k < kT - 1; ++k) {
+        if (k >= H) continue;
+        const int pos = kRun - H + k;  // position in this run
+#pragma unroll
+        for (int e = 0; e < kPer; ++e) {
+          if (pos % kPer != e) continue;
+          carry[k] = __shfl_sync(0xffffffffu, v[e], pos / kPer);
+        }
+      }
+    }
+    float y[kPer];
+#pragma unroll
+    for (int e = 0; e < kPer; ++e) {
+      float acc = bias[0];
+#pragma unroll
+      for (int k = 0; k < kT; ++k) {
+        if (k > H) continue;
+        const int idx = e - H + k;  // this lane's token e - (H - k)
+        float in = 0.f;
+#pragma unroll
+        for (int q = 0; q < kPer; ++q)
+          if (q == idx) in = v[q];
+#pragma unroll
+        for (int q = 0; q < kT - 1; ++q)
+          if (idx < 0 && q == H + idx) in = before[q];
+        acc = fmaf(w[k], in, acc);
+      }
+      y[e] = padding ? 0.f : (p.silu ? silu(acc) : acc);
+    }
+    if (vector) {
+      store_n<scalar_t, kPer>(out + first, 1, true, y);
+    } else if (mine) {
+#pragma unroll
+      for (int e = 0; e < kPer; ++e)
+        if (first + e < stop) out[first + e] = from_float<scalar_t>(y[e]);
+    }
   }
   // Not in place: the first program writes the new state after every lane has
   // read the old one (x is not written).
@@ -359,7 +380,9 @@ void launch_n(const FwdParams& p, const LaunchTarget& target) {
 template <typename scalar_t, typename state_t, int kW>
 void launch_tokens(const FwdParams& p, const LaunchTarget& target) {
   constexpr int kPer = 16 / sizeof(scalar_t);
-  const int64_t chunk = kLanes * kPer;
+  // Runs of kLanes * kPer tokens per warp: 4, so that a block has work enough to
+  // pay for its launch (one run each: 1x8192 D 8192 in 259 us, 3.8x copy, H200).
+  const int64_t chunk = 4 * kLanes * kPer;
   const dim3 grid((p.num_tokens + chunk - 1) / chunk + p.batch, (p.dim + kWarps - 1) / kWarps);
   const dim3 block(kLanes * kWarps);
   if (!p.in_place()) {
