@@ -223,7 +223,7 @@ __global__ void __launch_bounds__(kThreads) step_kernel(const UpdateParams p, co
 // last H taps) go to the row's line of p.windows.
 template <typename scalar_t, typename state_t, int kW, int n>
 __global__ void __launch_bounds__(kThreads) walk_kernel(const UpdateParams p, const VecFlags vec) {
-  extern __shared__ int32_t parent[];  // the parents (tree), or window staging (chain)
+  extern __shared__ int32_t parent[];
   await_producers();
   const int64_t row = blockIdx.x;
   const int64_t L = p.seqlen;
@@ -343,15 +343,8 @@ __global__ void __launch_bounds__(kThreads) walk_kernel(const UpdateParams p, co
     // A chain's windows in a view whose step and column strides agree (SGLang's
     // deduplicated cache): element (t, k) is position t + k of the channel's
     // row, which holds cat(window, x)[t + k + 1] for every t: each position is
-    // written once, with what every overlapping window would write there. The
-    // warp stages its channels' rows in shared memory and writes them with
-    // consecutive lanes on consecutive positions (a lane's own row, stored on
-    // its own, touched a sector per element).
-    const int64_t R = L + H - 1;
-    const bool staged = p.window_col_stride == 1 && vec.window_staging;
-    state_t* tile = reinterpret_cast<state_t*>(parent) + (threadIdx.x / 32) * 32 * n * R;
-    const int64_t mine = (threadIdx.x % 32) * n * R;
-    for (int64_t j = 0; j < R; ++j) {
+    // written once, with what every overlapping window would write there.
+    for (int64_t j = 0; j < L + H - 1; ++j) {
       float v[n];
       if (j + 1 < H) {
 #pragma unroll
@@ -362,25 +355,7 @@ __global__ void __launch_bounds__(kThreads) walk_kernel(const UpdateParams p, co
       } else {
         x.load(j + 1 - H, v);
       }
-      if (staged) {
-#pragma unroll
-        for (int i = 0; i < n; ++i) tile[mine + i * R + j] = from_float<state_t>(v[i]);
-      } else {
-        store_n<state_t, n>(windows + j * p.window_col_stride, p.window_dim_stride, false, v);
-      }
-    }
-    if (staged) {
-      // The warp's lanes with channels (the last warp of the grid may have fewer).
-      const int lane = threadIdx.x % 32;
-      const int64_t c_first = c - static_cast<int64_t>(lane) * n;
-      const int64_t with_channels = (p.dim - c_first + n - 1) / n;
-      const int active = with_channels < 32 ? static_cast<int>(with_channels) : 32;
-      __syncwarp(active == 32 ? 0xffffffffu : (1u << active) - 1u);
-      // This warp's first channel's row, from the lane's own base (c of lane 0).
-      state_t* const first_row = windows - static_cast<int64_t>(lane) * n * p.window_dim_stride;
-      const int64_t total = static_cast<int64_t>(active) * n * R;
-      for (int64_t m = lane; m < total; m += 32)
-        first_row[(m / R) * p.window_dim_stride + m % R] = tile[m];
+      store_n<state_t, n>(windows + j * p.window_col_stride, p.window_dim_stride, false, v);
     }
   }
   if (tree && p.parent_token.present() && c == 0)
@@ -436,14 +411,8 @@ void launch_walk(const UpdateParams& p, const LaunchTarget& target) {
                     p.window_dim_stride == p.width - 1 &&
                     aligned16(p.windows, p.window_line_stride, sizeof(state_t)) &&
                     aligned16(p.windows, p.window_step_stride, sizeof(state_t));
-  // The deduplicated windows of a chain are staged per warp in shared memory (walk_kernel).
-  const int n_used = vector ? n : 1;
-  const size_t staging = static_cast<size_t>(kThreads) * n_used * (p.seqlen + p.width - 2) *
-                         sizeof(state_t);
-  vec.window_staging = !tree && p.windows != nullptr &&
-                       p.window_step_stride == p.window_col_stride && staging <= 32768;
-  const size_t shared = tree ? p.seqlen * sizeof(int32_t) : vec.window_staging ? staging : 0;
-  launch_kernel_shared(kernel, grid, dim3(kThreads), shared, target, p, vec);
+  launch_kernel_shared(kernel, grid, dim3(kThreads), tree ? p.seqlen * sizeof(int32_t) : 0,
+                       target, p, vec);
 }
 
 // Bytes of x per thread of the front-aligned kernel: 8 (7-11% faster than 4 on

@@ -208,8 +208,6 @@ struct VecFlags {
   // The same for the per-token windows of UpdateParams (dense (lines, steps,
   // dim, width-1)).
   bool window_rows = false;
-  // A chain's deduplicated windows staged in shared memory (walk_kernel).
-  bool window_staging = false;
 };
 
 __host__ __device__ inline bool aligned16(const void* p) {
