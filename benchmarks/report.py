@@ -391,6 +391,33 @@ SECTIONS = [
         "the vLLM benchmark of 2026-11-25, when it timed with do_bench",
     ),
     Section(
+        "H200, SGLang's conv calls beside SGLang 0.5.23's kernels",
+        "gpu-h200-sglang",
+        "ops",
+        "Ours through the SGLang dialect beside SGLang 0.5.23's Triton kernels and its JIT CUDA "
+        "kernel (built from its wheel), each called with SGLang's arguments; GPU time "
+        "graph-replayed with the L2 flushed, host time per call beside it. Ahead on tree verify, "
+        "every decode row but batch 1 through the Triton API (7.5 against 7.2 us), the Triton "
+        "prefills but the 256 short sequences (94.3 against 83.4); behind on the chain verify "
+        "(its row here timed a reverted variant: the landed code's 76.9 against 55.8 us is in "
+        "gpu-h200-sglang-layouts.md) and on the JIT API's long channel-first prefills (149.5 "
+        "against 109.7 us at 1x8192); the JIT API's host time is twice SGLang's tvm-ffi call.",
+        "python -m benchmarks sglang --wheel .peers/sglang-0.5.23",
+    ),
+    Section(
+        "2-core development machine, SGLang's CPU API beside conv.cpp",
+        "cpu-dev-epyc-2core-sglang-api",
+        "ops",
+        "An AMD EPYC with AVX-512 BF16 (this session's box), 2 threads, shared and noisy: the same "
+        "calls through the SGLang dialect's CPU API ('ours sglang api', our packed weights) and "
+        "conv.cpp (its packed weights). Ahead on every prefill (1.2-5.1x); decode batch 64 read "
+        "1.04x slower here and 1.23x faster in a rerun of the decode rows alone "
+        "(cpu-dev-epyc-2core-sglang-api-decode.md), where batch 1 read 13.9 against 9.8 us (22.1 "
+        "in this run): conv.cpp's batch-1 time moves 2x between runs on this box.",
+        "python -m benchmarks bench --device cpu --cases cpu-peer --sglang-sdist "
+        "vllm-0.33.0.tar.gz --name cpu-dev-epyc-2core-sglang-api",
+    ),
+    Section(
         "16-core Xeon host of the GPU machine, beside SGLang's kernel",
         "cpu-xeon-16t-sglang-prefetch",
         "ops",
