@@ -410,10 +410,12 @@ SECTIONS = [
         "ops",
         "An AMD EPYC with AVX-512 BF16 (this session's box), 2 threads, shared and noisy: the same "
         "calls through the SGLang dialect's CPU API ('ours sglang api', our packed weights) and "
-        "conv.cpp (its packed weights). Ahead on every prefill (1.2-5.1x); decode batch 64 read "
-        "1.04x slower here and 1.23x faster in a rerun of the decode rows alone "
-        "(cpu-dev-epyc-2core-sglang-api-decode.md), where batch 1 read 13.9 against 9.8 us (22.1 "
-        "in this run): conv.cpp's batch-1 time moves 2x between runs on this box.",
+        "conv.cpp (its packed weights). Ahead on every prefill (1.2-5.1x) and decode batch 256; "
+        "decode batch 64 read 1.04x slower here and 1.23x faster in a rerun of the decode rows "
+        "alone with the API's lighter output allocation (cpu-dev-epyc-2core-sglang-api-decode.md), "
+        "where batch 1 reads 11.8 against conv.cpp's 9.9 us (22.1 in this run): at batch 1 the "
+        "time is per-call host work (our Python wrapper and the stable ABI's boxed call; the "
+        "core API takes 10.0 there), not the kernel.",
         "python -m benchmarks bench --device cpu --cases cpu-peer --sglang-sdist "
         "vllm-0.33.0.tar.gz --name cpu-dev-epyc-2core-sglang-api",
     ),
