@@ -115,6 +115,12 @@ struct FwdParams : ConvParams {
   // written ((programs, width-1, dim) fp32; cuda/causal_conv1d_fwd.cu).
   float* halo = nullptr;
 
+  // Whether each channel's tokens are contiguous in x and out (channel-first:
+  // SGLang's JIT layout): the CPU walks such x a channel at a time.
+  CAUSAL_CONV1D_INLINE bool channel_first() const {
+    return x_tok_stride == 1 && out_tok_stride == 1 && x_dim_stride != 1 && dim > 1;
+  }
+
   // Whether out is x (SGLang's CUDA API runs in place): a token's output may
   // only be written once no other output needs its input.
   CAUSAL_CONV1D_INLINE bool in_place() const { return out == x; }

@@ -268,13 +268,15 @@ void CpuBackend::fwd(const FwdParams& p) {
   const CpuWeights w = weights.view();
   const FwdItemFn fn = k.fwd(p);
 
-  if (p.in_place()) {
-    // Whole sequences (fwd_item_in_place) times channel slabs.
-    // Slabs of whole 64-channel lines, small enough for four items per thread.
+  if (p.in_place() || p.channel_first()) {
+    // Whole sequences (fwd_item_in_place, fwd_item_rows) times channel slabs of whole
+    // 64-channel lines, small enough for four items per thread (channel-first: kRowSlab).
     const int64_t fair = p.batch * p.dim / (4 * api::num_threads());
-    const int64_t slab = std::min(p.dim, std::clamp<int64_t>(fair / 64 * 64, 64, kSlab));
+    const int64_t widest = p.channel_first() ? kRowSlab : kSlab;
+    const int64_t slab = std::min(p.dim, std::clamp<int64_t>(fair / 64 * 64, 64, widest));
     const int64_t slabs = (p.dim + slab - 1) / slab;
-    const int64_t scratch_size = in_place_scratch_rows(p.width) * scratch_pitch(slab);
+    const int64_t scratch_size =
+        p.channel_first() ? kRowScratch : in_place_scratch_rows(p.width) * scratch_pitch(slab);
     const auto cost = [&](int64_t i) {
       int64_t begin, end;
       p.token_range(i / slabs, begin, end);

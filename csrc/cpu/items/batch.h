@@ -185,26 +185,6 @@ inline float dot_row(const float* a, const float* b, int64_t count) {
 }
 
 // One channel's taps and bias, in scalars.
-struct ChannelTaps {
-  float w[kMaxWidth];
-  float bias;
-  ChannelTaps(const ConvParams& p, const CpuWeights& cw, int64_t ch) {
-    for (int64_t k = 0; k < p.width; ++k) w[k] = cw.taps[k * p.dim + ch];
-    bias = cw.bias == nullptr ? 0.f : cw.bias[ch];
-  }
-};
-
-// y[i] = bias + sum_k w[k] xs[i + k] for i < count, every tap.
-inline void conv_row(const float* xs, const float* wk, float bias, int64_t width, int64_t count,
-                     float* y) {
-  for (int64_t i = 0; i < count; ++i) y[i] = bias;
-  for (int64_t k = 0; k < width; ++k) {
-    const float wkk = wk[k];
-    const float* src = xs + k;
-    for (int64_t i = 0; i < count; ++i) y[i] += wkk * src[i];
-  }
-}
-
 // The same for one token with its masks.
 inline float conv_masked(const BatchParams& p, int64_t b, int64_t t, const float* window,
                          const float* wk, float bias) {

@@ -163,5 +163,26 @@ inline void conv_tokens_loops(const ConvParams& p, const CpuWeights& w, int64_t 
     Isa::conv_token(p, w, c0, n, in + t * in_tok, in_tok, in_dim, out + t * out_tok, out_dim);
 }
 
+// One channel's filter in fp32 (the dispatcher's copy).
+struct ChannelTaps {
+  float w[kMaxWidth];
+  float bias;
+  ChannelTaps(const ConvParams& p, const CpuWeights& cw, int64_t ch) {
+    for (int64_t k = 0; k < p.width; ++k) w[k] = cw.taps[k * p.dim + ch];
+    bias = cw.bias == nullptr ? 0.f : cw.bias[ch];
+  }
+};
+
+// y[i] = bias + sum_k w[k] xs[i + k] for i < count, every tap.
+inline void conv_row(const float* xs, const float* wk, float bias, int64_t width, int64_t count,
+                     float* y) {
+  for (int64_t i = 0; i < count; ++i) y[i] = bias;
+  for (int64_t k = 0; k < width; ++k) {
+    const float wkk = wk[k];
+    const float* src = xs + k;
+    for (int64_t i = 0; i < count; ++i) y[i] += wkk * src[i];
+  }
+}
+
 }  // namespace
 }  // namespace causal_conv1d::cpu

@@ -79,11 +79,87 @@ void fwd_item_in_place(const FwdParams& p, const CpuWeights& w, int64_t seq, int
   }
 }
 
-// Outputs of tokens [t0, t1) of one sequence, channels [c0, c1) (in place:
-// the whole sequence, fwd_item_in_place).
+// The whole of one sequence, channels [c0, c1), for channel-first x and out
+// (FwdParams::channel_first): one channel at a time, the window before the
+// sequence staged and the new state written before any output, then chunks of
+// kRowChunk tokens from the last to the first, each staged in fp32 with the
+// width-1 inputs before it (still inputs: the chunks before it are not written
+// yet), so that out may be x. `scratch` holds kRowScratch floats.
+template <class Isa, typename scalar_t, typename state_t>
+void fwd_item_rows(const FwdParams& p, const CpuWeights& w, int64_t seq, int64_t c0, int64_t c1,
+                   float* scratch) {
+  int64_t begin, end;
+  p.token_range(seq, begin, end);
+  const int64_t len = end - begin, n = c1 - c0;
+  if (len == 0) return;  // no tokens: the line is left alone
+  const scalar_t* x = static_cast<const scalar_t*>(p.x) + begin + c0 * p.x_dim_stride;
+  scalar_t* out = static_cast<scalar_t*>(p.out) + begin + c0 * p.out_dim_stride;
+  const int64_t line = p.cache_indices.present() ? p.cache_indices[seq] : seq;
+  if (p.is_padding(line)) {
+    for (int64_t c = 0; c < n; ++c) fill_channels<Isa>(out + c * p.out_dim_stride, 1, len);
+    return;
+  }
+  const int64_t H = p.width - 1, S = p.linear_len();
+  const int64_t s_dim = p.state_dim_stride, s_tok = p.state_tok_stride;
+  state_t* state = p.states == nullptr
+                       ? nullptr
+                       : static_cast<state_t*>(p.states) + line * p.state_line_stride + c0 * s_dim;
+  const bool init = state != nullptr && p.has_initial_state != nullptr &&
+                    p.has_initial_state[seq * p.has_initial_state_stride];
+  float* const xs = scratch;                    // kMaxWidth + kRowChunk
+  float* const y = xs + kRowChunk + kMaxWidth;  // kRowChunk
+  for (int64_t c = 0; c < n; ++c) {
+    const scalar_t* xc = x + c * p.x_dim_stride;
+    scalar_t* oc = out + c * p.out_dim_stride;
+    state_t* sc = state == nullptr ? nullptr : state + c * s_dim;
+    const ChannelTaps taps(p, w, c0 + c);
+    float before[kMaxWidth];
+    for (int64_t k = 0; k < H; ++k) {
+      before[k] = 0.f;
+      if (init) copy_channels<Isa>(before + k, 1, sc + (S - H + k) * s_tok, 1, 1);
+    }
+    if (sc != nullptr) {
+      // The last S columns of cat(old or zeros, tokens); ascending j reads old column
+      // j + len before anything overwrites it.
+      for (int64_t j = 0; j < S; ++j) {
+        const int64_t src = len - S + j;
+        if (src >= 0) {
+          copy_channels<Isa>(sc + j * s_tok, 1, xc + src, 1, 1);
+        } else if (init) {
+          copy_channels<Isa>(sc + j * s_tok, 1, sc + (j + len) * s_tok, 1, 1);
+        } else {
+          fill_channels<Isa>(sc + j * s_tok, 1, 1);
+        }
+      }
+    }
+    for (int64_t t1 = len; t1 > 0; t1 -= kRowChunk) {
+      const int64_t t0 = max64(0, t1 - kRowChunk), count = t1 - t0;
+      for (int64_t i = 0; i < H; ++i) {
+        const int64_t t = t0 - H + i;
+        if (t >= 0) {
+          copy_channels<Isa>(xs + i, 1, xc + t, 1, 1);
+        } else {
+          xs[i] = before[H + t];
+        }
+      }
+      copy_channels<Isa>(xs + H, 1, xc + t0, 1, count);
+      conv_row(xs, taps.w, taps.bias, p.width, count, y);
+      if (p.silu) {  // two plain loops, which the compiler vectorises
+        float* const e = xs;  // the staged inputs are spent
+        for (int64_t i = 0; i < count; ++i) e[i] = exp_fast(-y[i]);
+        for (int64_t i = 0; i < count; ++i) y[i] = y[i] / (1.f + e[i]);
+      }
+      copy_channels<Isa>(oc + t0, 1, y, 1, count);
+    }
+  }
+}
+
+// Outputs of tokens [t0, t1) of one sequence, channels [c0, c1) (in place or
+// channel-first: the whole sequence, fwd_item_in_place / fwd_item_rows).
 template <class Isa, typename scalar_t, typename state_t>
 void fwd_item(const FwdParams& p, const CpuWeights& w, int64_t seq, int64_t t0, int64_t t1,
               int64_t c0, int64_t c1, float* scratch) {
+  if (p.channel_first()) return fwd_item_rows<Isa, scalar_t, state_t>(p, w, seq, c0, c1, scratch);
   if (p.in_place()) return fwd_item_in_place<Isa, scalar_t, state_t>(p, w, seq, c0, c1, scratch);
   int64_t begin, end;
   p.token_range(seq, begin, end);
