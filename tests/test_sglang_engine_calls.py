@@ -85,87 +85,60 @@ def prefill_expect(t, x, conv, silu=True, null=None):
     return out, states
 
 
-def site_m1(device, seed=0):
-    """Mamba2 mixer prefill (mamba.py:592): x a column slice of in_proj's output, transposed."""
-    dim, row, off = 48, 80, 16
+def engine_prefill(fn, x, t, **extra):
+    """The prefill call of SGLang's Mamba2 mixer (mamba.py:592) and GDN backend
+    (gdn_backend.py:929), through `fn` (its Triton kernel or its wrapper)."""
+    return fn(
+        x,
+        t["w"],
+        t["b"],
+        activation="silu",
+        conv_states=t["conv"],
+        has_initial_state=t["prefix_lens"] > 0,
+        cache_indices=t["idx"],
+        query_start_loc=t["qsl"],
+        seq_lens_cpu=list(LENGTHS),
+        **extra,
+    ).transpose(0, 1)[: sum(LENGTHS)]
+
+
+def prefill_site(device, seed, dim, row, off, fn, **extra):
+    """x a column slice [off, off + dim) of a (tokens, row) projection output, transposed;
+    `extra` maps further keywords of the call to the names of their buffers."""
     t = prefill_buffers(device, dim, row, seed=seed)
 
     def x_of(t):
         return t["proj"][:, off : off + dim].transpose(0, 1)
 
     def call(t):
-        return triton.causal_conv1d_fn(
-            x_of(t),
-            t["w"],
-            t["b"],
-            activation="silu",
-            conv_states=t["conv"],
-            has_initial_state=t["prefix_lens"] > 0,
-            cache_indices=t["idx"],
-            query_start_loc=t["qsl"],
-            seq_lens_cpu=list(LENGTHS),
-        ).transpose(0, 1)[: sum(LENGTHS)]
+        return engine_prefill(fn, x_of(t), t, **{k: t[v] for k, v in extra.items()})
 
     def expect(c):
         out, states = prefill_expect(c, x_of(c), c["conv"])
         return out.transpose(0, 1), {"conv": states}
 
     return t, call, expect
+
+
+def site_m1(device, seed=0):
+    """Mamba2 mixer prefill (mamba.py:592): x a column slice of in_proj's output, transposed."""
+    return prefill_site(device, seed, 48, 80, 16, triton.causal_conv1d_fn)
 
 
 def site_m1_falcon(device, seed=0):
     """FalconH1 prefill: through SGLang's wrapper, which sends a strided x with seq_lens_cpu
     to its Triton kernel."""
-    t, _, expect = site_m1(device, seed)
-    dim, off = 48, 16
-
-    def call(t):
-        return sglang.causal_conv1d_fn(
-            t["proj"][:, off : off + dim].transpose(0, 1),
-            t["w"],
-            t["b"],
-            activation="silu",
-            conv_states=t["conv"],
-            has_initial_state=t["prefix_lens"] > 0,
-            cache_indices=t["idx"],
-            query_start_loc=t["qsl"],
-            seq_lens_cpu=list(LENGTHS),
-        ).transpose(0, 1)[: sum(LENGTHS)]
-
-    return t, call, expect
+    return prefill_site(device, seed, 48, 80, 16, sglang.causal_conv1d_fn)
 
 
 def site_g3(device, seed=0, block_table=False):
     """GDN prefill (gdn_backend.py:929): the wrapper with seq_lens_cpu, x mixed_qkv.T (a
     Qwen3.5 column slice), optionally the conv block table of a ragged batch."""
-    dim, row = 64, 96
-    t = prefill_buffers(device, dim, row, seed=seed)
+    extra = {"block_table": "blocks"} if block_table else {}
+    t, call, expect = prefill_site(device, seed, 64, 96, 0, sglang.causal_conv1d_fn, **extra)
     if block_table:
         rows = [(s, c) for s, n in enumerate(LENGTHS) for c in range((n + 7) // 8)]
         t["blocks"] = torch.tensor(rows, dtype=torch.int32, device=device)
-
-    def x_of(t):
-        return t["proj"][:, :dim].transpose(0, 1)
-
-    def call(t):
-        kwargs = {"block_table": t["blocks"]} if block_table else {}
-        return sglang.causal_conv1d_fn(
-            x_of(t),
-            t["w"],
-            t["b"],
-            activation="silu",
-            conv_states=t["conv"],
-            has_initial_state=t["prefix_lens"] > 0,
-            cache_indices=t["idx"],
-            query_start_loc=t["qsl"],
-            seq_lens_cpu=list(LENGTHS),
-            **kwargs,
-        ).transpose(0, 1)[: sum(LENGTHS)]
-
-    def expect(c):
-        out, states = prefill_expect(c, x_of(c), c["conv"])
-        return out.transpose(0, 1), {"conv": states}
-
     return t, call, expect
 
 
@@ -588,7 +561,16 @@ def verify_site(
             links = c["links"].clone()
             links[2] = parents
             mutated["links"] = links
-        return out.transpose(1, 2).reshape(batch * drafts, -1), mutated, windows
+
+        def check_windows(t):
+            # The rows the call wrote, read through the engine's view of the windows.
+            view = window_view(t, window, dim, width)
+            for b in range(batch):
+                if int(c["idx"][b]) != -1:
+                    wl = int(c["inter_idx"][b])
+                    assert torch.equal(view[wl, :drafts], windows[wl, :drafts]), f"row {b}"
+
+        return out.transpose(1, 2).reshape(batch * drafts, -1), mutated, check_windows
 
     return t, call, expect
 
@@ -655,23 +637,7 @@ def check_all(t, before, out, expect, name):
     for key, value in expected[1].items():
         assert torch.equal(t[key], value), f"{name}: {key}"
     if len(expected) > 2:
-        windows = expected[2]
-        view = window_of(name, t)
-        batch = 4
-        idx = before["idx"][:batch].tolist()
-        inter = before["inter_idx"][:batch].tolist()
-        for b in range(batch):
-            if idx[b] == -1:
-                continue
-            wl = inter[b]
-            assert torch.equal(view[wl, :4], windows[wl, :4]), f"{name}: windows of row {b}"
-
-
-def window_of(name, t):
-    dim = t["w"].shape[0]
-    width = t["w"].shape[1]
-    kind = "kda" if name.startswith("K3") else "dense" if "tree" in name else "dedup"
-    return window_view(t, kind, dim, width)
+        expected[2](t)  # the per-token windows
 
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=needs_cuda)])
