@@ -61,9 +61,13 @@ void check_floating(const char* op, const char* name, const Tensor& t, const Ten
   check_float(op, name, t);
 }
 
-void check_shape(const char* op, const char* name, bool ok, const std::string& expected,
-                 const Tensor& t) {
-  CC1D_CHECK_VALUE(ok, op, ": ", name, " must have shape ", expected, ", got ", dims(t.sizes()));
+// `expected` is the pieces of the shape's text (strings and integers), put together only when
+// the check fails: a decode step passes a dozen checks, and building their texts up front was
+// a tenth of its host time.
+template <typename... Expected>
+void check_shape(const char* op, const char* name, bool ok, const Tensor& t,
+                 const Expected&... expected) {
+  CC1D_CHECK_VALUE(ok, op, ": ", name, " must have shape ", expected..., ", got ", dims(t.sizes()));
 }
 
 // out: x's shape, dtype and device.
@@ -83,7 +87,7 @@ IndexVec index_vec(const char* op, const char* name, const Tensor& t, int64_t si
   check_device(op, name, t, x);
   CC1D_CHECK_TYPE(is_index_type(t.scalar_type()), op, ": ", name, " must be int32 or int64, got ",
                   api::dtype_text(t.scalar_type()));
-  check_shape(op, name, t.dim() == 1 && t.size(0) >= size, "(" + num(size) + ",) or be longer", t);
+  check_shape(op, name, t.dim() == 1 && t.size(0) >= size, t, "(", size, ",) or be longer");
   IndexVec v;
   v.data = t.data_ptr();
   v.stride = t.stride(0);
@@ -97,7 +101,7 @@ IndexVec query_starts(const char* op, const Tensor& q, const Tensor& x) {
   CC1D_CHECK_TYPE(is_index_type(q.scalar_type()), op,
                   ": query_start_loc must be int32 or int64, got ",
                   api::dtype_text(q.scalar_type()));
-  check_shape(op, "query_start_loc", q.dim() == 1 && q.size(0) >= 1, "(batch + 1,)", q);
+  check_shape(op, "query_start_loc", q.dim() == 1 && q.size(0) >= 1, q, "(batch + 1,)");
   return index_vec(op, "query_start_loc", q, q.size(0), x);
 }
 
@@ -108,8 +112,8 @@ IndexMat index_mat(const char* op, const char* name, const Tensor& t, int64_t ro
   check_device(op, name, t, x);
   CC1D_CHECK_TYPE(is_index_type(t.scalar_type()), op, ": ", name, " must be int32 or int64, got ",
                   api::dtype_text(t.scalar_type()));
-  check_shape(op, name, t.dim() == 2 && t.size(0) >= rows && t.size(1) >= cols,
-              "(" + num(rows) + ", " + num(cols) + ") or be larger", t);
+  check_shape(op, name, t.dim() == 2 && t.size(0) >= rows && t.size(1) >= cols, t, "(", rows, ", ",
+              cols, ") or be larger");
   IndexMat m;
   m.data = t.data_ptr();
   m.row_stride = t.stride(0);
@@ -171,8 +175,7 @@ void fill_conv_params(ConvParams& p, const char* op, const Tensor& x, int64_t di
 
   if (bias.has_value()) {
     check_floating(op, "bias", *bias, x);
-    check_shape(op, "bias", bias->dim() == 1 && bias->size(0) == dim, "(" + num(dim) + ",)",
-                *bias);
+    check_shape(op, "bias", bias->dim() == 1 && bias->size(0) == dim, *bias, "(", dim, ",)");
     p.bias = bias->data_ptr();
     p.bias_type = bias->scalar_type();
     p.bias_stride = bias->stride(0);
@@ -181,10 +184,8 @@ void fill_conv_params(ConvParams& p, const char* op, const Tensor& x, int64_t di
   if (states != nullptr) {
     const Tensor& s = *states;
     check_floating(op, states_name, s, x);
-    check_shape(op, states_name, s.dim() == 3 && s.size(1) == dim && s.size(2) >= width - 1,
-                "(num_cache_lines, dim=" + num(dim) + ", state_len >= " + num(width - 1) +
-                    " = width-1)",
-                s);
+    check_shape(op, states_name, s.dim() == 3 && s.size(1) == dim && s.size(2) >= width - 1, s,
+                "(num_cache_lines, dim=", dim, ", state_len >= ", width - 1, " = width-1)");
     p.states = s.data_ptr();
     p.state_type = s.scalar_type();
     p.num_cache_lines = s.size(0);
@@ -204,7 +205,7 @@ FwdParams make_fwd_params(const Tensor& x, const Tensor& weight, const OptTensor
   constexpr const char* op = "causal_conv1d_fwd";
   constexpr const char* layout = "(dim, num_tokens)";
   check_float(op, "x", x);
-  check_shape(op, "x", x.dim() == 2, layout, x);
+  check_shape(op, "x", x.dim() == 2, x, layout);
   const Tensor* states = conv_states.has_value() ? &*conv_states : nullptr;
   check_channels(op, x, 0, layout, weight, "conv_states", states);
   FwdParams p;
@@ -222,8 +223,8 @@ FwdParams make_fwd_params(const Tensor& x, const Tensor& weight, const OptTensor
     check_device(op, "has_initial_state", h, x);
     CC1D_CHECK_TYPE(h.scalar_type() == ScalarType::Bool, op,
                     ": has_initial_state must be bool, got ", api::dtype_text(h.scalar_type()));
-    check_shape(op, "has_initial_state", h.dim() == 1 && h.size(0) >= p.batch,
-                "(" + num(p.batch) + ",) or be longer", h);
+    check_shape(op, "has_initial_state", h.dim() == 1 && h.size(0) >= p.batch, h, "(", p.batch,
+                ",) or be longer");
     p.has_initial_state = static_cast<const bool*>(h.data_ptr());
     p.has_initial_state_stride = h.stride(0);
   }
@@ -283,9 +284,8 @@ void fill_token_walk(UpdateParams& p, const Tensor& x, const Tensor& out, const 
     check_shape(op, "intermediate_conv_window",
                 w.dim() == 4 && w.size(1) >= p.seqlen && w.size(2) == p.dim &&
                     w.size(3) >= p.width - 1,
-                "(num_lines, steps >= " + num(p.seqlen) + ", dim=" + num(p.dim) +
-                    ", >= width-1=" + num(p.width - 1) + ")",
-                w);
+                w, "(num_lines, steps >= ", p.seqlen, ", dim=", p.dim, ", >= width-1=", p.width - 1,
+                ")");
     p.windows = w.data_ptr();
     p.window_type = w.scalar_type();
     p.window_lines = w.size(0);
@@ -323,8 +323,8 @@ UpdateParams make_update_params(const Tensor& x_in, const Tensor& conv_state, co
   const char* layout =
       varlen ? "(num_tokens, dim) with query_start_loc" : "(batch, dim) or (batch, dim, seqlen)";
   check_float(op, "x", x_in);
-  check_shape(op, "x", varlen ? x_in.dim() == 2 : x_in.dim() == 2 || x_in.dim() == 3, layout,
-              x_in);
+  check_shape(op, "x", varlen ? x_in.dim() == 2 : x_in.dim() == 2 || x_in.dim() == 3, x_in,
+              layout);
   check_channels(op, x_in, 1, layout, weight, "conv_state", &conv_state);
   UpdateParams p;
   fill_conv_params(p, op, x_in, x_in.size(1), weight, bias, &conv_state, "conv_state", silu,
@@ -395,6 +395,18 @@ UpdateParams make_update_params(const Tensor& x_in, const Tensor& conv_state, co
   return p;
 }
 
+// causal_conv1d_update_step: causal_conv1d_update without the dialects' speculative and tree
+// arguments, the plain decode step. Its host time is the point: every argument of a call costs
+// the dispatcher and the stable ABI's boxing about as much as a check of ours.
+UpdateParams make_step_params(const Tensor& x, const Tensor& conv_state, const Tensor& weight,
+                              const OptTensor& bias, bool silu, const OptTensor& cache_seqlens,
+                              const OptTensor& conv_state_indices, int64_t pad_slot_id,
+                              const Tensor& out, int64_t null_block_id, bool front_window) {
+  return make_update_params(x, conv_state, weight, bias, silu, cache_seqlens, conv_state_indices,
+                            pad_slot_id, out, {}, {}, -1, null_block_id, front_window, {}, {}, {},
+                            {}, {});
+}
+
 // A (batch, dim, width-1) tensor of x's dtype and device.
 void check_batch_states(const char* op, const char* name, const Tensor& t, const Tensor& x,
                         int64_t width) {
@@ -402,7 +414,7 @@ void check_batch_states(const char* op, const char* name, const Tensor& t, const
   CC1D_CHECK_TYPE(t.scalar_type() == x.scalar_type(), op, ": ", name, " must have x's dtype ",
                   api::dtype_text(x.scalar_type()), ", got ", api::dtype_text(t.scalar_type()));
   const std::vector<int64_t> expected{x.size(0), x.size(1), width - 1};
-  check_shape(op, name, same_sizes(t.sizes(), expected), dims(expected), t);
+  check_shape(op, name, same_sizes(t.sizes(), expected), t, dims(expected));
 }
 
 View3 view3(const Tensor& t) { return {t.data_ptr(), t.stride(0), t.stride(1), t.stride(2)}; }
@@ -413,7 +425,7 @@ BatchParams batch_params(const char* op, const Tensor& x, const Tensor& weight,
                          const OptTensor& initial_states, bool silu) {
   constexpr const char* layout = "(batch, dim, seqlen)";
   check_float(op, "x", x);
-  check_shape(op, "x", x.dim() == 3, layout, x);
+  check_shape(op, "x", x.dim() == 3, x, layout);
   check_channels(op, x, 1, layout, weight, "initial_states",
                  initial_states.has_value() ? &*initial_states : nullptr);
   BatchParams p;
@@ -427,7 +439,7 @@ BatchParams batch_params(const char* op, const Tensor& x, const Tensor& weight,
     CC1D_CHECK_TYPE(q.scalar_type() == ScalarType::Int, op, ": seq_idx must be int32, got ",
                     api::dtype_text(q.scalar_type()));
     check_shape(op, "seq_idx", q.dim() == 2 && q.size(0) == p.batch && q.size(1) == p.seqlen,
-                dims({p.batch, p.seqlen}), q);
+                q, dims({p.batch, p.seqlen}));
     p.seq_idx = static_cast<const int32_t*>(q.data_ptr());
     p.seq_batch_stride = q.stride(0);
     p.seq_tok_stride = q.stride(1);
@@ -640,6 +652,8 @@ void register_backend(api::Library& m) {
   constexpr auto update = &Entry<B, &make_update_params>::call;
   CAUSAL_CONV1D_IMPL(m, "causal_conv1d_fwd_out", fwd_out);
   CAUSAL_CONV1D_IMPL(m, "causal_conv1d_update", update);
+  constexpr auto step = &Entry<B, &make_step_params>::call;
+  CAUSAL_CONV1D_IMPL(m, "causal_conv1d_update_step", step);
   CAUSAL_CONV1D_IMPL(m, "causal_conv1d_batch_fwd", &batch_fwd<B>);
   CAUSAL_CONV1D_IMPL(m, "causal_conv1d_batch_bwd", &batch_bwd<B>);
 }
@@ -688,6 +702,12 @@ CAUSAL_CONV1D_LIBRARY(causal_conv1d, m) {
       "Tensor(c!)? intermediate_conv_window=None, Tensor? intermediate_state_indices=None, "
       "Tensor? retrieve_next_token=None, Tensor? retrieve_next_sibling=None, "
       "Tensor(d!)? retrieve_parent_token=None) -> ()");
+  // The same without the speculative and tree arguments: the plain decode step, whose host
+  // time per call is most of the step at small batches.
+  m.def(
+      "causal_conv1d_update_step(Tensor x, Tensor(a!) conv_state, Tensor weight, Tensor? bias, "
+      "bool silu, Tensor? cache_seqlens, Tensor? conv_state_indices, int pad_slot_id, "
+      "Tensor(b!) out, int null_block_id=-1, bool front_window=False) -> ()");
   // The Dao dialect's training ops (CONTRACT 1.5): x (batch, dim, seqlen), seq_idx, initial
   // and final states of their own; functional, so that autograd can be registered on them.
   // final_states is (batch, dim, width-1) when return_final_states, else empty (0,).

@@ -36,7 +36,9 @@ def test_schemas_annotate_writes():
     upd = torch.ops.causal_conv1d.causal_conv1d_update.default._schema
     written = lambda s: [a.name for a in s.arguments if a.alias_info and a.alias_info.is_write]  # noqa: E731
     fwd_out = torch.ops.causal_conv1d.causal_conv1d_fwd_out.default._schema
+    step = torch.ops.causal_conv1d.causal_conv1d_update_step.default._schema
     assert written(fwd) == ["conv_states"]
+    assert written(step) == ["conv_state", "out"]
     assert written(fwd_out) == ["conv_states", "out"]
     assert written(upd) == [
         "conv_state",
@@ -71,6 +73,92 @@ def test_opcheck_update(device, sample):
     torch.library.opcheck(
         torch.ops.causal_conv1d.causal_conv1d_update.default, update_op_args(kwargs, out)
     )
+
+
+STEP = torch.ops.causal_conv1d.causal_conv1d_update_step.default
+UPDATE = torch.ops.causal_conv1d.causal_conv1d_update.default
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("sample", range(len(UPDATE_SAMPLES)))
+@pytest.mark.parametrize("front_window", [False, True])
+def test_opcheck_update_step(device, sample, front_window):
+    if front_window and UPDATE_SAMPLES[sample].get("circular"):
+        pytest.skip("ring buffers (cache_seqlens) have no front-aligned window")
+    kwargs, _ = update_case(device=device, **UPDATE_SAMPLES[sample])
+    out = torch.empty_like(kwargs["x"])
+    torch.library.opcheck(STEP, (*update_op_args(kwargs, out), -1, front_window))
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("sample", range(len(UPDATE_SAMPLES)))
+@pytest.mark.parametrize("extra_state", [0, 2])
+@pytest.mark.parametrize("front_window", [False, True])
+def test_update_step_is_the_update_op_without_its_dialect_arguments(
+    device, sample, extra_state, front_window
+):
+    """The plain step op writes the same bits, out and cache, as the full op called with the
+    same arguments and the defaults of the rest (the speculative and tree ones None)."""
+    case = dict(UPDATE_SAMPLES[sample], extra_state=extra_state)
+    if front_window and case.get("circular"):
+        pytest.skip("ring buffers (cache_seqlens) have no front-aligned window")
+    kwargs, _ = update_case(device=device, **case)
+    results = []
+    for op in (STEP, UPDATE):
+        states = kwargs["conv_state"].clone()
+        out = torch.full_like(kwargs["x"], float("nan"))
+        args = list(update_op_args(kwargs, out))
+        args[1] = states
+        pad_slot_id = 3  # a real line read as padding: both ops must agree on it too
+        args[7] = pad_slot_id
+        if op is STEP:
+            op(*args, -1, front_window)
+        else:
+            op(*args, None, None, -1, -1, front_window)
+        results.append((out, states))
+    (out_step, states_step), (out_full, states_full) = results
+    assert torch.equal(out_step, out_full)
+    assert torch.equal(states_step, states_full)
+    assert not torch.equal(states_step, kwargs["conv_state"]), "the step must write the cache"
+
+
+def _ops_called(fn) -> list:
+    """The causal_conv1d ops a call reaches, in order."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    called = []
+
+    class Record(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func.namespace == "causal_conv1d":
+                called.append(func.__name__.split(".")[0])
+            return func(*args, **(kwargs or {}))
+
+    with Record():
+        fn()
+    return called
+
+
+def test_plain_decode_calls_take_the_step_op():
+    """The dialects' plain decode calls reach the lean step op (its host time is the point);
+    a call with speculative rows or a tree reaches the full op."""
+    from causal_conv1d_kernels import vllm
+
+    kwargs, _ = update_case(4, (F32, F32, F32))
+    x, state, weight = kwargs["x"], kwargs["conv_state"], kwargs["weight"]
+    lines = kwargs["conv_state_indices"]
+    plain = lambda: ck.causal_conv1d_update(  # noqa: E731
+        x, state, weight, None, "silu", conv_state_indices=lines
+    )
+    assert _ops_called(plain) == ["causal_conv1d_update_step"]
+    vllm_plain = lambda: vllm.causal_conv1d_update(x, state, weight, conv_state_indices=lines)  # noqa: E731
+    assert _ops_called(vllm_plain) == ["causal_conv1d_update_step"]
+    accepted = torch.ones(x.shape[0], dtype=torch.int32)
+    wide = torch.randn(state.shape[0], state.shape[1], 4)
+    spec = lambda: vllm.causal_conv1d_update(  # noqa: E731
+        x, wide, weight, conv_state_indices=lines, num_accepted_tokens=accepted
+    )
+    assert _ops_called(spec) == ["causal_conv1d_update"]
 
 
 class PrefillThenDecode(torch.nn.Module):

@@ -338,11 +338,13 @@ def test_op_checks_fwd():
             op(*bad_args)
 
 
-def test_op_checks_update():
+@pytest.mark.parametrize("name", ["causal_conv1d_update", "causal_conv1d_update_step"])
+def test_op_checks_update(name):
+    """The full op and the plain step op (the same checks, reported as the full op's)."""
     k = update_kwargs()
     out = torch.empty_like(k["x"])
     args = list(update_op_args(k, out))
-    op = torch.ops.causal_conv1d.causal_conv1d_update
+    op = getattr(torch.ops.causal_conv1d, name)
     for index, bad, words in [
         (2, torch.randn(72, 1), "weight width"),
         (1, torch.randn(6, 72, 2), r"conv_state must have shape .*state_len >= 3 = width-1"),

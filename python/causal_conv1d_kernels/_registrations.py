@@ -154,6 +154,14 @@ def _causal_conv1d_update_fake(
     )
 
 
+@torch.library.register_fake("causal_conv1d::causal_conv1d_update_step")
+def _causal_conv1d_update_step_fake(*args, **kwargs):
+    """The full op's fake: the step's first nine arguments are the full op's, its last two
+    (null_block_id, front_window) are keywords there."""
+    kwargs.update(zip(("null_block_id", "front_window"), args[9:]))
+    _causal_conv1d_update_fake(*args[:9], **kwargs)
+
+
 # ---- The Dao dialect's training ops (CONTRACT 1.5): fake kernels and autograd ----
 
 

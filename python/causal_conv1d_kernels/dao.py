@@ -25,7 +25,7 @@ import types
 
 import torch
 
-from ._core import PAD_SLOT_ID, _call, _decode, _integer, _silu, deterministic_requested
+from ._core import PAD_SLOT_ID, _call, _decode, _integers, _silu, deterministic_requested
 
 __all__ = [
     "causal_conv1d_fn",
@@ -160,7 +160,7 @@ def causal_conv1d_varlen_states(
         raise ValueError(
             f"{op}: cu_seqlens must have shape (batch + 1,), got {tuple(cu_seqlens.shape)}"
         )
-    _integer(op, "state_len", state_len)
+    _integers(op, state_len=state_len)
     if state_len < 0:
         raise ValueError(f"{op}: state_len must be >= 0, got {state_len}")
     starts, ends = cu_seqlens[:-1].long(), cu_seqlens[1:].long()
