@@ -81,7 +81,8 @@ if want sanitize; then
     ( CAUSAL_CONV1D_STRESS_CALLS=200 CAUSAL_CONV1D_FUZZ_EXAMPLES=30 \
       env ${SANITIZE_ENV:-} timeout "${SANITIZE_TIMEOUT:-300}" compute-sanitizer --tool "$tool" --error-exitcode 9 python3 -m pytest -q \
       tests/test_fwd.py tests/test_update.py tests/test_vllm.py tests/test_cuda.py tests/test_safety.py tests/test_hostile.py \
-      tests/test_fuzz.py tests/test_stress.py tests/test_dao.py -p no:cacheprovider \
+      tests/test_fuzz.py tests/test_stress.py tests/test_dao.py tests/test_ops.py tests/test_sglang.py \
+      tests/test_sglang_engine_calls.py -p no:cacheprovider \
       -k "${SANITIZE_K:-cuda and not compile and not opcheck and (not matches_reference or bfloat16-bfloat16-float32 or float32-float16-bfloat16)}" \
       > "$OUT/sanitize-$tool.txt" 2>&1
       echo "compute-sanitizer $tool: exit $? (124: timed out)" >> "$OUT/sanitize-$tool.txt" ) &
