@@ -39,12 +39,10 @@ def _setting_on(name: str) -> bool:
 _VALIDATE_FROM_ENV = _setting_on("CAUSAL_CONV1D_VALIDATE")
 
 
-def _validation_requested(validate: bool, x) -> bool:
-    """Whether the value checks run: asked for, and neither a CUDA graph capture (a host read
-    is not allowed there) nor torch.compile's tracing (it would be a data-dependent guard) is
-    in progress. The callers test ``validate or _VALIDATE_FROM_ENV`` inline first."""
-    if not (validate or _VALIDATE_FROM_ENV):
-        return False
+def _values_readable(x) -> bool:
+    """Whether the value checks may read index values now: neither a CUDA graph capture (a
+    host read is not allowed there) nor torch.compile's tracing (it would be a data-dependent
+    guard) is in progress. Callers ask only when ``validate or _VALIDATE_FROM_ENV``."""
     if torch.compiler.is_compiling():
         return False
     return not (
@@ -151,7 +149,8 @@ def _silu(op: str, activation: Activation) -> bool:
 
 def _integers(op: str, **values) -> None:
     """int arguments (the dispatcher would take a bool or an integer tensor for one). The
-    callers test ``type(v) is int`` inline first: this runs only when one is not."""
+    decode and prefill calls test ``type(v) is int`` inline and call this only when one is
+    not."""
     for name, v in values.items():
         if isinstance(v, bool) or not isinstance(v, int):
             raise TypeError(f"{op}: {name} must be an int, got {type(v).__name__}")
@@ -283,7 +282,7 @@ def _prefill(
         _integers(op, pad_slot_id=pad_slot_id, null_block_id=null_block_id)
     if torch.is_grad_enabled() and _requires_grad(x, weight, bias, conv_states):
         _refuse_grad(op, x=x, weight=weight, bias=bias, conv_states=conv_states)
-    if (validate or _VALIDATE_FROM_ENV) and _validation_requested(validate, x):
+    if (validate or _VALIDATE_FROM_ENV) and _values_readable(x):
         _check_prefill_values(
             op, x, conv_states, query_start_loc, cache_indices, pad_slot_id, null_block_id
         )
@@ -331,7 +330,7 @@ def _decode(
         )
     if torch.is_grad_enabled() and _requires_grad(x, weight, bias, conv_state):
         _refuse_grad(op, x=x, weight=weight, bias=bias, conv_state=conv_state)
-    if (validate or _VALIDATE_FROM_ENV) and _validation_requested(validate, x):
+    if (validate or _VALIDATE_FROM_ENV) and _values_readable(x):
         _check_decode_values(
             op,
             x,

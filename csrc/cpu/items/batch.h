@@ -184,8 +184,7 @@ inline float dot_row(const float* a, const float* b, int64_t count) {
   return sum;
 }
 
-// One channel's taps and bias, in scalars.
-// The same for one token with its masks.
+// conv_row (items/common.h) for one token, with its masks.
 inline float conv_masked(const BatchParams& p, int64_t b, int64_t t, const float* window,
                          const float* wk, float bias) {
   const int64_t s = p.sequence(b, t);

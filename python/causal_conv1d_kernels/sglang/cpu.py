@@ -39,9 +39,9 @@ def causal_conv1d_weight_pack(weight: torch.Tensor) -> torch.Tensor:
     return weight.clone(memory_format=torch.contiguous_format)
 
 
-def _check_packed(op: str, weight, is_weight_packed: bool) -> None:
-    """is_weight_packed=True: the filter causal_conv1d_weight_pack returns (contiguous)."""
-    if is_weight_packed and isinstance(weight, torch.Tensor) and not weight.is_contiguous():
+def _check_packed(op: str, weight) -> None:
+    """For is_weight_packed=True: the filter causal_conv1d_weight_pack returns (contiguous)."""
+    if isinstance(weight, torch.Tensor) and not weight.is_contiguous():
         raise ValueError(
             f"{op}: is_weight_packed=True needs the contiguous filter causal_conv1d_weight_pack "
             f"returns, got strides {weight.stride()}"
@@ -62,7 +62,8 @@ def causal_conv1d_fwd_cpu(
 ) -> torch.Tensor:
     """Prefill: a new output with x's shape and (channel-last) strides."""
     op = "causal_conv1d_fwd_cpu"
-    _check_packed(op, weight, is_weight_packed)
+    if is_weight_packed:
+        _check_packed(op, weight)
     batched = query_start_loc is None and isinstance(x, torch.Tensor) and x.dim() == 3
     if batched:
         # (batch, dim, seqlen) channel-last with dense rows is the token-major buffer
@@ -109,7 +110,7 @@ def causal_conv1d_update_cpu(
     ``num_accepted_tokens``; a new output of x's shape (and layout, where x is dense)."""
     op = "causal_conv1d_update_cpu"
     if is_weight_packed:
-        _check_packed(op, weight, is_weight_packed)
+        _check_packed(op, weight)
     # empty_like, as conv.cpp's (x's layout where x is dense, else contiguous): a third of
     # torch.empty's host time (0.86 against 2.3 us on the dev box).
     try:
