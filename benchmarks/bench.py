@@ -310,7 +310,7 @@ def main(argv=None) -> int:
     header = (
         f"## {args.device}: {machine}{isa}\n\ncausal_conv1d_kernels {__version__}, torch "
         f"{torch.__version__}, {datetime.date.today()}; bf16, width 4, bias, SiLU; "
-        "median times"
+        "median times; every call under torch.inference_mode(), as engines make them"
     )
     if args.device == "cuda":
         header += (
@@ -344,9 +344,12 @@ def main(argv=None) -> int:
             from . import sglang_peer
 
             sglang = sglang_peer.load(args.sglang_sdist)
-        rows = run(
-            args.device, cases, args.threads, args.min_run_time, peers_dir, args.timer, sglang
-        )
+        # Under inference mode, as engines' model runners call the ops (SGLang's scheduler
+        # loop, vLLM's worker): grad mode is off and the tensors carry no autograd keys.
+        with torch.inference_mode():
+            rows = run(
+                args.device, cases, args.threads, args.min_run_time, peers_dir, args.timer, sglang
+            )
 
     meta = {
         "device": args.device,

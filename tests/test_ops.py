@@ -37,8 +37,10 @@ def test_schemas_annotate_writes():
     written = lambda s: [a.name for a in s.arguments if a.alias_info and a.alias_info.is_write]  # noqa: E731
     fwd_out = torch.ops.causal_conv1d.causal_conv1d_fwd_out.default._schema
     step = torch.ops.causal_conv1d.causal_conv1d_update_step.default._schema
+    step_out = torch.ops.causal_conv1d.causal_conv1d_update_step_out.default._schema
     assert written(fwd) == ["conv_states"]
-    assert written(step) == ["conv_state", "out"]
+    assert written(step) == ["conv_state"]
+    assert written(step_out) == ["conv_state", "out"]
     assert written(fwd_out) == ["conv_states", "out"]
     assert written(upd) == [
         "conv_state",
@@ -75,7 +77,8 @@ def test_opcheck_update(device, sample):
     )
 
 
-STEP = torch.ops.causal_conv1d.causal_conv1d_update_step.default
+STEP = torch.ops.causal_conv1d.causal_conv1d_update_step_out.default
+NEW_STEP = torch.ops.causal_conv1d.causal_conv1d_update_step.default
 UPDATE = torch.ops.causal_conv1d.causal_conv1d_update.default
 
 
@@ -88,6 +91,8 @@ def test_opcheck_update_step(device, sample, front_window):
     kwargs, _ = update_case(device=device, **UPDATE_SAMPLES[sample])
     out = torch.empty_like(kwargs["x"])
     torch.library.opcheck(STEP, (*update_op_args(kwargs, out), -1, front_window))
+    args = update_op_args(kwargs, out)
+    torch.library.opcheck(NEW_STEP, (*args[:8], -1, front_window))
 
 
 @pytest.mark.parametrize("device", devices())
@@ -104,7 +109,7 @@ def test_update_step_is_the_update_op_without_its_dialect_arguments(
         pytest.skip("ring buffers (cache_seqlens) have no front-aligned window")
     kwargs, _ = update_case(device=device, **case)
     results = []
-    for op in (STEP, UPDATE):
+    for op in (STEP, NEW_STEP, UPDATE):
         states = kwargs["conv_state"].clone()
         out = torch.full_like(kwargs["x"], float("nan"))
         args = list(update_op_args(kwargs, out))
@@ -113,12 +118,16 @@ def test_update_step_is_the_update_op_without_its_dialect_arguments(
         args[7] = pad_slot_id
         if op is STEP:
             op(*args, -1, front_window)
+        elif op is NEW_STEP:
+            out = op(*args[:8], -1, front_window)
+            assert out.shape == kwargs["x"].shape and out.stride() == kwargs["x"].stride()
         else:
             op(*args, None, None, -1, -1, front_window)
         results.append((out, states))
-    (out_step, states_step), (out_full, states_full) = results
-    assert torch.equal(out_step, out_full)
-    assert torch.equal(states_step, states_full)
+    (out_step, states_step), *others = results
+    for out_other, states_other in others:
+        assert torch.equal(out_step, out_other)
+        assert torch.equal(states_step, states_other)
     assert not torch.equal(states_step, kwargs["conv_state"]), "the step must write the cache"
 
 
@@ -142,7 +151,8 @@ def _ops_called(fn) -> list:
 def test_plain_decode_calls_take_the_step_op():
     """The dialects' plain decode calls reach the lean step op (its host time is the point);
     a call with speculative rows or a tree reaches the full op."""
-    from causal_conv1d_kernels import vllm
+    from causal_conv1d_kernels import dao, vllm
+    from causal_conv1d_kernels.sglang import cpu as sglang_cpu_api
 
     kwargs, _ = update_case(4, (F32, F32, F32))
     x, state, weight = kwargs["x"], kwargs["conv_state"], kwargs["weight"]
@@ -150,9 +160,21 @@ def test_plain_decode_calls_take_the_step_op():
     plain = lambda: ck.causal_conv1d_update(  # noqa: E731
         x, state, weight, None, "silu", conv_state_indices=lines
     )
-    assert _ops_called(plain) == ["causal_conv1d_update_step"]
+    assert _ops_called(plain) == ["causal_conv1d_update_step"]  # a new output: the op's
+    into = lambda: ck.causal_conv1d_update(  # noqa: E731
+        x, state, weight, None, "silu", conv_state_indices=lines, out=torch.empty_like(x)
+    )
+    assert _ops_called(into) == ["causal_conv1d_update_step_out"]
     vllm_plain = lambda: vllm.causal_conv1d_update(x, state, weight, conv_state_indices=lines)  # noqa: E731
-    assert _ops_called(vllm_plain) == ["causal_conv1d_update_step"]
+    assert _ops_called(vllm_plain) == ["causal_conv1d_update_step_out"]  # in place: out is x
+    rows = update_case(4, (F32, F32, F32), squeeze=True)[0]["x"]  # (batch, dim), SGLang's
+    sglang_cpu = lambda: sglang_cpu_api.causal_conv1d_update_cpu(  # noqa: E731
+        rows, state, weight, None, True, conv_state_indices=lines
+    )
+    assert _ops_called(sglang_cpu) == ["causal_conv1d_update_step"]
+    assert _ops_called(lambda: dao.causal_conv1d_update(x, state, weight)) == [
+        "causal_conv1d_update_step"
+    ]
     accepted = torch.ones(x.shape[0], dtype=torch.int32)
     wide = torch.randn(state.shape[0], state.shape[1], 4)
     spec = lambda: vllm.causal_conv1d_update(  # noqa: E731

@@ -338,7 +338,7 @@ def test_op_checks_fwd():
             op(*bad_args)
 
 
-@pytest.mark.parametrize("name", ["causal_conv1d_update", "causal_conv1d_update_step"])
+@pytest.mark.parametrize("name", ["causal_conv1d_update", "causal_conv1d_update_step_out"])
 def test_op_checks_update(name):
     """The full op and the plain step op (the same checks, reported as the full op's)."""
     k = update_kwargs()
@@ -355,6 +355,24 @@ def test_op_checks_update(name):
         bad_args[index] = bad
         with pytest.raises((ValueError, TypeError), match=f"causal_conv1d_update: {words}"):
             op(*bad_args)
+
+
+def test_op_checks_update_step_into_a_new_output():
+    """The functional step op (no out) checks as the full op does, before it writes."""
+    k = update_kwargs()
+    args = list(update_op_args(k, torch.empty_like(k["x"])))[:8]
+    state = args[1].clone()
+    for index, bad, words in [
+        (2, torch.randn(72, 1), "weight width"),
+        (1, torch.randn(6, 72, 2), r"conv_state must have shape .*state_len >= 3 = width-1"),
+        (5, k["cache_seqlens"][:2], "cache_seqlens must have shape"),
+        (0, k["x"].int(), "x must be"),
+    ]:
+        bad_args = list(args)
+        bad_args[index] = bad
+        with pytest.raises((ValueError, TypeError), match=f"causal_conv1d_update: {words}"):
+            torch.ops.causal_conv1d.causal_conv1d_update_step(*bad_args)
+    assert torch.equal(args[1], state)
 
 
 def test_op_rejects_out_overlapping_x():

@@ -154,12 +154,23 @@ def _causal_conv1d_update_fake(
     )
 
 
-@torch.library.register_fake("causal_conv1d::causal_conv1d_update_step")
-def _causal_conv1d_update_step_fake(*args, **kwargs):
+@torch.library.register_fake("causal_conv1d::causal_conv1d_update_step_out")
+def _causal_conv1d_update_step_out_fake(*args, **kwargs):
     """The full op's fake: the step's first nine arguments are the full op's, its last two
     (null_block_id, front_window) are keywords there."""
     kwargs.update(zip(("null_block_id", "front_window"), args[9:]))
     _causal_conv1d_update_fake(*args[:9], **kwargs)
+
+
+@torch.library.register_fake("causal_conv1d::causal_conv1d_update_step")
+def _causal_conv1d_update_step_fake(
+    x, conv_state, weight, bias, silu, cache_seqlens, conv_state_indices, pad_slot_id, *rest, **kw
+):
+    """The step into a new output shaped like x (empty_like's layout, as like_x in C++)."""
+    out = torch.empty_like(x)
+    args = (x, conv_state, weight, bias, silu, cache_seqlens, conv_state_indices, pad_slot_id)
+    _causal_conv1d_update_step_out_fake(*args, out, *rest, **kw)
+    return out
 
 
 # ---- The Dao dialect's training ops (CONTRACT 1.5): fake kernels and autograd ----

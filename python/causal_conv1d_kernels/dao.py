@@ -126,7 +126,6 @@ def causal_conv1d_update(
         conv_state=conv_state,
         weight=weight,
         bias=bias,
-        out=torch.empty_like(x) if isinstance(x, torch.Tensor) else x,
         activation=activation,
         cache_seqlens=cache_seqlens,
         conv_state_indices=conv_state_indices,

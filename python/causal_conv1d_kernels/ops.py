@@ -169,8 +169,6 @@ def causal_conv1d_update(
     Returns:
         ``out`` (a new tensor when not given), x's shape and dtype.
     """
-    if out is None:
-        out = torch.empty_like(x) if isinstance(x, torch.Tensor) else None
     return _decode(
         "causal_conv1d_update",
         x=x,

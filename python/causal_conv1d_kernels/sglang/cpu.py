@@ -111,24 +111,22 @@ def causal_conv1d_update_cpu(
     op = "causal_conv1d_update_cpu"
     if is_weight_packed:
         _check_packed(op, weight)
-    # empty_like, as conv.cpp's (x's layout where x is dense, else contiguous): a third of
-    # torch.empty's host time (0.86 against 2.3 us on the dev box).
-    try:
-        out = torch.empty_like(x)
-    except TypeError:
-        raise TypeError(f"{op}: x must be a torch.Tensor, got {type(x).__name__}") from None
-    token_major = out.dim() == 3
-    _decode(
+    # A new output with x's layout where x is dense, else contiguous (conv.cpp's empty_like):
+    # the op allocates it for (batch, dim) rows; speculative rows (batch, seqlen, dim) reach
+    # the op transposed, into an output allocated here in x's own shape.
+    token_major = isinstance(x, torch.Tensor) and x.dim() == 3
+    out = torch.empty_like(x) if token_major else None
+    result = _decode(
         op,
         x=x.transpose(1, 2) if token_major else x,
         conv_state=conv_states,
         weight=weight,
         bias=bias,
-        out=out.transpose(1, 2) if token_major else out,
+        out=out.transpose(1, 2) if token_major else None,
         activation=bool(silu_activation),
         conv_state_indices=conv_state_indices,
         pad_slot_id=pad_slot_id,
         num_accepted_tokens=num_accepted_tokens,
         front_window=True,
     )
-    return out
+    return out if token_major else result

@@ -81,14 +81,12 @@ def causal_conv1d_update(
     """Decode, speculative decode and tree verify: x ``(batch, dim)`` or ``(batch, dim,
     seqlen)``; returns a new output shaped like x (the module's docstring has the rules)."""
     del cache_seqlens, metadata, validate_data
-    out = torch.empty_like(x) if isinstance(x, torch.Tensor) else x
     return _decode(
         "causal_conv1d_update",
         x=x,
         conv_state=conv_state,
         weight=weight,
         bias=bias,
-        out=out,
         activation=activation,
         conv_state_indices=conv_state_indices,
         pad_slot_id=pad_slot_id,
