@@ -413,28 +413,34 @@ SECTIONS = [
         "2-core development machine, SGLang's CPU API beside conv.cpp",
         "cpu-dev-epyc-2core-sglang-api",
         "ops",
-        "An AMD EPYC with AVX-512 BF16, 2 threads, shared and noisy: the same calls through the "
-        "SGLang dialect's CPU API ('ours sglang api', our packed weights) and conv.cpp (its "
-        "packed weights), after the plain decode step got its lean op (causal_conv1d_update_step). "
-        "Ahead on every prefill (1.3-5.1x) and decode batch 256 (1.42x); decode batch 64 210.2 "
-        "against 191.8 us and batch 1 10.0 against 9.7 us, behind. The decode rows are bimodal "
-        "from one process to the next on this box: three reruns of them alone gave batch 64 "
-        "134.6 / 211.2 / 134.3 against conv.cpp's 175.5 / 202.3 / 175.0 and batch 1 10.0 / "
-        "10.0 / 9.9 against 9.8 / 22.9 / 9.8 (docs/DESIGN_LOG.md). At batch 1 the time is "
-        "per-call host work, not the kernel (see the one-thread run).",
-        "python -m benchmarks bench --device cpu --cases cpu-peer --sglang-sdist "
-        "vllm-0.33.0.tar.gz --name cpu-dev-epyc-2core-sglang-api",
+        "An AMD EPYC with AVX-512 BF16, 2 threads bound to the 2 vCPUs (as SGLang's CPU backend "
+        "binds its threads), shared and noisy; each column the best median of 3 interleaved "
+        "rounds; the same calls through the SGLang dialect's CPU API ('ours sglang api', our "
+        "packed weights) and conv.cpp (its packed weights), after the decode step's functional "
+        "op (causal_conv1d_update_step allocates the output). Ahead on every prefill (1.2-5.3x), "
+        "decode batch 1 (9.0 against 22.6 us: conv.cpp's two-thread region was slow in this "
+        "process; 9.2 against 9.5-9.7 in the reruns where it was not) and batch 256 (1.28x); "
+        "behind at batch 64 in this run (198.6 against 192.0). Batch 64 is an artifact of two "
+        "OpenMP runtimes in one process (torch's and conv.cpp's): without conv.cpp loaded our "
+        "batch 64 took 131-137 us in every process; with it, 130 or 200-217 depending on the "
+        "phase (docs/DESIGN_LOG.md); conv.cpp itself 170-194. The one-thread run compares the "
+        "kernels without that interference.",
+        "OMP_PROC_BIND=true python -m benchmarks bench --device cpu --cases cpu-peer --rounds 3 "
+        "--sglang-sdist vllm-0.33.0.tar.gz --name cpu-dev-epyc-2core-sglang-api",
     ),
     Section(
         "2-core development machine, one thread, SGLang's CPU API decode beside conv.cpp",
         "cpu-dev-epyc-1thread-sglang-api-decode",
         "ops",
-        "The decode rows on one thread of the same box: batch 64 and 256 1.57x and 1.51x faster "
-        "than conv.cpp; batch 1 10.0 against 8.0 us, behind: our kernel's share is about 3.5 us "
-        "against conv.cpp's 4.7 (D 64 calls isolate the rest), the remainder host work, 6.2 us "
-        "through the API (0.86 of it the output's allocation, 3.1 the op call itself through the "
-        "dispatcher and the stable ABI) against conv.cpp's 3.2 in all.",
-        "python -m benchmarks bench --device cpu --threads 1 --cases cpu-peer --only update "
+        "The decode rows on one thread of the same box (best of 3 interleaved rounds): batch 64 "
+        "and 256 1.62x and 1.64x faster than conv.cpp; batch 1 8.8 against 7.7 us, behind "
+        "(1.14x; it was 10.0 against 8.0): our kernel's share is about 3.5 us against conv.cpp's "
+        "4.7, the rest host work, about 5.1 us through the API at D 64 against conv.cpp's 3.2 "
+        "(its op call, a classic pybind-registered op, 2.7 with its allocation; ours 3.9 through "
+        "the dispatcher and the stable ABI with the allocation, plus 1.3 in three Python "
+        "frames).",
+        "OMP_PROC_BIND=true python -m benchmarks bench --device cpu --threads 1 --rounds 3 "
+        "--cases cpu-peer --only update "
         "--sglang-sdist vllm-0.33.0.tar.gz --name cpu-dev-epyc-1thread-sglang-api-decode",
     ),
     Section(
