@@ -104,6 +104,42 @@ def peer_implementations(case, inputs, peers, dao) -> dict:
     return impls
 
 
+def cudnn_implementations(case, inputs, cudnn_ops) -> dict:
+    """cuDNN frontend 1.32's `cudnn.ops.causal_conv1d_update` (CuTe DSL kernels), called as
+    Dao's API is: bf16 rows, the cache lines as contiguous int32 indices, a new output per call,
+    its own copy of the states (the channel-last (lines, dim, 3) view it accepts). On sm_90 only
+    its update runs (its cu_seqlens prefill raises NotImplementedError there; its dense forward
+    and backward need a libcudnn with cudnnCausalConv1dForward). Empty for other cases, or when
+    its outputs or states disagree with the reference."""
+    from causal_conv1d_kernels.testing.reference import causal_conv1d_update_ref
+
+    x, weight, bias = inputs["x"], inputs["weight"], inputs["bias"]
+    if case.op != "update" or x.dtype != torch.bfloat16:
+        return {}
+    states = inputs["conv_state"].clone()
+    lines = inputs["conv_state_indices"].to(torch.int32).contiguous()
+
+    def call():
+        return cudnn_ops.causal_conv1d_update(
+            x, states, weight, bias, "silu", conv_state_indices=lines
+        )
+
+    expected, expected_states = causal_conv1d_update_ref(
+        x, inputs["conv_state"], weight, bias, "silu", conv_state_indices=lines
+    )
+    try:
+        out = call()
+    except Exception as e:  # noqa: BLE001 (a peer that rejects a case is reported)
+        print(f"cudnn peer rejects {case.name}: {type(e).__name__}: {str(e)[:120]}")
+        return {}
+    close = torch.allclose(out.double(), expected.double(), atol=1.6e-2, rtol=1.6e-2)
+    if not close or not torch.equal(states, expected_states):
+        print(f"cudnn peer disagrees with the reference on {case.name}: not timed")
+        return {}
+    states.copy_(inputs["conv_state"])
+    return {"cudnn 1.32": call}
+
+
 def sglang_implementations(case, inputs, peer) -> dict:
     """SGLang's CPU kernel (`python -m benchmarks sglang-peer`) as the seed's API calls it: weights
     packed beforehand, int32 indices, a fresh output per call (its only mode), its own copy of
@@ -194,6 +230,8 @@ def run(
     dao = load_peer(None, "causal_conv1d") if with_peers else None
     # fla-core's Triton causal_conv1d.
     fla = load_peer(None, "fla.modules.causal_conv1d") if with_peers else None
+    # cuDNN frontend's CuTe DSL ops (issue 28; .devscripts/cudnn_stage.sh puts them on the path).
+    cudnn_ops = load_peer(None, "cudnn.ops") if with_peers else None
     ours_available = device == "cpu" or has_cuda_backend()
     flushed = device == "cuda" and timer in ("flushed", "direct")
     rows = []
@@ -209,6 +247,8 @@ def run(
         impls.update(peer_implementations(case, inputs, peers, dao))
         if fla is not None:
             impls.update(fla_implementations(case, inputs, fla))
+        if cudnn_ops is not None:
+            impls.update(cudnn_implementations(case, inputs, cudnn_ops))
         if sglang is not None and device == "cpu":
             impls.update(sglang_implementations(case, inputs, sglang))
 

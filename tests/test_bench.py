@@ -53,3 +53,38 @@ def test_one_round_times_each_column_once(bench, monkeypatch):
     monkeypatch.setattr(benchmark, "time_us", lambda fn, *a, **k: calls.append(fn) or 1.0)
     rows = bench.run("cpu", [benchmark.Case("tiny update", "update", 64, batch=2)], 1, 0.01)
     assert len(calls) == len([k for k in rows[0] if k.endswith("_us")])
+
+
+def test_cudnn_peer_is_checked_then_called_as_daos_api(bench):
+    """The cuDNN frontend peer's adapter on a stand-in with its API (ours through the Dao
+    dialect, which has the same call): decode rows only, int32 indices, its own state copy;
+    a peer whose outputs disagree with the reference is left out."""
+    import types
+
+    import torch
+    from causal_conv1d_kernels import dao
+    from causal_conv1d_kernels.testing import benchmark
+
+    calls = []
+
+    def update(x, conv_state, weight, bias=None, activation=None, *, conv_state_indices=None):
+        calls.append(conv_state_indices.dtype)
+        return dao.causal_conv1d_update(
+            x, conv_state, weight, bias, activation, conv_state_indices=conv_state_indices
+        )
+
+    case = benchmark.Case("tiny update", "update", 64, batch=3)
+    inputs = benchmark.make_inputs(case, "cpu")
+    before = inputs["conv_state"].clone()
+    impls = bench.cudnn_implementations(
+        case, inputs, types.SimpleNamespace(causal_conv1d_update=update)
+    )
+    assert list(impls) == ["cudnn 1.32"]
+    impls["cudnn 1.32"]()
+    assert calls == [torch.int32, torch.int32]
+    assert torch.equal(inputs["conv_state"], before), "the peer writes its own copy only"
+
+    wrong = types.SimpleNamespace(causal_conv1d_update=lambda x, *a, **k: torch.zeros_like(x))
+    assert bench.cudnn_implementations(case, inputs, wrong) == {}
+    fwd = benchmark.Case("tiny prefill", "fwd", 64, lengths=(5, 3))
+    assert bench.cudnn_implementations(fwd, benchmark.make_inputs(fwd, "cpu"), wrong) == {}
