@@ -216,6 +216,8 @@ def run(device, dtype, min_run_time, threads, only=None, host_calls=1000):
     rows = []
     for case, t in cases(device, dtype, only):
         expected = _reference_grads(t)
+        # The libraries that have this call (one forward each; None: no such call).
+        able = {n: f for n, f in impls.items() if _forward_call(f, t) is not None}
         for phase, nbytes in phase_bytes(case, t).items():
             row = {"case": f"{phase} {case.name}", "bytes": nbytes, "reference": "float64"}
             copy = benchmark.copy_floor(nbytes, device)
@@ -223,9 +225,7 @@ def run(device, dtype, min_run_time, threads, only=None, host_calls=1000):
                 row["copy_us"] = benchmark.time_cuda_flushed_us(copy, min_run_time)
             else:
                 row["copy_us"] = benchmark.time_us(copy, device, threads, min_run_time)
-            for name, forward in impls.items():
-                if _forward_call(forward, t) is None:
-                    continue  # no such call in this library
+            for name, forward in able.items():
                 if phase == "fwd":
                     fn = lambda f=forward, t=t: _forward_call(f, t)  # noqa: E731
                 else:
