@@ -140,11 +140,23 @@ def cudnn_implementations(case, inputs, cudnn_ops) -> dict:
     return {"cudnn 1.32": call}
 
 
+def _sglang_cpu_args(case, inputs, packed, states) -> tuple:
+    """The arguments of SGLang's CPU call (conv.cpp's, and our CPU API's) for the case."""
+    x, bias = inputs["x"], inputs["bias"]
+    if case.op == "fwd":
+        qsl, lines = inputs["query_start_loc"].int(), inputs["cache_indices"].int()
+        return (x, packed, bias, states, qsl, lines, inputs["has_initial_state"], True, -1, True)
+    return (x, states, packed, bias, True, None, inputs["conv_state_indices"].int(), -1, True)
+
+
 def sglang_implementations(case, inputs, peer) -> dict:
-    """SGLang's CPU kernel (`python -m benchmarks sglang-peer`) as the seed's API calls it: weights
-    packed beforehand, int32 indices, a fresh output per call (its only mode), its own copy of
-    the states. Empty when it cannot run the case (it needs x's dtype for weights and bias,
-    width 4, dim a multiple of 32) or when its outputs or states disagree with the reference."""
+    """SGLang's CPU kernel (`python -m benchmarks sglang-peer`; None: not loaded) as the seed's
+    API calls it: weights packed beforehand, int32 indices, a fresh output per call (its only
+    mode), its own copy of the states; and the same call through our SGLang dialect's CPU API,
+    with our packed weights and a copy of the states of its own. Empty where conv.cpp cannot
+    run the case (it needs x's dtype for weights and bias, width 4, dim a multiple of 32); no
+    'sglang' column where its outputs or states disagree with the reference."""
+    from causal_conv1d_kernels.sglang import cpu as ours_cpu
     from causal_conv1d_kernels.testing.reference import (
         causal_conv1d_fn_ref,
         causal_conv1d_update_ref,
@@ -153,45 +165,24 @@ def sglang_implementations(case, inputs, peer) -> dict:
     weight, bias = inputs["weight"], inputs["bias"]
     if weight.shape[1] != 4 or weight.shape[0] % 32 or weight.dtype != torch.bfloat16:
         return {}
-    packed = peer.pack(weight.contiguous())
+    key = "conv_states" if case.op == "fwd" else "conv_state"
+    ours = ours_cpu.causal_conv1d_fwd_cpu if case.op == "fwd" else ours_cpu.causal_conv1d_update_cpu
+    ours_packed = ours_cpu.causal_conv1d_weight_pack(weight)
+    ours_args = _sglang_cpu_args(case, inputs, ours_packed, inputs[key].clone())
+    impls = {"ours sglang api": lambda: ours(*ours_args)}
+    if peer is None:
+        return impls
+    states = inputs[key].clone()
+    args = _sglang_cpu_args(case, inputs, peer.pack(weight.contiguous()), states)
     if case.op == "fwd":
-        states = inputs["conv_states"].clone()
-        args = (
-            inputs["x"],
-            packed,
-            bias,
-            states,
-            inputs["query_start_loc"].int(),
-            inputs["cache_indices"].int(),
-            inputs["has_initial_state"],
-            True,
-            -1,
-            True,
-        )
         expected, expected_states = causal_conv1d_fn_ref(
-            inputs["x"],
-            weight,
-            bias,
-            inputs["conv_states"],
-            inputs["query_start_loc"],
+            *(inputs[k] for k in ("x", "weight", "bias", "conv_states", "query_start_loc")),
             inputs["cache_indices"],
             inputs["has_initial_state"],
             "silu",
         )
         call = peer.fwd
     else:
-        states = inputs["conv_state"].clone()
-        args = (
-            inputs["x"],
-            states,
-            packed,
-            bias,
-            True,
-            None,
-            inputs["conv_state_indices"].int(),
-            -1,
-            True,
-        )
         expected, expected_states = causal_conv1d_update_ref(
             inputs["x"],
             inputs["conv_state"],
@@ -201,27 +192,30 @@ def sglang_implementations(case, inputs, peer) -> dict:
             conv_state_indices=inputs["conv_state_indices"],
         )
         call = peer.update
-    before = states.clone()
     out = call(*args)
     close = torch.allclose(out.double(), expected.double(), atol=1.6e-2, rtol=1.6e-2)
     if not close or not torch.equal(states, expected_states):
         print(f"sglang peer disagrees with the reference on {case.name}: not timed")
-        return {}
-    states.copy_(before)
-    # The same call through our SGLang dialect (its CPU API), with our packed weights and a
-    # copy of the states of its own.
-    from causal_conv1d_kernels.sglang import cpu as ours_cpu
-
-    ours_args = list(args)
-    ours_args[1 if case.op == "fwd" else 2] = ours_cpu.causal_conv1d_weight_pack(weight)
-    ours_args[3 if case.op == "fwd" else 1] = before.clone()
-    ours = ours_cpu.causal_conv1d_fwd_cpu if case.op == "fwd" else ours_cpu.causal_conv1d_update_cpu
-    return {"sglang": lambda: call(*args), "ours sglang api": lambda: ours(*ours_args)}
+        return impls
+    states.copy_(inputs[key])
+    return {"sglang": lambda: call(*args), **impls}
 
 
 def run(
-    device, cases, threads, min_run_time, peers_dir=None, timer="direct", sglang=None, rounds=1
+    device,
+    cases,
+    threads,
+    min_run_time,
+    peers_dir=None,
+    timer="direct",
+    sglang=None,
+    rounds=1,
+    sglang_api=False,
+    columns=None,
 ):
+    """The rows of `cases`. sglang: conv.cpp's ops (sglang_peer.load), which bring the
+    'sglang' and 'ours sglang api' columns; sglang_api: the latter without the peer; columns:
+    only these implementations (None: all)."""
     with_peers = peers_dir is not None and device == "cuda"
     # vLLM 0.33 without PDL: it only pays after a dependent kernel, which these single calls
     # do not have. (Turning it off did not explain the graph-timed 1x8192 prefill below the
@@ -249,8 +243,10 @@ def run(
             impls.update(fla_implementations(case, inputs, fla))
         if cudnn_ops is not None:
             impls.update(cudnn_implementations(case, inputs, cudnn_ops))
-        if sglang is not None and device == "cpu":
+        if device == "cpu" and (sglang is not None or sglang_api):
             impls.update(sglang_implementations(case, inputs, sglang))
+        if columns is not None:
+            impls = {name: fn for name, fn in impls.items() if name in columns}
 
         def time_us(fn, info=None):
             if flushed:
@@ -314,6 +310,35 @@ def run_isas(args, isas, stem):
     return merged
 
 
+def run_isolated(args, stem):
+    """The CPU rows with conv.cpp timed in a process of its own: with its OpenMP runtime
+    (the system's libgomp) loaded beside torch's, our two-thread decode ran at one thread's
+    speed for long phases (docs/DESIGN_LOG.md). Ours (and our SGLang API) in one child, conv.cpp
+    in another, each beside its own copy; conv.cpp's times are its own, unscaled."""
+    shared = ["--device", "cpu", "--cases", args.cases or "cpu-peer", "--out-dir", ""]
+    shared += ["--min-run-time", str(args.min_run_time), "--rounds", str(args.rounds)]
+    shared += ["--threads", str(args.threads)] if args.threads else []
+    shared += ["--only", args.only] if args.only else []
+    with tempfile.TemporaryDirectory(prefix="bench-isolated-") as out_dir:
+        shared[shared.index("--out-dir") + 1] = out_dir
+        children = {
+            "ours": ["--sglang-api", "--no-peers"],
+            "peer": ["--sglang-sdist", args.sglang_sdist, "--columns", "sglang", "--no-peers"],
+        }
+        rows = {}
+        for part, extra in children.items():
+            child = command("bench", *shared, *extra, "--name", f"{stem}-{part}")
+            subprocess.run(child, env=child_env(), check=True)
+            with open(os.path.join(out_dir, f"{stem}-{part}.json")) as f:
+                rows[part] = json.load(f)["rows"]
+    for row, peer_row in zip(rows["ours"], rows["peer"]):
+        for key in ("sglang_us", "sglang_error"):
+            if key in peer_row:
+                row[key] = peer_row[key]
+        row["sglang_own_copy"] = peer_row["copy_us"]  # us; no "_us": not a column
+    return rows["ours"]
+
+
 def main(argv=None) -> int:
     parser = subcommand_parser("bench", __doc__)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -343,6 +368,19 @@ def main(argv=None) -> int:
         "--sglang-sdist",
         default=None,
         help="CPU: vLLM 0.33's sdist (vllm-0.33.0.tar.gz), to build SGLang's kernel as a peer",
+    )
+    parser.add_argument(
+        "--isolate-peer",
+        action="store_true",
+        help="CPU, with --sglang-sdist: conv.cpp timed in a process of its own",
+    )
+    parser.add_argument(
+        "--sglang-api",
+        action="store_true",
+        help="CPU: our SGLang CPU API's column without conv.cpp loaded",
+    )
+    parser.add_argument(
+        "--columns", default=None, help="comma-separated: only these implementations"
     )
     parser.add_argument(
         "--timer",
@@ -407,6 +445,14 @@ def main(argv=None) -> int:
             "to the first run's copy (x copy is against its own run's copy)"
         )
         rows = run_isas(args, isas, stem)
+    elif args.isolate_peer and args.sglang_sdist and args.device == "cpu":
+        header += (
+            "; conv.cpp ('sglang') timed in a process of its own (its OpenMP runtime beside "
+            "torch's slowed ours; its x copy is against this table's copy, its own process's "
+            "copy is sglang_own_copy in the JSON)"
+        )
+        print(header, flush=True)
+        rows = run_isolated(args, stem)
     else:
         print(header, flush=True)
         peers_dir = None if args.no_peers else args.peers_dir
@@ -427,6 +473,8 @@ def main(argv=None) -> int:
                 args.timer,
                 sglang,
                 args.rounds,
+                args.sglang_api,
+                args.columns.split(",") if args.columns else None,
             )
 
     meta = {

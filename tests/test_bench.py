@@ -88,3 +88,44 @@ def test_cudnn_peer_is_checked_then_called_as_daos_api(bench):
     assert bench.cudnn_implementations(case, inputs, wrong) == {}
     fwd = benchmark.Case("tiny prefill", "fwd", 64, lengths=(5, 3))
     assert bench.cudnn_implementations(fwd, benchmark.make_inputs(fwd, "cpu"), wrong) == {}
+
+
+def test_isolated_peer_rows_merge_the_two_processes(bench, monkeypatch, tmp_path):
+    """--isolate-peer: ours in one child, conv.cpp in another; the peer's column (or its
+    error) joins our rows unscaled, its own copy kept beside it."""
+    import json
+    import types
+
+    runs = []
+
+    def fake_run(argv, env, check):
+        runs.append(argv)
+        out_dir, name = argv[argv.index("--out-dir") + 1], argv[argv.index("--name") + 1]
+        peer = "--sglang-sdist" in argv
+        assert ("--columns" in argv) == peer and ("--sglang-api" in argv) != peer
+        rows = [
+            {"case": "a", "bytes": 1, "copy_us": 10.0 if peer else 5.0}
+            | ({"sglang_us": 30.0} if peer else {"ours_us": 7.0, "ours sglang api_us": 8.0}),
+            {"case": "b", "bytes": 1, "copy_us": 4.0}
+            | ({"sglang_us": None, "sglang_error": "E"} if peer else {"ours_us": 2.0}),
+        ]
+        with open(f"{out_dir}/{name}.json", "w") as f:
+            json.dump({"rows": rows}, f)
+
+    monkeypatch.setattr(bench.subprocess, "run", fake_run)
+    args = types.SimpleNamespace(
+        cases="cpu-peer", min_run_time=0.1, rounds=2, threads=1, only=None, sglang_sdist="sd"
+    )
+    rows = bench.run_isolated(args, "stem")
+    assert len(runs) == 2
+    assert rows[0] == {
+        "case": "a",
+        "bytes": 1,
+        "copy_us": 5.0,
+        "ours_us": 7.0,
+        "ours sglang api_us": 8.0,
+        "sglang_us": 30.0,
+        "sglang_own_copy": 10.0,
+    }
+    assert rows[1]["sglang_us"] is None and rows[1]["sglang_error"] == "E"
+    assert "sglang_own_copy" in rows[1]
