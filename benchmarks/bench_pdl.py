@@ -27,6 +27,8 @@ from .peers import engine_metadata, triton_peers
 
 HIDDEN, DIM = 4096, 8192
 CASES = [
+    benchmark.Case("decode batch 1", "update", DIM, batch=1),
+    benchmark.Case("decode batch 16", "update", DIM, batch=16),
     benchmark.Case("decode batch 64", "update", DIM, batch=64),
     benchmark.Case("decode batch 256", "update", DIM, batch=256),
     benchmark.Case("prefill 4x512", "fwd", DIM, lengths=(512,) * 4),
