@@ -310,14 +310,19 @@ def run_isas(args, isas, stem):
     return merged
 
 
+def _every_cpu() -> None:
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, range(os.cpu_count() or 1))
+
+
 def run_isolated(args, stem):
-    """The CPU rows with conv.cpp timed in a process of its own: with its OpenMP runtime
-    (the system's libgomp) loaded beside torch's, our two-thread decode ran at one thread's
-    speed for long phases (docs/DESIGN_LOG.md). Ours (and our SGLang API) in one child, conv.cpp
-    in another, each beside its own copy; conv.cpp's times are its own, unscaled."""
+    """The CPU rows with conv.cpp timed in a process of its own, so that its OpenMP runtime
+    (the system's libgomp) never runs beside torch's in the process that times ours. Ours (and
+    our SGLang API) in one child, conv.cpp in another, each beside its own copy; conv.cpp's
+    times are its own, unscaled."""
     shared = ["--device", "cpu", "--cases", args.cases or "cpu-peer", "--out-dir", ""]
     shared += ["--min-run-time", str(args.min_run_time), "--rounds", str(args.rounds)]
-    shared += ["--threads", str(args.threads)] if args.threads else []
+    shared += ["--threads", str(args.threads or torch.get_num_threads())]
     shared += ["--only", args.only] if args.only else []
     with tempfile.TemporaryDirectory(prefix="bench-isolated-") as out_dir:
         shared[shared.index("--out-dir") + 1] = out_dir
@@ -328,7 +333,9 @@ def run_isolated(args, stem):
         rows = {}
         for part, extra in children.items():
             child = command("bench", *shared, *extra, "--name", f"{stem}-{part}")
-            subprocess.run(child, env=child_env(), check=True)
+            # Every CPU for the child: under OMP_PROC_BIND, loading torch bound this process
+            # to CPU 0, which a child would inherit.
+            subprocess.run(child, env=child_env(), check=True, preexec_fn=_every_cpu)
             with open(os.path.join(out_dir, f"{stem}-{part}.json")) as f:
                 rows[part] = json.load(f)["rows"]
     for row, peer_row in zip(rows["ours"], rows["peer"]):
@@ -447,9 +454,9 @@ def main(argv=None) -> int:
         rows = run_isas(args, isas, stem)
     elif args.isolate_peer and args.sglang_sdist and args.device == "cpu":
         header += (
-            "; conv.cpp ('sglang') timed in a process of its own (its OpenMP runtime beside "
-            "torch's slowed ours; its x copy is against this table's copy, its own process's "
-            "copy is sglang_own_copy in the JSON)"
+            "; conv.cpp ('sglang') timed in a process of its own (no second OpenMP runtime "
+            "beside ours; its x copy is against this table's copy, its own process's copy is "
+            "sglang_own_copy in the JSON)"
         )
         print(header, flush=True)
         rows = run_isolated(args, stem)

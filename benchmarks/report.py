@@ -415,32 +415,31 @@ SECTIONS = [
         "ops",
         "An AMD EPYC with AVX-512 BF16, 2 threads bound to the 2 vCPUs (as SGLang's CPU backend "
         "binds its threads), shared and noisy; each column the best median of 3 interleaved "
-        "rounds; the same calls through the SGLang dialect's CPU API ('ours sglang api', our "
-        "packed weights) and conv.cpp (its packed weights), after the decode step's functional "
-        "op (causal_conv1d_update_step allocates the output). Ahead on every prefill (1.2-5.3x), "
-        "decode batch 1 (9.0 against 22.6 us: conv.cpp's two-thread region was slow in this "
-        "process; 9.2 against 9.5-9.7 in the reruns where it was not) and batch 256 (1.28x); "
-        "behind at batch 64 in this run (198.6 against 192.0). Batch 64 is an artifact of two "
-        "OpenMP runtimes in one process (torch's and conv.cpp's): without conv.cpp loaded our "
-        "batch 64 took 131-137 us in every process; with it, 130 or 200-217 depending on the "
-        "phase (docs/DESIGN_LOG.md); conv.cpp itself 170-194. The one-thread run compares the "
-        "kernels without that interference.",
+        "rounds; conv.cpp in a process of its own; the same calls through the SGLang dialect's "
+        "CPU API ('ours sglang api', our packed weights) and conv.cpp (its packed weights). "
+        "Ahead on every prefill (1.36-5.25x) and decode batch 256 (1.53x). Decode batch 1 and "
+        "64 are bimodal on this box, per process and column, for both: two threads ran at one "
+        "thread's speed for whole timings (ours at batch 64: 'ours' 130.9 us, 'ours sglang "
+        "api' 209.3 in the same process; conv.cpp's batch 1 22.4 here, 7.7-9.7 in other "
+        "processes). In their fast modes ours took 130-137 us at batch 64 against conv.cpp's "
+        "170-182, and 8.8-9.2 at batch 1 against 8.0-9.7 (docs/DESIGN_LOG.md). The one-thread "
+        "run compares the decode without that.",
         "OMP_PROC_BIND=true python -m benchmarks bench --device cpu --cases cpu-peer --rounds 3 "
-        "--sglang-sdist vllm-0.33.0.tar.gz --name cpu-dev-epyc-2core-sglang-api",
+        "--isolate-peer --sglang-sdist vllm-0.33.0.tar.gz --name cpu-dev-epyc-2core-sglang-api",
     ),
     Section(
         "2-core development machine, one thread, SGLang's CPU API decode beside conv.cpp",
         "cpu-dev-epyc-1thread-sglang-api-decode",
         "ops",
-        "The decode rows on one thread of the same box (best of 3 interleaved rounds): batch 64 "
-        "and 256 1.62x and 1.64x faster than conv.cpp; batch 1 8.8 against 7.7 us, behind "
-        "(1.14x; it was 10.0 against 8.0): our kernel's share is about 3.5 us against conv.cpp's "
-        "4.7, the rest host work, about 5.1 us through the API at D 64 against conv.cpp's 3.2 "
-        "(its op call, a classic pybind-registered op, 2.7 with its allocation; ours 3.9 through "
-        "the dispatcher and the stable ABI with the allocation, plus 1.3 in three Python "
-        "frames).",
+        "The decode rows on one thread of the same box (best of 3 interleaved rounds, conv.cpp "
+        "in a process of its own): batch 64 and 256 1.59x and 1.61x faster than conv.cpp; batch "
+        "1 8.6 against 7.8 us, behind (1.10x; it was 10.0 against 8.0): our kernel's share is "
+        "about 3.5 us (1.5 of it SiLU) against conv.cpp's 4.7, the rest host work, about 5 us "
+        "through the API at D 64 against conv.cpp's 3.2 (its op call, a classic "
+        "pybind-registered op, 2.7 with its allocation; ours 3.9 through the dispatcher and "
+        "the stable ABI with the allocation, plus about 1.1 in two Python frames).",
         "OMP_PROC_BIND=true python -m benchmarks bench --device cpu --threads 1 --rounds 3 "
-        "--cases cpu-peer --only update "
+        "--isolate-peer --cases cpu-peer --only update "
         "--sglang-sdist vllm-0.33.0.tar.gz --name cpu-dev-epyc-1thread-sglang-api-decode",
     ),
     Section(

@@ -96,13 +96,16 @@ def test_isolated_peer_rows_merge_the_two_processes(bench, monkeypatch, tmp_path
     import json
     import types
 
+    import torch
+
     runs = []
 
-    def fake_run(argv, env, check):
+    def fake_run(argv, env, check, preexec_fn=None):
         runs.append(argv)
         out_dir, name = argv[argv.index("--out-dir") + 1], argv[argv.index("--name") + 1]
         peer = "--sglang-sdist" in argv
         assert ("--columns" in argv) == peer and ("--sglang-api" in argv) != peer
+        assert argv[argv.index("--threads") + 1] == str(torch.get_num_threads())
         rows = [
             {"case": "a", "bytes": 1, "copy_us": 10.0 if peer else 5.0}
             | ({"sglang_us": 30.0} if peer else {"ours_us": 7.0, "ours sglang api_us": 8.0}),
@@ -114,7 +117,7 @@ def test_isolated_peer_rows_merge_the_two_processes(bench, monkeypatch, tmp_path
 
     monkeypatch.setattr(bench.subprocess, "run", fake_run)
     args = types.SimpleNamespace(
-        cases="cpu-peer", min_run_time=0.1, rounds=2, threads=1, only=None, sglang_sdist="sd"
+        cases="cpu-peer", min_run_time=0.1, rounds=2, threads=None, only=None, sglang_sdist="sd"
     )
     rows = bench.run_isolated(args, "stem")
     assert len(runs) == 2
