@@ -432,12 +432,14 @@ SECTIONS = [
         "cpu-dev-epyc-1thread-sglang-api-decode",
         "ops",
         "The decode rows on one thread of the same box (best of 3 interleaved rounds, conv.cpp "
-        "in a process of its own): batch 64 and 256 1.59x and 1.61x faster than conv.cpp; batch "
-        "1 8.6 against 7.8 us, behind (1.10x; it was 10.0 against 8.0): our kernel's share is "
-        "about 3.5 us (1.5 of it SiLU) against conv.cpp's 4.7, the rest host work, about 5 us "
-        "through the API at D 64 against conv.cpp's 3.2 (its op call, a classic "
-        "pybind-registered op, 2.7 with its allocation; ours 3.9 through the dispatcher and "
-        "the stable ABI with the allocation, plus about 1.1 in two Python frames).",
+        "in a process of its own), after the step's four-register loop: batch 64 and 256 1.70x "
+        "and 1.61x faster than conv.cpp; batch 1 8.6 against 7.9 us through SGLang's API, "
+        "behind (1.09x; it was 10.0 against 8.0), 7.9 through the core API (a tie): our "
+        "kernel's share is about 3.4 us (1.5 of it SiLU) against conv.cpp's 4.7, the rest host "
+        "work, about 5 us through the API at D 64 against conv.cpp's 3.2 (its op call, a "
+        "classic pybind-registered op, 2.7 with its allocation; ours 3.9 through the "
+        "dispatcher and the stable ABI with the allocation, plus about 1.1 in two Python "
+        "frames).",
         "OMP_PROC_BIND=true python -m benchmarks bench --device cpu --threads 1 --rounds 3 "
         "--isolate-peer --cases cpu-peer --only update "
         "--sglang-sdist vllm-0.33.0.tar.gz --name cpu-dev-epyc-1thread-sglang-api-decode",
