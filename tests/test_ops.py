@@ -184,7 +184,8 @@ def test_plain_decode_calls_take_the_step_op():
 
 
 class PrefillThenDecode(torch.nn.Module):
-    """What a Mamba layer does with the ops: prefill a batch, then decode one token in place."""
+    """What a Mamba layer does with the ops: prefill a batch, decode one token in place, then
+    one more into a new output."""
 
     def __init__(self, weight, bias):
         super().__init__()
@@ -196,7 +197,11 @@ class PrefillThenDecode(torch.nn.Module):
         z = ck.causal_conv1d_update(
             token, states, self.weight, self.bias, "silu", conv_state_indices=lines, out=token
         )
-        return y.sum(dim=0), z * 2
+        # A second step into a new output: the functional step op.
+        n = ck.causal_conv1d_update(
+            z * 2, states, self.weight, None, None, conv_state_indices=lines
+        )
+        return y.sum(dim=0), z * 2, n
 
 
 @pytest.mark.parametrize("device", devices())
@@ -224,6 +229,7 @@ def test_torch_compile_fullgraph(device, backend):
 
     assert_close(compiled[0], eager[0])
     assert_close(compiled[1], eager[1])
+    assert_close(compiled[2], eager[2])
     assert torch.equal(args[1], eager_states), "compiled call must update the cache in place"
     assert torch.equal(token, eager_token), "compiled call must write out=token in place"
     assert_close(buf.sum(dim=0), eager[0]), "compiled call must fill the prefill's out buffer"
