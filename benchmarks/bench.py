@@ -104,6 +104,16 @@ def peer_implementations(case, inputs, peers, dao) -> dict:
     return impls
 
 
+def _agrees(peer: str, case, out, expected, states, expected_states) -> bool:
+    """Whether a peer's first call matched the reference (outputs within a couple of bf16
+    ulps, states bit for bit); says so when not, and the peer is not timed."""
+    close = torch.allclose(out.double(), expected.double(), atol=1.6e-2, rtol=1.6e-2)
+    if close and torch.equal(states, expected_states):
+        return True
+    print(f"{peer} peer disagrees with the reference on {case.name}: not timed")
+    return False
+
+
 def cudnn_implementations(case, inputs, cudnn_ops) -> dict:
     """cuDNN frontend 1.32's `cudnn.ops.causal_conv1d_update` (CuTe DSL kernels), called as
     Dao's API is: bf16 rows, the cache lines as contiguous int32 indices, a new output per call,
@@ -132,9 +142,7 @@ def cudnn_implementations(case, inputs, cudnn_ops) -> dict:
     except Exception as e:  # noqa: BLE001 (a peer that rejects a case is reported)
         print(f"cudnn peer rejects {case.name}: {type(e).__name__}: {str(e)[:120]}")
         return {}
-    close = torch.allclose(out.double(), expected.double(), atol=1.6e-2, rtol=1.6e-2)
-    if not close or not torch.equal(states, expected_states):
-        print(f"cudnn peer disagrees with the reference on {case.name}: not timed")
+    if not _agrees("cudnn", case, out, expected, states, expected_states):
         return {}
     states.copy_(inputs["conv_state"])
     return {"cudnn 1.32": call}
@@ -192,10 +200,7 @@ def sglang_implementations(case, inputs, peer) -> dict:
             conv_state_indices=inputs["conv_state_indices"],
         )
         call = peer.update
-    out = call(*args)
-    close = torch.allclose(out.double(), expected.double(), atol=1.6e-2, rtol=1.6e-2)
-    if not close or not torch.equal(states, expected_states):
-        print(f"sglang peer disagrees with the reference on {case.name}: not timed")
+    if not _agrees("sglang", case, call(*args), expected, states, expected_states):
         return impls
     states.copy_(inputs[key])
     return {"sglang": lambda: call(*args), **impls}
@@ -284,23 +289,30 @@ def _time_impl(row, name, fn, time_us, timer, flushed, case):
         row[f"{name}_error"] = f"{type(e).__name__}: {str(e)[:120]}"
 
 
+def _every_cpu() -> None:
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, range(os.cpu_count() or 1))
+
+
+def _child_rows(out_dir: str, name: str, argv: list, **settings) -> list:
+    """The rows of `bench` run with argv in a child process (its results in out_dir as name),
+    with this process's thread count and every CPU: under OMP_PROC_BIND, loading torch bound
+    this process to CPU 0, which a child would inherit (and run one thread)."""
+    argv = [*argv, "--threads", str(torch.get_num_threads()), "--out-dir", out_dir]
+    child = command("bench", *argv, "--name", name)
+    subprocess.run(child, env=child_env(**settings), check=True, preexec_fn=_every_cpu)
+    with open(os.path.join(out_dir, f"{name}.json")) as f:
+        return json.load(f)["rows"]
+
+
 def run_isas(args, isas, stem):
     """Runs this subcommand once per CPU kernel set; returns rows with one column per set."""
     merged = None
+    argv = ["--device", "cpu", "--no-peers", "--min-run-time", str(args.min_run_time)]
+    argv += ["--only", args.only] if args.only else []
     with tempfile.TemporaryDirectory(prefix="bench-isas-") as out_dir:
         for isa in isas:
-            child = command(
-                "bench",
-                *("--device", "cpu", "--no-peers", "--min-run-time", str(args.min_run_time)),
-                *("--out-dir", out_dir, "--name", f"{stem}-{isa}"),
-            )
-            if args.threads:
-                child += ["--threads", str(args.threads)]
-            if args.only:
-                child += ["--only", args.only]
-            subprocess.run(child, env=child_env(CAUSAL_CONV1D_CPU_ISA=isa), check=True)
-            with open(os.path.join(out_dir, f"{stem}-{isa}.json")) as f:
-                rows = json.load(f)["rows"]
+            rows = _child_rows(out_dir, f"{stem}-{isa}", argv, CAUSAL_CONV1D_CPU_ISA=isa)
             if merged is None:
                 keep = ("case", "bytes", "copy_us", "torch_us")
                 merged = [{k: v for k, v in row.items() if k in keep} for row in rows]
@@ -310,40 +322,24 @@ def run_isas(args, isas, stem):
     return merged
 
 
-def _every_cpu() -> None:
-    if hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, range(os.cpu_count() or 1))
-
-
 def run_isolated(args, stem):
     """The CPU rows with conv.cpp timed in a process of its own, so that its OpenMP runtime
     (the system's libgomp) never runs beside torch's in the process that times ours. Ours (and
     our SGLang API) in one child, conv.cpp in another, each beside its own copy; conv.cpp's
     times are its own, unscaled."""
-    shared = ["--device", "cpu", "--cases", args.cases or "cpu-peer", "--out-dir", ""]
-    shared += ["--min-run-time", str(args.min_run_time), "--rounds", str(args.rounds)]
-    shared += ["--threads", str(args.threads or torch.get_num_threads())]
-    shared += ["--only", args.only] if args.only else []
+    argv = ["--device", "cpu", "--cases", args.cases or "cpu-peer"]
+    argv += ["--min-run-time", str(args.min_run_time), "--rounds", str(args.rounds)]
+    argv += ["--only", args.only] if args.only else []
     with tempfile.TemporaryDirectory(prefix="bench-isolated-") as out_dir:
-        shared[shared.index("--out-dir") + 1] = out_dir
-        children = {
-            "ours": ["--sglang-api", "--no-peers"],
-            "peer": ["--sglang-sdist", args.sglang_sdist, "--columns", "sglang", "--no-peers"],
-        }
-        rows = {}
-        for part, extra in children.items():
-            child = command("bench", *shared, *extra, "--name", f"{stem}-{part}")
-            # Every CPU for the child: under OMP_PROC_BIND, loading torch bound this process
-            # to CPU 0, which a child would inherit.
-            subprocess.run(child, env=child_env(), check=True, preexec_fn=_every_cpu)
-            with open(os.path.join(out_dir, f"{stem}-{part}.json")) as f:
-                rows[part] = json.load(f)["rows"]
-    for row, peer_row in zip(rows["ours"], rows["peer"]):
+        ours = _child_rows(out_dir, f"{stem}-ours", [*argv, "--sglang-api", "--no-peers"])
+        peer_argv = [*argv, "--sglang-sdist", args.sglang_sdist, "--columns", "sglang"]
+        peer = _child_rows(out_dir, f"{stem}-peer", [*peer_argv, "--no-peers"])
+    for row, peer_row in zip(ours, peer):
         for key in ("sglang_us", "sglang_error"):
             if key in peer_row:
                 row[key] = peer_row[key]
         row["sglang_own_copy"] = peer_row["copy_us"]  # us; no "_us": not a column
-    return rows["ours"]
+    return ours
 
 
 def main(argv=None) -> int:
@@ -425,7 +421,8 @@ def main(argv=None) -> int:
     if args.device == "cpu":
         # Unbound, two OpenMP threads on the 2-vCPU dev box ran at one thread's speed in
         # about a third of the processes (decode batch 64: 131 or 200 us); bound (as SGLang's
-        # CPU backend binds its threads to cores), 128-132 every time (docs/DESIGN_LOG.md).
+        # CPU backend binds its threads to cores), 126-134 in short processes, though the slow
+        # mode still came back for whole timings in long runs (docs/DESIGN_LOG.md).
         bind = os.environ.get("OMP_PROC_BIND")
         header += f"; OpenMP threads {f'bound (OMP_PROC_BIND={bind})' if bind else 'unbound'}"
     if args.device == "cuda":

@@ -132,3 +132,29 @@ def test_isolated_peer_rows_merge_the_two_processes(bench, monkeypatch, tmp_path
     }
     assert rows[1]["sglang_us"] is None and rows[1]["sglang_error"] == "E"
     assert "sglang_own_copy" in rows[1]
+
+
+def test_kernel_set_children_get_the_threads_and_every_cpu(bench, monkeypatch):
+    """--isas: each kernel set in a child of its own, told this process's thread count and
+    given every CPU (a child of a process bound to CPU 0 would otherwise run one thread); its
+    'ours' column joins the first run's rows scaled to that run's copy."""
+    import json
+    import types
+
+    import torch
+
+    seen = []
+
+    def fake_run(argv, env, check, preexec_fn=None):
+        seen.append((env["CAUSAL_CONV1D_CPU_ISA"], argv[argv.index("--threads") + 1], preexec_fn))
+        out_dir, name = argv[argv.index("--out-dir") + 1], argv[argv.index("--name") + 1]
+        copy = 10.0 if len(seen) == 1 else 20.0
+        with open(f"{out_dir}/{name}.json", "w") as f:
+            json.dump({"rows": [{"case": "a", "bytes": 1, "copy_us": copy, "ours_us": 4.0}]}, f)
+
+    monkeypatch.setattr(bench.subprocess, "run", fake_run)
+    args = types.SimpleNamespace(min_run_time=0.1, only=None)
+    rows = bench.run_isas(args, ["avx2", "portable"], "stem")
+    threads = str(torch.get_num_threads())
+    assert seen == [("avx2", threads, bench._every_cpu), ("portable", threads, bench._every_cpu)]
+    assert rows == [{"case": "a", "bytes": 1, "copy_us": 10.0, "avx2_us": 4.0, "portable_us": 2.0}]
