@@ -6,6 +6,83 @@
 namespace causal_conv1d::cuda {
 namespace {
 
+// The outputs of a thread's run: col holds the H columns before it, then its
+// own kTok tokens; seq their sequences (compiled away without kSeq).
+template <bool kSeq, int kT, int kN>
+__device__ __forceinline__ void conv_run(const float (&rw)[kT], float bias, int H, bool silu_on,
+                                         const float (&col)[kN], const int32_t (&seq)[kN],
+                                         float (&ys)[kTok]) {
+  constexpr int kH = kN - kTok;
+#pragma unroll
+  for (int i = 0; i < kTok; ++i) {
+    const int32_t s = seq[kH + i];
+    float acc = bias;
+#pragma unroll
+    for (int d = 0; d < kT; ++d)
+      if (d <= H && (!kSeq || seq[kH + i - d] == s)) acc = fmaf(rw[d], col[kH + i - d], acc);
+    ys[i] = kSeq && s < 0 ? 0.f : (silu_on ? silu(acc) : acc);
+  }
+}
+
+// The lean loop over a block's first `full` tiles, every run of which is whole
+// (the row goes on past the tile), for 16-bit x and out moved in 16-byte words
+// and no sequence ids: no run bounds, the look-ahead ring as raw words (no
+// repacking), the words addressed by pointers advanced a tile at a time. The
+// edges go through `tails` as in the general loop (same buffers by tile
+// parity), so that loop can take over at tile `full`.
+template <typename T, int kW, int kT, int kH>
+__device__ __forceinline__ void fwd_whole_tiles(const T* x, T* out, int full, int H,
+                                                const float (&rw)[kT], float bias, bool silu_on,
+                                                Edges<kH>& tails, float (&halo)[kH]) {
+  static_assert(sizeof(T) * kTok == 16, "16-byte runs");
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const bool block_first = threadIdx.x == 0;
+  const uint4* src = reinterpret_cast<const uint4*>(x) + threadIdx.x;
+  uint4* dst = reinterpret_cast<uint4*>(out) + threadIdx.x;
+  uint4 next = src[0];
+  uint4 after = full > 1 ? src[kThreads] : next;
+  // The edge slots as offsets into the buffers' floats, computed once: this
+  // warp's (put by its last lane), the previous warp's (got by its first
+  // lane), the last warp's (the next tile's halo, got by the block's first lane).
+  constexpr int kBuf = kWarps * kH;
+  float* const edges = &tails.v[0][0][0];
+  const int put = warp * kH, got = (warp > 0 ? warp - 1 : 0) * kH, last = (kWarps - 1) * kH;
+#pragma unroll 1
+  for (int k = 0; k < full; ++k) {
+    float xs[kTok];
+    Packed<T, kTok> run;
+    *reinterpret_cast<uint4*>(&run) = next;
+    run.unpack(xs);
+    next = after;
+    if (k + 2 < full) after = src[(k + 2) * kThreads];
+    const int buf = (k & 1) * kBuf;
+    if (lane == 31) {
+#pragma unroll
+      for (int d = 1; d <= kH; ++d) edges[buf + put + d - 1] = xs[kTok - d];
+    }
+    if (block_first && k > 0) {
+#pragma unroll
+      for (int d = 0; d < kH; ++d) halo[d] = edges[(kBuf - buf) + last + d];
+    }
+    __syncthreads();
+    // col[kH - d] = column t0 - d: lane - 1's last tokens, or for a warp's
+    // first lane the previous warp's (its slot) or the halo (warp 0).
+    float col[kH + kTok];
+#pragma unroll
+    for (int d = 1; d <= kH; ++d) {
+      float v = __shfl_up_sync(0xffffffffu, xs[kTok - d], 1);
+      if (lane == 0) v = warp > 0 ? edges[buf + got + d - 1] : halo[d - 1];
+      col[kH - d] = d > H ? 0.f : v;
+    }
+#pragma unroll
+    for (int i = 0; i < kTok; ++i) col[kH + i] = xs[i];
+    const int32_t no_seq[kH + kTok] = {};
+    float ys[kTok];
+    conv_run<false>(rw, bias, H, silu_on, col, no_seq, ys);
+    store_n<T, kTok>(reinterpret_cast<T*>(dst + k * kThreads), 1, true, ys);
+  }
+}
+
 template <typename T, int kW, bool kSeq>
 __global__ void __launch_bounds__(kThreads, kTokenFwdBlocks<T, kW, kSeq>)
     batch_fwd_tokens(const BatchParams p, BatchVec vec, const int tiles) {
@@ -21,6 +98,21 @@ __global__ void __launch_bounds__(kThreads, kTokenFwdBlocks<T, kW, kSeq>)
   const TokenRow<T, kSeq> row(p, b, c);
   T* const out = static_cast<T*>(p.out.data) + b * p.out.batch + c * p.out.dim;
   const int64_t first = static_cast<int64_t>(blockIdx.y) * tiles * kTileSpan;
+  // The columns before the block's first tile (its first lane's).
+  float halo[kH] = {};
+  int32_t halo_seq[kH] = {};
+  if (block_first) load_halo<T, kSeq>(p, b, c, first, H, halo, halo_seq);
+  // Tiles whose runs are all whole take the lean loop where it applies; the
+  // general loop below takes the rest (the row's last, partial tile).
+  int full = 0;
+  if constexpr (!kSeq && sizeof(T) * kTok == 16) {
+    if (vec.x && vec.out) {
+      const int64_t whole = L > first ? (L - first) / kTileSpan : 0;
+      full = static_cast<int>(whole < tiles ? whole : tiles);
+      if (full > 0)
+        fwd_whole_tiles<T, kW>(row.x + first, out + first, full, H, rw, bias, p.silu, tails, halo);
+    }
+  }
   // The next two tiles' tokens are in flight while a tile is computed: two
   // loads per thread, held as stored.
   TileAhead<T> next, after;
@@ -30,14 +122,12 @@ __global__ void __launch_bounds__(kThreads, kTokenFwdBlocks<T, kW, kSeq>)
     a.x = read_packed<T>(row.x, p.x.tok, t0, m, vec.x);
     read_sequences<kSeq>(row.seq, p.seq_tok_stride, vec.seq, t0, m, a.s);
   };
-  // The columns before the block's first tile (its first lane's).
-  float halo[kH] = {};
-  int32_t halo_seq[kH] = {};
-  if (block_first) load_halo<T, kSeq>(p, b, c, first, H, halo, halo_seq);
-  fetch(next, first);
-  if (tiles > 1) fetch(after, first + kTileSpan);
+  if (full < tiles) {
+    fetch(next, first + full * kTileSpan);
+    if (full + 1 < tiles) fetch(after, first + (full + 1) * kTileSpan);
+  }
 #pragma unroll 1
-  for (int k = 0; k < tiles; ++k) {
+  for (int k = full; k < tiles; ++k) {
     const int64_t ts = first + k * kTileSpan;
     if (ts >= L && ts > 0) break;  // the same for the whole block
     const int64_t t0 = ts + threadIdx.x * kTok;
@@ -63,19 +153,16 @@ __global__ void __launch_bounds__(kThreads, kTokenFwdBlocks<T, kW, kSeq>)
     int32_t seq[kH + kTok];
     gather_before<kSeq, kH>(xs, ss, tails, buf, halo, halo_seq, H, col, seq);
     float ys[kTok];
-#pragma unroll
-    for (int i = 0; i < kTok; ++i) {
-      const int32_t s = seq[kH + i];
-      float acc = bias;
-#pragma unroll
-      for (int d = 0; d < kT; ++d)
-        if (d <= H && (!kSeq || seq[kH + i - d] == s)) acc = fmaf(rw[d], col[kH + i - d], acc);
-      ys[i] = kSeq && s < 0 ? 0.f : (p.silu ? silu(acc) : acc);
-    }
+    conv_run<kSeq>(rw, bias, H, p.silu, col, seq, ys);
     if (m > 0) write_run<T>(out, p.out.tok, t0, m, vec.out, ys);
-    // The final states, by the thread of the row's last token (of an empty row: token 0's).
-    const bool last = L > 0 ? t0 < L && L <= t0 + kTok : t0 == 0;
-    if (p.final_states.present() && last) {
+  }
+  // The final states, once, by the thread of the row's last token (of an empty
+  // row: token 0's), from memory (x, or the initial states for short rows).
+  if (p.final_states.present()) {
+    const int64_t owner = L > 0 ? L - 1 : 0;
+    const bool mine = owner >= first && owner < first + tiles * kTileSpan &&
+                      (owner - first) % kTileSpan / kTok == threadIdx.x;
+    if (mine) {
       for (int i = 0; i < H; ++i)
         write<T>(p.final_states, b, c, i, column<T>(p, b, c, L - H + i, H));
     }
