@@ -27,53 +27,54 @@ __device__ __forceinline__ void conv_run(const float (&rw)[kT], float bias, int 
 // The lean loop over a block's first `full` tiles, every run of which is whole
 // (the row goes on past the tile), for 16-bit x and out moved in 16-byte words
 // and no sequence ids: no run bounds, the look-ahead ring as raw words (no
-// repacking), the words addressed by pointers advanced a tile at a time. The
-// edges go through `tails` as in the general loop (same buffers by tile
-// parity), so that loop can take over at tile `full`.
+// repacking), the words addressed by pointers advanced a tile at a time. Each
+// thread passes its run's word to the next through shared memory (one store
+// and one load of 16 bytes, buffers by tile parity, one barrier per tile); the
+// block's first lane takes the previous tile's last word, before the barrier
+// (the tile after writes that buffer again). On return `halo` holds the
+// columns before tile `full`, for the general loop to take over.
 template <typename T, int kW, int kT, int kH>
 __device__ __forceinline__ void fwd_whole_tiles(const T* x, T* out, int full, int H,
                                                 const float (&rw)[kT], float bias, bool silu_on,
-                                                Edges<kH>& tails, float (&halo)[kH]) {
+                                                float (&halo)[kH]) {
   static_assert(sizeof(T) * kTok == 16, "16-byte runs");
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  const bool block_first = threadIdx.x == 0;
-  const uint4* src = reinterpret_cast<const uint4*>(x) + threadIdx.x;
-  uint4* dst = reinterpret_cast<uint4*>(out) + threadIdx.x;
+  __shared__ uint4 words[2][kThreads];
+  const int tid = threadIdx.x;
+  const uint4* src = reinterpret_cast<const uint4*>(x) + tid;
+  uint4* dst = reinterpret_cast<uint4*>(out) + tid;
+  // v[d - 1] = token kTok - d of a run's word, d = 1..kH.
+  const auto last_tokens = [](const uint4& word, float (&v)[kH]) {
+    Packed<T, kTok> run;
+    *reinterpret_cast<uint4*>(&run) = word;
+#pragma unroll
+    for (int d = 1; d <= kH; ++d) v[d - 1] = to_float(run.v[kTok - d]);
+  };
   uint4 next = src[0];
   uint4 after = full > 1 ? src[kThreads] : next;
-  // The edge slots as offsets into the buffers' floats, computed once: this
-  // warp's (put by its last lane), the previous warp's (got by its first
-  // lane), the last warp's (the next tile's halo, got by the block's first lane).
-  constexpr int kBuf = kWarps * kH;
-  float* const edges = &tails.v[0][0][0];
-  const int put = warp * kH, got = (warp > 0 ? warp - 1 : 0) * kH, last = (kWarps - 1) * kH;
 #pragma unroll 1
   for (int k = 0; k < full; ++k) {
-    float xs[kTok];
-    Packed<T, kTok> run;
-    *reinterpret_cast<uint4*>(&run) = next;
-    run.unpack(xs);
+    const uint4 word = next;
     next = after;
     if (k + 2 < full) after = src[(k + 2) * kThreads];
-    const int buf = (k & 1) * kBuf;
-    if (lane == 31) {
-#pragma unroll
-      for (int d = 1; d <= kH; ++d) edges[buf + put + d - 1] = xs[kTok - d];
-    }
-    if (block_first && k > 0) {
-#pragma unroll
-      for (int d = 0; d < kH; ++d) halo[d] = edges[(kBuf - buf) + last + d];
-    }
+    const int buf = k & 1;
+    words[buf][tid] = word;
+    if (tid == 0 && k > 0) last_tokens(words[buf ^ 1][kThreads - 1], halo);
     __syncthreads();
-    // col[kH - d] = column t0 - d: lane - 1's last tokens, or for a warp's
-    // first lane the previous warp's (its slot) or the halo (warp 0).
+    float before[kH];
+    if (tid > 0) {
+      last_tokens(words[buf][tid - 1], before);
+    } else {
+#pragma unroll
+      for (int d = 0; d < kH; ++d) before[d] = halo[d];
+    }
+    // col[kH - d] = column t0 - d, then the run's own tokens.
     float col[kH + kTok];
 #pragma unroll
-    for (int d = 1; d <= kH; ++d) {
-      float v = __shfl_up_sync(0xffffffffu, xs[kTok - d], 1);
-      if (lane == 0) v = warp > 0 ? edges[buf + got + d - 1] : halo[d - 1];
-      col[kH - d] = d > H ? 0.f : v;
-    }
+    for (int d = 1; d <= kH; ++d) col[kH - d] = d > H ? 0.f : before[d - 1];
+    Packed<T, kTok> run;
+    *reinterpret_cast<uint4*>(&run) = word;
+    float xs[kTok];
+    run.unpack(xs);
 #pragma unroll
     for (int i = 0; i < kTok; ++i) col[kH + i] = xs[i];
     const int32_t no_seq[kH + kTok] = {};
@@ -81,6 +82,7 @@ __device__ __forceinline__ void fwd_whole_tiles(const T* x, T* out, int full, in
     conv_run<false>(rw, bias, H, silu_on, col, no_seq, ys);
     store_n<T, kTok>(reinterpret_cast<T*>(dst + k * kThreads), 1, true, ys);
   }
+  if (tid == 0 && full > 0) last_tokens(words[(full - 1) & 1][kThreads - 1], halo);
 }
 
 template <typename T, int kW, bool kSeq>
@@ -110,7 +112,7 @@ __global__ void __launch_bounds__(kThreads, kTokenFwdBlocks<T, kW, kSeq>)
       const int64_t whole = L > first ? (L - first) / kTileSpan : 0;
       full = static_cast<int>(whole < tiles ? whole : tiles);
       if (full > 0)
-        fwd_whole_tiles<T, kW>(row.x + first, out + first, full, H, rw, bias, p.silu, tails, halo);
+        fwd_whole_tiles<T, kW>(row.x + first, out + first, full, H, rw, bias, p.silu, halo);
     }
   }
   // The next two tiles' tokens are in flight while a tile is computed: two
@@ -147,7 +149,8 @@ __global__ void __launch_bounds__(kThreads, kTokenFwdBlocks<T, kW, kSeq>)
         if (kSeq) tails.s[buf][warp][d - 1] = ss[kTok - d];
       }
     }
-    if (block_first && k > 0) halo_from_previous<kSeq>(tails, k, halo, halo_seq);
+    // (At tile `full` the lean loop above has left the halo.)
+    if (block_first && k > 0 && k != full) halo_from_previous<kSeq>(tails, k, halo, halo_seq);
     __syncthreads();
     float col[kH + kTok];
     int32_t seq[kH + kTok];
