@@ -611,3 +611,22 @@ def test_long_rows_cross_chunks(device, layout):
         2, 40, 4500, 4, (BF16, BF16), layout, init=True, seed=9, device=device
     )
     check_gradients(x, weight, bias, None, initial, "silu", with_final=True)
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("seqlen", [2048, 4608])
+@pytest.mark.parametrize("width", [2, 3, 4])
+def test_long_rows_of_whole_tiles(device, seqlen, width):
+    """Channel-first rows of 16-bit x whose tokens move in 16-byte words (seqlen a multiple
+    of 8), with and without a partial last tile: CUDA's lean loops over whole tiles of 1024
+    tokens (the backward walks them last to first), initial and final states, the gradients
+    of both."""
+    for mix, seed in (((BF16, BF16), 11), ((F16, F32), 12)):
+        x, weight, bias, _, initial = inputs(
+            2, 24, seqlen, width, mix, "contiguous", init=True, seed=seed + width, device=device
+        )
+        check_gradients(x, weight, bias, None, initial, "silu", with_final=True)
+    x, weight, bias, _, _ = inputs(
+        3, 24, seqlen, width, (BF16, BF16), "contiguous", init=False, seed=13, device=device
+    )
+    check_gradients(x, weight, bias, None, None, None, with_final=False)
