@@ -12,7 +12,7 @@
 # reference), vllm-bench (python -m benchmarks vllm: vLLM's spec/varlen/plain decode calls
 # beside vLLM 0.33), reliability (CUDA hostile, fuzz,
 # stress and large tests), gpu-bench, profile (ncu over a few cases, ours and the seed),
-# chunk-sweep (prefill at each forced tokens-per-program), step-sweep (decode step shapes), sanitize (compute-sanitizer memcheck,
+# chunk-sweep (prefill at each forced tokens-per-program), step-sweep (decode step shapes), bwd-sweep (the channel-last training rows at 8 and 4 bytes per thread), sanitize (compute-sanitizer memcheck,
 # racecheck and initcheck over a reduced CUDA run, side by side; on the H100 memcheck and
 # initcheck take about 5 minutes each and racecheck longer than one 10-minute call: give it a
 # call of its own, SANITIZERS=racecheck, with fewer tests through SANITIZE_K).
@@ -147,6 +147,15 @@ want hf-mamba2 && PYTHONPATH=".peers/mamba${PYTHONPATH:+:$PYTHONPATH}" python3 e
 want train-bench && before_bench
 want train-bench && python3 -m benchmarks train --device cuda --min-run-time 0.5 --name "$GPU-train" \
   --out-dir "$OUT" 2>&1 | tee -a "$LOG" | grep -E "^(fwd|peer)"
+# bwd-sweep: the training rows along channels (channel-last x) at each CAUSAL_CONV1D_CUDA_BWD_BYTES.
+want bwd-sweep && before_bench
+if want bwd-sweep; then
+  for bytes in 8 4; do
+    echo "backward bytes $bytes:"
+    CAUSAL_CONV1D_CUDA_BWD_BYTES=$bytes python3 -m benchmarks train --device cuda --min-run-time 0.3 \
+      --only channel-last --name "bwd-$bytes" --out-dir "$OUT/sweep" 2>&1 | tee -a "$LOG" | grep -E "^fwd"
+  done
+fi
 want cpu-train && before_bench
 want cpu-train && python3 -m benchmarks train --threads 16 --min-run-time 1 --name cpu-xeon-16t-train \
   --out-dir "$OUT" 2>&1 | tee -a "$LOG" | grep -E "^(fwd|peer)"

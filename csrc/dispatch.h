@@ -26,8 +26,12 @@ WidthSet<(2 + kOffsets)...> widths_from_two(std::integer_sequence<int, kOffsets.
 //   served; any other width runs the kW = 0 instantiation, which reads the
 //   width at run time and holds kMaxWidth taps. Each further width would add
 //   one instantiation of every kernel (about a fifth more build time and binary).
+// - CUDA training ops (the Dao dialect's batch forward and backward): widths 2,
+//   3 and 4, the widths Dao's kernels compile, which trainers pass; a training
+//   step's kernels are few, so the extra instantiations stay small.
 using CpuWidths = decltype(widths_from_two(std::make_integer_sequence<int, kMaxWidth - 1>{}));
 using CudaWidths = WidthSet<4>;
+using CudaBatchWidths = WidthSet<2, 3, 4>;
 
 // Calls f.template operator()<kW>() with kW the member of Set equal to width;
 // false (f not called) when no member is.

@@ -57,6 +57,10 @@ constexpr SettingInfo kSettings[] = {
      "on the first CUDA training call",
      "testing: the Dao dialect's CUDA training kernels put threads along channels for every "
      "layout of x"},
+    {Setting::kCudaBwdBytes, "CAUSAL_CONV1D_CUDA_BWD_BYTES", "4|8", "8",
+     "on the first CUDA training backward",
+     "tuning: bytes of x per thread in the CUDA training backward along channels (channel-last "
+     "x; 16-bit: 2 or 4 channels per thread)"},
 };
 static_assert(sizeof(kSettings) / sizeof(kSettings[0]) == static_cast<int>(Setting::kCount),
               "one table row per setting");

@@ -27,6 +27,7 @@ enum class Setting : int {
   kCudaFrontBytes,
   kCudaBatchTiles,
   kCudaBatchByChannels,
+  kCudaBwdBytes,
   kCount,
 };
 

@@ -6,6 +6,7 @@ hook. The forward, gradient and short-row tests run on every device (CUDA where 
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import subprocess
 import sys
 
@@ -22,6 +23,7 @@ from helpers import (
     WIDTHS,
     assert_close,
     devices,
+    needs_cuda,
     rand,
 )
 
@@ -611,3 +613,46 @@ def test_long_rows_cross_chunks(device, layout):
         2, 40, 4500, 4, (BF16, BF16), layout, init=True, seed=9, device=device
     )
     check_gradients(x, weight, bias, None, initial, "silu", with_final=True)
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("seqlen", [2048, 4608])
+@pytest.mark.parametrize("width", [2, 3, 4])
+def test_long_rows_of_whole_tiles(device, seqlen, width):
+    """Channel-first rows of 16-bit x whose tokens move in 16-byte words (seqlen a multiple
+    of 8), with and without a partial last tile: CUDA's lean loops over whole tiles of 1024
+    tokens (the backward walks them last to first), initial and final states, the gradients
+    of both."""
+    for mix, seed in (((BF16, BF16), 11), ((F16, F32), 12)):
+        x, weight, bias, _, initial = inputs(
+            2, 24, seqlen, width, mix, "contiguous", init=True, seed=seed + width, device=device
+        )
+        check_gradients(x, weight, bias, None, initial, "silu", with_final=True)
+    x, weight, bias, _, _ = inputs(
+        3, 24, seqlen, width, (BF16, BF16), "contiguous", init=False, seed=13, device=device
+    )
+    check_gradients(x, weight, bias, None, None, None, with_final=False)
+
+
+@needs_cuda
+def test_cuda_channel_last_backward_at_four_bytes_per_thread():
+    """CAUSAL_CONV1D_CUDA_BWD_BYTES=4 (read once per process: a process of its own): the
+    channel-last backward with 2 channels of 16-bit x per thread, widths 2-4, with and without
+    seq_idx, initial and final states, against the reference."""
+    code = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from test_dao import BF16, F16, F32, check_gradients, inputs
+for width in (2, 3, 4):
+    for mix, seq in (((BF16, BF16), False), ((F16, F32), True), ((BF16, BF16), True)):
+        x, w, b, s, init = inputs(2, 48, 700, width, mix, "channel_last", seq=seq, init=True,
+                                  seed=20 + width, device="cuda")
+        check_gradients(x, w, b, s, init, "silu", with_final=not seq)
+print("ok")
+"""
+    env = {**os.environ, "CAUSAL_CONV1D_CUDA_BWD_BYTES": "4"}
+    tests_dir = os.path.dirname(os.path.abspath(__file__))
+    result = subprocess.run(
+        [sys.executable, "-c", code, tests_dir], env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]

@@ -69,11 +69,18 @@ int64_t launch_bwd(const BatchParams& p, const LaunchTarget& target, api::Tensor
     return slots;
   }
   // 8-byte accesses: x, dout, the columns and the gradients of n channels
-  // stay in registers.
+  // stay in registers. 16-bit bf16 W 4 holds them in 128 registers only by
+  // spilling 48 bytes: CAUSAL_CONV1D_CUDA_BWD_BYTES=4 takes half the channels
+  // per thread (106 registers, no spills), to be measured against it.
+  static const bool narrow = setting_int(Setting::kCudaBwdBytes) == 4;
   constexpr int n = (kW > 0 ? 8 : 4) / sizeof(T);
-  const bool vector = channels_vectorizable(p.x, p.dim, n, sizeof(T)) &&
-                      channels_vectorizable(p.dout, p.dim, n, sizeof(T)) &&
-                      channels_vectorizable(p.dx, p.dim, n, sizeof(T));
+  constexpr int n_narrow = sizeof(T) == 2 && kW > 0 ? 2 : n;
+  const auto vectorizable = [&](int m) {
+    return channels_vectorizable(p.x, p.dim, m, sizeof(T)) &&
+           channels_vectorizable(p.dout, p.dim, m, sizeof(T)) &&
+           channels_vectorizable(p.dx, p.dim, m, sizeof(T));
+  };
+  const bool vector = vectorizable(n);
   int64_t slots = 0;
   const auto go = [&]<int kN, bool kSeq>() {
     const int64_t chunk = channel_chunk(p, kN, 256, 16, target.device);
@@ -82,7 +89,9 @@ int64_t launch_bwd(const BatchParams& p, const LaunchTarget& target, api::Tensor
     launch_kernel(batch_bwd_channels<T, kW, kN, kSeq>, grid, dim3(kThreads), target, p, chunk,
                   filter_vec(p, kW), static_cast<float*>(shares.data_ptr()));
   };
-  if (!vector) {
+  if (narrow && n_narrow != n && vectorizable(n_narrow)) {
+    with_sequences<kW>(seq, [&]<bool kSeq>() { go.template operator()<n_narrow, kSeq>(); });
+  } else if (!vector) {
     go.template operator()<1, true>();
   } else {
     with_sequences<kW>(seq, [&]<bool kSeq>() { go.template operator()<n, kSeq>(); });

@@ -95,11 +95,11 @@ inline bool by_tokens(const BatchParams& p) {
 }
 
 // Calls f.template operator()<T, kW>() for x's storage type and the width
-// (CudaWidths compiled as such, others at run time: kW = 0).
+// (CudaBatchWidths compiled as such, others at run time: kW = 0).
 template <typename F>
 void dispatch_batch(const BatchParams& p, F&& f) {
   with_storage_type<CudaStorage>(p.x_type, [&](auto tag) {
-    with_width_or_run_time<CudaWidths>(
+    with_width_or_run_time<CudaBatchWidths>(
         p.width, [&]<int kW>() { f.template operator()<decltype(tag), kW>(); });
   });
 }

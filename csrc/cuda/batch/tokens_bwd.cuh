@@ -32,6 +32,161 @@ __device__ __forceinline__ void block_sum_shares(const float (&dw)[kT], float db
   }
 }
 
+// g of the H tokens from u0 on (zero past the row or past H), from memory:
+// token u's pre-activation reads columns u-H..u.
+template <typename T, int kT, int kH>
+__device__ __forceinline__ void g_from_memory(const BatchParams& p, const T* x, const T* dout,
+                                              int64_t u0, int H, const float (&rw)[kT],
+                                              float bias, float (&g)[kH]) {
+#pragma unroll
+  for (int e = 0; e < kH; ++e) {
+    const int64_t u = u0 + e;
+    g[e] = 0.f;
+    if (e >= H || u >= p.seqlen) continue;
+    float pre = bias;
+#pragma unroll
+    for (int d = 0; d < kT; ++d)
+      if (d <= H) pre = fmaf(rw[d], to_float(x[u - d]), pre);
+    g[e] = output_grad_to_pre(to_float(dout[u]), pre, p.silu);
+  }
+}
+
+// The lean loop over a block's first `full` tiles, every run of which is whole,
+// for 16-bit x, dout and dx moved in 16-byte words and no sequence ids; the
+// tiles walked last to first (as Dao's kernel walks its chunks), so that the
+// gradients g of the tokens after a tile were computed with the tile before:
+// each token's g is computed once. Per tile: the run's x word to the next
+// thread and its first g's to the previous one, through shared memory (two
+// barriers); the block's first lane reads the word before the tile from memory
+// (the initial states before the row), its last lane takes the g's after the
+// tile from the tile after (its first lane's, read before this tile's
+// barriers), or, for the block's last whole tile, computes them from memory
+// before the loop. dweight and dbias shares add into rdw, db.
+template <typename T, int kW, int kT, int kH>
+__device__ __forceinline__ void bwd_whole_tiles(const BatchParams& p, int64_t b, int64_t c,
+                                                const T* x, const T* dout, T* dx, int64_t first,
+                                                int full, int H, const float (&rw)[kT],
+                                                float bias, float (&rdw)[kT], float& db) {
+  static_assert(sizeof(T) * kTok == 16, "16-byte runs");
+  static_assert(kH <= 4, "the g's after a run travel in one float4");
+  __shared__ uint4 xwords[2][kThreads];
+  __shared__ float4 gwords[2][kThreads];
+  const int tid = threadIdx.x;
+  const int64_t L = p.seqlen;
+  const bool dfinal = p.dfinal_states.present();
+  const uint4* xsrc = reinterpret_cast<const uint4*>(x + first) + tid;
+  const uint4* dsrc = reinterpret_cast<const uint4*>(dout + first) + tid;
+  uint4* dst = reinterpret_cast<uint4*>(dx + first) + tid;
+  // The block's first lane: the word before each tile (the tile before's last).
+  const uint4* before_src = reinterpret_cast<const uint4*>(x + first) - 1;
+  uint4 x_next = xsrc[(full - 1) * kThreads], d_next = dsrc[(full - 1) * kThreads];
+  uint4 before_next = make_uint4(0, 0, 0, 0);
+  const bool row_start = first == 0;  // tile 0's columns before it are the initial states
+  if (tid == 0 && (full > 1 || !row_start)) before_next = before_src[(full - 1) * kThreads];
+  float g_after[kH];  // the block's last lane: the g's of the tokens after the tile
+  if (tid == kThreads - 1)
+    g_from_memory<T>(p, x, dout, first + static_cast<int64_t>(full) * kTileSpan, H, rw, bias,
+                     g_after);
+#pragma unroll 1
+  for (int k = full - 1; k >= 0; --k) {
+    const int64_t t0 = first + static_cast<int64_t>(k) * kTileSpan + tid * kTok;
+    const uint4 xword = x_next, dword = d_next, bword = before_next;
+    if (k > 0) {
+      x_next = xsrc[(k - 1) * kThreads];
+      d_next = dsrc[(k - 1) * kThreads];
+      if (tid == 0 && (k > 1 || !row_start)) before_next = before_src[(k - 1) * kThreads];
+    }
+    const int buf = k & 1;
+    if (tid == kThreads - 1 && k < full - 1) {
+      const float4 after = gwords[buf ^ 1][0];  // the tile after's first g's
+      const float a[4] = {after.x, after.y, after.z, after.w};
+#pragma unroll
+      for (int e = 0; e < kH; ++e) g_after[e] = a[e];
+    }
+    xwords[buf][tid] = xword;
+    __syncthreads();
+    // col[kH - d] = column t0 - d, then the run's tokens.
+    float col[kH + kTok];
+    {
+      Packed<T, kTok> prev;
+      *reinterpret_cast<uint4*>(&prev) = tid > 0 ? xwords[buf][tid - 1] : bword;
+#pragma unroll
+      for (int d = 1; d <= kH; ++d) col[kH - d] = d > H ? 0.f : to_float(prev.v[kTok - d]);
+      if (tid == 0 && k == 0 && row_start) {
+#pragma unroll
+        for (int d = 1; d <= kH; ++d) col[kH - d] = d > H ? 0.f : column<T>(p, b, c, -d, H);
+      }
+    }
+    float ds[kTok];
+    {
+      Packed<T, kTok> run;
+      *reinterpret_cast<uint4*>(&run) = xword;
+      float xs[kTok];
+      run.unpack(xs);
+#pragma unroll
+      for (int i = 0; i < kTok; ++i) col[kH + i] = xs[i];
+      *reinterpret_cast<uint4*>(&run) = dword;
+      run.unpack(ds);
+    }
+    // g of the run's tokens, each once.
+    float g[kTok + kH];
+#pragma unroll
+    for (int i = 0; i < kTok; ++i) {
+      float pre = bias;
+#pragma unroll
+      for (int d = 0; d < kT; ++d)
+        if (d <= H) pre = fmaf(rw[d], col[kH + i - d], pre);
+      g[i] = output_grad_to_pre(ds[i], pre, p.silu);
+    }
+    gwords[buf][tid] = make_float4(g[0], g[1], g[2], g[3]);
+    __syncthreads();
+    if (tid < kThreads - 1) {
+      const float4 next = gwords[buf][tid + 1];
+      const float a[4] = {next.x, next.y, next.z, next.w};
+#pragma unroll
+      for (int e = 0; e < kH; ++e) g[kTok + e] = a[e];
+    } else {
+#pragma unroll
+      for (int e = 0; e < kH; ++e) g[kTok + e] = g_after[e];
+    }
+    // dweight and dbias shares, then dx of the run's columns.
+#pragma unroll
+    for (int i = 0; i < kTok; ++i) {
+#pragma unroll
+      for (int d = 0; d < kT; ++d)
+        if (d <= H) rdw[d] = fmaf(g[i], col[kH + i - d], rdw[d]);
+      db += g[i];
+    }
+    float dxs[kTok];
+#pragma unroll
+    for (int i = 0; i < kTok; ++i) {
+      float dc = 0.f;
+#pragma unroll
+      for (int d = 0; d < kT; ++d)
+        if (d <= H) dc = fmaf(rw[d], g[i + d], dc);
+      dxs[i] = dc;
+    }
+    if (dfinal && t0 + kTok > L - H) {  // columns read by dfinal_states
+#pragma unroll
+      for (int i = 0; i < kTok; ++i)
+        if (t0 + i >= L - H) dxs[i] += read<T>(p.dfinal_states, b, c, t0 + i - (L - H));
+    }
+    store_n<T, kTok>(reinterpret_cast<T*>(dst + k * kThreads), 1, true, dxs);
+    // dinitial_states: columns -H .. -1, by the thread of token 0.
+    if (t0 == 0 && p.dinitial_states.present()) {
+#pragma unroll
+      for (int e = 1; e <= kH; ++e) {
+        if (e > H) continue;
+        float dc = 0.f;
+#pragma unroll
+        for (int d = 0; d < kT; ++d)
+          if (d >= e && d <= H) dc = fmaf(rw[d], g[d - e < 0 ? 0 : d - e], dc);
+        write<T>(p.dinitial_states, b, c, H - e, dc);
+      }
+    }
+  }
+}
+
 template <typename T, int kW, bool kSeq>
 __global__ void __launch_bounds__(kThreads, kTokenBlocks<kW>)
     batch_bwd_tokens(const BatchParams p, BatchVec vec, const int tiles,
@@ -55,10 +210,22 @@ __global__ void __launch_bounds__(kThreads, kTokenBlocks<kW>)
   // The columns before the block's first tile (its first lane's).
   float halo[kH] = {};
   int32_t halo_seq[kH] = {};
-  if (threadIdx.x == 0) load_halo<T, kSeq>(p, b, c, first, H, halo, halo_seq);
+  // Whole tiles take the lean loop where it applies; the general loop the rest
+  // (the row's last, partial tile), its first lane reading its halo from memory.
+  int full = 0;
+  if constexpr (!kSeq && sizeof(T) * kTok == 16 && kH <= 4) {
+    if (vec.x && vec.dout && vec.dx) {
+      const int64_t whole = L > first ? (L - first) / kTileSpan : 0;
+      full = static_cast<int>(whole < tiles ? whole : tiles);
+      if (full > 0)
+        bwd_whole_tiles<T, kW, kT, kH>(p, b, c, row.x, row.dout, dxr, first, full, H, rw, bias, rdw,
+                                       db);
+    }
+  }
+  if (threadIdx.x == 0) load_halo<T, kSeq>(p, b, c, first + full * kTileSpan, H, halo, halo_seq);
 
 #pragma unroll 1
-  for (int k = 0; k < tiles; ++k) {
+  for (int k = full; k < tiles; ++k) {
     const int64_t ts = first + k * kTileSpan;
     if (ts >= L && ts > 0) break;  // the same for the whole block
     const int64_t t0 = ts + threadIdx.x * kTok;
@@ -102,7 +269,7 @@ __global__ void __launch_bounds__(kThreads, kTokenBlocks<kW>)
         if (kSeq) heads.s[buf][warp][e] = ss[e];
       }
     }
-    if (threadIdx.x == 0 && k > 0) halo_from_previous<kSeq>(tails, k, halo, halo_seq);
+    if (threadIdx.x == 0 && k > full) halo_from_previous<kSeq>(tails, k, halo, halo_seq);
     __syncthreads();
     // Positions: col/seq[kH + q] = column t0 + q for q = -H .. kTok + H - 1;
     // g[q] and dout for tokens t0 + q, q = 0 .. kTok + H - 1.
