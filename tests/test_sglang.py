@@ -288,6 +288,23 @@ def test_jit_fwd_in_place(device, width, lengths, x_layout):
 
 
 @pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("width", [2, 4, 5])
+def test_jit_fwd_in_place_many_channels(device, width):
+    """In place with sequences x channels enough to fill a GPU (CUDA: one program per
+    sequence and channel walking its tokens in order, no staging launch); the small cases
+    above take the staged launches."""
+    lengths = [300, 1, 0, 700, 65, 2]
+    mix = (BF16, BF16, F32) if width != 5 else (F32, BF16, F32)
+    kw = prefill_case(width, mix, device, lengths, "contiguous", seed=width, dim=2048, lines=8)
+    ref_kw = {k: v.clone() for k, v in kw.items()}
+    out_ref, states_ref = vllm_fn_ref(**ref_kw, activation=True, null_block_id=None)
+    args = [kw[k] for k in ("x", "weight", "bias", "conv_states", "query_start_loc")]
+    jit.causal_conv1d_fwd(*args, kw["cache_indices"], kw["has_initial_state"], True, -1)
+    assert_close(kw["x"], out_ref)
+    assert torch.equal(kw["conv_states"], states_ref)
+
+
+@pytest.mark.parametrize("device", devices())
 @pytest.mark.parametrize("width", [2, 4, 8])
 @pytest.mark.parametrize("seqlen", [1, 3])
 @pytest.mark.parametrize("circular", [False, True])

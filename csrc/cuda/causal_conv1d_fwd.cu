@@ -233,6 +233,11 @@ __global__ void __launch_bounds__(kLanes * kWarps)
       carry[k] = to_float(state[(S - back) * p.state_tok_stride]);
     }
   }
+  // In place with one program per sequence (no halo staged): the new state now,
+  // from x before any output overwrites it (the carry above read the old one).
+  const bool state_first = halo == nullptr && p.in_place();
+  if (state_first)
+    new_state<scalar_t, state_t>(p, x, state, S, len, init, t0 == 0 && has_state, lane);
   scalar_t* const out = static_cast<scalar_t*>(p.out) + begin + c * p.out_dim_stride;
   const int64_t stop = t0 + chunk < len ? t0 + chunk : len;
   constexpr int kRun = kLanes * kPer;
@@ -312,7 +317,8 @@ __global__ void __launch_bounds__(kLanes * kWarps)
   }
   // Not in place: the first program writes the new state after every lane has
   // read the old one (x is not written).
-  if (halo == nullptr) new_state<scalar_t, state_t>(p, x, state, S, len, init, t0 == 0 && has_state, lane);
+  if (halo == nullptr && !state_first)
+    new_state<scalar_t, state_t>(p, x, state, S, len, init, t0 == 0 && has_state, lane);
 }
 
 // Tokens whose loads a thread issues together on the vector path: 8 (128
@@ -387,6 +393,19 @@ void launch_tokens(const FwdParams& p, const LaunchTarget& target) {
   const dim3 block(kLanes * kWarps);
   if (!p.in_place()) {
     launch_kernel(fwd_tokens_kernel<scalar_t, state_t, kW, kPer>, grid, block, target, p, chunk);
+    return;
+  }
+  // In place, where a warp per sequence and channel fills the GPU: one program
+  // per sequence (chunk >= every sequence), each walking its tokens in order
+  // with the window carried in registers, so no program reads an x another has
+  // overwritten and nothing needs staging (one launch, no halo buffer). Half
+  // the threads the GPU holds at least: fewer, long sequences take the staged
+  // launches below, whose programs spread a sequence over the SMs.
+  if (p.batch * p.dim * kLanes >= 2 * fill_threads(target.device)) {
+    const int64_t whole = std::max<int64_t>(p.num_tokens, 1);
+    const dim3 per_sequence(static_cast<unsigned>(1 + p.batch), grid.y);
+    launch_kernel(fwd_tokens_kernel<scalar_t, state_t, kW, kPer>, per_sequence, block, target, p,
+                  whole);
     return;
   }
   const int64_t H = p.width - 1;
