@@ -257,8 +257,11 @@ HEADLINES = [
     ("H200", H200, "update batch 1, D 8192", "ours", "fla 0.6"),
     ("H200", H200, "update batch 256, D 8192", "ours", "seed triton"),
     ("H200", H200, "update batch 1024, D 8192", "ours", "seed triton"),
-    ("H200 (direct launches)", TRAIN, "fwd 8x4096, D 8192, channel-last", "ours", "dao 1.7"),
-    ("H200 (direct launches)", TRAIN, "fwd+bwd 8x4096, D 8192, channel-first", "ours", "dao 1.7"),
+    ("H200", TRAIN, "fwd 8x4096, D 8192, channel-last", "ours", "dao 1.7"),
+    ("H200", TRAIN, "fwd 8x4096, D 8192, channel-first", "ours", "dao 1.7"),
+    ("H200", TRAIN, "fwd+bwd 4x2048, D 4096, channel-last", "ours", "dao 1.7"),
+    ("H200", TRAIN, "fwd+bwd 8x4096, D 8192, channel-first", "ours", "dao 1.7"),
+    ("H200", TRAIN, "fwd+bwd 8x4096, D 8192, channel-last, seq_idx", "ours", "dao 1.7"),
     ("H100", "gpu-h100-vllm", "spec decode", "ours", "vllm 0.33"),
     ("H100 (do_bench, PDL)", "gpu-h100-vllm-dobench-pdl", "spec decode", "ours", "vllm 0.33"),
     ("Xeon 16t", XEON, "prefill 1x2048, D 8192", "ours new out", "sglang"),
@@ -362,13 +365,15 @@ SECTIONS = [
         "train",
         "Forward, and forward + backward through `torch.autograd.grad`, of "
         "`causal_conv1d_kernels.dao` beside Dao 1.7 (on the same `(batch, dim, seqlen)` tensor) "
-        "and fla 0.6 (on its `(batch, seqlen, dim)` view); L2 flushed before every call, direct "
-        "launches. Ours is the fastest on the channel-last forwards and the 4x2048 steps, ahead "
-        "of fla 0.6 on every row, behind Dao 1.7 on the channel-first forwards (1.4-1.5x), the "
-        "large channel-first step (1.8x) and, by 2%, the large channel-last step. The 4x2048 "
-        "steps move between runs for every implementation: read them as about even. By ncu the "
-        "channel-first kernels issue about 1.9x Dao's instructions for the same bytes "
-        "(`gpu-h200-train-ncu-tokens.txt`, docs/DESIGN_LOG.md).",
+        "and fla 0.6 (on its `(batch, seqlen, dim)` view); GPU time, each phase captured in a "
+        "CUDA graph of its own and replayed with the L2 flushed, host time per eager call "
+        "beside it. Ours is ahead of fla 0.6 on every row and of Dao 1.7 on 11 of 24: every "
+        "channel-last forward (1.08-1.81x), the seq_idx steps and the 8x4096 step with initial "
+        "and final states (1.03x); behind Dao 1.7 on the channel-first forwards (1.13-1.26x), "
+        "the channel-first steps (1.09-1.23x) and the other channel-last steps (1.04-1.37x). "
+        "The channel-first rows are the lean whole-tile loops of 2026-12-05 (forward 379 -> "
+        "307 us, step 1239 -> 820 at 8x4096); the profiler's evidence and what bounds the rest "
+        "are in docs/DESIGN_LOG.md.",
         "python -m benchmarks train --device cuda --min-run-time 0.5 --name gpu-h200-train",
     ),
     Section(
@@ -401,12 +406,13 @@ SECTIONS = [
         "ops",
         "Ours through the SGLang dialect beside SGLang 0.5.23's Triton kernels and its JIT CUDA "
         "kernel (built from its wheel), each called with SGLang's arguments; GPU time "
-        "graph-replayed with the L2 flushed, host time per call beside it. Ahead on tree verify, "
-        "every decode row but batch 1 through the Triton API (7.5 against 7.2 us), the Triton "
-        "prefills but the 256 short sequences (94.3 against 83.4); behind on the chain verify "
-        "(its row here timed a reverted variant: the landed code's 76.9 against 55.8 us is in "
-        "gpu-h200-sglang-layouts.md) and on the JIT API's long channel-first prefills (149.5 "
-        "against 109.7 us at 1x8192); the JIT API's host time is twice SGLang's tvm-ffi call.",
+        "graph-replayed with the L2 flushed, host time per call beside it. Ahead on tree "
+        "verify, every decode row through the JIT API and every one but batch 1 through the "
+        "Triton API (7.4 against 7.0 us), every JIT prefill (in place over channel-first x in "
+        "one launch: 98.8 against 109.7 us at 1x8192) and the Triton prefills but the 256 "
+        "short sequences (94.1 against 83.0); behind on the chain verify (77.0 against 56.0). "
+        "Host time: the Triton API's a third of SGLang's, the JIT API's about twice SGLang's "
+        "tvm-ffi call.",
         "python -m benchmarks sglang --wheel .peers/sglang-0.5.23",
     ),
     Section(
