@@ -425,6 +425,40 @@ def test_cpu_api_update(device, width):
     assert torch.equal(states, states_ref)
 
 
+@pytest.mark.parametrize("device", devices())
+def test_cpu_api_is_weight_packed_changes_nothing(device):
+    """is_weight_packed is not checked (CONTRACT 1.6): a filter in other strides, flagged
+    packed or not, gives the result of the packed one, bit for bit."""
+    torch.manual_seed(5)
+    d, width = 64, 4
+    base = torch.randn(width, d, dtype=BF16, device=device)
+    strided = base.t()  # (dim, width) with strides (1, dim)
+    packed = cpu.causal_conv1d_weight_pack(strided)
+    assert packed.is_contiguous() and not strided.is_contiguous()
+    bias = torch.randn(d, dtype=BF16, device=device)
+    idx = torch.tensor([2, -1, 0], dtype=torch.int32, device=device)
+    x = torch.randn(3, d, dtype=BF16, device=device)
+    states = rand((4, d, width - 1), BF16, device, "channel_last")
+    results = []
+    for w, flag in ((packed, True), (strided, True), (strided, False)):
+        s = states.clone()
+        results.append((cpu.causal_conv1d_update_cpu(x, s, w, bias, True, None, idx, -1, flag), s))
+    out_ref, states_ref, _, _ = sglang_update_ref(x, states.clone(), packed, bias, True, idx)
+    assert_close(results[0][0], out_ref)
+    assert torch.equal(results[0][1], states_ref)
+    for out, s in results[1:]:
+        assert torch.equal(out, results[0][0]) and torch.equal(s, results[0][1])
+    qsl = cumulative([5, 2], torch.int32, device)
+    xs = torch.randn(7, d, dtype=BF16, device=device).t()
+    lines = torch.tensor([1, 3], dtype=torch.int32, device=device)
+    init = torch.tensor([True, False], device=device)
+    outs = [
+        cpu.causal_conv1d_fwd_cpu(xs, w, bias, states.clone(), qsl, lines, init, True, -1, True)
+        for w in (packed, strided)
+    ]
+    assert torch.equal(outs[0], outs[1])
+
+
 # ---- Bad input ----
 
 

@@ -7,7 +7,7 @@ from typing import NamedTuple
 
 import torch
 
-from ._core import PAD_SLOT_ID, Activation, _decode, _prefill
+from ._core import PAD_SLOT_ID, Activation, _prefill, _step
 
 __all__ = [
     "PAD_SLOT_ID",
@@ -169,7 +169,7 @@ def causal_conv1d_update(
     Returns:
         ``out`` (a new tensor when not given), x's shape and dtype.
     """
-    return _decode(
+    return _step(
         "causal_conv1d_update",
         x=x,
         conv_state=conv_state,

@@ -10,16 +10,17 @@ speculative rows). ``pad_slot_id`` marks padding (conv.cpp ignores it).
 
 Packed weights: :func:`causal_conv1d_weight_pack` returns the filter in the layout our kernels
 read directly, which is the plain contiguous ``(dim, width)`` one (the decode step reads it in
-place; the prefill's bf16 VNNI pairs are 4-byte words of it), so ``is_weight_packed`` is
-accepted either way. Weights packed by SGLang's own ``causal_conv1d_weight_pack`` are in
-conv.cpp's VNNI block order and are not valid here: pack with this module's.
+place; the prefill's bf16 VNNI pairs are 4-byte words of it), so ``is_weight_packed`` changes
+nothing: any filter, in any strides, gives the same result. Weights packed by SGLang's own
+``causal_conv1d_weight_pack`` are in conv.cpp's VNNI block order and are not valid here: pack
+with this module's.
 """
 
 from __future__ import annotations
 
 import torch
 
-from .._core import PAD_SLOT_ID, _decode, _prefill
+from .._core import PAD_SLOT_ID, _decode, _prefill, _step
 
 __all__ = ["causal_conv1d_fwd_cpu", "causal_conv1d_update_cpu", "causal_conv1d_weight_pack"]
 
@@ -39,15 +40,6 @@ def causal_conv1d_weight_pack(weight: torch.Tensor) -> torch.Tensor:
     return weight.clone(memory_format=torch.contiguous_format)
 
 
-def _check_packed(op: str, weight) -> None:
-    """For is_weight_packed=True: the filter causal_conv1d_weight_pack returns (contiguous)."""
-    if isinstance(weight, torch.Tensor) and not weight.is_contiguous():
-        raise ValueError(
-            f"{op}: is_weight_packed=True needs the contiguous filter causal_conv1d_weight_pack "
-            f"returns, got strides {weight.stride()}"
-        )
-
-
 def causal_conv1d_fwd_cpu(
     x: torch.Tensor,
     weight: torch.Tensor,
@@ -62,8 +54,6 @@ def causal_conv1d_fwd_cpu(
 ) -> torch.Tensor:
     """Prefill: a new output with x's shape and (channel-last) strides."""
     op = "causal_conv1d_fwd_cpu"
-    if is_weight_packed:
-        _check_packed(op, weight)
     batched = query_start_loc is None and isinstance(x, torch.Tensor) and x.dim() == 3
     if batched:
         # (batch, dim, seqlen) channel-last with dense rows is the token-major buffer
@@ -109,12 +99,22 @@ def causal_conv1d_update_cpu(
     """Decode: x ``(batch, dim)``, or ``(batch, seqlen, dim)`` (token-major) with
     ``num_accepted_tokens``; a new output of x's shape (and layout, where x is dense)."""
     op = "causal_conv1d_update_cpu"
-    if is_weight_packed:
-        _check_packed(op, weight)
     # A new output with x's layout where x is dense, else contiguous (conv.cpp's empty_like):
-    # the op allocates it for (batch, dim) rows; speculative rows (batch, seqlen, dim) reach
-    # the op transposed, into an output allocated here in x's own shape.
+    # the step op allocates it for (batch, dim) rows; speculative rows (batch, seqlen, dim)
+    # reach the op transposed, into an output allocated here in x's own shape.
     token_major = isinstance(x, torch.Tensor) and x.dim() == 3
+    if num_accepted_tokens is None and not token_major:
+        return _step(
+            op,
+            x=x,
+            conv_state=conv_states,
+            weight=weight,
+            bias=bias,
+            activation=bool(silu_activation),
+            conv_state_indices=conv_state_indices,
+            pad_slot_id=pad_slot_id,
+            front_window=True,
+        )
     out = torch.empty_like(x) if token_major else None
     result = _decode(
         op,

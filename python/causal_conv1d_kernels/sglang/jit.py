@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from .._core import PAD_SLOT_ID, _decode, _prefill
+from .._core import PAD_SLOT_ID, _prefill, _step
 
 __all__ = ["causal_conv1d_fwd", "causal_conv1d_update"]
 
@@ -56,7 +56,7 @@ def causal_conv1d_update(
 ) -> torch.Tensor:
     """Decode in place: x ``(batch, dim, seqlen)`` (or ``(batch, dim)``), row b on line
     ``conv_state_indices[b]`` (or b). Returns x (SGLang's op returns None; its wrapper x)."""
-    return _decode(
+    return _step(
         "causal_conv1d_update",
         x=x,
         conv_state=conv_state,
