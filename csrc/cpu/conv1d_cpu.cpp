@@ -48,6 +48,7 @@ bool cpu_has(const std::string& feature) {
   if (feature == "avx512f") return __builtin_cpu_supports("avx512f");
   if (feature == "avx512bw") return __builtin_cpu_supports("avx512bw");
   if (feature == "avx512vl") return __builtin_cpu_supports("avx512vl");
+  if (feature == "avx512dq") return __builtin_cpu_supports("avx512dq");
   if (feature == "avx512bf16") return __builtin_cpu_supports("avx512bf16");
 #endif
   CC1D_CHECK(false, "kernel_sets.def names a CPU feature cpu_has() cannot test: ", feature);

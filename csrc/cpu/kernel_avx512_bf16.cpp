@@ -4,7 +4,7 @@
 // activations of two consecutive window columns interleaved into pairs, and
 // one _mm512_dpbf16_ps per pair of taps into fp32 accumulators preloaded with
 // the bias; SiLU fused before the bf16 store. Compiled with -mavx512f
-// -mavx512bw -mavx512vl -mavx512bf16 -mfma -mf16c only.
+// -mavx512bw -mavx512vl -mavx512dq -mavx512bf16 -mfma -mf16c only.
 #include <immintrin.h>
 
 #include <type_traits>
@@ -36,7 +36,12 @@ struct Avx512Bf16 : SimdOps<Avx512Bf16> {
   static V round(V a) {
     return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   }
-  static V scale(V p, V n) { return _mm512_scalef_ps(p, n); }  // p * 2^n
+  // p * 2^floor(n), 0 or infinite where that is out of range (vscalefps).
+  static V scale(V p, V n) { return _mm512_scalef_ps(p, n); }
+  static constexpr bool kSplitsAtFloor = true;
+  static V frac_above_floor(V z) {  // z - floor(z) (vreduceps, AVX512DQ); 0 for infinite z
+    return _mm512_reduce_ps(z, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+  }
 
   static __m512i widen16(const void* p) {
     return _mm512_cvtepu16_epi32(_mm256_loadu_si256(static_cast<const __m256i*>(p)));

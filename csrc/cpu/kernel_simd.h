@@ -17,6 +17,9 @@ namespace {
 constexpr float kExp2Poly3[4] = {0.0550089329f, 0.242210969f, 0.693282902f, 1.f};
 // 2^n stays normal above kExp2Lo and is infinite at kExp2Hi (see kExpHi).
 constexpr float kExp2Lo = -126.f, kExp2Hi = 128.f;
+// 2^f on 0 <= f < 1 to a relative 8.6e-5 (minimax, degree 3, constant term 1),
+// for policies that split z at its floor (Isa::kSplitsAtFloor).
+constexpr float kExp2Poly3Floor[4] = {0.0770671740f, 0.227644846f, 0.695116818f, 1.f};
 
 // v / (1 + exp(-v)) as accurate as the output type keeps. exp(-v) = p * 2^n
 // with n an integer, the policy supplying round(z) and scale(p, n) = p * 2^n.
@@ -42,6 +45,15 @@ inline typename Isa::V silu_vec(typename Isa::V v) {
     p = Isa::set1(kExpPoly[0]);
     for (int i = 1; i < 6; ++i) p = Isa::fmadd(p, r, Isa::set1(kExpPoly[i]));
     p = Isa::fmadd(p, Isa::mul(r, r), Isa::add(r, Isa::set1(1.f)));
+  } else if constexpr (Isa::kSplitsAtFloor) {
+    // z's fraction above its floor in one instruction, and scale(p, z) takes
+    // floor(z) itself and saturates (0 far below, infinite far above; an
+    // infinite z has fraction 0): no clamps, no rounding, 9 instructions
+    // where the split below takes 12.
+    n = Isa::mul(v, Isa::set1(-kLog2e));
+    const V f = Isa::frac_above_floor(n);
+    p = Isa::set1(kExp2Poly3Floor[0]);
+    for (int i = 1; i < 4; ++i) p = Isa::fmadd(p, f, Isa::set1(kExp2Poly3Floor[i]));
   } else {
     const V z =
         Isa::min(Isa::max(Isa::mul(v, Isa::set1(-kLog2e)), Isa::set1(kExp2Lo)), Isa::set1(kExp2Hi));
@@ -288,6 +300,10 @@ struct SimdOps {
   // filter of width kW and type T in place (update_reads_filter): never here.
   template <int kW, typename T>
   static constexpr bool kLoadsFilter = false;
+
+  // Whether silu_vec's 16-bit path splits z at its floor: Isa::frac_above_floor(z)
+  // = z - floor(z), and Isa::scale(p, z) = p * 2^floor(z), saturating. Not here.
+  static constexpr bool kSplitsAtFloor = false;
 
   // Stores of outputs (never of states): a policy may round them more cheaply.
   template <typename T, typename V>
