@@ -256,3 +256,43 @@ def test_cpu_decode_filter_in_place_or_copied(width, s_dtype, activation):
             assert torch.equal(one[0], whole[row]), f"row {row}"
     finally:
         torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("extra_state", [0, 1], ids=["S3", "S4"])
+@pytest.mark.parametrize("dim", [64, 75])
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no_bias"])
+@pytest.mark.parametrize("activation", [None, "silu"])
+def test_cpu_decode_channel_major_lines(extra_state, dim, bias, activation):
+    """Dao's state layout, each channel's S columns side by side ((lines, dim, S) contiguous,
+    S = 3 or HF's 4): bf16 width-4 steps go through the AVX-512 set's channel-major step
+    (where it runs). Against the reference with bit-exact states, for 20 rows on one thread
+    (the fp32 filter copy) and row by row (the filter read in place); 75 channels leave a
+    tail after the 16-channel blocks."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        kwargs, pads = update_case(
+            4,
+            (BF16, BF16, BF16),
+            "cpu",
+            squeeze=True,
+            batch=20,
+            num_lines=24,
+            dim=dim,
+            extra_state=extra_state,
+            state_layout="contiguous",
+            bias=bias,
+        )
+        kwargs["activation"] = activation
+        states = kwargs["conv_state"].clone()
+        whole = run_and_check(kwargs, pads)
+        kwargs["conv_state"] = states
+        lines = kwargs.pop("conv_state_indices")
+        x = kwargs.pop("x")
+        for row in range(x.shape[0]):
+            one = causal_conv1d_update(
+                x[row : row + 1], **kwargs, conv_state_indices=lines[row:][:1]
+            )
+            assert torch.equal(one[0], whole[row]), f"row {row}"
+    finally:
+        torch.set_num_threads(threads)
