@@ -42,6 +42,17 @@ def run_and_check(kwargs, pads, inplace=False):
     return out
 
 
+def assert_rows_alone_match(kwargs, whole):
+    """Each row of the call `kwargs` made alone (one-row calls, where the CPU decode reads the
+    filter in place) gives the bits of `whole`, the outputs of the call on all rows."""
+    kwargs = dict(kwargs)
+    lines = kwargs.pop("conv_state_indices")
+    x = kwargs.pop("x")
+    for row in range(x.shape[0]):
+        one = causal_conv1d_update(x[row : row + 1], **kwargs, conv_state_indices=lines[row:][:1])
+        assert torch.equal(one[0], whole[row]), f"row {row}"
+
+
 @pytest.mark.parametrize("device", devices())
 @pytest.mark.parametrize("mix", DTYPE_MIXES, ids=mix_id)
 @pytest.mark.parametrize("width", WIDTHS)
@@ -247,13 +258,7 @@ def test_cpu_decode_filter_in_place_or_copied(width, s_dtype, activation):
         f32_bias = causal_conv1d_update(**dict(kwargs, bias=kwargs["bias"].float()))
         assert torch.equal(f32_bias, whole)
         kwargs["conv_state"] = states
-        lines = kwargs.pop("conv_state_indices")
-        x = kwargs.pop("x")
-        for row in range(x.shape[0]):
-            one = causal_conv1d_update(
-                x[row : row + 1], **kwargs, conv_state_indices=lines[row:][:1]
-            )
-            assert torch.equal(one[0], whole[row]), f"row {row}"
+        assert_rows_alone_match(kwargs, whole)
     finally:
         torch.set_num_threads(threads)
 
@@ -287,12 +292,6 @@ def test_cpu_decode_channel_major_lines(extra_state, dim, bias, activation):
         states = kwargs["conv_state"].clone()
         whole = run_and_check(kwargs, pads)
         kwargs["conv_state"] = states
-        lines = kwargs.pop("conv_state_indices")
-        x = kwargs.pop("x")
-        for row in range(x.shape[0]):
-            one = causal_conv1d_update(
-                x[row : row + 1], **kwargs, conv_state_indices=lines[row:][:1]
-            )
-            assert torch.equal(one[0], whole[row]), f"row {row}"
+        assert_rows_alone_match(kwargs, whole)
     finally:
         torch.set_num_threads(threads)
