@@ -149,7 +149,7 @@ struct Avx512Bf16 : SimdOps<Avx512Bf16> {
     }
   };
 
-  template <int S, int kLive>
+  template <int S, int kLive, bool kInPlace>
   static void channel_major_step(const UpdateParams& p, const CpuWeights& w, int64_t c0, int64_t n,
                                  const bf16_t* x, bf16_t* state, bf16_t* out) {
     static constexpr LineWords<S, kLive> kWords{};
@@ -160,10 +160,7 @@ struct Avx512Bf16 : SimdOps<Avx512Bf16> {
     constexpr __mmask32 kHigh = 0xAAAAAAAAu;
     const auto widened = [](__m512i words) { return _mm512_castsi512_ps(words); };
     const bool silu = p.silu;
-    const bool in_place = w.taps == nullptr;  // the filter and bias read in place
-    const bf16_t* const filter = static_cast<const bf16_t*>(p.weight) + c0 * 4;
-    const bf16_t* const bias_in = static_cast<const bf16_t*>(p.bias);
-    const bool has_bias = in_place ? bias_in != nullptr : w.bias != nullptr;
+    const StepFilter<Avx512Bf16, 4, kInPlace, bf16_t> f(p, w, c0);
     int64_t c = 0;
     for (; c + kLanes <= n; c += kLanes) {
       bf16_t* const line = state + c * S;
@@ -174,12 +171,8 @@ struct Avx512Bf16 : SimdOps<Avx512Bf16> {
       const __m512i xw =
           _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + c)));
       V tap[4];
-      if (in_place) {
-        load_filter<4>(filter + c * 4, tap);
-      } else {
-        for (int k = 0; k < 4; ++k) tap[k] = load(w.taps + k * p.dim + c0 + c);
-      }
-      V acc = !has_bias ? zero() : in_place ? load(bias_in + c0 + c) : load(w.bias + c0 + c);
+      f.load(c, tap);
+      V acc = f.load_bias(c);
       acc = fmadd(tap[0], widened(_mm512_maskz_permutex2var_epi16(kHigh, a, col0, b)), acc);
       acc = fmadd(tap[1], widened(_mm512_maskz_permutex2var_epi16(kHigh, a, col1, b)), acc);
       acc = fmadd(tap[2], widened(_mm512_maskz_permutex2var_epi16(kHigh, a, col2, b)), acc);
@@ -200,14 +193,10 @@ struct Avx512Bf16 : SimdOps<Avx512Bf16> {
     using C = Convert<Avx512Bf16>;
     for (; c < n; ++c) {  // the channel tail, one channel at a time
       bf16_t* const line = state + c * S;
-      float acc = !has_bias ? 0.f : in_place ? C::to_float(bias_in[c0 + c]) : w.bias[c0 + c];
-      for (int k = 0; k < 3; ++k) {
-        const float t = in_place ? C::to_float(filter[c * 4 + k]) : w.taps[k * p.dim + c0 + c];
-        acc += t * C::to_float(line[kLive - 3 + k]);
-      }
+      float acc = f.bias_at(c);
+      for (int k = 0; k < 3; ++k) acc += f.tap(c, k) * C::to_float(line[kLive - 3 + k]);
       const bf16_t xt = x[c];
-      acc += (in_place ? C::to_float(filter[c * 4 + 3]) : w.taps[3 * p.dim + c0 + c]) *
-             C::to_float(xt);
+      acc += f.tap(c, 3) * C::to_float(xt);
       for (int m = 0; m + 1 < kLive; ++m) line[m] = line[m + 1];
       line[kLive - 1] = xt;
       C::from_float(silu ? silu_one(acc) : acc, out[c]);
@@ -219,13 +208,17 @@ struct Avx512Bf16 : SimdOps<Avx512Bf16> {
                           const x_t* x, state_t* state, x_t* out) {
     if constexpr (std::is_same_v<x_t, bf16_t> && std::is_same_v<state_t, bf16_t>) {
       if (channel_major_applies(p)) {
-        if (p.state_len == 3) {
-          channel_major_step<3, 3>(p, w, c0, n, x, state, out);
-        } else if (p.linear_len() == 3) {
-          channel_major_step<4, 3>(p, w, c0, n, x, state, out);
-        } else {
-          channel_major_step<4, 4>(p, w, c0, n, x, state, out);
-        }
+        // The filter and bias read in place where the dispatcher made no fp32 copy.
+        const auto run = [&]<bool kInPlace>() {
+          if (p.state_len == 3) {
+            channel_major_step<3, 3, kInPlace>(p, w, c0, n, x, state, out);
+          } else if (p.linear_len() == 3) {
+            channel_major_step<4, 3, kInPlace>(p, w, c0, n, x, state, out);
+          } else {
+            channel_major_step<4, 4, kInPlace>(p, w, c0, n, x, state, out);
+          }
+        };
+        w.taps == nullptr ? run.template operator()<true>() : run.template operator()<false>();
         return true;
       }
     }

@@ -121,8 +121,10 @@ def make_inputs(case: Case, device, state_dtype: torch.dtype | None = None, seed
             cache_indices=lines,
             has_initial_state=(torch.arange(batch) % case.init_every == 0).to(device),
         )
+    # Speculative rows: x (batch, tokens, dim), as SGLang's CPU API takes them.
+    tokens = (case.spec_tokens,) if spec else ()
     inputs = dict(
-        x=randn(case.batch, d, dtype=case.dtype),
+        x=randn(case.batch, *tokens, d, dtype=case.dtype),
         conv_state=states,
         weight=weight,
         bias=bias,
@@ -130,7 +132,6 @@ def make_inputs(case: Case, device, state_dtype: torch.dtype | None = None, seed
         conv_state_indices=lines,
     )
     if spec:
-        inputs["x"] = randn(case.batch, case.spec_tokens, d, dtype=case.dtype)
         accepted = torch.randint(1, case.spec_tokens + 1, (batch,), generator=g)
         inputs["num_accepted_tokens"] = accepted.to(device=device, dtype=torch.int32)
     return inputs
