@@ -492,20 +492,27 @@ def _decode(
     if null_block_id is None:
         null_block_id = pad_slot_id
     silu = activation is True or _silu(op, activation)
-    _check_decode(
-        op,
-        x,
-        conv_state,
-        weight,
-        bias,
-        conv_state_indices,
-        pad_slot_id,
-        null_block_id,
-        validate,
-        num_accepted_tokens,
-        query_start_loc,
-        max_query_len,
-    )
+    if (  # as in _step: the checks' frame only where one of them can apply
+        validate
+        or _VALIDATE_FROM_ENV
+        or _grad_enabled()
+        or not (type(pad_slot_id) is int and type(null_block_id) is int)  # noqa: E721
+        or type(max_query_len) is not int  # noqa: E721
+    ):
+        _check_decode(
+            op,
+            x,
+            conv_state,
+            weight,
+            bias,
+            conv_state_indices,
+            pad_slot_id,
+            null_block_id,
+            validate,
+            num_accepted_tokens,
+            query_start_loc,
+            max_query_len,
+        )
     if out is None:
         out = torch.empty_like(x) if isinstance(x, torch.Tensor) else x  # x: the op names it
     _call(

@@ -118,11 +118,11 @@ def causal_conv1d_update_cpu(
     out = torch.empty_like(x) if token_major else None
     result = _decode(
         op,
-        x=x.transpose(1, 2) if token_major else x,
+        x=x.mT if token_major else x,  # (.mT: ~0.25 us less than .transpose(1, 2))
         conv_state=conv_states,
         weight=weight,
         bias=bias,
-        out=out.transpose(1, 2) if token_major else None,
+        out=out.mT if token_major else None,
         activation=bool(silu_activation),
         conv_state_indices=conv_state_indices,
         pad_slot_id=pad_slot_id,
