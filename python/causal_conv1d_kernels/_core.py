@@ -309,6 +309,18 @@ def _prefill(
     return out
 
 
+def _checks_apply(validate: bool, pad_slot_id, null_block_id, max_query_len=-1) -> bool:
+    """Whether one of :func:`_check_decode`'s checks can apply: not for an engine's call in
+    inference mode with int arguments and no validation, which goes straight to the op."""
+    return (
+        validate
+        or _VALIDATE_FROM_ENV
+        or _grad_enabled()
+        or not (type(pad_slot_id) is int and type(null_block_id) is int)  # noqa: E721
+        or type(max_query_len) is not int  # noqa: E721
+    )
+
+
 def _check_decode(
     op: str,
     x,
@@ -373,14 +385,7 @@ def _step(
     silu = activation is True or _silu(op, activation)
     if null_block_id is None:
         null_block_id = pad_slot_id
-    # The checks' frame only where one of them can apply (inference mode, int arguments,
-    # no validation: an engine's step goes straight to the op).
-    if (
-        validate
-        or _VALIDATE_FROM_ENV
-        or _grad_enabled()
-        or not (type(pad_slot_id) is int and type(null_block_id) is int)  # noqa: E721
-    ):
+    if _checks_apply(validate, pad_slot_id, null_block_id):
         _check_decode(
             op,
             x,
@@ -492,13 +497,7 @@ def _decode(
     if null_block_id is None:
         null_block_id = pad_slot_id
     silu = activation is True or _silu(op, activation)
-    if (  # as in _step: the checks' frame only where one of them can apply
-        validate
-        or _VALIDATE_FROM_ENV
-        or _grad_enabled()
-        or not (type(pad_slot_id) is int and type(null_block_id) is int)  # noqa: E721
-        or type(max_query_len) is not int  # noqa: E721
-    ):
+    if _checks_apply(validate, pad_slot_id, null_block_id, max_query_len):
         _check_decode(
             op,
             x,
