@@ -438,14 +438,20 @@ SECTIONS = [
         "cpu-dev-epyc-1thread-sglang-api-decode",
         "ops",
         "The decode rows on one thread of the same box (best of 3 interleaved rounds, conv.cpp "
-        "in a process of its own), after the step's four-register loop: batch 64 and 256 1.70x "
-        "and 1.61x faster than conv.cpp; batch 1 8.6 against 7.9 us through SGLang's API, "
-        "behind (1.09x; it was 10.0 against 8.0), 7.9 through the core API (a tie): our "
-        "kernel's share is about 3.4 us (1.5 of it SiLU) against conv.cpp's 4.7, the rest host "
-        "work, about 5 us through the API at D 64 against conv.cpp's 3.2 (its op call, a "
-        "classic pybind-registered op, 2.7 with its allocation; ours 3.9 through the "
-        "dispatcher and the stable ABI with the allocation, plus about 1.1 in two Python "
-        "frames).",
+        "in a process of its own), after the plain step's lean Python path (`_core._step`), the "
+        "AVX-512 SiLU split at the floor and the channel-major step (docs/DESIGN_LOG.md). "
+        "Token-major states (SGLang's CPU pool): batch 64 and 256 1.8x and 1.9x faster than "
+        "conv.cpp; batch 1 a tie through SGLang's API (7.8 against 7.7 us; 7.7 against 7.7 in "
+        "an earlier run; it was 8.6 against 7.9), 7.3 through the core API into a given out. "
+        "Channel-major states ((lines, dim, 3) contiguous, SGLang's CUDA pool): conv.cpp "
+        "restrides such a pool in place on its first call and then runs as on token-major "
+        "states, so its column is that; ours keeps the caller's layout: 1.35x and 1.14x ahead "
+        "at batch 64 and 256, behind at batch 1 (8.6 against 7.7). Our kernel is about 3.2 us "
+        "of a token-major batch-1 call against conv.cpp's 4.6; the rest is host work in "
+        "torch: at D 64 our op call with its allocation is 3.8 us (the dispatcher's Python "
+        "argument parsing, the stable ABI's boxing, our checks, the allocation through the C "
+        "shim) against conv.cpp's whole call of 3.3, plus about 0.5 us of our two Python "
+        "frames.",
         "OMP_PROC_BIND=true python -m benchmarks bench --device cpu --threads 1 --rounds 3 "
         "--isolate-peer --cases cpu-peer --only update "
         "--sglang-sdist vllm-0.33.0.tar.gz --name cpu-dev-epyc-1thread-sglang-api-decode",

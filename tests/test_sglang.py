@@ -459,6 +459,28 @@ def test_cpu_api_is_weight_packed_changes_nothing(device):
     assert torch.equal(outs[0], outs[1])
 
 
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("state_len", [3, 4])
+@pytest.mark.parametrize("dim", [48, 75])
+def test_cpu_api_update_channel_major_pool(device, state_len, dim):
+    """The decode on SGLang's CUDA-style pool, (lines, dim, S) contiguous (conv.cpp restrides
+    such a pool in place on its first call; ours keeps the caller's strides): the front window
+    and the new state bit-exact, across calls, with a tail of channels at dim 75."""
+    torch.manual_seed(state_len + dim)
+    w = torch.randn(dim, 4, dtype=BF16, device=device)
+    bias = torch.randn(dim, dtype=BF16, device=device)
+    states = torch.randn(6, dim, state_len, dtype=BF16, device=device)
+    idx = torch.tensor([3, 0, -1, 5], dtype=torch.int32, device=device)
+    for step in range(3):
+        x = torch.randn(4, dim, dtype=BF16, device=device)
+        out_ref, states_ref, _, _ = sglang_update_ref(x, states.clone(), w, bias, True, idx)
+        out = cpu.causal_conv1d_update_cpu(x, states, w, bias, True, None, idx, -1, False)
+        assert_close(out, out_ref)
+        assert torch.equal(out[2], torch.zeros_like(out[2]))
+        assert torch.equal(states, states_ref), f"step {step}"
+        assert states.is_contiguous()
+
+
 # ---- Bad input ----
 
 

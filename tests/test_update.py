@@ -42,6 +42,17 @@ def run_and_check(kwargs, pads, inplace=False):
     return out
 
 
+def assert_rows_alone_match(kwargs, whole):
+    """Each row of the call `kwargs` made alone (one-row calls, where the CPU decode reads the
+    filter in place) gives the bits of `whole`, the outputs of the call on all rows."""
+    kwargs = dict(kwargs)
+    lines = kwargs.pop("conv_state_indices")
+    x = kwargs.pop("x")
+    for row in range(x.shape[0]):
+        one = causal_conv1d_update(x[row : row + 1], **kwargs, conv_state_indices=lines[row:][:1])
+        assert torch.equal(one[0], whole[row]), f"row {row}"
+
+
 @pytest.mark.parametrize("device", devices())
 @pytest.mark.parametrize("mix", DTYPE_MIXES, ids=mix_id)
 @pytest.mark.parametrize("width", WIDTHS)
@@ -247,12 +258,40 @@ def test_cpu_decode_filter_in_place_or_copied(width, s_dtype, activation):
         f32_bias = causal_conv1d_update(**dict(kwargs, bias=kwargs["bias"].float()))
         assert torch.equal(f32_bias, whole)
         kwargs["conv_state"] = states
-        lines = kwargs.pop("conv_state_indices")
-        x = kwargs.pop("x")
-        for row in range(x.shape[0]):
-            one = causal_conv1d_update(
-                x[row : row + 1], **kwargs, conv_state_indices=lines[row:][:1]
-            )
-            assert torch.equal(one[0], whole[row]), f"row {row}"
+        assert_rows_alone_match(kwargs, whole)
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("extra_state", [0, 1], ids=["S3", "S4"])
+@pytest.mark.parametrize("dim", [64, 75])
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no_bias"])
+@pytest.mark.parametrize("activation", [None, "silu"])
+def test_cpu_decode_channel_major_lines(extra_state, dim, bias, activation):
+    """Dao's state layout, each channel's S columns side by side ((lines, dim, S) contiguous,
+    S = 3 or HF's 4): bf16 width-4 steps go through the AVX-512 set's channel-major step
+    (where it runs). Against the reference with bit-exact states, for 20 rows on one thread
+    (the fp32 filter copy) and row by row (the filter read in place); 75 channels leave a
+    tail after the 16-channel blocks."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        kwargs, pads = update_case(
+            4,
+            (BF16, BF16, BF16),
+            "cpu",
+            squeeze=True,
+            batch=20,
+            num_lines=24,
+            dim=dim,
+            extra_state=extra_state,
+            state_layout="contiguous",
+            bias=bias,
+        )
+        kwargs["activation"] = activation
+        states = kwargs["conv_state"].clone()
+        whole = run_and_check(kwargs, pads)
+        kwargs["conv_state"] = states
+        assert_rows_alone_match(kwargs, whole)
     finally:
         torch.set_num_threads(threads)

@@ -107,6 +107,131 @@ struct Avx512Bf16 : SimdOps<Avx512Bf16> {
     }
   }
 
+  // The decode step on channel-major lines (Dao's state layout, SGLang's CUDA
+  // pool: each channel's S columns side by side, channels S apart), bf16 x
+  // and states, width 4, S = 3 or 4 columns of which the first `kLive`
+  // (linear_len: 3, or 4 for Dao's shift of a 4-column line) are the line: the
+  // window is columns kLive-3 .. kLive-1, the new line columns 1 .. kLive-1
+  // then the token, columns past kLive untouched. 16 channels' lines are
+  // S * 16 words in two registers: one masked word permute per window column
+  // widens it to fp32 (the word into a dword's high half), two more build the
+  // new lines from the old words and x's, stored whole; outputs as
+  // update_step_regs. Where not (channel_major_applies), false.
+  static bool channel_major_applies(const UpdateParams& p) {
+    const int64_t S = p.state_len, live = p.linear_len();
+    return (p.mode == StateMode::kShift || p.mode == StateMode::kFront) &&
+           !p.query_start_loc.present() && p.seqlen == 1 && !p.walks_tokens() && p.width == 4 &&
+           p.x_type == ScalarType::BFloat16 && p.state_type == ScalarType::BFloat16 &&
+           p.state_tok_stride == 1 && p.state_dim_stride == S && (S == 3 || S == 4) && live >= 3 &&
+           live <= S && p.x_dim_stride == 1 && p.out_dim_stride == 1;
+  }
+
+  // The word indices of channel_major_step's permutes for lines of S words.
+  template <int S, int kLive>
+  struct LineWords {
+    uint16_t col[3][32];    // window column k into word 2i+1 of lane i (even words masked)
+    uint16_t next[2][32];   // the new lines' words 0-31 and 32-63 from the old (as A|B)
+    uint16_t token[2][32];  // x's word i into the new lines at i*S + kLive-1
+    uint32_t token_mask[2];
+    constexpr LineWords() : col{}, next{}, token{}, token_mask{} {
+      for (int k = 0; k < 3; ++k)
+        for (int i = 0; i < 16; ++i)
+          col[k][2 * i + 1] = static_cast<uint16_t>(i * S + kLive - 3 + k);
+      for (int h = 0; h < 2; ++h)
+        for (int j = 0; j < 32; ++j) {
+          const int q = h * 32 + j, i = q / S, m = q % S;
+          next[h][j] = static_cast<uint16_t>(m + 1 < kLive ? q + 1 : q);
+          if (i < 16 && m == kLive - 1) {
+            token[h][j] = static_cast<uint16_t>(i);
+            token_mask[h] |= 1u << j;
+          }
+        }
+    }
+  };
+
+  template <int S, int kLive>
+  static void channel_major_step(const UpdateParams& p, const CpuWeights& w, int64_t c0, int64_t n,
+                                 const bf16_t* x, bf16_t* state, bf16_t* out) {
+    static constexpr LineWords<S, kLive> kWords{};
+    const auto idx = [](const uint16_t(&words)[32]) { return _mm512_loadu_si512(words); };
+    const __m512i col0 = idx(kWords.col[0]), col1 = idx(kWords.col[1]), col2 = idx(kWords.col[2]);
+    const __m512i next0 = idx(kWords.next[0]), next1 = idx(kWords.next[1]);
+    const __m512i tok0 = idx(kWords.token[0]), tok1 = idx(kWords.token[1]);
+    constexpr __mmask32 kHigh = 0xAAAAAAAAu;
+    const auto widened = [](__m512i words) { return _mm512_castsi512_ps(words); };
+    const bool silu = p.silu;
+    const bool in_place = w.taps == nullptr;  // the filter and bias read in place
+    const bf16_t* const filter = static_cast<const bf16_t*>(p.weight) + c0 * 4;
+    const bf16_t* const bias_in = static_cast<const bf16_t*>(p.bias);
+    const bool has_bias = in_place ? bias_in != nullptr : w.bias != nullptr;
+    int64_t c = 0;
+    for (; c + kLanes <= n; c += kLanes) {
+      bf16_t* const line = state + c * S;
+      const __m512i a = _mm512_loadu_si512(line);
+      const __m512i b = S == 4 ? _mm512_loadu_si512(line + 32)
+                               : _mm512_zextsi256_si512(_mm256_loadu_si256(
+                                     reinterpret_cast<const __m256i*>(line + 32)));
+      const __m512i xw =
+          _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + c)));
+      V tap[4];
+      if (in_place) {
+        load_filter<4>(filter + c * 4, tap);
+      } else {
+        for (int k = 0; k < 4; ++k) tap[k] = load(w.taps + k * p.dim + c0 + c);
+      }
+      V acc = !has_bias ? zero() : in_place ? load(bias_in + c0 + c) : load(w.bias + c0 + c);
+      acc = fmadd(tap[0], widened(_mm512_maskz_permutex2var_epi16(kHigh, a, col0, b)), acc);
+      acc = fmadd(tap[1], widened(_mm512_maskz_permutex2var_epi16(kHigh, a, col1, b)), acc);
+      acc = fmadd(tap[2], widened(_mm512_maskz_permutex2var_epi16(kHigh, a, col2, b)), acc);
+      acc = fmadd(tap[3], load(x + c), acc);
+      // The new lines (the old words read above, so out may be x).
+      const __m512i na = _mm512_mask_permutexvar_epi16(_mm512_permutex2var_epi16(a, next0, b),
+                                                       kWords.token_mask[0], tok0, xw);
+      const __m512i nb = _mm512_mask_permutexvar_epi16(_mm512_permutex2var_epi16(a, next1, b),
+                                                       kWords.token_mask[1], tok1, xw);
+      _mm512_storeu_si512(line, na);
+      if constexpr (S == 4) {
+        _mm512_storeu_si512(line + 32, nb);
+      } else {
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(line + 32), _mm512_castsi512_si256(nb));
+      }
+      store_out(out + c, silu ? silu_vec<Avx512Bf16, bf16_t>(acc) : acc);
+    }
+    using C = Convert<Avx512Bf16>;
+    for (; c < n; ++c) {  // the channel tail, one channel at a time
+      bf16_t* const line = state + c * S;
+      float acc = !has_bias ? 0.f : in_place ? C::to_float(bias_in[c0 + c]) : w.bias[c0 + c];
+      for (int k = 0; k < 3; ++k) {
+        const float t = in_place ? C::to_float(filter[c * 4 + k]) : w.taps[k * p.dim + c0 + c];
+        acc += t * C::to_float(line[kLive - 3 + k]);
+      }
+      const bf16_t xt = x[c];
+      acc += (in_place ? C::to_float(filter[c * 4 + 3]) : w.taps[3 * p.dim + c0 + c]) *
+             C::to_float(xt);
+      for (int m = 0; m + 1 < kLive; ++m) line[m] = line[m + 1];
+      line[kLive - 1] = xt;
+      C::from_float(silu ? silu_one(acc) : acc, out[c]);
+    }
+  }
+
+  template <typename x_t, typename state_t>
+  static bool update_step(const UpdateParams& p, const CpuWeights& w, int64_t c0, int64_t n,
+                          const x_t* x, state_t* state, x_t* out) {
+    if constexpr (std::is_same_v<x_t, bf16_t> && std::is_same_v<state_t, bf16_t>) {
+      if (channel_major_applies(p)) {
+        if (p.state_len == 3) {
+          channel_major_step<3, 3>(p, w, c0, n, x, state, out);
+        } else if (p.linear_len() == 3) {
+          channel_major_step<4, 3>(p, w, c0, n, x, state, out);
+        } else {
+          channel_major_step<4, 4>(p, w, c0, n, x, state, out);
+        }
+        return true;
+      }
+    }
+    return update_step_vec<Avx512Bf16>(p, w, c0, n, x, state, out);
+  }
+
   // The VNNI micro-kernel for `count` consecutive tokens over the kCols
   // registers of channels at c, with the taps and the window in registers.
   // Q(s) interleaves x[s] (low halves) and x[s + 1] (high halves); token t's
@@ -199,6 +324,13 @@ struct Avx512Bf16 : SimdOps<Avx512Bf16> {
   }
 };
 
+// The decode steps of this set read the filter in place where it is readable:
+// update_step_regs's and channel_major_step's.
+bool reads_filter(const UpdateParams& p) {
+  return filter_readable<Avx512Bf16>(p) &&
+         (update_step_applies(p) || Avx512Bf16::channel_major_applies(p));
+}
+
 }  // namespace
 
 CpuKernelSet avx512_bf16_kernels() {
@@ -209,7 +341,7 @@ CpuKernelSet avx512_bf16_kernels() {
           &select_batch_fwd<Avx512Bf16>,
           &select_batch_bwd<Avx512Bf16>,
           &widen_filter<Avx512Bf16>,
-          &update_reads_filter<Avx512Bf16>};
+          &reads_filter};
 }
 
 }  // namespace causal_conv1d::cpu

@@ -256,24 +256,31 @@ inline bool update_step_applies(const UpdateParams& p) {
          p.state_dim_stride == 1;
 }
 
-// Whether the decode items of this call can read the filter in place (where
-// the dispatcher lets them, it prepares no fp32 copy: CpuWeights::taps null):
-// the step of update_step_regs with a contiguous (dim, width) filter the
-// policy loads (Isa::kLoadsFilter) and a bias, if any, with unit stride, both
-// of x's type.
+// Whether the decode items of a call may read its filter and bias in place (where
+// the dispatcher lets them, it prepares no fp32 copy: CpuWeights::taps null): a
+// contiguous (dim, width) filter the policy loads (Isa::kLoadsFilter) and a bias,
+// if any, with unit stride, both of x's type. A policy's decode steps decide
+// whether the rest of the call suits them (update_reads_filter).
 // A copy made per call cost a one-row decode a quarter of its time, and its
 // lines, written by the calling thread, had to move to every other core
 // (docs/DESIGN_LOG.md).
 template <class Isa>
-bool update_reads_filter(const UpdateParams& p) {
+bool filter_readable(const UpdateParams& p) {
   bool loads = false;
   with_storage_type<CpuStorage>(p.x_type, [&](auto tag) {
     with_width<CpuWidths>(p.width,
                           [&]<int kW>() { loads = Isa::template kLoadsFilter<kW, decltype(tag)>; });
   });
-  return loads && update_step_applies(p) && p.weight_type == p.x_type && p.weight_tap_stride == 1 &&
+  return loads && p.weight_type == p.x_type && p.weight_tap_stride == 1 &&
          p.weight_dim_stride == p.width &&
          (p.bias == nullptr || (p.bias_type == p.x_type && p.bias_stride == 1));
+}
+
+// Whether the decode items of this call read the filter in place: the step of
+// update_step_regs with a filter_readable filter.
+template <class Isa>
+bool update_reads_filter(const UpdateParams& p) {
+  return filter_readable<Isa>(p) && update_step_applies(p);
 }
 
 // update_step_regs where it applies (see update_item); false otherwise.

@@ -33,6 +33,9 @@ class Case:
     init_every: int = 1  # fwd: every n-th sequence has an initial state
     width: int = 4
     dtype: torch.dtype = torch.bfloat16
+    # update: the states channel-major, (lines, dim, width-1) contiguous (Dao's layout,
+    # SGLang's CUDA pool), instead of the engines' token-major stride(1) == 1
+    channel_major: bool = False
 
 
 def _mixed_lengths(n: int, lo: int, hi: int, seed: int = 0) -> tuple:
@@ -67,12 +70,22 @@ CPU_PEER_CASES = [
     Case("update batch 1, D 8192", "update", 8192, batch=1),
     Case("update batch 64, D 8192", "update", 8192, batch=64),
     Case("update batch 256, D 8192", "update", 8192, batch=256),
+    *(
+        Case(
+            f"update batch {b}, D 8192, channel-major states",
+            "update",
+            8192,
+            batch=b,
+            channel_major=True,
+        )
+        for b in (1, 64, 256)
+    ),
 ]
 
 
 def make_inputs(case: Case, device, state_dtype: torch.dtype | None = None, seed: int = 0):
-    """Serving-engine layouts: channel-last x, conv states with stride(1) == 1, cache lines
-    in shuffled order."""
+    """Serving-engine layouts: channel-last x, conv states with stride(1) == 1 (or
+    channel-major where the case says), cache lines in shuffled order."""
     g = torch.Generator().manual_seed(seed)
     state_dtype = state_dtype or case.dtype
     d, hist = case.dim, case.width - 1
@@ -84,6 +97,8 @@ def make_inputs(case: Case, device, state_dtype: torch.dtype | None = None, seed
     bias = randn(d, dtype=case.dtype)
     batch = len(case.lengths) if case.op == "fwd" else case.batch
     states = randn(batch, hist, d, dtype=state_dtype).transpose(1, 2)
+    if case.channel_major:
+        states = states.contiguous()
     lines = torch.randperm(batch, generator=g).to(device)
     if case.op == "fwd":
         qsl = torch.tensor([0, *torch.tensor(case.lengths).cumsum(0).tolist()], dtype=torch.int32)
