@@ -154,7 +154,8 @@ def _sglang_cpu_args(case, inputs, packed, states) -> tuple:
     if case.op == "fwd":
         qsl, lines = inputs["query_start_loc"].int(), inputs["cache_indices"].int()
         return (x, packed, bias, states, qsl, lines, inputs["has_initial_state"], True, -1, True)
-    return (x, states, packed, bias, True, None, inputs["conv_state_indices"].int(), -1, True)
+    accepted = inputs.get("num_accepted_tokens")  # speculative rows: x (batch, tokens, dim)
+    return (x, states, packed, bias, True, accepted, inputs["conv_state_indices"].int(), -1, True)
 
 
 def sglang_implementations(case, inputs, peer) -> dict:
@@ -168,6 +169,7 @@ def sglang_implementations(case, inputs, peer) -> dict:
     from causal_conv1d_kernels.testing.reference import (
         causal_conv1d_fn_ref,
         causal_conv1d_update_ref,
+        sglang_update_ref,
     )
 
     weight, bias = inputs["weight"], inputs["bias"]
@@ -190,6 +192,18 @@ def sglang_implementations(case, inputs, peer) -> dict:
             "silu",
         )
         call = peer.fwd
+    elif case.spec_tokens:
+        expected, expected_states, _, _ = sglang_update_ref(
+            inputs["x"].transpose(1, 2),
+            inputs["conv_state"],
+            weight,
+            bias,
+            True,
+            inputs["conv_state_indices"],
+            inputs["num_accepted_tokens"],
+        )
+        expected = expected.transpose(1, 2)
+        call = peer.update
     else:
         expected, expected_states = causal_conv1d_update_ref(
             inputs["x"],

@@ -481,6 +481,43 @@ def test_cpu_api_update_channel_major_pool(device, state_len, dim):
         assert states.is_contiguous()
 
 
+@pytest.mark.parametrize("width", [2, 3, 4])
+@pytest.mark.parametrize("dim", [64, 75])
+def test_cpu_api_speculative_rows_filter_in_place_or_copied(width, dim):
+    """Speculative rows ((batch, seqlen, dim) x with num_accepted_tokens) through the CPU's
+    register-held speculative step: 20 rows on one thread (the fp32 filter copy) against the
+    reference, states bit-exact, and each row alone (the filter read in place where the kernel
+    set can) giving the same bits; 75 channels leave a tail."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(width * dim)
+        b, n, hist = 20, 4, width - 1
+        w = torch.randn(dim, width, dtype=BF16)
+        bias = torch.randn(dim, dtype=BF16)
+        x = torch.randn(b, n, dim, dtype=BF16)
+        states = rand((24, dim, hist + n - 1), BF16, "cpu", "channel_last")
+        idx = torch.randperm(24)[:b].to(torch.int32)
+        idx[3] = -1
+        acc = torch.randint(1, n + 1, (b,), dtype=torch.int32)
+        out_ref, states_ref, _, _ = sglang_update_ref(
+            x.transpose(1, 2), states.clone(), w, bias, True, idx, acc
+        )
+        before = states.clone()
+        out = cpu.causal_conv1d_update_cpu(x, states, w, bias, True, acc, idx, -1, False)
+        assert_close(out.transpose(1, 2), out_ref)
+        assert torch.equal(out[3], torch.zeros_like(out[3]))
+        assert torch.equal(states, states_ref)
+        for row in range(b):
+            alone = before.clone()
+            one = cpu.causal_conv1d_update_cpu(
+                x[row : row + 1], alone, w, bias, True, acc[row:][:1], idx[row:][:1], -1, False
+            )
+            assert torch.equal(one[0], out[row]), f"row {row}"
+    finally:
+        torch.set_num_threads(threads)
+
+
 # ---- Bad input ----
 
 

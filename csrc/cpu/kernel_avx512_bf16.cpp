@@ -325,10 +325,10 @@ struct Avx512Bf16 : SimdOps<Avx512Bf16> {
 };
 
 // The decode steps of this set read the filter in place where it is readable:
-// update_step_regs's and channel_major_step's.
+// update_step_regs's, spec_step_regs's and channel_major_step's.
 bool reads_filter(const UpdateParams& p) {
-  return filter_readable<Avx512Bf16>(p) &&
-         (update_step_applies(p) || Avx512Bf16::channel_major_applies(p));
+  return update_reads_filter<Avx512Bf16>(p) ||
+         (filter_readable<Avx512Bf16>(p) && Avx512Bf16::channel_major_applies(p));
 }
 
 }  // namespace

@@ -19,10 +19,15 @@ struct Portable {
     conv_token_loops<Portable>(p, w, c0, n, in, in_tok, in_dim, out, out_dim);
   }
 
-  // No register-held decode step: update_item's general path does it.
+  // No register-held decode steps: update_item's general path does them.
   template <typename x_t, typename state_t>
   static bool update_step(const UpdateParams&, const CpuWeights&, int64_t, int64_t, const x_t*,
                           state_t*, x_t*) {
+    return false;
+  }
+  template <typename x_t, typename state_t>
+  static bool spec_step(const UpdateParams&, const CpuWeights&, int64_t, int64_t, int64_t,
+                        const x_t*, state_t*, x_t*, int64_t) {
     return false;
   }
 

@@ -167,6 +167,50 @@ inline void copy_lanes(T* dst, const T* src) {
   std::memcpy(dst, src, Isa::kLanes * sizeof(T));
 }
 
+// The filter and bias of a decode step over the channels from c0: read in
+// place (kInPlace: the caller's filter and bias, of x's type, see
+// update_reads_filter) or from the dispatcher's fp32 copy. Made a local of the
+// step: its lane copies are byte copies, which may alias anything reachable,
+// so fields read through p and w would be reloaded after every copy.
+template <class Isa, int kW, bool kInPlace, typename x_t>
+struct StepFilter {
+  using V = typename Isa::V;
+  using C = Convert<Isa>;
+  int64_t dim;
+  const float* taps;     // fp32 copy: taps[k * dim + c]
+  const x_t* filter;     // in place: filter[c * kW + k]
+  const float* bias;     // fp32 copy, or null
+  const x_t* bias_in;    // in place, or null
+  bool has_bias;
+
+  StepFilter(const ConvParams& p, const CpuWeights& w, int64_t c0)
+      : dim(p.dim),
+        taps(kInPlace ? nullptr : w.taps + c0),
+        filter(kInPlace ? static_cast<const x_t*>(p.weight) + c0 * kW : nullptr),
+        bias(kInPlace || w.bias == nullptr ? nullptr : w.bias + c0),
+        bias_in(kInPlace && p.bias != nullptr ? static_cast<const x_t*>(p.bias) + c0 : nullptr),
+        has_bias(kInPlace ? p.bias != nullptr : w.bias != nullptr) {}
+
+  // Isa::kLanes channels from c: the kW taps, the bias (or zeros).
+  void load(int64_t c, V (&tap)[kW]) const {
+    if constexpr (kInPlace) {
+      Isa::template load_filter<kW>(filter + c * kW, tap);
+    } else {
+      for (int k = 0; k < kW; ++k) tap[k] = Isa::load(taps + k * dim + c);
+    }
+  }
+  V load_bias(int64_t c) const {
+    return !has_bias ? Isa::zero() : kInPlace ? Isa::load(bias_in + c) : Isa::load(bias + c);
+  }
+  // Channel c alone.
+  float tap(int64_t c, int k) const {
+    return kInPlace ? C::to_float(filter[c * kW + k]) : taps[k * dim + c];
+  }
+  float bias_at(int64_t c) const {
+    return !has_bias ? 0.f : kInPlace ? C::to_float(bias_in[c]) : bias[c];
+  }
+};
+
 // The common decode step in registers: one token, a linear state of exactly
 // width-1 columns, unit-stride channels. Per register of channels: the window
 // from the state and the token, the shifted state written back, the output.
@@ -184,34 +228,24 @@ inline void update_step_regs(const ConvParams& p, const CpuWeights& w, int64_t c
   // which may alias anything reachable, so the compiler would have to reload
   // such fields after every copy.
   const bool silu = p.silu;
-  const int64_t dim = p.dim;
-  const float* const taps = kInPlace ? nullptr : w.taps + c0;
-  const x_t* const filter = kInPlace ? static_cast<const x_t*>(p.weight) + c0 * kW : nullptr;
-  const bool has_bias = kInPlace ? p.bias != nullptr : w.bias != nullptr;
-  const float* const bias = kInPlace || !has_bias ? nullptr : w.bias + c0;
-  const x_t* const bias_in_place =
-      kInPlace && has_bias ? static_cast<const x_t*>(p.bias) + c0 : nullptr;
+  const StepFilter<Isa, kW, kInPlace, x_t> f(p, w, c0);
   // kRegs registers of channels from c: every load first (out may be x), then
   // the state, then the outputs, whose SiLU chains are long enough in latency
   // that two side by side made the step faster than one at a time (dev box,
   // one thread, D 8192: one row 11.4 -> 10.1 us, 256 rows 1445 -> 1258), and
   // four than two (op call, one row 6.80 -> 6.57 us, 64 rows 205 -> 188, 256
   // rows 897 -> 842; AVX2's 16 registers no slower: 12.7 -> 12.4 at one row).
-  const auto step = [&]<int kRegs>(int64_t c) {
+  // Inlined by force: left a call (as GCC 13 chose once the filter became a
+  // StepFilter), the bf16 step took 7.9 against 7.0 us (one row, D 8192).
+  const auto step = [&]<int kRegs>(int64_t c) __attribute__((always_inline)) {
     V acc[kRegs], xt[kRegs], window[kRegs][H];
     for (int r = 0; r < kRegs; ++r) {
       const int64_t cr = c + r * Isa::kLanes;
       V tap[kW];
-      if constexpr (kInPlace) {
-        Isa::template load_filter<kW>(filter + cr * kW, tap);
-      } else {
-        for (int k = 0; k < kW; ++k) tap[k] = Isa::load(taps + k * dim + cr);
-      }
+      f.load(cr, tap);
       for (int k = 0; k < H; ++k) window[r][k] = Isa::load(state + k * s_tok + cr);
       xt[r] = Isa::load(x + cr);
-      acc[r] = !has_bias  ? Isa::zero()
-               : kInPlace ? Isa::load(bias_in_place + cr)
-                          : Isa::load(bias + cr);
+      acc[r] = f.load_bias(cr);
       for (int k = 0; k < H; ++k) acc[r] = Isa::fmadd(tap[k], window[r][k], acc[r]);
       acc[r] = Isa::fmadd(tap[H], xt[r], acc[r]);
     }
@@ -234,18 +268,79 @@ inline void update_step_regs(const ConvParams& p, const CpuWeights& w, int64_t c
   for (; c + 2 * Isa::kLanes <= n; c += 2 * Isa::kLanes) step.template operator()<2>(c);
   for (; c + Isa::kLanes <= n; c += Isa::kLanes) step.template operator()<1>(c);
   for (; c < n; ++c) {  // the channel tail, the same steps one channel at a time
-    float tap[kW];
-    for (int k = 0; k < kW; ++k)
-      tap[k] = kInPlace ? C::to_float(filter[c * kW + k]) : taps[k * dim + c];
     float window[H];
     for (int k = 0; k < H; ++k) window[k] = C::to_float(state[k * s_tok + c]);
     const float xt = C::to_float(x[c]);
-    float acc = !has_bias ? 0.f : kInPlace ? C::to_float(bias_in_place[c]) : bias[c];
-    for (int k = 0; k < H; ++k) acc += tap[k] * window[k];
-    acc += tap[H] * xt;
+    float acc = f.bias_at(c);
+    for (int k = 0; k < H; ++k) acc += f.tap(c, k) * window[k];
+    acc += f.tap(c, H) * xt;
     for (int k = 0; k + 1 < H; ++k) C::from_float(window[k + 1], state[k * s_tok + c]);
     C::from_float(xt, state[(H - 1) * s_tok + c]);
     C::from_float(silu ? silu_one(acc) : acc, out[c]);
+  }
+}
+
+// Whether spec_step_regs applies to the call: speculative rows (vLLM's and
+// SGLang's num_accepted_tokens: the window starts at column
+// num_accepted_tokens[b] - 1) with unit-stride channels in x, out and the state.
+inline bool spec_step_applies(const UpdateParams& p) {
+  return p.mode == StateMode::kFrontSpec && !p.walks_tokens() && p.x_dim_stride == 1 &&
+         p.out_dim_stride == 1 && p.state_dim_stride == 1;
+}
+
+// A speculative row of L tokens in registers, Isa::kLanes channels at a time:
+// the filter and the window (columns base .. base + H - 1 of the line) loaded
+// once, the line's columns 0 .. H - 2 written from the window's last H - 1,
+// then per token, in order, its output from the window and the token, the
+// window moving on by the token, which goes to column H - 1 + t (kFrontSpec's
+// LinePlan). A token's x is read before its out is written (out may be x).
+// kInPlace as in update_step_regs. Not inlined: inlined into update_item (beside
+// the force-inlined step) it ran 25% slower (16 rows of 1+3 tokens, D 8192, one
+// thread: 271 against 213 us).
+template <class Isa, int kW, bool kInPlace, typename x_t, typename state_t>
+__attribute__((noinline)) void spec_step_regs(const UpdateParams& p, const CpuWeights& w, int64_t c0, int64_t n,
+                           const x_t* x, state_t* state, x_t* out, int64_t L, int64_t base) {
+  using V = typename Isa::V;
+  using C = Convert<Isa>;
+  constexpr int H = kW - 1;
+  const bool silu = p.silu;
+  const int64_t s_tok = p.state_tok_stride, x_tok = p.x_tok_stride, o_tok = p.out_tok_stride;
+  const StepFilter<Isa, kW, kInPlace, x_t> f(p, w, c0);
+  const state_t* const window = state + base * s_tok;
+  int64_t c = 0;
+  for (; c + Isa::kLanes <= n; c += Isa::kLanes) {
+    V tap[kW], win[H];
+    f.load(c, tap);
+    const V b = f.load_bias(c);
+    for (int k = 0; k < H; ++k) win[k] = Isa::load(window + k * s_tok + c);
+    for (int k = 0; k + 1 < H; ++k) Isa::store(state + k * s_tok + c, win[k + 1]);
+    for (int64_t t = 0; t < L; ++t) {
+      const V xt = Isa::load(x + t * x_tok + c);
+      V acc = b;
+      for (int k = 0; k < H; ++k) acc = Isa::fmadd(tap[k], win[k], acc);
+      acc = Isa::fmadd(tap[H], xt, acc);
+      for (int k = 0; k + 1 < H; ++k) win[k] = win[k + 1];
+      win[H - 1] = xt;
+      Isa::store(state + (H - 1 + t) * s_tok + c, xt);
+      Isa::store_out(out + t * o_tok + c, silu ? silu_vec<Isa, x_t>(acc) : acc);
+    }
+  }
+  for (; c < n; ++c) {  // the channel tail, the same steps one channel at a time
+    float tap[kW], win[H];
+    for (int k = 0; k < kW; ++k) tap[k] = f.tap(c, k);
+    const float b = f.bias_at(c);
+    for (int k = 0; k < H; ++k) win[k] = C::to_float(window[k * s_tok + c]);
+    for (int k = 0; k + 1 < H; ++k) C::from_float(win[k + 1], state[k * s_tok + c]);
+    for (int64_t t = 0; t < L; ++t) {
+      const float xt = C::to_float(x[t * x_tok + c]);
+      float acc = b;
+      for (int k = 0; k < H; ++k) acc += tap[k] * win[k];
+      acc += tap[H] * xt;
+      for (int k = 0; k + 1 < H; ++k) win[k] = win[k + 1];
+      win[H - 1] = xt;
+      C::from_float(xt, state[(H - 1 + t) * s_tok + c]);
+      C::from_float(silu ? silu_one(acc) : acc, out[t * o_tok + c]);
+    }
   }
 }
 
@@ -276,11 +371,11 @@ bool filter_readable(const UpdateParams& p) {
          (p.bias == nullptr || (p.bias_type == p.x_type && p.bias_stride == 1));
 }
 
-// Whether the decode items of this call read the filter in place: the step of
-// update_step_regs with a filter_readable filter.
+// Whether the decode items of this call read the filter in place: the steps of
+// update_step_regs and spec_step_regs with a filter_readable filter.
 template <class Isa>
 bool update_reads_filter(const UpdateParams& p) {
-  return filter_readable<Isa>(p) && update_step_applies(p);
+  return filter_readable<Isa>(p) && (update_step_applies(p) || spec_step_applies(p));
 }
 
 // update_step_regs where it applies (see update_item); false otherwise.
@@ -296,6 +391,24 @@ inline bool update_step_vec(const UpdateParams& p, const CpuWeights& w, int64_t 
       }
     }
     update_step_regs<Isa, kW, false>(p, w, c0, n, x, state, p.state_tok_stride, out);
+  });
+}
+
+// spec_step_regs where it applies (see update_item): row `row`'s L tokens;
+// false otherwise.
+template <class Isa, typename x_t, typename state_t>
+inline bool spec_step_vec(const UpdateParams& p, const CpuWeights& w, int64_t row, int64_t c0,
+                          int64_t n, const x_t* x, state_t* state, x_t* out, int64_t L) {
+  if (!spec_step_applies(p)) return false;
+  const int64_t base = p.line_plan(row, L).base;
+  return with_width<CpuWidths>(p.width, [&]<int kW>() {
+    if constexpr (Isa::template kLoadsFilter<kW, x_t>) {
+      if (w.taps == nullptr) {  // update_reads_filter held
+        spec_step_regs<Isa, kW, true>(p, w, c0, n, x, state, out, L, base);
+        return;
+      }
+    }
+    spec_step_regs<Isa, kW, false>(p, w, c0, n, x, state, out, L, base);
   });
 }
 
@@ -336,6 +449,12 @@ struct SimdOps {
   static bool update_step(const UpdateParams& p, const CpuWeights& w, int64_t c0, int64_t n,
                           const x_t* x, state_t* state, x_t* out) {
     return update_step_vec<Isa>(p, w, c0, n, x, state, out);
+  }
+
+  template <typename x_t, typename state_t>
+  static bool spec_step(const UpdateParams& p, const CpuWeights& w, int64_t row, int64_t c0,
+                        int64_t n, const x_t* x, state_t* state, x_t* out, int64_t L) {
+    return spec_step_vec<Isa>(p, w, row, c0, n, x, state, out, L);
   }
 };
 

@@ -1,6 +1,7 @@
 // The decode's work item: one batch row x a channel slab. The SIMD ISAs do the
-// common step (one token, a linear state of width-1 columns, channel-last) in
-// registers (Isa::update_step). Otherwise the window and the new tokens are
+// common step (one token, a linear state of width-1 columns, channel-last) and
+// speculative rows (unit-stride channels) in registers (Isa::update_step,
+// Isa::spec_step). Otherwise the window and the new tokens are
 // staged in fp32 first, so `out` may alias `x`; the state is then updated from
 // x, then outputs are written. vLLM's varlen and speculative rows follow
 // UpdateParams::line_plan; SGLang's tree verify and per-token windows walk the
@@ -125,6 +126,7 @@ void update_item(const UpdateParams& p, const CpuWeights& w, int64_t row, int64_
   const int64_t s_dim = p.state_dim_stride, s_tok = p.state_tok_stride;
   state_t* state = static_cast<state_t*>(p.states) + line * p.state_line_stride + c0 * s_dim;
   if (Isa::update_step(p, w, c0, n, x, state, out)) return;
+  if (Isa::spec_step(p, w, row, c0, n, x, state, out, L)) return;
   if (!p.walks_tokens() && L == 1 && p.width == 4 && s_tok == 1 && s_dim == S && x_dim == 1 && o_dim == 1 &&
       (p.mode == StateMode::kShift || p.mode == StateMode::kFront) &&
       !p.query_start_loc.present() && S == p.linear_len() && (S == 3 || S == 4)) {

@@ -36,6 +36,9 @@ class Case:
     # update: the states channel-major, (lines, dim, width-1) contiguous (Dao's layout,
     # SGLang's CUDA pool), instead of the engines' token-major stride(1) == 1
     channel_major: bool = False
+    # update: speculative rows of this many tokens, x (batch, tokens, dim) with
+    # num_accepted_tokens, as SGLang's CPU API takes them (0: one token per row)
+    spec_tokens: int = 0
 
 
 def _mixed_lengths(n: int, lo: int, hi: int, seed: int = 0) -> tuple:
@@ -80,6 +83,10 @@ CPU_PEER_CASES = [
         )
         for b in (1, 64, 256)
     ),
+    *(
+        Case(f"spec update batch {b}, 1+3 tokens, D 8192", "update", 8192, batch=b, spec_tokens=4)
+        for b in (1, 16, 64)
+    ),
 ]
 
 
@@ -96,7 +103,10 @@ def make_inputs(case: Case, device, state_dtype: torch.dtype | None = None, seed
     weight = randn(d, case.width, dtype=case.dtype)
     bias = randn(d, dtype=case.dtype)
     batch = len(case.lengths) if case.op == "fwd" else case.batch
-    states = randn(batch, hist, d, dtype=state_dtype).transpose(1, 2)
+    # Speculative rows keep tokens - 1 columns more (the window starts at accepted - 1).
+    spec = case.op == "update" and case.spec_tokens > 0
+    cols = hist + case.spec_tokens - 1 if spec else hist
+    states = randn(batch, cols, d, dtype=state_dtype).transpose(1, 2)
     if case.channel_major:
         states = states.contiguous()
     lines = torch.randperm(batch, generator=g).to(device)
@@ -111,7 +121,7 @@ def make_inputs(case: Case, device, state_dtype: torch.dtype | None = None, seed
             cache_indices=lines,
             has_initial_state=(torch.arange(batch) % case.init_every == 0).to(device),
         )
-    return dict(
+    inputs = dict(
         x=randn(case.batch, d, dtype=case.dtype),
         conv_state=states,
         weight=weight,
@@ -119,6 +129,11 @@ def make_inputs(case: Case, device, state_dtype: torch.dtype | None = None, seed
         activation="silu",
         conv_state_indices=lines,
     )
+    if spec:
+        inputs["x"] = randn(case.batch, case.spec_tokens, d, dtype=case.dtype)
+        accepted = torch.randint(1, case.spec_tokens + 1, (batch,), generator=g)
+        inputs["num_accepted_tokens"] = accepted.to(device=device, dtype=torch.int32)
+    return inputs
 
 
 def bytes_moved(case: Case, inputs) -> int:
@@ -145,6 +160,8 @@ def implementations(case: Case, inputs) -> dict:
             "ours new out": lambda: causal_conv1d_fn(**inputs),
             "torch": lambda: baseline.causal_conv1d_fn_torch(**inputs),
         }
+    if case.spec_tokens:
+        return {}  # speculative rows: SGLang's CPU API only (bench.sglang_implementations)
     # A separate out: written into x, each call would feed its outputs to the next, and
     # the values drift towards subnormals, which cost Intel CPUs a microcode assist each.
     out = torch.empty_like(inputs["x"])
