@@ -145,7 +145,7 @@ def test_tree_parents_follow_sglangs_links():
 @pytest.mark.parametrize("device", devices())
 @pytest.mark.parametrize("width", WIDTHS)
 @pytest.mark.parametrize("kind", TREE_KINDS)
-@pytest.mark.parametrize("n", [1, 2, 5, 8])
+@pytest.mark.parametrize("n", [1, 2, 5, 8, 12])  # 12: past the CUDA walk's short-row preload
 def test_tree_verify_matches_reference(device, width, kind, n):
     check_tree_call(tree_case(width, (BF16, BF16, BF16), device, n=n, kind=kind, seed=n))
 
@@ -162,7 +162,7 @@ def test_tree_verify_dtypes_layouts(device, mix, spec, windows):
 
 @pytest.mark.parametrize("device", devices())
 @pytest.mark.parametrize("width", WIDTHS)
-@pytest.mark.parametrize("n", [1, 3, 8])
+@pytest.mark.parametrize("n", [1, 3, 8, 9, 12])  # 9, 12: past the CUDA walk's short-row preload
 def test_chain_verify_windows(device, width, n):
     """Target verify without a tree (SGLang's topk 1): a chain, windows only; int32 indices,
     the state read through a transposed view (KDA's pools)."""

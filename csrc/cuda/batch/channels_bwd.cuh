@@ -50,14 +50,20 @@ __global__ void __launch_bounds__(kThreads, kChannelBlocks<kW>)
       }
     }
     const int64_t u_end = t1 + H;  // tokens t1 .. t1+H-1 only complete the chunk's columns
-    for (int64_t u0 = t0; u0 < u_end; u0 += kBwdLoads) {
+    // One group of kBwdLoads tokens from u0. Interior groups (no sequence ids, every token in
+    // the chunk, every completed column the chunk's and in the row: no state columns) drop the
+    // per-token guards at compile time.
+    const auto group = [&](int64_t u0, auto interior) {
+      constexpr bool kInterior = decltype(interior)::value;
       const int64_t in_row = (L < u_end ? L : u_end) - u0;
-      const int m = in_row <= 0 ? 0 : (in_row < kBwdLoads ? static_cast<int>(in_row) : kBwdLoads);
+      const int m = kInterior ? kBwdLoads
+                    : in_row <= 0 ? 0
+                                  : (in_row < kBwdLoads ? static_cast<int>(in_row) : kBwdLoads);
       Packed<T, n> xs[kBwdLoads], ds[kBwdLoads];
       int32_t ss[kBwdLoads];
 #pragma unroll
       for (int i = 0; i < kBwdLoads; ++i) {
-        if (i < m) {
+        if (kInterior || i < m) {
           xs[i] = x.load_packed(u0 + i);
           ds[i] = dout.load_packed(u0 + i);
         }
@@ -66,9 +72,9 @@ __global__ void __launch_bounds__(kThreads, kChannelBlocks<kW>)
 #pragma unroll
       for (int i = 0; i < kBwdLoads; ++i) {
         const int64_t u = u0 + i;
-        if (u >= u_end) break;
+        if (!kInterior && u >= u_end) break;
         // Token u's column enters at position H.
-        const bool token = i < m;
+        const bool token = kInterior || i < m;
         const int32_t s = token ? ss[i] : -1;
         float xt[n], dt[n];
         if (token) {
@@ -111,7 +117,7 @@ __global__ void __launch_bounds__(kThreads, kChannelBlocks<kW>)
 #pragma unroll
             for (int e = 0; e < n; ++e) g[k][e] = gu[e];
           }
-        if (token && u < t1) {
+        if (kInterior || (token && u < t1)) {
 #pragma unroll
           for (int k = 0; k < kT; ++k)
             if (k <= H && (!by_sequence || col_seq[k] == s)) {
@@ -123,7 +129,7 @@ __global__ void __launch_bounds__(kThreads, kChannelBlocks<kW>)
         }
         // Column j = u - H is complete: tokens j..u read it, through taps H..0.
         const int64_t j = u - H;
-        if ((j >= t0 && j < t1) || (t0 == 0 && j < 0)) {
+        if (kInterior || (j >= t0 && j < t1) || (t0 == 0 && j < 0)) {
           float dc[n];
           clear(dc);
 #pragma unroll
@@ -139,7 +145,7 @@ __global__ void __launch_bounds__(kThreads, kChannelBlocks<kW>)
                 }
             }
           }
-          if (p.dfinal_states.present() && j >= L - H) {
+          if (!kInterior && p.dfinal_states.present() && j >= L - H) {
             const View3& v = p.dfinal_states;
             float df[n];
             load_n<T, n>(
@@ -148,7 +154,7 @@ __global__ void __launch_bounds__(kThreads, kChannelBlocks<kW>)
 #pragma unroll
             for (int e = 0; e < n; ++e) dc[e] += df[e];
           }
-          if (j >= 0) {
+          if (kInterior || j >= 0) {
             dx.store(j, dc);
           } else if (p.dinitial_states.present()) {
             store_columns<T, n>(p.dinitial_states, b, c, j + H, dc);
@@ -162,6 +168,13 @@ __global__ void __launch_bounds__(kThreads, kChannelBlocks<kW>)
             for (int e = 0; e < n; ++e) col[k][e] = col[k + 1][e];
             col_seq[k] = col_seq[k + 1];
           }
+      }
+    };
+    for (int64_t u0 = t0; u0 < u_end; u0 += kBwdLoads) {
+      if (!by_sequence && u0 - H >= t0 && u0 + kBwdLoads <= t1) {
+        group(u0, std::true_type{});
+      } else {
+        group(u0, std::false_type{});
       }
     }
   }

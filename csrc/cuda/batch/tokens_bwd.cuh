@@ -51,6 +51,71 @@ __device__ __forceinline__ void g_from_memory(const BatchParams& p, const T* x, 
   }
 }
 
+// A run's gradients from g (g[q]: token t0 + q's, q < kTok + kH) and the
+// columns (col[kH + q]: column t0 + q, from q = -kH on): the dweight and dbias
+// shares of its kTok tokens into rdw and db, then dx of its kTok columns
+// (tokens j .. j + H read column j). With kSeq, only within a token's sequence
+// (seq indexed as col); without, seq is not read.
+template <bool kSeq, int kT, int kH, int kN>
+__device__ __forceinline__ void run_grads(const float (&g)[kTok + kH], const float (&col)[kN],
+                                          const int32_t* seq, int H, const float (&rw)[kT],
+                                          float (&rdw)[kT], float& db, float (&dxs)[kTok]) {
+#pragma unroll
+  for (int i = 0; i < kTok; ++i) {
+    const int32_t s = kSeq ? seq[kH + i] : 0;
+#pragma unroll
+    for (int d = 0; d < kT; ++d)
+      if (d <= H && (!kSeq || seq[kH + i - d] == s)) rdw[d] = fmaf(g[i], col[kH + i - d], rdw[d]);
+    db += g[i];
+  }
+#pragma unroll
+  for (int i = 0; i < kTok; ++i) {
+    float dc = 0.f;
+#pragma unroll
+    for (int d = 0; d < kT; ++d)
+      if (d <= H && (!kSeq || seq[kH + i + d] == seq[kH + i])) dc = fmaf(rw[d], g[i + d], dc);
+    dxs[i] = dc;
+  }
+}
+
+// The run's columns that dfinal_states reads (the row's last H) take its
+// values into dx. kWhole: the run is inside the row (the lean loop's), which
+// is then longer than H.
+template <typename T, bool kWhole>
+__device__ __forceinline__ void add_dfinal(const BatchParams& p, int64_t b, int64_t c, int64_t t0,
+                                           int H, float (&dxs)[kTok]) {
+  const int64_t L = p.seqlen;
+  if (p.dfinal_states.present() && t0 + kTok > L - H && (kWhole || t0 < L)) {
+#pragma unroll
+    for (int i = 0; i < kTok; ++i)
+      if (t0 + i >= L - H && (kWhole || t0 + i < L))
+        dxs[i] += read<T>(p.dfinal_states, b, c, t0 + i - (L - H));
+  }
+}
+
+// dinitial_states, by the thread of token 0: columns -H .. -1 (with kSeq,
+// within token 0's sequence), plus dfinal_states where the row is shorter
+// than H (never with kWhole, as in add_dfinal). g and seq as in run_grads.
+template <typename T, bool kSeq, bool kWhole, int kT, int kH>
+__device__ __forceinline__ void write_dinitial(const BatchParams& p, int64_t b, int64_t c,
+                                               int64_t t0, const float (&g)[kTok + kH],
+                                               const int32_t* seq, int H, const float (&rw)[kT]) {
+  if (t0 != 0 || !p.dinitial_states.present()) return;
+  const int64_t L = p.seqlen;
+#pragma unroll
+  for (int e = 1; e <= kH; ++e) {
+    if (e > H) continue;
+    float dc = 0.f;
+#pragma unroll
+    for (int d = 0; d < kT; ++d)
+      if (d >= e && d <= H && (!kSeq || seq[kH + d - e] == seq[kH - e]))
+        dc = fmaf(rw[d], g[d - e < 0 ? 0 : d - e], dc);
+    if (!kWhole && p.dfinal_states.present() && -e >= L - H)
+      dc += read<T>(p.dfinal_states, b, c, -e - (L - H));
+    write<T>(p.dinitial_states, b, c, H - e, dc);
+  }
+}
+
 // The lean loop over a block's first `full` tiles, every run of which is whole,
 // for 16-bit x, dout and dx moved in 16-byte words and no sequence ids; the
 // tiles walked last to first (as Dao's kernel walks its chunks), so that the
@@ -72,8 +137,6 @@ __device__ __forceinline__ void bwd_whole_tiles(const BatchParams& p, int64_t b,
   __shared__ uint4 xwords[2][kThreads];
   __shared__ float4 gwords[2][kThreads];
   const int tid = threadIdx.x;
-  const int64_t L = p.seqlen;
-  const bool dfinal = p.dfinal_states.present();
   const uint4* xsrc = reinterpret_cast<const uint4*>(x + first) + tid;
   const uint4* dsrc = reinterpret_cast<const uint4*>(dout + first) + tid;
   uint4* dst = reinterpret_cast<uint4*>(dx + first) + tid;
@@ -149,41 +212,11 @@ __device__ __forceinline__ void bwd_whole_tiles(const BatchParams& p, int64_t b,
 #pragma unroll
       for (int e = 0; e < kH; ++e) g[kTok + e] = g_after[e];
     }
-    // dweight and dbias shares, then dx of the run's columns.
-#pragma unroll
-    for (int i = 0; i < kTok; ++i) {
-#pragma unroll
-      for (int d = 0; d < kT; ++d)
-        if (d <= H) rdw[d] = fmaf(g[i], col[kH + i - d], rdw[d]);
-      db += g[i];
-    }
     float dxs[kTok];
-#pragma unroll
-    for (int i = 0; i < kTok; ++i) {
-      float dc = 0.f;
-#pragma unroll
-      for (int d = 0; d < kT; ++d)
-        if (d <= H) dc = fmaf(rw[d], g[i + d], dc);
-      dxs[i] = dc;
-    }
-    if (dfinal && t0 + kTok > L - H) {  // columns read by dfinal_states
-#pragma unroll
-      for (int i = 0; i < kTok; ++i)
-        if (t0 + i >= L - H) dxs[i] += read<T>(p.dfinal_states, b, c, t0 + i - (L - H));
-    }
+    run_grads<false, kT, kH>(g, col, nullptr, H, rw, rdw, db, dxs);
+    add_dfinal<T, true>(p, b, c, t0, H, dxs);
     store_n<T, kTok>(reinterpret_cast<T*>(dst + k * kThreads), 1, true, dxs);
-    // dinitial_states: columns -H .. -1, by the thread of token 0.
-    if (t0 == 0 && p.dinitial_states.present()) {
-#pragma unroll
-      for (int e = 1; e <= kH; ++e) {
-        if (e > H) continue;
-        float dc = 0.f;
-#pragma unroll
-        for (int d = 0; d < kT; ++d)
-          if (d >= e && d <= H) dc = fmaf(rw[d], g[d - e < 0 ? 0 : d - e], dc);
-        write<T>(p.dinitial_states, b, c, H - e, dc);
-      }
-    }
+    write_dinitial<T, false, true, kT, kH>(p, b, c, t0, g, nullptr, H, rw);
   }
 }
 
@@ -202,7 +235,6 @@ __global__ void __launch_bounds__(kThreads, kTokenBlocks<kW>)
   load_reversed_filter<kW>(p, c, H, rw, bias);
   const TokenRow<T, kSeq> row(p, b, c);
   T* const dxr = static_cast<T*>(p.dx.data) + b * p.dx.batch + c * p.dx.dim;
-  const bool dfinal = p.dfinal_states.present();
   float rdw[kT], db = 0.f;  // rdw[d]: the share of tap H - d
 #pragma unroll
   for (int d = 0; d < kT; ++d) rdw[d] = 0.f;
@@ -308,47 +340,13 @@ __global__ void __launch_bounds__(kThreads, kTokenBlocks<kW>)
       const float gq = output_grad_to_pre(dy[q], pre, p.silu);
       g[q] = q < kTok + H && q < in_row && (!kSeq || s >= 0) ? gq : 0.f;
     }
-    // dweight and dbias shares of the run's tokens (g is zero past the row,
-    // where the columns are zeros).
-#pragma unroll
-    for (int i = 0; i < kTok; ++i) {
-      const int32_t s = seq[kH + i];
-#pragma unroll
-      for (int d = 0; d < kT; ++d)
-        if (d <= H && (!kSeq || seq[kH + i - d] == s)) rdw[d] = fmaf(g[i], col[kH + i - d], rdw[d]);
-      db += g[i];
-    }
-    // dx of the run's columns: tokens j .. j + H of j's sequence read column j.
+    // dweight and dbias shares and dx of the run (g is zero past the row, where
+    // the columns are zeros).
     float dxs[kTok];
-#pragma unroll
-    for (int i = 0; i < kTok; ++i) {
-      float dc = 0.f;
-#pragma unroll
-      for (int d = 0; d < kT; ++d)
-        if (d <= H && (!kSeq || seq[kH + i + d] == seq[kH + i])) dc = fmaf(rw[d], g[i + d], dc);
-      dxs[i] = dc;
-    }
-    if (dfinal && t0 + kTok > L - H && t0 < L) {  // columns read by dfinal_states
-#pragma unroll
-      for (int i = 0; i < kTok; ++i)
-        if (t0 + i >= L - H && t0 + i < L)
-          dxs[i] += read<T>(p.dfinal_states, b, c, t0 + i - (L - H));
-    }
+    run_grads<kSeq, kT, kH>(g, col, seq, H, rw, rdw, db, dxs);
+    add_dfinal<T, false>(p, b, c, t0, H, dxs);
     if (m > 0) write_run<T>(dxr, p.dx.tok, t0, m, vec.dx, dxs);
-    // dinitial_states: columns -H .. -1, by the thread of token 0.
-    if (t0 == 0 && p.dinitial_states.present()) {
-#pragma unroll
-      for (int e = 1; e <= kH; ++e) {
-        if (e > H) continue;
-        float dc = 0.f;
-#pragma unroll
-        for (int d = 0; d < kT; ++d)
-          if (d >= e && d <= H && (!kSeq || seq[kH + d - e] == seq[kH - e]))
-            dc = fmaf(rw[d], g[d - e < 0 ? 0 : d - e], dc);
-        if (dfinal && -e >= L - H) dc += read<T>(p.dfinal_states, b, c, -e - (L - H));
-        write<T>(p.dinitial_states, b, c, H - e, dc);
-      }
-    }
+    write_dinitial<T, kSeq, false, kT, kH>(p, b, c, t0, g, seq, H, rw);
   }
   float dw[kT];
 #pragma unroll
