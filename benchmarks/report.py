@@ -423,13 +423,13 @@ SECTIONS = [
         "binds its threads), shared and noisy; each column the best median of 3 interleaved "
         "rounds; conv.cpp in a process of its own; the same calls through the SGLang dialect's "
         "CPU API ('ours sglang api', our packed weights) and conv.cpp (its packed weights). "
-        "Ahead on every prefill (1.36-5.25x) and decode batch 256 (1.53x). Decode batch 1 and "
-        "64 are bimodal on this box, per process and column, for both: two threads ran at one "
-        "thread's speed for whole timings (ours at batch 64: 'ours' 130.9 us, 'ours sglang "
-        "api' 209.3 in the same process; conv.cpp's batch 1 22.4 here, 7.7-9.7 in other "
-        "processes). In their fast modes ours took 130-137 us at batch 64 against conv.cpp's "
-        "170-182, and 8.8-9.2 at batch 1 against 8.0-9.7 (docs/DESIGN_LOG.md). The one-thread "
-        "run compares the decode without that.",
+        "Ahead on every row: the prefills 1.37-5.94x, decode batch 256 1.51x, the channel-major "
+        "rows 1.45-2.7x, the speculative rows 1.52-1.83x. Decode batch 1 and 64 are bimodal on "
+        "this box, per process and column, for both: two threads ran at one thread's speed for "
+        "whole timings (here ours at batch 64, 186.1 and 190.9 us against conv.cpp's 196.2, "
+        "where runs of the update cases alone gave ours 115.5-120.3 and conv.cpp 194.8; "
+        "conv.cpp's batch 1, 21.9 here, took 7.7-9.7 in other processes; docs/DESIGN_LOG.md). "
+        "The one-thread run compares the decode without that.",
         "OMP_PROC_BIND=true python -m benchmarks bench --device cpu --cases cpu-peer --rounds 3 "
         "--isolate-peer --sglang-sdist vllm-0.33.0.tar.gz --name cpu-dev-epyc-2core-sglang-api",
     ),
