@@ -482,12 +482,13 @@ def test_cpu_api_update_channel_major_pool(device, state_len, dim):
 
 
 @pytest.mark.parametrize("width", [2, 3, 4])
-@pytest.mark.parametrize("dim", [64, 75])
+@pytest.mark.parametrize("dim", [64, 75, 117])
 def test_cpu_api_speculative_rows_filter_in_place_or_copied(width, dim):
     """Speculative rows ((batch, seqlen, dim) x with num_accepted_tokens) through the CPU's
     register-held speculative step: 20 rows on one thread (the fp32 filter copy) against the
     reference, states bit-exact, and each row alone (the filter read in place where the kernel
-    set can) giving the same bits; 75 channels leave a tail."""
+    set can) giving the same bits; 75 channels leave a tail, 117 take the step over two
+    registers and one and a tail."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

@@ -264,7 +264,7 @@ def test_cpu_decode_filter_in_place_or_copied(width, s_dtype, activation):
 
 
 @pytest.mark.parametrize("extra_state", [0, 1], ids=["S3", "S4"])
-@pytest.mark.parametrize("dim", [64, 75])
+@pytest.mark.parametrize("dim", [64, 75, 117])
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "no_bias"])
 @pytest.mark.parametrize("activation", [None, "silu"])
 def test_cpu_decode_channel_major_lines(extra_state, dim, bias, activation):
@@ -272,7 +272,7 @@ def test_cpu_decode_channel_major_lines(extra_state, dim, bias, activation):
     S = 3 or HF's 4): bf16 width-4 steps go through the AVX-512 set's channel-major step
     (where it runs). Against the reference with bit-exact states, for 20 rows on one thread
     (the fp32 filter copy) and row by row (the filter read in place); 75 channels leave a
-    tail after the 16-channel blocks."""
+    tail after the 16-channel blocks, 117 take the step over 4, 2 and 1 registers and a tail."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
