@@ -7,6 +7,7 @@
 // -mavx512bw -mavx512vl -mavx512dq -mavx512bf16 -mfma -mf16c only.
 #include <immintrin.h>
 
+#include <array>
 #include <type_traits>
 
 #include "kernel_simd.h"
@@ -254,6 +255,60 @@ struct Avx512Bf16 : SimdOps<Avx512Bf16> {
     }
   }
 
+  // update_step_regs's step (token-major lines: a column's channels side by
+  // side) for bf16 x, states and filter, the filter read in place: the window
+  // columns and the token interleaved in pairs (column 2j's word low, 2j+1's
+  // high; one word permute each) for one VNNI dot product per pair of taps, the
+  // taps' pairs as they lie; the new line is the loaded columns one on and the
+  // token, stored as loaded. Every load of a register before its stores (out
+  // may be x).
+  template <int kW>
+  static void token_major_step(const UpdateParams& p, const CpuWeights& w, int64_t c0, int64_t n,
+                               const bf16_t* x, bf16_t* state, int64_t s_tok, bf16_t* out) {
+    constexpr int H = kW - 1;
+    static constexpr auto kInterleave = [] {
+      std::array<uint16_t, 32> words{};
+      for (int i = 0; i < 16; ++i) {
+        words[2 * i] = static_cast<uint16_t>(i);
+        words[2 * i + 1] = static_cast<uint16_t>(32 + i);
+      }
+      return words;
+    }();
+    const __m512i interleave = _mm512_loadu_si512(kInterleave.data());
+    const auto words16 = [](const bf16_t* q) {
+      return _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(q)));
+    };
+    const bool silu = p.silu;
+    const StepFilter<Avx512Bf16, kW, true, bf16_t> f(p, w, c0);
+    const auto step = [&]<int kRegs>(int64_t c) __attribute__((always_inline)) {
+      __m512i col[kRegs][kW];  // the window's columns, then the token
+      V acc[kRegs];
+      for (int r = 0; r < kRegs; ++r) {
+        const int64_t cr = c + r * kLanes;
+        for (int k = 0; k < H; ++k) col[r][k] = words16(state + k * s_tok + cr);
+        col[r][H] = words16(x + cr);
+        __m512i taps[kW / 2];
+        filter_pairs<kW>(f.filter + cr * kW, taps);
+        acc[r] = f.load_bias(cr);
+        for (int j = 0; j < kW / 2; ++j) {
+          const __m512i pair = _mm512_permutex2var_epi16(col[r][2 * j], interleave, col[r][2 * j + 1]);
+          acc[r] = _mm512_dpbf16_ps(acc[r], (__m512bh)pair, (__m512bh)taps[j]);
+        }
+      }
+      for (int r = 0; r < kRegs; ++r)
+        for (int k = 0; k < H; ++k)
+          _mm256_storeu_si256(reinterpret_cast<__m256i*>(state + k * s_tok + c + r * kLanes),
+                              _mm512_castsi512_si256(col[r][k + 1]));
+      for (int r = 0; r < kRegs; ++r)
+        store_out(out + c + r * kLanes, silu ? silu_vec<Avx512Bf16, bf16_t>(acc[r]) : acc[r]);
+    };
+    int64_t c = 0;
+    for (; c + 4 * kLanes <= n; c += 4 * kLanes) step.template operator()<4>(c);
+    for (; c + 2 * kLanes <= n; c += 2 * kLanes) step.template operator()<2>(c);
+    for (; c + kLanes <= n; c += kLanes) step.template operator()<1>(c);
+    if (c < n) update_step_regs<Avx512Bf16, kW, true>(p, w, c0 + c, n - c, x + c, state + c, s_tok, out + c);
+  }
+
   template <typename x_t, typename state_t>
   static bool update_step(const UpdateParams& p, const CpuWeights& w, int64_t c0, int64_t n,
                           const x_t* x, state_t* state, x_t* out) {
@@ -271,6 +326,18 @@ struct Avx512Bf16 : SimdOps<Avx512Bf16> {
         };
         w.taps == nullptr ? run.template operator()<true>() : run.template operator()<false>();
         return true;
+      }
+    }
+    if constexpr (std::is_same_v<x_t, bf16_t> && std::is_same_v<state_t, bf16_t>) {
+      if (w.taps == nullptr && update_step_applies(p)) {  // the filter in place: VNNI
+        if (p.width == 4) {
+          token_major_step<4>(p, w, c0, n, x, state, p.state_tok_stride, out);
+          return true;
+        }
+        if (p.width == 2) {
+          token_major_step<2>(p, w, c0, n, x, state, p.state_tok_stride, out);
+          return true;
+        }
       }
     }
     return update_step_vec<Avx512Bf16>(p, w, c0, n, x, state, out);
