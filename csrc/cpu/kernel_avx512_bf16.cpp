@@ -7,6 +7,7 @@
 // -mavx512bw -mavx512vl -mavx512dq -mavx512bf16 -mfma -mf16c only.
 #include <immintrin.h>
 
+#include <array>
 #include <type_traits>
 
 #include "kernel_simd.h"
@@ -75,10 +76,11 @@ struct Avx512Bf16 : SimdOps<Avx512Bf16> {
   template <int kW, typename T>
   static constexpr bool kLoadsFilter = std::is_same_v<T, bf16_t> && (kW == 2 || kW == 4);
 
+  // The filter's tap pairs as they lie (VNNI pairs: lane i of pair[j] holds
+  // channel i's taps 2j, 2j + 1, low word first).
   template <int kW, typename T>
-  static void load_filter(const T* w, V (&tap)[kW]) {
+  static void filter_pairs(const T* w, __m512i (&pair)[kW / 2]) {
     static_assert(kLoadsFilter<kW, T>, "see kLoadsFilter");
-    __m512i pair[kW / 2];
     const __m512i lo = _mm512_loadu_si512(w);
     if constexpr (kW == 2) {
       pair[0] = lo;
@@ -89,6 +91,12 @@ struct Avx512Bf16 : SimdOps<Avx512Bf16> {
       pair[0] = _mm512_permutex2var_epi32(lo, even, hi);
       pair[1] = _mm512_permutex2var_epi32(lo, _mm512_add_epi32(even, _mm512_set1_epi32(1)), hi);
     }
+  }
+
+  template <int kW, typename T>
+  static void load_filter(const T* w, V (&tap)[kW]) {
+    __m512i pair[kW / 2];
+    filter_pairs<kW>(w, pair);
     for (int j = 0; j < kW / 2; ++j) {
       tap[2 * j] = _mm512_castsi512_ps(_mm512_slli_epi32(pair[j], 16));
       tap[2 * j + 1] =
@@ -113,9 +121,14 @@ struct Avx512Bf16 : SimdOps<Avx512Bf16> {
   // (linear_len: 3, or 4 for Dao's shift of a 4-column line) are the line: the
   // window is columns kLive-3 .. kLive-1, the new line columns 1 .. kLive-1
   // then the token, columns past kLive untouched. 16 channels' lines are
-  // S * 16 words in two registers: one masked word permute per window column
-  // widens it to fp32 (the word into a dword's high half), two more build the
-  // new lines from the old words and x's, stored whole; outputs as
+  // S * 16 words in two registers. The new lines: where kLive == S, the old
+  // words one word on (two unaligned loads) with x's words permuted into the
+  // token columns, else two more permutes of the old words first. The sums:
+  // with the filter read in place (bf16), two VNNI dot products, of the taps'
+  // pairs as they lie with (window column 0, column 1) gathered from the old
+  // lines and (column 2, token) from the new, one word permute each; with the
+  // dispatcher's fp32 copy, one masked word permute per window column widens
+  // it to fp32 (the word into a dword's high half) for four FMAs. Outputs as
   // update_step_regs. Where not (channel_major_applies), false.
   static bool channel_major_applies(const UpdateParams& p) {
     const int64_t S = p.state_len, live = p.linear_len();
@@ -133,10 +146,15 @@ struct Avx512Bf16 : SimdOps<Avx512Bf16> {
     uint16_t next[2][32];   // the new lines' words 0-31 and 32-63 from the old (as A|B)
     uint16_t token[2][32];  // x's word i into the new lines at i*S + kLive-1
     uint32_t token_mask[2];
-    constexpr LineWords() : col{}, next{}, token{}, token_mask{} {
+    uint16_t pair[2][32];   // lane i: (column 0, column 1) of the old lines, (column 2, token) of the new
+    constexpr LineWords() : col{}, next{}, token{}, token_mask{}, pair{} {
       for (int k = 0; k < 3; ++k)
         for (int i = 0; i < 16; ++i)
           col[k][2 * i + 1] = static_cast<uint16_t>(i * S + kLive - 3 + k);
+      for (int j = 0; j < 2; ++j)
+        for (int i = 0; i < 16; ++i)
+          for (int h = 0; h < 2; ++h)
+            pair[j][2 * i + h] = static_cast<uint16_t>(i * S + kLive - 3 + j + h);
       for (int h = 0; h < 2; ++h)
         for (int j = 0; j < 32; ++j) {
           const int q = h * 32 + j, i = q / S, m = q % S;
@@ -157,7 +175,11 @@ struct Avx512Bf16 : SimdOps<Avx512Bf16> {
     const __m512i col0 = idx(kWords.col[0]), col1 = idx(kWords.col[1]), col2 = idx(kWords.col[2]);
     const __m512i next0 = idx(kWords.next[0]), next1 = idx(kWords.next[1]);
     const __m512i tok0 = idx(kWords.token[0]), tok1 = idx(kWords.token[1]);
+    const __m512i pair0 = idx(kWords.pair[0]), pair1 = idx(kWords.pair[1]);
     constexpr __mmask32 kHigh = 0xAAAAAAAAu;
+    // The words past a register of a 16-channel group, less the first (the old
+    // words one on): 15 of S = 3's 48, 31 of S = 4's 64.
+    constexpr __mmask32 kRest = (1u << (16 * S - 33)) - 1;
     const auto widened = [](__m512i words) { return _mm512_castsi512_ps(words); };
     const bool silu = p.silu;
     const StepFilter<Avx512Bf16, 4, kInPlace, bf16_t> f(p, w, c0);
@@ -176,18 +198,33 @@ struct Avx512Bf16 : SimdOps<Avx512Bf16> {
                                        reinterpret_cast<const __m256i*>(line + 32)));
         const __m512i xw =
             _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + cr)));
-        V tap[4];
-        f.load(cr, tap);
-        acc[r] = f.load_bias(cr);
-        acc[r] = fmadd(tap[0], widened(_mm512_maskz_permutex2var_epi16(kHigh, a, col0, b)), acc[r]);
-        acc[r] = fmadd(tap[1], widened(_mm512_maskz_permutex2var_epi16(kHigh, a, col1, b)), acc[r]);
-        acc[r] = fmadd(tap[2], widened(_mm512_maskz_permutex2var_epi16(kHigh, a, col2, b)), acc[r]);
-        acc[r] = fmadd(tap[3], load(x + cr), acc[r]);
         // The new lines (every old word and token read before out is written: out may be x).
-        na[r] = _mm512_mask_permutexvar_epi16(_mm512_permutex2var_epi16(a, next0, b),
-                                              kWords.token_mask[0], tok0, xw);
-        nb[r] = _mm512_mask_permutexvar_epi16(_mm512_permutex2var_epi16(a, next1, b),
-                                              kWords.token_mask[1], tok1, xw);
+        __m512i ha, hb;  // the old words each new word takes (a token's is overwritten)
+        if constexpr (kLive == S) {
+          ha = _mm512_loadu_si512(line + 1);
+          hb = _mm512_maskz_loadu_epi16(kRest, line + 33);
+        } else {
+          ha = _mm512_permutex2var_epi16(a, next0, b);
+          hb = _mm512_permutex2var_epi16(a, next1, b);
+        }
+        na[r] = _mm512_mask_permutexvar_epi16(ha, kWords.token_mask[0], tok0, xw);
+        nb[r] = _mm512_mask_permutexvar_epi16(hb, kWords.token_mask[1], tok1, xw);
+        acc[r] = f.load_bias(cr);
+        if constexpr (kInPlace) {
+          __m512i taps[2];
+          filter_pairs<4>(f.filter + cr * 4, taps);
+          acc[r] = _mm512_dpbf16_ps(acc[r], (__m512bh)_mm512_permutex2var_epi16(a, pair0, b),
+                                    (__m512bh)taps[0]);
+          acc[r] = _mm512_dpbf16_ps(
+              acc[r], (__m512bh)_mm512_permutex2var_epi16(na[r], pair1, nb[r]), (__m512bh)taps[1]);
+        } else {
+          V tap[4];
+          f.load(cr, tap);
+          acc[r] = fmadd(tap[0], widened(_mm512_maskz_permutex2var_epi16(kHigh, a, col0, b)), acc[r]);
+          acc[r] = fmadd(tap[1], widened(_mm512_maskz_permutex2var_epi16(kHigh, a, col1, b)), acc[r]);
+          acc[r] = fmadd(tap[2], widened(_mm512_maskz_permutex2var_epi16(kHigh, a, col2, b)), acc[r]);
+          acc[r] = fmadd(tap[3], load(x + cr), acc[r]);
+        }
       }
       for (int r = 0; r < kRegs; ++r) {
         bf16_t* const line = state + (c + r * kLanes) * S;
@@ -218,6 +255,60 @@ struct Avx512Bf16 : SimdOps<Avx512Bf16> {
     }
   }
 
+  // update_step_regs's step (token-major lines: a column's channels side by
+  // side) for bf16 x, states and filter, the filter read in place: the window
+  // columns and the token interleaved in pairs (column 2j's word low, 2j+1's
+  // high; one word permute each) for one VNNI dot product per pair of taps, the
+  // taps' pairs as they lie; the new line is the loaded columns one on and the
+  // token, stored as loaded. Every load of a register before its stores (out
+  // may be x).
+  template <int kW>
+  static void token_major_step(const UpdateParams& p, const CpuWeights& w, int64_t c0, int64_t n,
+                               const bf16_t* x, bf16_t* state, int64_t s_tok, bf16_t* out) {
+    constexpr int H = kW - 1;
+    static constexpr auto kInterleave = [] {
+      std::array<uint16_t, 32> words{};
+      for (int i = 0; i < 16; ++i) {
+        words[2 * i] = static_cast<uint16_t>(i);
+        words[2 * i + 1] = static_cast<uint16_t>(32 + i);
+      }
+      return words;
+    }();
+    const __m512i interleave = _mm512_loadu_si512(kInterleave.data());
+    const auto words16 = [](const bf16_t* q) {
+      return _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(q)));
+    };
+    const bool silu = p.silu;
+    const StepFilter<Avx512Bf16, kW, true, bf16_t> f(p, w, c0);
+    const auto step = [&]<int kRegs>(int64_t c) __attribute__((always_inline)) {
+      __m512i col[kRegs][kW];  // the window's columns, then the token
+      V acc[kRegs];
+      for (int r = 0; r < kRegs; ++r) {
+        const int64_t cr = c + r * kLanes;
+        for (int k = 0; k < H; ++k) col[r][k] = words16(state + k * s_tok + cr);
+        col[r][H] = words16(x + cr);
+        __m512i taps[kW / 2];
+        filter_pairs<kW>(f.filter + cr * kW, taps);
+        acc[r] = f.load_bias(cr);
+        for (int j = 0; j < kW / 2; ++j) {
+          const __m512i pair = _mm512_permutex2var_epi16(col[r][2 * j], interleave, col[r][2 * j + 1]);
+          acc[r] = _mm512_dpbf16_ps(acc[r], (__m512bh)pair, (__m512bh)taps[j]);
+        }
+      }
+      for (int r = 0; r < kRegs; ++r)
+        for (int k = 0; k < H; ++k)
+          _mm256_storeu_si256(reinterpret_cast<__m256i*>(state + k * s_tok + c + r * kLanes),
+                              _mm512_castsi512_si256(col[r][k + 1]));
+      for (int r = 0; r < kRegs; ++r)
+        store_out(out + c + r * kLanes, silu ? silu_vec<Avx512Bf16, bf16_t>(acc[r]) : acc[r]);
+    };
+    int64_t c = 0;
+    for (; c + 4 * kLanes <= n; c += 4 * kLanes) step.template operator()<4>(c);
+    for (; c + 2 * kLanes <= n; c += 2 * kLanes) step.template operator()<2>(c);
+    for (; c + kLanes <= n; c += kLanes) step.template operator()<1>(c);
+    if (c < n) update_step_regs<Avx512Bf16, kW, true>(p, w, c0 + c, n - c, x + c, state + c, s_tok, out + c);
+  }
+
   template <typename x_t, typename state_t>
   static bool update_step(const UpdateParams& p, const CpuWeights& w, int64_t c0, int64_t n,
                           const x_t* x, state_t* state, x_t* out) {
@@ -235,6 +326,18 @@ struct Avx512Bf16 : SimdOps<Avx512Bf16> {
         };
         w.taps == nullptr ? run.template operator()<true>() : run.template operator()<false>();
         return true;
+      }
+    }
+    if constexpr (std::is_same_v<x_t, bf16_t> && std::is_same_v<state_t, bf16_t>) {
+      if (w.taps == nullptr && update_step_applies(p)) {  // the filter in place: VNNI
+        if (p.width == 4) {
+          token_major_step<4>(p, w, c0, n, x, state, p.state_tok_stride, out);
+          return true;
+        }
+        if (p.width == 2) {
+          token_major_step<2>(p, w, c0, n, x, state, p.state_tok_stride, out);
+          return true;
+        }
       }
     }
     return update_step_vec<Avx512Bf16>(p, w, c0, n, x, state, out);
