@@ -399,7 +399,9 @@ def _step(
         )
     # The ops are called here, not through _call (one Python frame less), resolved once, and
     # with their arguments listed, not splatted from a tuple: ~0.25 us less per call.
-    eager = _tracing_with_dynamo() is False  # 1: the entry's builtin; 0: its overload
+    # 1: the entry's builtin; 0: its overload. An int, not a bool: dynamo (torch 2.11)
+    # rejects a list indexed by a bool.
+    eager = 0 if _tracing_with_dynamo() else 1
     try:
         if out is None:
             return _STEP[eager](
