@@ -220,10 +220,8 @@ struct Avx512Bf16 : SimdOps<Avx512Bf16> {
         if constexpr (kInPlace) {
           __m512i taps[2];
           filter_pairs<4>(f.filter + cr * 4, taps);
-          acc[r] = _mm512_dpbf16_ps(acc[r], (__m512bh)_mm512_permutex2var_epi16(a, pair0, b),
-                                    (__m512bh)taps[0]);
-          acc[r] = _mm512_dpbf16_ps(
-              acc[r], (__m512bh)_mm512_permutex2var_epi16(na[r], pair1, nb[r]), (__m512bh)taps[1]);
+          acc[r] = dot_pairs(acc[r], _mm512_permutex2var_epi16(a, pair0, b), taps[0]);
+          acc[r] = dot_pairs(acc[r], _mm512_permutex2var_epi16(na[r], pair1, nb[r]), taps[1]);
         } else {
           V tap[4];
           f.load(cr, tap);
@@ -265,6 +263,31 @@ struct Avx512Bf16 : SimdOps<Avx512Bf16> {
     }
   }
 
+  // 16 bf16 words, zero-extended to a register.
+  static __m512i words16(const bf16_t* q) {
+    return _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(q)));
+  }
+  // The word indices that pair two registers' first 16 words: lane i = (lo's word i,
+  // hi's word i), low word first (paired).
+  static __m512i pair_words() {
+    static constexpr auto kWords = [] {
+      std::array<uint16_t, 32> words{};
+      for (int i = 0; i < 16; ++i) {
+        words[2 * i] = static_cast<uint16_t>(i);
+        words[2 * i + 1] = static_cast<uint16_t>(32 + i);
+      }
+      return words;
+    }();
+    return _mm512_loadu_si512(kWords.data());
+  }
+  static __m512i paired(__m512i lo, __m512i words, __m512i hi) {
+    return _mm512_permutex2var_epi16(lo, words, hi);
+  }
+  // acc + the VNNI dot product of bf16 pairs (per lane: low words' product, high words').
+  static V dot_pairs(V acc, __m512i a, __m512i b) {
+    return _mm512_dpbf16_ps(acc, (__m512bh)a, (__m512bh)b);
+  }
+
   // update_step_regs's step (token-major lines: a column's channels side by
   // side) for bf16 x, states and filter, the filter read in place: the window
   // columns and the token interleaved in pairs (column 2j's word low, 2j+1's
@@ -277,18 +300,7 @@ struct Avx512Bf16 : SimdOps<Avx512Bf16> {
   static void token_major_step(const UpdateParams& p, const CpuWeights& w, int64_t c0, int64_t n,
                                const bf16_t* x, bf16_t* state, int64_t s_tok, bf16_t* out) {
     constexpr int H = kW - 1;
-    static constexpr auto kInterleave = [] {
-      std::array<uint16_t, 32> words{};
-      for (int i = 0; i < 16; ++i) {
-        words[2 * i] = static_cast<uint16_t>(i);
-        words[2 * i + 1] = static_cast<uint16_t>(32 + i);
-      }
-      return words;
-    }();
-    const __m512i interleave = _mm512_loadu_si512(kInterleave.data());
-    const auto words16 = [](const bf16_t* q) {
-      return _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(q)));
-    };
+    const __m512i interleave = pair_words();
     const bool silu = p.silu;
     const StepFilter<Avx512Bf16, kW, true, bf16_t> f(p, w, c0);
     const auto step = [&]<int kRegs>(int64_t c) __attribute__((always_inline)) {
@@ -301,11 +313,8 @@ struct Avx512Bf16 : SimdOps<Avx512Bf16> {
         __m512i taps[kW / 2];
         filter_pairs<kW>(f.filter + cr * kW, taps);
         acc[r] = f.load_bias(cr);
-        for (int j = 0; j < kW / 2; ++j) {
-          const __m512i pair =
-              _mm512_permutex2var_epi16(col[r][2 * j], interleave, col[r][2 * j + 1]);
-          acc[r] = _mm512_dpbf16_ps(acc[r], (__m512bh)pair, (__m512bh)taps[j]);
-        }
+        for (int j = 0; j < kW / 2; ++j)
+          acc[r] = dot_pairs(acc[r], paired(col[r][2 * j], interleave, col[r][2 * j + 1]), taps[j]);
       }
       for (int r = 0; r < kRegs; ++r)
         for (int k = 0; k < H; ++k)
@@ -320,6 +329,91 @@ struct Avx512Bf16 : SimdOps<Avx512Bf16> {
     for (; c + kLanes <= n; c += kLanes) step.template operator()<1>(c);
     if (c < n)
       update_step_regs<Avx512Bf16, kW, true>(p, w, c0 + c, n - c, x + c, state + c, s_tok, out + c);
+  }
+
+  // spec_step_regs's speculative row (token-major lines) for bf16 x, states
+  // and filter, the filter read in place, as token_major_step: token t's
+  // window and token are the sequence's words t .. t + kW - 1 (the window's
+  // columns, then the tokens), paired as (t, t + 1), (t + 2, t + 3): each
+  // token pairs one new column, the one before it with itself, and takes the
+  // pair before from two tokens back (width 4). The line's columns as
+  // spec_step_regs writes them, from the loaded words.
+  template <int kW>
+  static void spec_token_major(const UpdateParams& p, const CpuWeights& w, int64_t c0, int64_t n,
+                               const bf16_t* x, bf16_t* state, bf16_t* out, int64_t L,
+                               int64_t base) {
+    static_assert(kW == 2 || kW == 4, "pairs of taps");
+    constexpr int H = kW - 1;
+    const int64_t s_tok = p.state_tok_stride, x_tok = p.x_tok_stride, o_tok = p.out_tok_stride;
+    const __m512i interleave = pair_words();
+    const bool silu = p.silu;
+    const StepFilter<Avx512Bf16, kW, true, bf16_t> f(p, w, c0);
+    const bf16_t* const window = state + base * s_tok;
+    const auto rows = [&]<int kRegs>(int64_t c) __attribute__((always_inline)) {
+      __m512i taps[kRegs][kW / 2], last[kRegs], pair[kRegs][2];
+      V b[kRegs];
+      for (int r = 0; r < kRegs; ++r) {
+        const int64_t cr = c + r * kLanes;
+        filter_pairs<kW>(f.filter + cr * kW, taps[r]);
+        b[r] = f.load_bias(cr);
+        __m512i win[H];
+        for (int k = 0; k < H; ++k) win[k] = words16(window + k * s_tok + cr);
+        if constexpr (kW == 4) {  // the pairs of tokens 0 and 1 from the window
+          pair[r][0] = paired(win[0], interleave, win[1]);
+          pair[r][1] = paired(win[1], interleave, win[2]);
+        }
+        last[r] = win[H - 1];
+        // Columns 0 .. H - 2: the window's last H - 1, every column loaded before.
+        for (int k = 0; k + 1 < H; ++k)
+          _mm256_storeu_si256(reinterpret_cast<__m256i*>(state + k * s_tok + cr),
+                              _mm512_castsi512_si256(win[k + 1]));
+      }
+      for (int64_t t = 0; t < L; ++t) {
+        V acc[kRegs];
+        for (int r = 0; r < kRegs; ++r) {
+          const int64_t cr = c + r * kLanes;
+          const __m512i xt = words16(x + t * x_tok + cr);
+          const __m512i fresh = paired(last[r], interleave, xt);  // (t + kW - 2, t + kW - 1)
+          if constexpr (kW == 4) {
+            acc[r] = dot_pairs(dot_pairs(b[r], pair[r][0], taps[r][0]), fresh, taps[r][1]);
+            pair[r][0] = pair[r][1];
+            pair[r][1] = fresh;
+          } else {
+            acc[r] = dot_pairs(b[r], fresh, taps[r][0]);
+          }
+          last[r] = xt;
+          // Column H - 1 + t takes the token, before out is written (out may be x).
+          _mm256_storeu_si256(reinterpret_cast<__m256i*>(state + (H - 1 + t) * s_tok + cr),
+                              _mm512_castsi512_si256(xt));
+        }
+        for (int r = 0; r < kRegs; ++r)
+          store_out(out + t * o_tok + c + r * kLanes,
+                    silu ? silu_vec<Avx512Bf16, bf16_t>(acc[r]) : acc[r]);
+      }
+    };
+    int64_t c = 0;
+    for (; c + 2 * kLanes <= n; c += 2 * kLanes) rows.template operator()<2>(c);
+    for (; c + kLanes <= n; c += kLanes) rows.template operator()<1>(c);
+    if (c < n)
+      spec_step_regs<Avx512Bf16, kW, true>(p, w, c0 + c, n - c, x + c, state + c, out + c, L, base);
+  }
+
+  template <typename x_t, typename state_t>
+  static bool spec_step(const UpdateParams& p, const CpuWeights& w, int64_t row, int64_t c0,
+                        int64_t n, const x_t* x, state_t* state, x_t* out, int64_t L) {
+    if constexpr (std::is_same_v<x_t, bf16_t> && std::is_same_v<state_t, bf16_t>) {
+      // The filter in place (update_reads_filter), width 2 or 4: VNNI.
+      if (w.taps == nullptr && spec_step_applies(p) && (p.width == 4 || p.width == 2)) {
+        const int64_t base = p.line_plan(row, L).base;
+        if (p.width == 4) {
+          spec_token_major<4>(p, w, c0, n, x, state, out, L, base);
+        } else {
+          spec_token_major<2>(p, w, c0, n, x, state, out, L, base);
+        }
+        return true;
+      }
+    }
+    return spec_step_vec<Avx512Bf16>(p, w, row, c0, n, x, state, out, L);
   }
 
   template <typename x_t, typename state_t>
@@ -398,7 +492,7 @@ struct Avx512Bf16 : SimdOps<Avx512Bf16> {
         V acc = bias[i];
         for (int j = 0; j < kPairs; ++j) {
           const __m512i a = 2 * j + 1 < kW ? q[2 * j][i] : cur;
-          acc = _mm512_dpbf16_ps(acc, (__m512bh)a, (__m512bh)tap[j][i]);
+          acc = dot_pairs(acc, a, tap[j][i]);
         }
         y[i] = (__m256i)_mm512_cvtneps_pbh(silu ? silu_vec<Avx512Bf16, bf16_t>(acc) : acc);
         for (int k = 0; k + 1 < H; ++k) q[k][i] = q[k + 1][i];
