@@ -253,25 +253,6 @@ __global__ void __launch_bounds__(kThreads) walk_kernel(const UpdateParams p, co
       static_cast<state_t*>(p.states) + line * p.state_line_stride + c * p.state_dim_stride,
       p.state_tok_stride, p.state_dim_stride, vec.state};
   const LinePlan plan = p.line_plan(row, L);
-  // A short row's x (SGLang's verify: a few draft tokens) is loaded at once, beside the state's
-  // loads, so that the walk below reads registers instead of waiting on a round trip to memory
-  // per token; a longer row reads x as it walks.
-  constexpr int kShortRow = 8;
-  const bool short_row = L <= kShortRow;
-  Packed<scalar_t, n> row_x[kShortRow];
-  if (short_row) {
-#pragma unroll
-    for (int i = 0; i < kShortRow; ++i)
-      if (i < L) row_x[i] = x.load_packed(i);
-  }
-  const auto load_x = [&](int64_t v, float (&to)[n]) {
-    if (!short_row) return x.load(v, to);
-    Packed<scalar_t, n> w = row_x[0];
-#pragma unroll
-    for (int i = 1; i < kShortRow; ++i)
-      if (i == v) w = row_x[i];
-    w.unpack(to);
-  };
   Window<kW, n> window;
   bool rows_done = false;
   if constexpr (kW > 1) {
@@ -288,7 +269,7 @@ __global__ void __launch_bounds__(kThreads) walk_kernel(const UpdateParams p, co
 #pragma unroll
               for (int i = 0; i < n; ++i) next.v[k][i] = window.v[j][i];
         } else {
-          load_x(src - (kW - 1), next.v[k]);
+          x.load(src - (kW - 1), next.v[k]);
         }
       }
       store_rows<state_t, n, kW - 1>(state.base, next.v);
@@ -316,7 +297,7 @@ __global__ void __launch_bounds__(kThreads) walk_kernel(const UpdateParams p, co
       if (k > H) continue;
       if (k < H) v = v > 0 && tree ? parent[v] : v - 1;
       if (v >= 0) {
-        load_x(v, taps[k]);
+        x.load(v, taps[k]);
       } else {
 #pragma unroll
         for (int j = 0; j < kT - 1; ++j)
@@ -372,7 +353,7 @@ __global__ void __launch_bounds__(kThreads) walk_kernel(const UpdateParams p, co
 #pragma unroll
             for (int i = 0; i < n; ++i) v[i] = window.v[k][i];
       } else {
-        load_x(j + 1 - H, v);
+        x.load(j + 1 - H, v);
       }
       store_n<state_t, n>(windows + j * p.window_col_stride, p.window_dim_stride, false, v);
     }
