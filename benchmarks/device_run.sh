@@ -42,8 +42,14 @@ fi
 # dao-build: Dao-AILab causal-conv1d 1.7 from its sdist in .peers/src (../shared/peers/README.md),
 # beside everything else; stages that time it wait for it (dao-wait). The wheel
 # comes back in pieces of 15 MiB ($OUT's per-file limit): cat them into .whl/ to carry it.
+# DAO_BF16_ONLY=1: its kernels for bf16 x and weights only (benchmarks/dao_bf16_only.py), about a
+# fifth of the build time; enough for the bf16 tables, any other dtype raises in Dao's dispatch.
 if want dao-build && ! ls .whl/causal_conv1d-*.whl > /dev/null 2>&1; then
-  ( bash .peers/build_dao.sh .peers/src/causal_conv1d-1.7.0 /tmp/dao-wheel > "$OUT/dao-build.txt" 2>&1 \
+  DAO_SRC=.peers/src/causal_conv1d-1.7.0
+  if [ "${DAO_BF16_ONLY:-0}" = 1 ]; then
+    python3 benchmarks/dao_bf16_only.py "$DAO_SRC" /tmp/dao-bf16-src > /dev/null && DAO_SRC=/tmp/dao-bf16-src
+  fi
+  ( bash .peers/build_dao.sh "$DAO_SRC" /tmp/dao-wheel > "$OUT/dao-build.txt" 2>&1 \
     && python3 -m pip install -q --no-index --no-deps --target /tmp/site /tmp/dao-wheel/*.whl >> "$OUT/dao-build.txt" 2>&1 \
     && split -b 15M /tmp/dao-wheel/*.whl "$OUT/dao-wheel.part-" && basename /tmp/dao-wheel/*.whl > "$OUT/dao-wheel.name" ) &
   DAO_PID=$!

@@ -373,7 +373,10 @@ SECTIONS = [
         "the channel-first steps (1.09-1.23x) and the other channel-last steps (1.04-1.37x). "
         "The channel-first rows are the lean whole-tile loops of 2026-12-05 (forward 379 -> "
         "307 us, step 1239 -> 820 at 8x4096); the profiler's evidence and what bounds the rest "
-        "are in docs/DESIGN_LOG.md.",
+        "are in docs/DESIGN_LOG.md. Not in this table: the channel-last backward's interior "
+        "groups without per-token guards and the shared gradient helpers, on main since "
+        "2026-12-05 and tested on the H200 (CUDA suite, Dao tests under each kernel setting, "
+        "memcheck, racecheck) but not yet timed there.",
         "python -m benchmarks train --device cuda --min-run-time 0.5 --name gpu-h200-train",
     ),
     Section(
@@ -417,47 +420,40 @@ SECTIONS = [
     ),
     Section(
         "2-core development machine, SGLang's CPU API beside conv.cpp",
-        "cpu-dev-epyc-2core-sglang-api",
+        "cpu-dev-xeon-2core-sglang-api",
         "ops",
-        "An AMD EPYC with AVX-512 BF16, 2 threads bound to the 2 vCPUs (as SGLang's CPU backend "
-        "binds its threads), shared and noisy; each column the best median of 3 interleaved "
-        "rounds; conv.cpp in a process of its own; the same calls through the SGLang dialect's "
-        "CPU API ('ours sglang api', our packed weights) and conv.cpp (its packed weights). "
-        "Ahead on every row: the prefills 1.37-5.94x, decode batch 256 1.51x, the channel-major "
-        "rows 1.45-2.7x, the speculative rows 1.52-1.83x. Decode batch 1 and 64 are bimodal on "
-        "this box, per process and column, for both: two threads ran at one thread's speed for "
-        "whole timings (here ours at batch 64, 186.1 and 190.9 us against conv.cpp's 196.2, "
-        "where runs of the update cases alone gave ours 115.5-120.3 and conv.cpp 194.8; "
-        "conv.cpp's batch 1, 21.9 here, took 7.7-9.7 in other processes; docs/DESIGN_LOG.md). "
-        "The one-thread run compares the decode without that.",
+        "An Intel Xeon with AVX-512 BF16 and AMX (earlier runs of this table were on an AMD EPYC "
+        "box: `cpu-dev-epyc-2core-sglang-api.md`), 2 threads bound to the 2 vCPUs (as SGLang's "
+        "CPU backend binds its threads), shared and noisy; each column the best median of 3 "
+        "interleaved rounds; conv.cpp in a process of its own; the same calls through the SGLang "
+        "dialect's CPU API ('ours sglang api', our packed weights) and conv.cpp (its packed "
+        "weights). Ahead on every row: the prefills 1.13-4.0x, decode 1.63-1.97x, the "
+        "channel-major rows 1.75-2.0x, the speculative rows (1 + 3 tokens with "
+        "`num_accepted_tokens`) 1.35-2.82x. conv.cpp splits even a one-row decode over both "
+        "threads (17.0 us here, 10.3-10.4 on one thread); ours keeps such calls on one.",
         "OMP_PROC_BIND=true python -m benchmarks bench --device cpu --cases cpu-peer --rounds 3 "
-        "--isolate-peer --sglang-sdist vllm-0.33.0.tar.gz --name cpu-dev-epyc-2core-sglang-api",
+        "--isolate-peer --sglang-sdist vllm-0.33.0.tar.gz --name cpu-dev-xeon-2core-sglang-api",
     ),
     Section(
         "2-core development machine, one thread, SGLang's CPU API decode beside conv.cpp",
-        "cpu-dev-epyc-1thread-sglang-api-decode",
+        "cpu-dev-xeon-1thread-sglang-api-decode",
         "ops",
-        "The decode rows on one thread of the same box (best of 3 interleaved rounds, conv.cpp "
-        "in a process of its own), after the plain step's lean Python path (`_core._step`), the "
-        "AVX-512 SiLU split at the floor, the channel-major step and the speculative rows in "
-        "registers, several registers of channels side by side (docs/DESIGN_LOG.md). "
-        "Token-major states (SGLang's CPU pool): batch 64 and 256 1.80x and 2.23x faster than "
-        "conv.cpp; batch 1 7.9 against 7.9 us through SGLang's API (a tie: 7.7-7.9 against "
-        "7.7-7.9 over six runs; it was 8.6 against 7.9), 7.4 through the core API into a given "
-        "out. Channel-major states ((lines, dim, 3) contiguous, SGLang's CUDA pool): conv.cpp "
-        "restrides such a pool in place on its first call and then runs as on token-major "
-        "states, so its column is that; ours keeps the caller's layout: 1.55x and 1.19x ahead "
-        "at batch 64 and 256, behind at batch 1 (8.1 against 7.8). Speculative rows of 1+3 "
-        "tokens (x (batch, 4, dim) with num_accepted_tokens; the core API has no such rows, so "
-        "no 'ours' column): 1.11x, 1.71x and 1.81x ahead at batch 1, 16 and 64 (they were 21.3 "
-        "against 18.5 at batch 1 before the two-register step). Our kernel is about "
-        "3.2 us of a token-major batch-1 call against conv.cpp's 4.6; the rest is host work in "
-        "torch: at D 64 our op call with its allocation is 3.8 us (the dispatcher's Python "
-        "argument parsing, the stable ABI's boxing, our checks, the allocation through the C "
-        "shim) against conv.cpp's whole call of 3.3, plus about 0.5 us of our two Python frames.",
+        "The decode rows on one thread of the same Xeon box (best of 3 interleaved rounds, "
+        "conv.cpp in a process of its own), after the decode steps on bf16 pairs (`dpbf16`, "
+        "2026-12-05; docs/DESIGN_LOG.md; the EPYC box's run of the same command: "
+        "`cpu-dev-epyc-1thread-sglang-api-decode.md`, every row ahead). Token-major states "
+        "(SGLang's CPU pool): 1.07x, 2.0x and 1.87x ahead at batch 1, 64 and 256 (9.7 against "
+        "10.4 us at batch 1; 8.9 through the core API). Channel-major states ((lines, dim, 3) "
+        "contiguous, SGLang's CUDA pool): conv.cpp restrides such a pool in place on its first "
+        "call and then runs as on token-major states, so its column is that; ours keeps the "
+        "caller's layout: 2.0x and 2.19x ahead at batch 64 and 256, a tie at batch 1 (10.4 "
+        "against 10.3 here, 10.7 against 11.7 and 11.4 against 11.9 in two reruns of the "
+        "batch-1 rows; on the EPYC box 7.4 against 7.8). Speculative rows of 1 + 3 tokens "
+        "(x (batch, 4, dim) with num_accepted_tokens; the core API has no such rows, so no "
+        "'ours' column): 1.17x, 2.13x and 2.47x ahead at batch 1, 16 and 64.",
         "OMP_PROC_BIND=true python -m benchmarks bench --device cpu --threads 1 --rounds 3 "
         "--isolate-peer --cases cpu-peer --only update "
-        "--sglang-sdist vllm-0.33.0.tar.gz --name cpu-dev-epyc-1thread-sglang-api-decode",
+        "--sglang-sdist vllm-0.33.0.tar.gz --name cpu-dev-xeon-1thread-sglang-api-decode",
     ),
     Section(
         "16-core Xeon host of the GPU machine, beside SGLang's kernel",
