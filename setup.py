@@ -22,6 +22,7 @@ Build switches (environment):
 """
 
 import glob
+import json
 import os
 import platform
 import re
@@ -278,20 +279,55 @@ class BuildWithIsaKernels(BuildExtension):
         return True
 
     def _compile_isa(self, source, extension, flags):
+        """The ISA unit's object, compiled unless the build folder holds one made by the same
+        command (compiler, macros, include folders, flags, torch) after every file under csrc/
+        and setup.py last changed: ninja does this for the other units, distutils does not."""
         import torch.utils.cpp_extension as cpp
 
         abi = f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}"
-        return self.compiler.compile(
+        include_dirs = cpp.include_paths() + extension.include_dirs
+        # -Wno-*uninitialized: GCC 12 warns inside its own AVX-512 intrinsic headers
+        # (`__Y = __Y`), thousands of lines that would bury a `pip install -v` log.
+        postargs = cxx_flags + ["-fPIC", abi, "-Wno-uninitialized", "-Wno-maybe-uninitialized"]
+        postargs += flags
+        (obj,) = self.compiler.object_filenames([source], output_dir=self.build_temp)
+        command = json.dumps(
+            [self.compiler.compiler_so, ABI_MACROS, include_dirs, postargs, torch.__version__]
+        )
+        stamp = obj + ".command"
+        if _built_after_sources(obj) and _read(stamp) == command:
+            print(f"causal_conv1d_kernels: {source} up to date")
+            return [obj]
+        if os.path.exists(stamp):  # a compile cut short must not leave a matching stamp
+            os.remove(stamp)
+        objects = self.compiler.compile(
             [source],
             output_dir=self.build_temp,
-            include_dirs=cpp.include_paths() + extension.include_dirs,
+            include_dirs=include_dirs,
             macros=ABI_MACROS,
-            # -Wno-*uninitialized: GCC 12 warns inside its own AVX-512 intrinsic headers
-            # (`__Y = __Y`), thousands of lines that would bury a `pip install -v` log.
-            extra_postargs=cxx_flags
-            + ["-fPIC", abi, "-Wno-uninitialized", "-Wno-maybe-uninitialized"]
-            + flags,
+            extra_postargs=postargs,
         )
+        with open(stamp, "w") as f:
+            f.write(command)
+        return objects
+
+
+def _read(path):
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def _built_after_sources(obj):
+    """Whether obj exists and is newer than setup.py and every file under csrc/ (headers
+    included: a unit's includes are not tracked one by one)."""
+    if not os.path.exists(obj):
+        return False
+    sources = glob.glob(os.path.join(ROOT, "csrc", "**", "*"), recursive=True)
+    newest = max(os.path.getmtime(f) for f in [*sources, os.path.join(ROOT, "setup.py")])
+    return os.path.getmtime(obj) > newest
 
 
 setup(
