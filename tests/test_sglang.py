@@ -213,6 +213,69 @@ def test_chain_windows_into_overlapping_view(device, width):
             assert torch.equal(phys[wl], before[wl])
 
 
+def overlapping_windows(kw, dmax, lines, seed):
+    """SGLang's deduplicated chain cache in place of kw's windows: (lines, dmax, dim, hist)
+    viewed on (lines, dim, dmax + hist - 1) with step stride 1; returns the backing tensor."""
+    batch, dim, _ = kw["x"].shape
+    hist = kw["weight"].shape[1] - 1
+    dtype = kw["conv_state"].dtype
+    g = torch.Generator().manual_seed(seed)
+    phys = torch.randn(lines, dim, dmax + hist - 1, generator=g).to(dtype).to(kw["x"].device)
+    kw["intermediate_conv_window"] = phys.as_strided(
+        (lines, dmax, dim, hist), (dim * (dmax + hist - 1), 1, dmax + hist - 1, 1)
+    )
+    order = torch.randperm(lines, generator=g)[:batch]
+    kw["intermediate_state_indices"] = order.to(device=kw["x"].device, dtype=torch.int32)
+    return phys
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("mix", DTYPE_MIXES, ids=mix_id)
+@pytest.mark.parametrize("state_layout", ["contiguous", "channel_last", "strided"])
+@pytest.mark.parametrize("windows", ["dense", "transposed", "overlapping", None])
+def test_chain_verify_layouts(device, mix, state_layout, windows):
+    """Chains of 1 to 9 tokens (CUDA keeps those up to 8 in registers at width 4) in every
+    dtype mix, state layout and window layout, padded rows among them; the overlapping cache
+    with even and odd row lengths (pairs of 16-bit positions stored as one word, or not)."""
+    for width in (4, 3):
+        for n in (1, 2, 4, 7, 8, 9):
+            seed = 10 * n + width
+            kw = tree_case(
+                width,
+                mix,
+                device,
+                n=n,
+                tree=False,
+                windows="dense" if windows is None else windows,
+                state_layout=state_layout,
+                seed=seed,
+            )
+            if windows is None:
+                kw["intermediate_conv_window"] = None
+                kw["intermediate_state_indices"] = None
+            if windows != "overlapping":
+                check_tree_call(kw)
+                continue
+            lines = kw["x"].shape[0] + 2
+            phys = overlapping_windows(kw, n + seed % 2, lines, seed)
+            before = phys.clone()
+            ref_kw = {k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in kw.items()}
+            out_ref, state_ref, win_ref, _ = sglang_update_ref(**ref_kw)
+            out = triton.causal_conv1d_update(**kw)
+            assert_close(out, out_ref)
+            assert torch.equal(kw["conv_state"], state_ref)
+            view, written = kw["intermediate_conv_window"], set()
+            for b in range(kw["x"].shape[0]):
+                if int(kw["conv_state_indices"][b]) == -1:
+                    continue
+                wl = int(kw["intermediate_state_indices"][b])
+                written.add(wl)
+                assert torch.equal(view[wl, :n], win_ref[wl, :n])
+            for wl in range(lines):
+                if wl not in written:
+                    assert torch.equal(phys[wl], before[wl])
+
+
 @pytest.mark.parametrize("device", devices())
 def test_bad_tree_links_stay_inside(device):
     """Links outside the row, to earlier tokens or to themselves are ignored (the walk then

@@ -213,6 +213,92 @@ __global__ void __launch_bounds__(kThreads) step_kernel(const UpdateParams p, co
   out.store(0, y);
 }
 
+// The decode step's common case in a parameter block of its own (112 bytes,
+// the fields in the order the kernel first reads them, against UpdateParams'
+// 352): x, out and the filter in x's dtype, the filter (dim, width)
+// contiguous, the cache index int32 (or absent), a line of width-1 columns
+// side by side per channel (kRows: SGLang's and Dao's pools) or channel-last
+// columns (vLLM's). Small batches are latency chains (index, window, stores)
+// in which each constant-bank line the kernel touches and each instruction
+// between the loads is part of the time.
+struct LeanStep {
+  const void* x;
+  const int32_t* index;  // or null: row b uses line b
+  const void* weight;
+  const void* bias;  // or null
+  void* states;
+  void* out;
+  int64_t x_row, out_row, line_stride, col_stride;  // col_stride: channel-last columns
+  int64_t num_lines, pad_slot_id, null_block_id;
+  int32_t dim;
+  bool silu;
+};
+
+template <typename scalar_t, typename state_t, int kW, int n, bool kRows>
+__global__ void __launch_bounds__(kThreads) lean_step_kernel(const LeanStep p) {
+  static_assert(kW > 1);
+  constexpr int H = kW - 1;
+  await_producers();
+  const int32_t c = (static_cast<int32_t>(blockIdx.y) * kThreads + threadIdx.x) * n;
+  if (c >= p.dim) return;
+  const int64_t row = blockIdx.x;
+  float col[n];
+  load_n<scalar_t, n>(static_cast<const scalar_t*>(p.x) + row * p.x_row + c, 1, true, col);
+  float w[n * kW], b[n];
+  load_n<scalar_t, n * kW>(static_cast<const scalar_t*>(p.weight) + c * kW, 1, true, w);
+  if (p.bias != nullptr) {
+    load_n<scalar_t, n>(static_cast<const scalar_t*>(p.bias) + c, 1, true, b);
+  } else {
+#pragma unroll
+    for (int i = 0; i < n; ++i) b[i] = 0.f;
+  }
+  // The index last, after a barrier that keeps the compiler from sinking the
+  // loads above below the padding test (which waits for the index): all four
+  // are then in flight together.
+  asm volatile("" ::: "memory");
+  const int64_t line = p.index != nullptr ? p.index[row] : row;
+  // A padded row reads no line and writes zeros; x and the filter are used on
+  // both paths, so that their loads are issued before the index returns.
+  const bool pad =
+      line == p.pad_slot_id || line == p.null_block_id || line < 0 || line >= p.num_lines;
+  state_t* const base = static_cast<state_t*>(p.states) + (pad ? 0 : line) * p.line_stride +
+                        static_cast<int64_t>(c) * (kRows ? H : 1);
+  float window[H][n], next[H][n], y[n];
+#pragma unroll
+  for (int k = 0; k < H; ++k)
+#pragma unroll
+    for (int i = 0; i < n; ++i) window[k][i] = 0.f;
+  if (!pad) {
+    if constexpr (kRows) {
+      load_rows<state_t, n, H>(base, window);
+    } else {
+#pragma unroll
+      for (int k = 0; k < H; ++k) load_n<state_t, n>(base + k * p.col_stride, 1, true, window[k]);
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < n; ++i) {
+#pragma unroll
+    for (int k = 0; k + 1 < H; ++k) next[k][i] = window[k + 1][i];
+    next[H - 1][i] = col[i];
+    float acc = b[i];
+#pragma unroll
+    for (int k = 0; k < H; ++k) acc = fmaf(w[i * kW + k], window[k][i], acc);
+    acc = fmaf(w[i * kW + H], col[i], acc);
+    y[i] = pad ? 0.f : (p.silu ? silu(acc) : acc);
+  }
+  if (!pad) {
+    if constexpr (kRows) {
+      store_rows<state_t, n, H>(base, next);
+    } else {
+#pragma unroll
+      for (int k = 0; k < H; ++k) store_n<state_t, n>(base + k * p.col_stride, 1, true, next[k]);
+    }
+  }
+  scalar_t* const out = static_cast<scalar_t*>(p.out) + row * p.out_row + c;
+  store_n<scalar_t, n>(out, 1, true, y);
+}
+
 // Rows whose tokens are walked one by one (UpdateParams::walks_tokens: SGLang's
 // tree verify and per-token windows), front-aligned lines, x (batch, dim,
 // seqlen) and out apart. The block's first thread finds the row's parents
@@ -362,6 +448,159 @@ __global__ void __launch_bounds__(kThreads) walk_kernel(const UpdateParams p, co
     for (int64_t t = 0; t < L; ++t) p.parent_token.set(row, t, parent[t]);
 }
 
+// The longest chain (a row walked without a tree) that chain_kernel keeps in
+// registers.
+constexpr int kChainTokens = 8;
+
+// A chain (UpdateParams::walks_tokens without a tree: SGLang's chain verify,
+// or a row whose per-token windows are asked for) of at most kChainTokens
+// tokens on a line of exactly width-1 columns, the width fixed at compile
+// time. The row's x, the cache index, the windows' index and the filter are
+// loaded together, then the window; the row is then the sequence
+// seq = cat(window, x) in registers: token t's taps are seq[t .. t + H], its
+// window seq[t + 1 .. t + H], the new state seq[L .. L + H), all at indices
+// fixed once the token loop is unrolled (walk_kernel finds a token's taps
+// through its parents at run time, one load per tap).
+template <typename scalar_t, typename state_t, int kW, int n>
+__global__ void __launch_bounds__(kThreads) chain_kernel(const UpdateParams p, const VecFlags vec) {
+  static_assert(kW > 1);
+  constexpr int H = kW - 1, kT = kChainTokens;
+  await_producers();
+  const int64_t row = blockIdx.x;
+  const int L = static_cast<int>(p.seqlen);  // 1 <= L <= kT (the launch checks)
+  const int64_t c = (static_cast<int64_t>(blockIdx.y) * kThreads + threadIdx.x) * n;
+  if (c >= p.dim) return;
+  const Rows<const scalar_t, n> x{
+      static_cast<const scalar_t*>(p.x) + row * p.x_batch_stride + c * p.x_dim_stride,
+      p.x_tok_stride, p.x_dim_stride};
+  const Rows<scalar_t, n> out{
+      static_cast<scalar_t*>(p.out) + row * p.out_batch_stride + c * p.out_dim_stride,
+      p.out_tok_stride, p.out_dim_stride};
+  Packed<scalar_t, n> xs[kT];
+#pragma unroll
+  for (int t = 0; t < kT; ++t)
+    if (t < L) xs[t] = x.load_packed(t);
+  const int64_t line = p.state_indices.present() ? p.state_indices[row] : row;
+  const int64_t wl = p.windows_line(row);
+  Filter<kW, n> filter;
+  filter.load(p, c, vec);
+  if (p.is_padding(line)) {
+    zero_tokens<scalar_t, n>(out, 0, L);
+    return;
+  }
+  const StateLine<state_t, n> state{
+      static_cast<state_t*>(p.states) + line * p.state_line_stride + c * p.state_dim_stride,
+      p.state_tok_stride, p.state_dim_stride, vec.state};
+  float seq[H + kT][n];
+  {
+    Window<kW, n> window;
+    if (vec.state_rows) {
+      load_rows<state_t, n, H>(state.base, window.v);
+    } else {
+#pragma unroll
+      for (int k = 0; k < H; ++k) state.load(k, window.v[k]);
+    }
+#pragma unroll
+    for (int k = 0; k < H; ++k)
+#pragma unroll
+      for (int i = 0; i < n; ++i) seq[k][i] = window.v[k][i];
+  }
+#pragma unroll
+  for (int t = 0; t < kT; ++t) {
+    if (t < L) {
+      xs[t].unpack(seq[H + t]);
+    } else {
+#pragma unroll
+      for (int i = 0; i < n; ++i) seq[H + t][i] = 0.f;
+    }
+  }
+
+  // The new state, seq[L .. L + H): read before any output is written (out may be x).
+  Window<kW, n> next;
+#pragma unroll
+  for (int t = 1; t <= kT; ++t)
+    if (t == L)
+#pragma unroll
+      for (int k = 0; k < H; ++k)
+#pragma unroll
+        for (int i = 0; i < n; ++i) next.v[k][i] = seq[t + k][i];
+  if (vec.state_rows) {
+    store_rows<state_t, n, H>(state.base, next.v);
+  } else {
+#pragma unroll
+    for (int k = 0; k < H; ++k) state.store(k, next.v[k]);
+  }
+
+#pragma unroll
+  for (int t = 0; t < kT; ++t) {
+    if (t < L) {
+      float y[n];
+#pragma unroll
+      for (int i = 0; i < n; ++i) {
+        float acc = filter.b[i];
+#pragma unroll
+        for (int k = 0; k <= H; ++k) acc = fmaf(filter.w[k][i], seq[t + k][i], acc);
+        y[i] = p.silu ? silu(acc) : acc;
+      }
+      out.store(t, y);
+    }
+  }
+  if (wl < 0) return;
+  state_t* const windows =
+      static_cast<state_t*>(p.windows) + wl * p.window_line_stride + c * p.window_dim_stride;
+  if (p.window_step_stride == p.window_col_stride) {
+    // The deduplicated chain cache (see walk_kernel): position j of a channel's
+    // row holds seq[j + 1]. With unit steps, an even row stride and 16-bit
+    // elements, positions (j, j + 1) from an even j share one aligned 32-bit word.
+    const int positions = L + H - 1;
+    if (sizeof(state_t) == 2 && vec.window_pairs) {
+#pragma unroll
+      for (int j = 0; j < H + kT - 1; j += 2) {
+        if (j < positions) {
+#pragma unroll
+          for (int i = 0; i < n; ++i) {
+            state_t* const at = windows + i * p.window_dim_stride + j;
+            if (j + 1 < positions) {
+              const float pair[2] = {seq[j + 1][i], seq[j + 2][i]};
+              uint32_t word = 0;
+              if constexpr (sizeof(state_t) == 2) word = pack32<state_t>(pair);
+              store_word<4>(at, &word);
+            } else {
+              *at = from_float<state_t>(seq[j + 1][i]);
+            }
+          }
+        }
+      }
+    } else {
+#pragma unroll
+      for (int j = 0; j < H + kT - 1; ++j)
+        if (j < positions)
+          store_n<state_t, n>(windows + j * p.window_col_stride, p.window_dim_stride, false,
+                              seq[j + 1]);
+    }
+    return;
+  }
+#pragma unroll
+  for (int t = 0; t < kT; ++t) {
+    if (t < L) {
+      state_t* const at = windows + t * p.window_step_stride;
+      if (vec.window_rows) {
+        Window<kW, n> w;
+#pragma unroll
+        for (int k = 0; k < H; ++k)
+#pragma unroll
+          for (int i = 0; i < n; ++i) w.v[k][i] = seq[t + 1 + k][i];
+        store_rows<state_t, n, H>(at, w.v);
+      } else {
+#pragma unroll
+        for (int k = 0; k < H; ++k)
+          store_n<state_t, n>(at + k * p.window_col_stride, p.window_dim_stride, false,
+                              seq[t + 1 + k]);
+      }
+    }
+  }
+}
+
 // Launches kernel (update_kernel or step_kernel, n channels per thread) over
 // one block per (row, kThreads * n channels).
 template <typename state_t, int kW, int n, typename Kernel>
@@ -389,12 +628,46 @@ bool vector_ok(const UpdateParams& p, int64_t n) {
          aligned16(p.x) && aligned16(p.out);
 }
 
+// Window flags of the walks: dense rows (store_rows per token), or 16-bit
+// pairs of a deduplicated chain cache (chain_kernel).
+inline void window_flags(const UpdateParams& p, int kW, size_t elem, VecFlags& vec) {
+  vec.window_rows = kW > 1 && p.windows != nullptr && p.window_col_stride == 1 &&
+                    p.window_dim_stride == p.width - 1 &&
+                    aligned16(p.windows, p.window_line_stride, elem) &&
+                    aligned16(p.windows, p.window_step_stride, elem);
+  vec.window_pairs = elem == 2 && p.windows != nullptr && p.window_col_stride == 1 &&
+                     p.window_step_stride == 1 && p.window_dim_stride % 2 == 0 &&
+                     p.window_line_stride % 2 == 0 &&
+                     reinterpret_cast<uintptr_t>(p.windows) % 4 == 0;
+}
+
+template <typename scalar_t, typename state_t, int kW>
+void launch_chain(const UpdateParams& p, const LaunchTarget& target) {
+  constexpr int n = sizeof(scalar_t) < 4 ? 4 / sizeof(scalar_t) : 1;
+  const bool vector = vector_ok(p, n);
+  const auto kernel = vector ? chain_kernel<scalar_t, state_t, kW, n>
+                             : chain_kernel<scalar_t, state_t, kW, 1>;
+  const int per_block = kThreads * (vector ? n : 1);
+  const dim3 grid(p.batch, (p.dim + per_block - 1) / per_block);
+  CC1D_CHECK(grid.y <= 65535, "causal_conv1d_update: dim too large for one grid");
+  VecFlags vec =
+      vec_flags(p, kW, storage_bytes(p.weight_type), storage_bytes(p.bias_type), sizeof(state_t));
+  window_flags(p, kW, sizeof(state_t), vec);
+  launch_kernel(kernel, grid, dim3(kThreads), target, p, vec);
+}
+
 // The longest row a tree walk takes on CUDA: its parents live in shared memory.
 constexpr int64_t kMaxWalkTokens = 12288;
 
 template <typename scalar_t, typename state_t, int kW>
 void launch_walk(const UpdateParams& p, const LaunchTarget& target) {
   const bool tree = p.next_token.present();
+  if constexpr (kW > 1) {
+    const bool chain = !tree && p.seqlen >= 1 && p.seqlen <= kChainTokens &&
+                       p.mode != StateMode::kFrontSpec && p.mode != StateMode::kRing &&
+                       p.linear_len() == kW - 1 && p.states != nullptr;
+    if (chain) return launch_chain<scalar_t, state_t, kW>(p, target);
+  }
   CC1D_CHECK_VALUE(!tree || p.seqlen <= kMaxWalkTokens,
                    "causal_conv1d_update: retrieve_next_token with more than ",
                    kMaxWalkTokens, " tokens per row is not supported on CUDA, got ", p.seqlen);
@@ -407,10 +680,7 @@ void launch_walk(const UpdateParams& p, const LaunchTarget& target) {
   CC1D_CHECK(grid.y <= 65535, "causal_conv1d_update: dim too large for one grid");
   VecFlags vec =
       vec_flags(p, kW, storage_bytes(p.weight_type), storage_bytes(p.bias_type), sizeof(state_t));
-  vec.window_rows = kW > 1 && p.windows != nullptr && p.window_col_stride == 1 &&
-                    p.window_dim_stride == p.width - 1 &&
-                    aligned16(p.windows, p.window_line_stride, sizeof(state_t)) &&
-                    aligned16(p.windows, p.window_step_stride, sizeof(state_t));
+  window_flags(p, kW, sizeof(state_t), vec);
   launch_kernel_shared(kernel, grid, dim3(kThreads), tree ? p.seqlen * sizeof(int32_t) : 0,
                        target, p, vec);
 }
@@ -451,11 +721,70 @@ void launch_step_n(const UpdateParams& p, const LaunchTarget& target) {
   launch_rows<state_t, kW, n>(step_kernel<scalar_t, state_t, kW, n>, p, target);
 }
 
+template <typename T>
+constexpr c10::ScalarType kScalarType = std::is_same_v<T, float>    ? c10::ScalarType::Float
+                                        : std::is_same_v<T, __half> ? c10::ScalarType::Half
+                                                                    : c10::ScalarType::BFloat16;
+
+// Whether a decode step takes lean_step_kernel with n channels per thread (see
+// LeanStep), and the layout of its lines (rows: side by side per channel).
+template <typename scalar_t, typename state_t, int kW>
+bool lean_step_ok(const UpdateParams& p, int n, bool& rows) {
+  constexpr auto type = kScalarType<scalar_t>;
+  const size_t se = sizeof(state_t);
+  const bool filter = p.weight_type == type && p.weight_dim_stride == kW &&
+                      p.weight_tap_stride == 1 && aligned16(p.weight) &&
+                      (p.bias == nullptr || (p.bias_type == type && p.bias_stride == 1 &&
+                                             aligned16(p.bias)));
+  const bool index =
+      !p.state_indices.present() || (!p.state_indices.is_int64 && p.state_indices.stride == 1);
+  rows = p.state_tok_stride == 1 && p.state_dim_stride == kW - 1 &&
+         aligned16(p.states, p.state_line_stride, se);
+  const bool columns = p.state_dim_stride == 1 && aligned16(p.states, p.state_line_stride, se) &&
+                       aligned16(p.states, p.state_tok_stride, se);
+  return kW > 1 && filter && index && (rows || columns) && p.dim <= 2147483647 - 1024 &&
+         p.states != nullptr && vector_ok(p, n);
+}
+
+template <typename scalar_t, typename state_t, int kW, int n>
+bool launch_lean_step(const UpdateParams& p, const LaunchTarget& target) {
+  bool rows = false;
+  if constexpr (kW > 1) {
+    if (!lean_step_ok<scalar_t, state_t, kW>(p, n, rows)) return false;
+    const LeanStep q{p.x,
+                     static_cast<const int32_t*>(p.state_indices.data),
+                     p.weight,
+                     p.bias,
+                     p.states,
+                     p.out,
+                     p.x_batch_stride,
+                     p.out_batch_stride,
+                     p.state_line_stride,
+                     p.state_tok_stride,
+                     p.num_cache_lines,
+                     p.pad_slot_id,
+                     p.null_block_id,
+                     static_cast<int32_t>(p.dim),
+                     p.silu};
+    const int per_block = kThreads * n;
+    const dim3 grid(p.batch, (p.dim + per_block - 1) / per_block);
+    CC1D_CHECK(grid.y <= 65535, "causal_conv1d_update: dim too large for one grid");
+    launch_kernel(rows ? lean_step_kernel<scalar_t, state_t, kW, n, true>
+                       : lean_step_kernel<scalar_t, state_t, kW, n, false>,
+                  grid, dim3(kThreads), target, q);
+    return true;
+  }
+  return false;
+}
+
 template <typename scalar_t, typename state_t, int kW>
 void launch_step(const UpdateParams& p, const LaunchTarget& target) {
   constexpr int e = sizeof(scalar_t);
   constexpr int n4 = e < 4 ? 4 / e : 1, n8 = 8 / e;
   const int bytes = step_bytes(p, e, target.device);
+  if (bytes == 8 && launch_lean_step<scalar_t, state_t, kW, n8>(p, target)) return;
+  if (bytes == 4 && launch_lean_step<scalar_t, state_t, kW, n4>(p, target)) return;
+  if (bytes == e && launch_lean_step<scalar_t, state_t, kW, 1>(p, target)) return;
   if (bytes == 8 && vector_ok(p, n8)) return launch_step_n<scalar_t, state_t, kW, n8>(p, target);
   if (bytes >= 4 && n4 > 1 && vector_ok(p, n4))
     return launch_step_n<scalar_t, state_t, kW, n4>(p, target);

@@ -208,6 +208,9 @@ struct VecFlags {
   // The same for the per-token windows of UpdateParams (dense (lines, steps,
   // dim, width-1)).
   bool window_rows = false;
+  // A deduplicated chain cache (unit steps and columns) of 16-bit elements
+  // whose rows start on 32-bit words: positions (j, j + 1), j even, as one word.
+  bool window_pairs = false;
 };
 
 __host__ __device__ inline bool aligned16(const void* p) {
