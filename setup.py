@@ -321,11 +321,17 @@ def _read(path):
 
 
 def _built_after_sources(obj):
-    """Whether obj exists and is newer than setup.py and every file under csrc/ (headers
-    included: a unit's includes are not tracked one by one)."""
+    """Whether obj exists and is newer than setup.py and every file under csrc/ but the CUDA
+    backend's (headers included: a unit's includes are not tracked one by one; no CPU unit
+    includes csrc/cuda/)."""
     if not os.path.exists(obj):
         return False
-    sources = glob.glob(os.path.join(ROOT, "csrc", "**", "*"), recursive=True)
+    cuda = os.path.join(ROOT, "csrc", "cuda") + os.sep
+    sources = [
+        f
+        for f in glob.glob(os.path.join(ROOT, "csrc", "**", "*"), recursive=True)
+        if not f.startswith(cuda)
+    ]
     newest = max(os.path.getmtime(f) for f in [*sources, os.path.join(ROOT, "setup.py")])
     return os.path.getmtime(obj) > newest
 
