@@ -326,11 +326,11 @@ def _built_after_sources(obj):
     includes csrc/cuda/)."""
     if not os.path.exists(obj):
         return False
-    cuda = os.path.join(ROOT, "csrc", "cuda") + os.sep
+    cuda = os.path.join(ROOT, "csrc", "cuda")
     sources = [
         f
         for f in glob.glob(os.path.join(ROOT, "csrc", "**", "*"), recursive=True)
-        if not f.startswith(cuda)
+        if os.path.isfile(f) and not f.startswith(cuda + os.sep)
     ]
     newest = max(os.path.getmtime(f) for f in [*sources, os.path.join(ROOT, "setup.py")])
     return os.path.getmtime(obj) > newest

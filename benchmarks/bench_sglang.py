@@ -115,7 +115,18 @@ def prefill_case(lengths, initial, g):
 
 
 def fresh(kw):
-    return {k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in kw.items()}
+    """Copies of the arguments in their layouts: a view is re-made on a copy of its base, so
+    that the chain's overlapping window view stays overlapping (clone() would make it a
+    dense (slots, dim, steps, width-1) tensor: another layout, another kernel path)."""
+
+    def copy(v):
+        if not isinstance(v, torch.Tensor):
+            return v
+        if v._base is None:
+            return v.clone()
+        return v._base.clone().as_strided(v.shape, v.stride(), v.storage_offset())
+
+    return {k: copy(v) for k, v in kw.items()}
 
 
 def time_both(fn):

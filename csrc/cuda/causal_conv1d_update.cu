@@ -213,25 +213,25 @@ __global__ void __launch_bounds__(kThreads) step_kernel(const UpdateParams p, co
   out.store(0, y);
 }
 
-// The decode step's common case in a parameter block of its own (112 bytes,
+// The decode step's common case in a parameter block of its own (104 bytes,
 // the fields in the order the kernel first reads them, against UpdateParams'
 // 352): x, out and the filter in x's dtype, the filter (dim, width)
-// contiguous, the cache index int32 (or absent), a line of width-1 columns
+// contiguous, the cache index contiguous (or absent), a line of width-1 columns
 // side by side per channel (kRows: SGLang's and Dao's pools) or channel-last
 // columns (vLLM's). Small batches are latency chains (index, window, stores)
 // in which each constant-bank line the kernel touches and each instruction
 // between the loads is part of the time.
 struct LeanStep {
   const void* x;
-  const int32_t* index;  // or null: row b uses line b
+  const void* index;  // int32 or int64 (index64), or null: row b uses line b
   const void* weight;
   const void* bias;  // or null
+  int32_t dim;
+  bool silu, index64;
   void* states;
   void* out;
   int64_t x_row, out_row, line_stride, col_stride;  // col_stride: channel-last columns
   int64_t num_lines, pad_slot_id, null_block_id;
-  int32_t dim;
-  bool silu;
 };
 
 template <typename scalar_t, typename state_t, int kW, int n, bool kRows>
@@ -256,7 +256,9 @@ __global__ void __launch_bounds__(kThreads) lean_step_kernel(const LeanStep p) {
   // loads above below the padding test (which waits for the index): all four
   // are then in flight together.
   asm volatile("" ::: "memory");
-  const int64_t line = p.index != nullptr ? p.index[row] : row;
+  const int64_t line = p.index == nullptr ? row
+                       : p.index64   ? static_cast<const int64_t*>(p.index)[row]
+                                     : static_cast<const int32_t*>(p.index)[row];
   // A padded row reads no line and writes zeros; x and the filter are used on
   // both paths, so that their loads are issued before the index returns.
   const bool pad =
@@ -736,8 +738,7 @@ bool lean_step_ok(const UpdateParams& p, int n, bool& rows) {
                       p.weight_tap_stride == 1 && aligned16(p.weight) &&
                       (p.bias == nullptr || (p.bias_type == type && p.bias_stride == 1 &&
                                              aligned16(p.bias)));
-  const bool index =
-      !p.state_indices.present() || (!p.state_indices.is_int64 && p.state_indices.stride == 1);
+  const bool index = !p.state_indices.present() || p.state_indices.stride == 1;
   rows = p.state_tok_stride == 1 && p.state_dim_stride == kW - 1 &&
          aligned16(p.states, p.state_line_stride, se);
   const bool columns = p.state_dim_stride == 1 && aligned16(p.states, p.state_line_stride, se) &&
@@ -752,9 +753,12 @@ bool launch_lean_step(const UpdateParams& p, const LaunchTarget& target) {
   if constexpr (kW > 1) {
     if (!lean_step_ok<scalar_t, state_t, kW>(p, n, rows)) return false;
     const LeanStep q{p.x,
-                     static_cast<const int32_t*>(p.state_indices.data),
+                     p.state_indices.data,
                      p.weight,
                      p.bias,
+                     static_cast<int32_t>(p.dim),
+                     p.silu,
+                     p.state_indices.is_int64,
                      p.states,
                      p.out,
                      p.x_batch_stride,
@@ -763,9 +767,7 @@ bool launch_lean_step(const UpdateParams& p, const LaunchTarget& target) {
                      p.state_tok_stride,
                      p.num_cache_lines,
                      p.pad_slot_id,
-                     p.null_block_id,
-                     static_cast<int32_t>(p.dim),
-                     p.silu};
+                     p.null_block_id};
     const int per_block = kThreads * n;
     const dim3 grid(p.batch, (p.dim + per_block - 1) / per_block);
     CC1D_CHECK(grid.y <= 65535, "causal_conv1d_update: dim too large for one grid");

@@ -379,23 +379,12 @@ __device__ __forceinline__ void conv_tokens(const ConvParams& p, const Filter<kW
       out.store(t + g, y);
     }
   }
-  if (t < t1) {
-    // The last group, shorter than kTokens: its loads too are issued together
-    // (one token at a time, a short sequence paid a memory latency per token).
-    Packed<scalar_t, n> cols[kTokens];
-#pragma unroll
-    for (int g = 0; g < kTokens; ++g)
-      if (t + g < t1) cols[g] = x.load_packed(t + g);
-#pragma unroll
-    for (int g = 0; g < kTokens; ++g) {
-      if (t + g < t1) {
-        float col[n], y[n];
-        cols[g].unpack(col);
-        conv_step<kW, n>(p, filter, window, col, y);
-        if (zero) clear(y);
-        out.store(t + g, y);
-      }
-    }
+  for (; t < t1; ++t) {
+    float col[n], y[n];
+    x.load(t, col);
+    conv_step<kW, n>(p, filter, window, col, y);
+    if (zero) clear(y);
+    out.store(t, y);
   }
 }
 
