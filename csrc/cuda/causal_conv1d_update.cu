@@ -213,7 +213,7 @@ __global__ void __launch_bounds__(kThreads) step_kernel(const UpdateParams p, co
   out.store(0, y);
 }
 
-// The decode step's common case in a parameter block of its own (104 bytes,
+// The decode step's common case in a parameter block of its own (112 bytes,
 // the fields in the order the kernel first reads them, against UpdateParams'
 // 352): x, out and the filter in x's dtype, the filter (dim, width)
 // contiguous, the cache index contiguous (or absent), a line of width-1 columns
@@ -257,8 +257,8 @@ __global__ void __launch_bounds__(kThreads) lean_step_kernel(const LeanStep p) {
   // are then in flight together.
   asm volatile("" ::: "memory");
   const int64_t line = p.index == nullptr ? row
-                       : p.index64   ? static_cast<const int64_t*>(p.index)[row]
-                                     : static_cast<const int32_t*>(p.index)[row];
+                       : p.index64        ? static_cast<const int64_t*>(p.index)[row]
+                                          : static_cast<const int32_t*>(p.index)[row];
   // A padded row reads no line and writes zeros; x and the filter are used on
   // both paths, so that their loads are issued before the index returns.
   const bool pad =
@@ -421,9 +421,8 @@ __global__ void __launch_bounds__(kThreads) walk_kernel(const UpdateParams p, co
 #pragma unroll
         for (int k = 1; k < kT; ++k)
           if (k <= H)
-            store_n<state_t, n>(
-                windows + t * p.window_step_stride + (k - 1) * p.window_col_stride,
-                p.window_dim_stride, false, taps[k]);
+            store_n<state_t, n>(windows + t * p.window_step_stride + (k - 1) * p.window_col_stride,
+                                p.window_dim_stride, false, taps[k]);
       }
     }
   }
@@ -647,8 +646,8 @@ template <typename scalar_t, typename state_t, int kW>
 void launch_chain(const UpdateParams& p, const LaunchTarget& target) {
   constexpr int n = sizeof(scalar_t) < 4 ? 4 / sizeof(scalar_t) : 1;
   const bool vector = vector_ok(p, n);
-  const auto kernel = vector ? chain_kernel<scalar_t, state_t, kW, n>
-                             : chain_kernel<scalar_t, state_t, kW, 1>;
+  const auto kernel =
+      vector ? chain_kernel<scalar_t, state_t, kW, n> : chain_kernel<scalar_t, state_t, kW, 1>;
   const int per_block = kThreads * (vector ? n : 1);
   const dim3 grid(p.batch, (p.dim + per_block - 1) / per_block);
   CC1D_CHECK(grid.y <= 65535, "causal_conv1d_update: dim too large for one grid");
@@ -671,20 +670,20 @@ void launch_walk(const UpdateParams& p, const LaunchTarget& target) {
     if (chain) return launch_chain<scalar_t, state_t, kW>(p, target);
   }
   CC1D_CHECK_VALUE(!tree || p.seqlen <= kMaxWalkTokens,
-                   "causal_conv1d_update: retrieve_next_token with more than ",
-                   kMaxWalkTokens, " tokens per row is not supported on CUDA, got ", p.seqlen);
+                   "causal_conv1d_update: retrieve_next_token with more than ", kMaxWalkTokens,
+                   " tokens per row is not supported on CUDA, got ", p.seqlen);
   constexpr int n = sizeof(scalar_t) < 4 ? 4 / sizeof(scalar_t) : 1;
   const bool vector = vector_ok(p, n);
-  const auto kernel = vector ? walk_kernel<scalar_t, state_t, kW, n>
-                             : walk_kernel<scalar_t, state_t, kW, 1>;
+  const auto kernel =
+      vector ? walk_kernel<scalar_t, state_t, kW, n> : walk_kernel<scalar_t, state_t, kW, 1>;
   const int per_block = kThreads * (vector ? n : 1);
   const dim3 grid(p.batch, (p.dim + per_block - 1) / per_block);
   CC1D_CHECK(grid.y <= 65535, "causal_conv1d_update: dim too large for one grid");
   VecFlags vec =
       vec_flags(p, kW, storage_bytes(p.weight_type), storage_bytes(p.bias_type), sizeof(state_t));
   window_flags(p, kW, sizeof(state_t), vec);
-  launch_kernel_shared(kernel, grid, dim3(kThreads), tree ? p.seqlen * sizeof(int32_t) : 0,
-                       target, p, vec);
+  launch_kernel_shared(kernel, grid, dim3(kThreads), tree ? p.seqlen * sizeof(int32_t) : 0, target,
+                       p, vec);
 }
 
 // Bytes of x per thread of the front-aligned kernel: 8 (7-11% faster than 4 on
@@ -734,10 +733,10 @@ template <typename scalar_t, typename state_t, int kW>
 bool lean_step_ok(const UpdateParams& p, int n, bool& rows) {
   constexpr auto type = kScalarType<scalar_t>;
   const size_t se = sizeof(state_t);
-  const bool filter = p.weight_type == type && p.weight_dim_stride == kW &&
-                      p.weight_tap_stride == 1 && aligned16(p.weight) &&
-                      (p.bias == nullptr || (p.bias_type == type && p.bias_stride == 1 &&
-                                             aligned16(p.bias)));
+  const bool filter =
+      p.weight_type == type && p.weight_dim_stride == kW && p.weight_tap_stride == 1 &&
+      aligned16(p.weight) &&
+      (p.bias == nullptr || (p.bias_type == type && p.bias_stride == 1 && aligned16(p.bias)));
   const bool index = !p.state_indices.present() || p.state_indices.stride == 1;
   rows = p.state_tok_stride == 1 && p.state_dim_stride == kW - 1 &&
          aligned16(p.states, p.state_line_stride, se);
