@@ -413,7 +413,12 @@ SECTIONS = [
         "verify, every decode row through the JIT API and every one but batch 1 through the "
         "Triton API (7.4 against 7.0 us), every JIT prefill (in place over channel-first x in "
         "one launch: 98.8 against 109.7 us at 1x8192) and the Triton prefills but the 256 "
-        "short sequences (94.1 against 83.0); behind on the chain verify (77.0 against 56.0). "
+        "short sequences (94.1 against 83.0). The chain-verify row is not SGLang's layout: the "
+        "benchmark's argument copies turned the overlapping window view into a dense one of "
+        "another layout (fixed since; docs/DESIGN_LOG.md, 2026-12-06). This run predates the "
+        "lean decode step and the chain kernel: on an H100 they took decode batch 1 from 7.1 to "
+        "6.2 us (SGLang's Triton 6.7) and batch 1024 from 56.3 to 53.4 "
+        "(`gpu-h100-sglang-candidate.md`, whose prefill rows are of a change since reverted). "
         "Host time: the Triton API's a third of SGLang's, the JIT API's about twice SGLang's "
         "tvm-ffi call.",
         "python -m benchmarks sglang --wheel .peers/sglang-0.5.23",
