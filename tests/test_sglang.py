@@ -185,32 +185,14 @@ def test_chain_windows_into_overlapping_view(device, width):
     """SGLang's deduplicated window cache on CUDA: (lines, steps, dim, width-1) as an
     overlapping view of (lines, dim, steps + width - 2), step stride 1."""
     n, dmax, dim, lines = 5, 6, 24, 4
-    hist = width - 1
     kw = tree_case(width, (BF16, BF16, BF16), device, n=n, dim=dim, tree=False, windows=None)
-    phys = torch.randn(lines, dim, dmax + hist - 1, dtype=BF16, device=device)
-    view = phys.as_strided(
-        (lines, dmax, dim, hist), (dim * (dmax + hist - 1), 1, dmax + hist - 1, 1)
-    )
-    kw["intermediate_conv_window"] = view
+    phys = overlapping_windows(kw, dmax, lines, seed=0)
     batch = kw["x"].shape[0]
     kw["intermediate_state_indices"] = torch.tensor(
         [3, 0, 1, 2, 3][:batch], dtype=torch.int32, device=device
     )
     kw["intermediate_state_indices"][-1] = 9  # outside: nothing written for that row
-    before = phys.clone()
-    ref_kw = {k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in kw.items()}
-    _, _, win_ref, _ = sglang_update_ref(**ref_kw)
-    triton.causal_conv1d_update(**kw)
-    written = set()
-    for b in range(batch):
-        wl = int(kw["intermediate_state_indices"][b])
-        if int(kw["conv_state_indices"][b]) == -1 or not 0 <= wl < lines:
-            continue
-        written.add(wl)
-        assert torch.equal(view[wl, :n], win_ref[wl, :n])
-    for wl in range(lines):
-        if wl not in written:
-            assert torch.equal(phys[wl], before[wl])
+    check_overlapping_call(kw, phys, n)
 
 
 def overlapping_windows(kw, dmax, lines, seed):
@@ -227,6 +209,28 @@ def overlapping_windows(kw, dmax, lines, seed):
     order = torch.randperm(lines, generator=g)[:batch]
     kw["intermediate_state_indices"] = order.to(device=kw["x"].device, dtype=torch.int32)
     return phys
+
+
+def check_overlapping_call(kw, phys, n):
+    """Runs the dialect into kw's overlapping window view (on phys) and compares with the
+    reference: outputs close, state bit-exact, each written line's first n steps bit-exact,
+    lines no row writes (padded rows, indices outside) untouched."""
+    before = phys.clone()
+    ref_kw = {k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in kw.items()}
+    out_ref, state_ref, win_ref, _ = sglang_update_ref(**ref_kw)
+    out = triton.causal_conv1d_update(**kw)
+    assert_close(out, out_ref)
+    assert torch.equal(kw["conv_state"], state_ref)
+    view, lines, written = kw["intermediate_conv_window"], phys.shape[0], set()
+    for b in range(kw["x"].shape[0]):
+        wl = int(kw["intermediate_state_indices"][b])
+        if int(kw["conv_state_indices"][b]) == -1 or not 0 <= wl < lines:
+            continue
+        written.add(wl)
+        assert torch.equal(view[wl, :n], win_ref[wl, :n])
+    for wl in range(lines):
+        if wl not in written:
+            assert torch.equal(phys[wl], before[wl])
 
 
 @pytest.mark.parametrize("device", devices())
@@ -256,24 +260,8 @@ def test_chain_verify_layouts(device, mix, state_layout, windows):
             if windows != "overlapping":
                 check_tree_call(kw)
                 continue
-            lines = kw["x"].shape[0] + 2
-            phys = overlapping_windows(kw, n + seed % 2, lines, seed)
-            before = phys.clone()
-            ref_kw = {k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in kw.items()}
-            out_ref, state_ref, win_ref, _ = sglang_update_ref(**ref_kw)
-            out = triton.causal_conv1d_update(**kw)
-            assert_close(out, out_ref)
-            assert torch.equal(kw["conv_state"], state_ref)
-            view, written = kw["intermediate_conv_window"], set()
-            for b in range(kw["x"].shape[0]):
-                if int(kw["conv_state_indices"][b]) == -1:
-                    continue
-                wl = int(kw["intermediate_state_indices"][b])
-                written.add(wl)
-                assert torch.equal(view[wl, :n], win_ref[wl, :n])
-            for wl in range(lines):
-                if wl not in written:
-                    assert torch.equal(phys[wl], before[wl])
+            phys = overlapping_windows(kw, n + seed % 2, kw["x"].shape[0] + 2, seed)
+            check_overlapping_call(kw, phys, n)
 
 
 @pytest.mark.parametrize("device", devices())

@@ -563,8 +563,7 @@ __global__ void __launch_bounds__(kThreads) chain_kernel(const UpdateParams p, c
             state_t* const at = windows + i * p.window_dim_stride + j;
             if (j + 1 < positions) {
               const float pair[2] = {seq[j + 1][i], seq[j + 2][i]};
-              uint32_t word = 0;
-              if constexpr (sizeof(state_t) == 2) word = pack32<state_t>(pair);
+              const uint32_t word = pack32<state_t>(pair);
               store_word<4>(at, &word);
             } else {
               *at = from_float<state_t>(seq[j + 1][i]);
@@ -602,16 +601,21 @@ __global__ void __launch_bounds__(kThreads) chain_kernel(const UpdateParams p, c
   }
 }
 
-// Launches kernel (update_kernel or step_kernel, n channels per thread) over
-// one block per (row, kThreads * n channels).
-template <typename state_t, int kW, int n, typename Kernel>
-void launch_rows(Kernel kernel, const UpdateParams& p, const LaunchTarget& target) {
+// One block per (row, kThreads * n channels).
+inline dim3 row_grid(const UpdateParams& p, int n) {
   const int per_block = kThreads * n;
   const dim3 grid(p.batch, (p.dim + per_block - 1) / per_block);
   CC1D_CHECK(grid.y <= 65535, "causal_conv1d_update: dim too large for one grid");
+  return grid;
+}
+
+// Launches kernel (update_kernel or step_kernel, n channels per thread) over
+// row_grid.
+template <typename state_t, int kW, int n, typename Kernel>
+void launch_rows(Kernel kernel, const UpdateParams& p, const LaunchTarget& target) {
   const VecFlags vec =
       vec_flags(p, kW, storage_bytes(p.weight_type), storage_bytes(p.bias_type), sizeof(state_t));
-  launch_kernel(kernel, grid, dim3(kThreads), target, p, vec);
+  launch_kernel(kernel, row_grid(p, n), dim3(kThreads), target, p, vec);
 }
 
 template <typename scalar_t, typename state_t, int kW, int n, int kMode = kGeneral>
@@ -642,19 +646,25 @@ inline void window_flags(const UpdateParams& p, int kW, size_t elem, VecFlags& v
                      reinterpret_cast<uintptr_t>(p.windows) % 4 == 0;
 }
 
-template <typename scalar_t, typename state_t, int kW>
-void launch_chain(const UpdateParams& p, const LaunchTarget& target) {
-  constexpr int n = sizeof(scalar_t) < 4 ? 4 / sizeof(scalar_t) : 1;
+// Launches a walk (walk_kernel or chain_kernel) over row_grid: n channels per
+// thread with vector accesses where x and out allow them (vector_kernel), else
+// one (scalar_kernel).
+template <typename state_t, int kW, int n, typename Kernel>
+void launch_walk_kernel(Kernel vector_kernel, Kernel scalar_kernel, size_t shared,
+                        const UpdateParams& p, const LaunchTarget& target) {
   const bool vector = vector_ok(p, n);
-  const auto kernel =
-      vector ? chain_kernel<scalar_t, state_t, kW, n> : chain_kernel<scalar_t, state_t, kW, 1>;
-  const int per_block = kThreads * (vector ? n : 1);
-  const dim3 grid(p.batch, (p.dim + per_block - 1) / per_block);
-  CC1D_CHECK(grid.y <= 65535, "causal_conv1d_update: dim too large for one grid");
   VecFlags vec =
       vec_flags(p, kW, storage_bytes(p.weight_type), storage_bytes(p.bias_type), sizeof(state_t));
   window_flags(p, kW, sizeof(state_t), vec);
-  launch_kernel(kernel, grid, dim3(kThreads), target, p, vec);
+  launch_kernel_shared(vector ? vector_kernel : scalar_kernel, row_grid(p, vector ? n : 1),
+                       dim3(kThreads), shared, target, p, vec);
+}
+
+template <typename scalar_t, typename state_t, int kW>
+void launch_chain(const UpdateParams& p, const LaunchTarget& target) {
+  constexpr int n = sizeof(scalar_t) < 4 ? 4 / sizeof(scalar_t) : 1;
+  launch_walk_kernel<state_t, kW, n>(chain_kernel<scalar_t, state_t, kW, n>,
+                                     chain_kernel<scalar_t, state_t, kW, 1>, 0, p, target);
 }
 
 // The longest row a tree walk takes on CUDA: its parents live in shared memory.
@@ -673,17 +683,9 @@ void launch_walk(const UpdateParams& p, const LaunchTarget& target) {
                    "causal_conv1d_update: retrieve_next_token with more than ", kMaxWalkTokens,
                    " tokens per row is not supported on CUDA, got ", p.seqlen);
   constexpr int n = sizeof(scalar_t) < 4 ? 4 / sizeof(scalar_t) : 1;
-  const bool vector = vector_ok(p, n);
-  const auto kernel =
-      vector ? walk_kernel<scalar_t, state_t, kW, n> : walk_kernel<scalar_t, state_t, kW, 1>;
-  const int per_block = kThreads * (vector ? n : 1);
-  const dim3 grid(p.batch, (p.dim + per_block - 1) / per_block);
-  CC1D_CHECK(grid.y <= 65535, "causal_conv1d_update: dim too large for one grid");
-  VecFlags vec =
-      vec_flags(p, kW, storage_bytes(p.weight_type), storage_bytes(p.bias_type), sizeof(state_t));
-  window_flags(p, kW, sizeof(state_t), vec);
-  launch_kernel_shared(kernel, grid, dim3(kThreads), tree ? p.seqlen * sizeof(int32_t) : 0, target,
-                       p, vec);
+  launch_walk_kernel<state_t, kW, n>(walk_kernel<scalar_t, state_t, kW, n>,
+                                     walk_kernel<scalar_t, state_t, kW, 1>,
+                                     tree ? p.seqlen * sizeof(int32_t) : 0, p, target);
 }
 
 // Bytes of x per thread of the front-aligned kernel: 8 (7-11% faster than 4 on
@@ -742,7 +744,7 @@ bool lean_step_ok(const UpdateParams& p, int n, bool& rows) {
          aligned16(p.states, p.state_line_stride, se);
   const bool columns = p.state_dim_stride == 1 && aligned16(p.states, p.state_line_stride, se) &&
                        aligned16(p.states, p.state_tok_stride, se);
-  return kW > 1 && filter && index && (rows || columns) && p.dim <= 2147483647 - 1024 &&
+  return filter && index && (rows || columns) && p.dim <= 2147483647 - 1024 &&
          p.states != nullptr && vector_ok(p, n);
 }
 
@@ -767,12 +769,9 @@ bool launch_lean_step(const UpdateParams& p, const LaunchTarget& target) {
                      p.num_cache_lines,
                      p.pad_slot_id,
                      p.null_block_id};
-    const int per_block = kThreads * n;
-    const dim3 grid(p.batch, (p.dim + per_block - 1) / per_block);
-    CC1D_CHECK(grid.y <= 65535, "causal_conv1d_update: dim too large for one grid");
     launch_kernel(rows ? lean_step_kernel<scalar_t, state_t, kW, n, true>
                        : lean_step_kernel<scalar_t, state_t, kW, n, false>,
-                  grid, dim3(kThreads), target, q);
+                  row_grid(p, n), dim3(kThreads), target, q);
     return true;
   }
   return false;
