@@ -206,7 +206,8 @@ def run(wheel):
             },
         )
 
-    mixed = [random.Random(1).randint(1, 64) for _ in range(256)]
+    lengths_rng = random.Random(1)  # one generator: 256 draws, not 256 first draws of seed 1
+    mixed = [lengths_rng.randint(1, 64) for _ in range(256)]
     for name, lengths, initial in [
         ("prefill 1 x 8192", [8192], 0.0),
         ("prefill 16 x 1024, half initial", [1024] * 16, 0.5),

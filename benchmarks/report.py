@@ -367,17 +367,13 @@ SECTIONS = [
         "`causal_conv1d_kernels.dao` beside Dao 1.7 (on the same `(batch, dim, seqlen)` tensor) "
         "and fla 0.6 (on its `(batch, seqlen, dim)` view); GPU time, each phase captured in a "
         "CUDA graph of its own and replayed with the L2 flushed, host time per eager call "
-        "beside it. Ours is ahead of fla 0.6 on every row and of Dao 1.7 on 11 of 24: every "
-        "channel-last forward (1.08-1.81x), the seq_idx steps and the 8x4096 step with initial "
-        "and final states (1.03x); behind Dao 1.7 on the channel-first forwards (1.13-1.26x), "
-        "the channel-first steps (1.09-1.23x) and the other channel-last steps (1.04-1.37x). "
-        "The channel-first rows are the lean whole-tile loops of 2026-12-05 (forward 379 -> "
-        "307 us, step 1239 -> 820 at 8x4096); the profiler's evidence and what bounds the rest "
-        "are in docs/DESIGN_LOG.md. Not in this table: the channel-last backward's interior "
-        "groups without per-token guards and the shared gradient helpers, on main since "
-        "2026-12-05 and tested on the H200 (CUDA suite, Dao tests under each kernel setting, "
-        "memcheck, racecheck) but not yet timed there.",
-        "python -m benchmarks train --device cuda --min-run-time 0.5 --name gpu-h200-train",
+        "beside it. Ours is ahead of fla 0.6 on every row and of Dao 1.7 on 16 of 24: every "
+        "channel-last row, forward (1.07-1.79x) and forward + backward (1.09-1.65x, the "
+        "backward's interior groups without per-token guards: 4x2048 203 -> 139 us against "
+        "Dao's 151, 8x4096 1358 -> 848 against 1300); behind Dao 1.7 on the eight channel-first "
+        "rows, forwards 1.15-1.24x (8x4096: 312 against 272 us) and steps 1.18-1.22x (826 "
+        "against 700). The profiler's evidence and what bounds them are in docs/DESIGN_LOG.md.",
+        "python -m benchmarks train --device cuda --min-run-time 0.3 --name gpu-h200-train",
     ),
     Section(
         "H100, vLLM's decode calls, graph-replayed",
@@ -409,18 +405,16 @@ SECTIONS = [
         "ops",
         "Ours through the SGLang dialect beside SGLang 0.5.23's Triton kernels and its JIT CUDA "
         "kernel (built from its wheel), each called with SGLang's arguments; GPU time "
-        "graph-replayed with the L2 flushed, host time per call beside it. Ahead on tree "
-        "verify, every decode row through the JIT API and every one but batch 1 through the "
-        "Triton API (7.4 against 7.0 us), every JIT prefill (in place over channel-first x in "
-        "one launch: 98.8 against 109.7 us at 1x8192) and the Triton prefills but the 256 "
-        "short sequences (94.1 against 83.0). The chain-verify row is not SGLang's layout: the "
-        "benchmark's argument copies turned the overlapping window view into a dense one of "
-        "another layout (fixed since; docs/DESIGN_LOG.md, 2026-12-06). This run predates the "
-        "lean decode step and the chain kernel: on an H100 they took decode batch 1 from 7.1 to "
-        "6.2 us (SGLang's Triton 6.7) and batch 1024 from 56.3 to 53.4 "
-        "(`gpu-h100-sglang-candidate.md`, whose prefill rows are of a change since reverted). "
-        "Host time: the Triton API's a third of SGLang's, the JIT API's about twice SGLang's "
-        "tvm-ffi call.",
+        "graph-replayed with the L2 flushed, host time per call beside it. Ahead of both on "
+        "every row (2026-12-06): tree verify 28.0 against 38.1 us, chain verify on SGLang's "
+        "overlapping window cache 16.8 against 33.4 (the chain kernel), decode batch 1 5.8 "
+        "(Triton API) and 5.7 (JIT API) against 6.7 and 7.3 (the lean decode step), every "
+        "prefill, and the 256 short sequences of 1-64 tokens 117.6 against 139.0 through the "
+        "Triton API. That row's lengths are drawn afresh since 2026-12-06 (before, a new "
+        "generator per draw made all 256 sequences 18 tokens long). Both JIT kernels are slow on "
+        "many short sequences in place over channel-first x (a warp per sequence and channel, "
+        "most lanes idle): 2443 and 3911 us against a 74 us copy. Host time: the Triton API's a "
+        "third of SGLang's, the JIT API's 1.6x SGLang's tvm-ffi call (8.9 against 5.5 us).",
         "python -m benchmarks sglang --wheel .peers/sglang-0.5.23",
     ),
     Section(
