@@ -211,8 +211,10 @@ def phase_bytes(case: TrainCase, t) -> dict:
     return {"fwd": 2 * size, "fwd+bwd": 5 * size}
 
 
-def run(device, dtype, min_run_time, threads, only=None, host_calls=1000):
+def run(device, dtype, min_run_time, threads, only=None, host_calls=1000, columns=None):
     impls = implementations(device)
+    if columns:
+        impls = {n: f for n, f in impls.items() if n in columns.split(",")}
     rows = []
     for case, t in cases(device, dtype, only):
         expected = _reference_grads(t)
@@ -285,6 +287,7 @@ def main(argv=None) -> int:
     parser.add_argument("--name", default=None)
     parser.add_argument("--out-dir", default=report.RESULTS)
     parser.add_argument("--only", help="only the cases whose name contains this substring")
+    parser.add_argument("--columns", help="comma-separated: only these implementations")
     parser.add_argument(
         "--profile",
         metavar="SUBSTRING",
@@ -319,7 +322,7 @@ def main(argv=None) -> int:
         f"{args.dtype}, width 4 unless the case says, bias, SiLU; {timing}"
     )
     print(header, flush=True)
-    rows = run(args.device, dtype, args.min_run_time, args.threads, args.only)
+    rows = run(args.device, dtype, args.min_run_time, args.threads, args.only, columns=args.columns)
     text = report.markdown(rows, header, kind="train")
     meta = {"machine": machine, "torch": torch.__version__, "threads": torch.get_num_threads()}
     title = f"{args.device} training step: {machine}"

@@ -192,6 +192,22 @@ def test_cuda_prefill_thread_widths(mix, width, lengths):
     run_and_check(kwargs, pads)
 
 
+@needs_cuda
+@pytest.mark.parametrize("width", [2, 4])
+@pytest.mark.parametrize("fills", [False, True], ids=["short_batch", "fills_gpu"])
+def test_cuda_prefill_every_tail(width, fills):
+    """Sequences of every length from 1 to 33 in one batch: a program's tokens end in every
+    combination of whole groups of 8 (loaded together) and the tokens after them, on both
+    thread widths of the CUDA prefill (a long sequence makes the grid fill the GPU, and its
+    last program ends past a whole group too), with padded and initial-state sequences among
+    them and the new states written after the outputs."""
+    lengths = list(range(1, 34)) + ([8192 + 7] if fills else [])
+    kwargs, pads = fwd_case(
+        width, (BF16, BF16, BF16), "cuda", lengths=lengths, dim=2048, num_lines=40, seed=6
+    )
+    run_and_check(kwargs, pads)
+
+
 @pytest.mark.parametrize("threads", [1, 2, 3, 7, 16])
 def test_cpu_prefill_split_across_threads(threads):
     """The CPU prefill cuts its items (token chunks x channel slabs, narrower slabs when there

@@ -121,7 +121,8 @@ __global__ void __launch_bounds__(kThreads)
     // New state: the last S columns of cat(old or zeros, the sequence's tokens).
     // After the outputs, so that the filter's registers are free; nothing else
     // of this sequence reads or writes the state.
-    shift_state<state_t, n>(state, S, len, init, [&](int64_t t, float (&v)[n]) { x.load(t, v); });
+    shift_state<state_t, n, true>(state, S, len, init,
+                                  [&](int64_t t, float (&v)[n]) { x.load(t, v); });
   }
 }
 

@@ -140,10 +140,20 @@ __device__ __forceinline__ uint32_t pack32(const float* in) {
 
 // Stores a word of 4, 8 or 16 bytes given as its 32-bit parts, as one plain
 // global store: through a C++ assignment the compiler split the 16-byte stores
-// of some kernels into 4-byte ones.
-template <int kBytes>
+// of some kernels (the training backward) into 4-byte ones. kAssign: the C++
+// assignment all the same, where the inline store costs registers and splits
+// nothing: as the prefill's new-state stores, after its token loop, it took
+// the 16-byte prefill kernel from 128 to 165 registers (3 blocks per SM
+// instead of 4) and the 8-byte one from 80 to 93 (SASS, sm_90).
+template <int kBytes, bool kAssign = false>
 __device__ __forceinline__ void store_word(void* p, const uint32_t* u) {
-  if constexpr (kBytes == 16) {
+  if constexpr (kAssign && kBytes == 16) {
+    *static_cast<uint4*>(p) = make_uint4(u[0], u[1], u[2], u[3]);
+  } else if constexpr (kAssign && kBytes == 8) {
+    *static_cast<uint2*>(p) = make_uint2(u[0], u[1]);
+  } else if constexpr (kAssign) {
+    *static_cast<uint32_t*>(p) = u[0];
+  } else if constexpr (kBytes == 16) {
     asm volatile("st.global.v4.b32 [%0], {%1, %2, %3, %4};" ::"l"(p), "r"(u[0]), "r"(u[1]),
                  "r"(u[2]), "r"(u[3])
                  : "memory");
@@ -155,7 +165,7 @@ __device__ __forceinline__ void store_word(void* p, const uint32_t* u) {
   }
 }
 
-template <typename T, int n>
+template <typename T, int n, bool kAssign = false>
 __device__ __forceinline__ void store_n(T* p, int64_t s, bool vec, const float (&in)[n]) {
   if constexpr (n > 1 && kVectorizable<T, n>) {
     if (vec) {
@@ -168,7 +178,7 @@ __device__ __forceinline__ void store_n(T* p, int64_t s, bool vec, const float (
 #pragma unroll
         for (int q = 0; q < static_cast<int>(sizeof(W) / 4); ++q)
           parts[q] = pack32<T>(in + w * kPerWord + q * kPer32);
-        store_word<sizeof(W)>(reinterpret_cast<W*>(p) + w, parts);
+        store_word<sizeof(W), kAssign>(reinterpret_cast<W*>(p) + w, parts);
       }
       return;
     }
@@ -403,8 +413,9 @@ struct StateLine {
   __device__ __forceinline__ void load(int64_t col, float (&v)[n]) const {
     load_n<state_t, n>(base + col * tok, dim, vec, v);
   }
+  template <bool kAssign = false>
   __device__ __forceinline__ void store(int64_t col, const float (&v)[n]) const {
-    store_n<state_t, n>(base + col * tok, dim, vec, v);
+    store_n<state_t, n, kAssign>(base + col * tok, dim, vec, v);
   }
 };
 
@@ -433,7 +444,8 @@ __device__ __forceinline__ void store_rows(state_t* base, const float (&v)[kH][n
 // Linear state update: new column j = column j + shift of cat(old, x), for
 // j < S, where x column t is source(t). Loads of each group of columns are
 // issued before its stores; later groups read columns beyond those written.
-template <typename state_t, int n, typename Source>
+// kAssign: the stores as C++ assignments (store_word).
+template <typename state_t, int n, bool kAssign = false, typename Source>
 __device__ __forceinline__ void shift_state(const StateLine<state_t, n>& state, int64_t S,
                                             int64_t shift, bool keep_old, Source&& source) {
   for (int64_t j0 = 0; j0 < S; j0 += kGroup) {
@@ -453,7 +465,7 @@ __device__ __forceinline__ void shift_state(const StateLine<state_t, n>& state, 
     }
 #pragma unroll
     for (int g = 0; g < kGroup; ++g)
-      if (j0 + g < S) state.store(j0 + g, v[g]);
+      if (j0 + g < S) state.template store<kAssign>(j0 + g, v[g]);
   }
 }
 

@@ -81,10 +81,14 @@ template <int kW>
 constexpr int kChannelBlocks = kW > 0 ? 4 : 1;
 template <int kW>
 constexpr int kTokenBlocks = kW > 0 ? 7 : 1;
-// The forward along tokens of 16-bit x without sequence ids fits 48 registers
-// without spilling: 10 blocks per SM.
+// Along tokens, 16-bit x without sequence ids: the forward's whole-tile loop
+// fits 32 registers without spilling (16 blocks per SM, every warp slot: its
+// general loop, for a row's last tile, spills a little), the backward 56 with
+// no spill (9 blocks, was 7 at 72 registers).
 template <typename T, int kW, bool kSeq>
-constexpr int kTokenFwdBlocks = kW > 0 && !kSeq && sizeof(T) == 2 ? 10 : kTokenBlocks<kW>;
+constexpr int kTokenFwdBlocks = kW > 0 && !kSeq && sizeof(T) == 2 ? 16 : kTokenBlocks<kW>;
+template <typename T, int kW, bool kSeq>
+constexpr int kTokenBwdBlocks = kW > 0 && !kSeq && sizeof(T) == 2 ? 9 : kTokenBlocks<kW>;
 
 // Threads along tokens when x's tokens are contiguous and its channels are not
 // (channel-first); along channels otherwise, or always with

@@ -221,7 +221,7 @@ __device__ __forceinline__ void bwd_whole_tiles(const BatchParams& p, int64_t b,
 }
 
 template <typename T, int kW, bool kSeq>
-__global__ void __launch_bounds__(kThreads, kTokenBlocks<kW>)
+__global__ void __launch_bounds__(kThreads, kTokenBwdBlocks<T, kW, kSeq>)
     batch_bwd_tokens(const BatchParams p, BatchVec vec, const int tiles,
                      float* __restrict__ shares) {
   await_producers();
