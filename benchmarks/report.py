@@ -331,9 +331,28 @@ SECTIONS = [
         "stand: the fastest on the three large prefills and at decode batch 1024, even with fla "
         "0.6 at batch 64 and 256; behind the Triton kernels by 0.3 us at decode batch 1 and "
         "0.1-0.2 us on the small prefill, and fla's decode, with no cache index to load, is the "
-        "fastest at batch 1. No row is within the project's copy targets (1.05x-1.15x).",
+        "fastest at batch 1. No row is within the project's copy targets (1.05x-1.15x). This run "
+        "is of 2026-11-29's kernels: from 2026-11-30 to 2026-12-06 the prefill ran 15-20% "
+        "slower (an inline-asm store of the new states raised its registers from 128 to 165), "
+        "mended on 2026-12-06 and measured since on an H100 (the next section), not yet here.",
         "python -m benchmarks bench --device cuda --min-run-time 0.5 --peers-dir .peers "
         "--timer flushed --name gpu-h200-graph-flushed",
+    ),
+    Section(
+        "H100, graph-replayed, L2 flushed (2026-12-06 kernels)",
+        "gpu-h100-graph-flushed",
+        "ops",
+        "The same cases and timer on an H100, the kernels of 2026-12-06 (the prefill's "
+        "registers mended: beside the build before it in the same call, "
+        "`gpu-h100-prefill-before.md`, small 4x128 15.6 -> 13.5 us, 1x8192 113.1 -> 107.5, 16x1024 "
+        "273.4 -> 265.8, the mixed row 131.7 -> 122.5). Ahead of every peer on the three large "
+        "prefills (vLLM 0.33's 1x8192 row is the graph artifact named above) and on decode from "
+        "batch 64 up (fla 0.6's rows there are its autotuner's slow picks in this run); behind "
+        "on the small prefill (13.5 against the seed's 12.9 and vLLM 0.33's 12.8 us) and at "
+        "decode batch 1 behind fla 0.6 (6.2 against 6.0; the seed and vLLM 6.5). cuDNN's update, "
+        "issue 28's other peer, was not installed on the machine.",
+        "python -m benchmarks bench --device cuda --min-run-time 0.5 --peers-dir .peers "
+        "--timer flushed --name gpu-h100-graph-flushed",
     ),
     Section(
         "H200, direct launches, L2 flushed",
@@ -372,8 +391,25 @@ SECTIONS = [
         "backward's interior groups without per-token guards: 4x2048 203 -> 139 us against "
         "Dao's 151, 8x4096 1358 -> 848 against 1300); behind Dao 1.7 on the eight channel-first "
         "rows, forwards 1.15-1.24x (8x4096: 312 against 272 us) and steps 1.18-1.22x (826 "
-        "against 700). The profiler's evidence and what bounds them are in docs/DESIGN_LOG.md.",
+        "against 700). The profiler's evidence and what bounds them are in docs/DESIGN_LOG.md. "
+        "This run predates the channel-first kernels' register caps of 2026-12-06 (next "
+        "section, on an H100).",
         "python -m benchmarks train --device cuda --min-run-time 0.3 --name gpu-h200-train",
+    ),
+    Section(
+        "H100, channel-first training steps (2026-12-06 kernels)",
+        "gpu-h100-train-channel-first",
+        "train",
+        "The channel-first rows of the training table on an H100 after the register caps of "
+        "2026-12-06 (forward 16 blocks per SM at 32 registers, backward 9 at 56; ncu on the H200 "
+        "had shown ours at 61% / 42% occupancy against Dao 1.7's 97% / 73%), fla 0.6 not "
+        "installed. Beside the build before them in the same call "
+        "(`gpu-h100-train-channel-first-before.md`): fwd 8x4096 395 -> 367 us, fwd+bwd 998 -> "
+        "926, 4x2048 61 -> 54 and 154 -> 141. Now ahead of Dao 1.7 at 8x4096 (367 against 372, "
+        "926 against 928), level on the 4x2048 forwards (53-54 against 53) and 1.5-3% behind "
+        "on the 4x2048 steps (134-141 against 132-137).",
+        "python -m benchmarks train --device cuda --min-run-time 0.3 --only channel-first "
+        '--columns "ours,dao 1.7" --name gpu-h100-train-channel-first',
     ),
     Section(
         "H100, vLLM's decode calls, graph-replayed",
