@@ -147,12 +147,10 @@ __device__ __forceinline__ uint32_t pack32(const float* in) {
 // instead of 4) and the 8-byte one from 80 to 93 (SASS, sm_90).
 template <int kBytes, bool kAssign = false>
 __device__ __forceinline__ void store_word(void* p, const uint32_t* u) {
-  if constexpr (kAssign && kBytes == 16) {
-    *static_cast<uint4*>(p) = make_uint4(u[0], u[1], u[2], u[3]);
-  } else if constexpr (kAssign && kBytes == 8) {
-    *static_cast<uint2*>(p) = make_uint2(u[0], u[1]);
-  } else if constexpr (kAssign) {
-    *static_cast<uint32_t*>(p) = u[0];
+  if constexpr (kAssign) {
+    Word<kBytes> word;
+    memcpy(&word, u, kBytes);
+    *static_cast<Word<kBytes>*>(p) = word;
   } else if constexpr (kBytes == 16) {
     asm volatile("st.global.v4.b32 [%0], {%1, %2, %3, %4};" ::"l"(p), "r"(u[0]), "r"(u[1]),
                  "r"(u[2]), "r"(u[3])

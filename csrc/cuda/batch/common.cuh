@@ -86,9 +86,11 @@ constexpr int kTokenBlocks = kW > 0 ? 7 : 1;
 // general loop, for a row's last tile, spills a little), the backward 56 with
 // no spill (9 blocks, was 7 at 72 registers).
 template <typename T, int kW, bool kSeq>
-constexpr int kTokenFwdBlocks = kW > 0 && !kSeq && sizeof(T) == 2 ? 16 : kTokenBlocks<kW>;
+constexpr bool kLeanTokens = kW > 0 && !kSeq && sizeof(T) == 2;
 template <typename T, int kW, bool kSeq>
-constexpr int kTokenBwdBlocks = kW > 0 && !kSeq && sizeof(T) == 2 ? 9 : kTokenBlocks<kW>;
+constexpr int kTokenFwdBlocks = kLeanTokens<T, kW, kSeq> ? 16 : kTokenBlocks<kW>;
+template <typename T, int kW, bool kSeq>
+constexpr int kTokenBwdBlocks = kLeanTokens<T, kW, kSeq> ? 9 : kTokenBlocks<kW>;
 
 // Threads along tokens when x's tokens are contiguous and its channels are not
 // (channel-first); along channels otherwise, or always with
