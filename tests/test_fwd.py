@@ -208,6 +208,30 @@ def test_cuda_prefill_every_tail(width, fills):
     run_and_check(kwargs, pads)
 
 
+@needs_cuda
+@pytest.mark.parametrize("x_layout", ["channel_last", "channel_first"])
+@pytest.mark.parametrize("batch", [1, 2, 31, 32, 33, 1024, 1025, 1300])
+def test_cuda_sequence_search_at_every_round_count(batch, x_layout):
+    """Each CUDA prefill program finds its sequence by a warp's 32-way search over
+    query_start_loc: one round up to 32 sequences, two up to 1024, three past that, the
+    range taken from the last round's lanes (or loaded, when the search ends early). Empty,
+    one-token, padded and initial-state sequences among them, both x layouts (two kernels)."""
+    g = torch.Generator().manual_seed(batch)
+    lengths = [int(v) for v in torch.randint(0, 12, (batch,), generator=g)]
+    lengths[-1] += 40  # programs after a long last sequence
+    kwargs, pads = fwd_case(
+        4,
+        (BF16, BF16, BF16),
+        "cuda",
+        x_layout,
+        lengths=lengths,
+        dim=64,
+        num_lines=batch + 3,
+        seed=batch,
+    )
+    run_and_check(kwargs, pads)
+
+
 @pytest.mark.parametrize("threads", [1, 2, 3, 7, 16])
 def test_cpu_prefill_split_across_threads(threads):
     """The CPU prefill cuts its items (token chunks x channel slabs, narrower slabs when there

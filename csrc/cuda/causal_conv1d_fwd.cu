@@ -28,27 +28,43 @@
 namespace causal_conv1d::cuda {
 namespace {
 
-__device__ __forceinline__ int64_t first_program(const FwdParams& p, int64_t seq, int64_t chunk) {
-  int64_t start = p.query_start_loc[seq];
-  start = start < 0 ? 0 : (start > p.num_tokens ? p.num_tokens : start);
-  return start / chunk + seq;
-}
-
-// The last sequence whose first program is <= this block's, found by the
-// whole block: each round every thread tests one of kThreads evenly spaced
-// candidates, so batches up to kThreads^2 take two rounds of one load each.
-// Malformed (decreasing) query_start_loc still ends in some sequence in
-// range, whose clamped token range keeps every access inside x.
-__device__ int64_t find_sequence(const FwdParams& p, int64_t program, int64_t chunk) {
+// The last sequence whose first program is <= this block's, and its token
+// range [begin, end) (clamped, as token_range), found by each warp on its own:
+// each round every lane tests one of 32 evenly spaced candidates and a ballot
+// counts the passing ones (a prefix), so batches up to 32 take one round and
+// up to 1024 two, with no barrier. The last round (candidates one apart) also
+// loads each candidate's end, and the range comes from the lane that tested the
+// sequence: no load after the search. Malformed (decreasing) query_start_loc
+// still ends in some sequence in range, whose clamped token range keeps every
+// access inside x. Every lane of the warp must call it.
+__device__ int64_t find_sequence(const FwdParams& p, int64_t program, int64_t chunk,
+                                 int64_t& begin, int64_t& end) {
+  const int lane = threadIdx.x % 32;
   int64_t lo = 0, hi = p.batch;
+  bool ranged = false;
   while (hi - lo > 1) {
-    const int64_t step = (hi - lo + kThreads - 1) / kThreads;
-    const int64_t candidate = lo + threadIdx.x * step;
-    const bool before = candidate < hi && first_program(p, candidate, chunk) <= program;
-    const int count = __syncthreads_count(before);  // the passing candidates are a prefix
-    if (count > 0) lo += (count - 1) * step;
+    const int64_t step = (hi - lo + 31) / 32;
+    const int64_t candidate = lo + lane * step;
+    const bool in = candidate < hi;
+    int64_t start = 0, stop = 0;
+    if (in) {
+      start = p.query_start_loc[candidate];
+      if (step == 1) stop = p.query_start_loc[candidate + 1];
+    }
+    const int64_t clamped = start < 0 ? 0 : (start > p.num_tokens ? p.num_tokens : start);
+    const bool before = in && clamped / chunk + candidate <= program;
+    const int count = __popc(__ballot_sync(0xffffffffu, before));  // a prefix of the lanes
+    const int from = count > 0 ? count - 1 : 0;
+    lo += from * step;
     hi = lo + step < hi ? lo + step : hi;
+    if (step == 1) {
+      begin = __shfl_sync(0xffffffffu, start, from);
+      end = __shfl_sync(0xffffffffu, stop, from);
+      clamp_range(begin, end, p.num_tokens);
+      ranged = true;
+    }
   }
+  if (!ranged) p.token_range(lo, begin, end);
   return lo;
 }
 
@@ -65,13 +81,12 @@ __global__ void __launch_bounds__(kThreads)
   const bool active = c < p.dim;
   Filter<kW, n> filter;
   if (active) filter.load(p, c, vec);  // in flight during the search
-  const int64_t seq = find_sequence(p, program, chunk);
+  int64_t begin, end;
+  const int64_t seq = find_sequence(p, program, chunk, begin, end);
   if (!active) return;
 
-  int64_t begin, end;
-  p.token_range(seq, begin, end);
   const int64_t len = end - begin;
-  const int64_t t0 = (program - first_program(p, seq, chunk)) * chunk;
+  const int64_t t0 = (program - (begin / chunk + seq)) * chunk;
   if (t0 < 0 || t0 >= len) return;  // a spare program of the upper bound
   const int64_t t1 = len < t0 + chunk ? len : t0 + chunk;
 
@@ -169,12 +184,11 @@ __global__ void __launch_bounds__(kLanes * kWarps)
   const int64_t program = blockIdx.x;
   const int lane = threadIdx.x % kLanes;
   const int64_t c = static_cast<int64_t>(blockIdx.y) * kWarps + threadIdx.x / kLanes;
-  const int64_t seq = find_sequence(p, program, chunk);
-  if (c >= p.dim) return;
   int64_t begin, end;
-  p.token_range(seq, begin, end);
+  const int64_t seq = find_sequence(p, program, chunk, begin, end);
+  if (c >= p.dim) return;
   const int64_t len = end - begin;
-  const int64_t t0 = (program - first_program(p, seq, chunk)) * chunk;
+  const int64_t t0 = (program - (begin / chunk + seq)) * chunk;
   if (t0 < 0 || t0 >= len) return;
   const int H = (kW > 0 ? kW : p.width) - 1;
   const int64_t line = p.cache_indices.present() ? p.cache_indices[seq] : seq;

@@ -107,9 +107,22 @@ _grad_enabled = torch.is_grad_enabled
 _STEP = _resolve("causal_conv1d_update_step")
 _STEP_OUT = _resolve("causal_conv1d_update_step_out")
 
+# The ops _call takes, resolved here, at import: resolving one on its first call while dynamo
+# traces would store its builtin in _OPS, a side effect dynamo cannot replay (torch 2.11
+# then rejects the graph: "Reconstruction failure ... SkipFunctionVariable").
+for _name in (
+    "causal_conv1d_fwd",
+    "causal_conv1d_fwd_out",
+    "causal_conv1d_update",
+    "causal_conv1d_batch_fwd",
+    "causal_conv1d_batch_bwd",
+):
+    _resolve(_name)
+del _name
+
 
 def _call(op: str, name: str, *args):
-    """Calls the op ``name`` (its default overload, resolved once) with ``args``.
+    """Calls the op ``name`` (its default overload, resolved at import) with ``args``.
 
     Eagerly the overload's builtin is called directly (its ``__call__`` is a Python frame
     around it: ~0.3 us of a 4 us decode call on the dev box); while dynamo traces, the
@@ -122,7 +135,7 @@ def _call(op: str, name: str, *args):
     ``RuntimeError`` of the dispatcher (an argument of the wrong kind) becomes a ``TypeError``
     naming the argument when a tensor argument is neither a tensor nor None (the op's schema
     says which arguments are tensors)."""
-    overload, builtin, _ = _OPS.get(name) or _resolve(name)
+    overload, builtin, _ = _OPS[name]
     try:
         return overload(*args) if _tracing_with_dynamo() else builtin(*args)
     except (ValueError, TypeError, RuntimeError) as e:
