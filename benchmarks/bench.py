@@ -243,7 +243,11 @@ def run(
     dao = load_peer(None, "causal_conv1d") if with_peers else None
     # fla-core's Triton causal_conv1d.
     fla = load_peer(None, "fla.modules.causal_conv1d") if with_peers else None
-    # cuDNN frontend's CuTe DSL ops (issue 28; .devscripts/cudnn_stage.sh puts them on the path).
+    # cuDNN frontend 1.32's CuTe DSL ops: nvidia-cudnn-frontend, nvidia-cutlass-dsl and its
+    # -libs-base/-core/-cu13 wheels, apache-tvm-ffi and cuda-bindings unpacked into one folder,
+    # on PYTHONPATH after <folder>/nvidia_cutlass_dsl/dsl_packages (the wheel's .pth is not
+    # read from PYTHONPATH). 71 MB with xz: on the GPU machine, carried in two parts over two
+    # calls on one warm machine (docs/DESIGN_LOG.md, session 9).
     cudnn_ops = load_peer(None, "cudnn.ops") if with_peers else None
     ours_available = device == "cpu" or has_cuda_backend()
     flushed = device == "cuda" and timer in ("flushed", "direct")
