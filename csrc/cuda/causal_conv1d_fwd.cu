@@ -5,8 +5,8 @@
 // on the vector path, 1 on the strided path). The grid is sized by an upper
 // bound, cdiv(num_tokens, chunk) + batch programs along x: sequence i's chunks
 // are programs floor(query_start_loc[i] / chunk) + i onwards, which never
-// overlap the next sequence's, and each block finds its sequence with a
-// kThreads-ary search over query_start_loc. So the launch needs nothing from
+// overlap the next sequence's, and each warp finds its sequence with a
+// 32-ary search over query_start_loc. So the launch needs nothing from
 // the host that depends on the data: no sync, graph-capturable. The chunk is
 // chosen from the shapes so that the grid fills the GPU.
 //
