@@ -51,6 +51,23 @@ enum Mode : int {
   kFrontMode,    // front-aligned lines (vLLM), at most kGroup tokens per row
 };  // (the one-token step: step_kernel)
 
+// Row `row`'s x and out from its token `begin`, channel c on.
+template <typename scalar_t, int n>
+__device__ __forceinline__ Rows<const scalar_t, n> x_rows(const UpdateParams& p, int64_t row,
+                                                          int64_t c, int64_t begin = 0) {
+  return {static_cast<const scalar_t*>(p.x) + row * p.x_batch_stride + begin * p.x_tok_stride +
+              c * p.x_dim_stride,
+          p.x_tok_stride, p.x_dim_stride};
+}
+
+template <typename scalar_t, int n>
+__device__ __forceinline__ Rows<scalar_t, n> out_rows(const UpdateParams& p, int64_t row, int64_t c,
+                                                      int64_t begin = 0) {
+  return {static_cast<scalar_t*>(p.out) + row * p.out_batch_stride + begin * p.out_tok_stride +
+              c * p.out_dim_stride,
+          p.out_tok_stride, p.out_dim_stride};
+}
+
 template <typename scalar_t, typename state_t, int kW, int n, int kMode>
 __global__ void __launch_bounds__(kThreads)
     update_kernel(const UpdateParams p, const VecFlags vec) {
@@ -63,12 +80,8 @@ __global__ void __launch_bounds__(kThreads)
   // (A front-mode launch guarantees L <= kGroup; a longer row would be padding.)
   const bool valid = p.row_tokens(row, begin, L) && (!kFront || L <= kGroup);
   if (L == 0) return;
-  const Rows<const scalar_t, n> x{static_cast<const scalar_t*>(p.x) + row * p.x_batch_stride +
-                                      begin * p.x_tok_stride + c * p.x_dim_stride,
-                                  p.x_tok_stride, p.x_dim_stride};
-  const Rows<scalar_t, n> out{static_cast<scalar_t*>(p.out) + row * p.out_batch_stride +
-                                  begin * p.out_tok_stride + c * p.out_dim_stride,
-                              p.out_tok_stride, p.out_dim_stride};
+  const Rows<const scalar_t, n> x = x_rows<scalar_t, n>(p, row, c, begin);
+  const Rows<scalar_t, n> out = out_rows<scalar_t, n>(p, row, c, begin);
 
   // The first tokens (all of them when L <= kTokens: a decode or speculative
   // step), the cache index and the filter are loaded together, so that a row
@@ -160,17 +173,11 @@ __global__ void __launch_bounds__(kThreads) step_kernel(const UpdateParams p, co
   const int64_t row = blockIdx.x;
   const int64_t c = (static_cast<int64_t>(blockIdx.y) * kThreads + threadIdx.x) * n;
   if (c >= p.dim) return;
-  const Packed<scalar_t, n> xs =
-      Rows<const scalar_t, n>{
-          static_cast<const scalar_t*>(p.x) + row * p.x_batch_stride + c * p.x_dim_stride,
-          p.x_tok_stride, p.x_dim_stride}
-          .load_packed(0);
+  const Packed<scalar_t, n> xs = x_rows<scalar_t, n>(p, row, c).load_packed(0);
   const int64_t line = p.state_indices.present() ? p.state_indices[row] : row;
   Filter<kW, n> filter;
   filter.load(p, c, vec);
-  const Rows<scalar_t, n> out{
-      static_cast<scalar_t*>(p.out) + row * p.out_batch_stride + c * p.out_dim_stride,
-      p.out_tok_stride, p.out_dim_stride};
+  const Rows<scalar_t, n> out = out_rows<scalar_t, n>(p, row, c);
   if (p.is_padding(line)) {
     zero_tokens<scalar_t, n>(out, 0, 1);
     return;
@@ -322,12 +329,8 @@ __global__ void __launch_bounds__(kThreads) walk_kernel(const UpdateParams p, co
   }
   const int64_t c = (static_cast<int64_t>(blockIdx.y) * kThreads + threadIdx.x) * n;
   if (c >= p.dim) return;
-  const Rows<const scalar_t, n> x{
-      static_cast<const scalar_t*>(p.x) + row * p.x_batch_stride + c * p.x_dim_stride,
-      p.x_tok_stride, p.x_dim_stride};
-  const Rows<scalar_t, n> out{
-      static_cast<scalar_t*>(p.out) + row * p.out_batch_stride + c * p.out_dim_stride,
-      p.out_tok_stride, p.out_dim_stride};
+  const Rows<const scalar_t, n> x = x_rows<scalar_t, n>(p, row, c);
+  const Rows<scalar_t, n> out = out_rows<scalar_t, n>(p, row, c);
   const int64_t line = p.state_indices.present() ? p.state_indices[row] : row;
   Filter<kW, n> filter;
   filter.load(p, c, vec);
@@ -471,12 +474,8 @@ __global__ void __launch_bounds__(kThreads) chain_kernel(const UpdateParams p, c
   const int L = static_cast<int>(p.seqlen);  // 1 <= L <= kT (the launch checks)
   const int64_t c = (static_cast<int64_t>(blockIdx.y) * kThreads + threadIdx.x) * n;
   if (c >= p.dim) return;
-  const Rows<const scalar_t, n> x{
-      static_cast<const scalar_t*>(p.x) + row * p.x_batch_stride + c * p.x_dim_stride,
-      p.x_tok_stride, p.x_dim_stride};
-  const Rows<scalar_t, n> out{
-      static_cast<scalar_t*>(p.out) + row * p.out_batch_stride + c * p.out_dim_stride,
-      p.out_tok_stride, p.out_dim_stride};
+  const Rows<const scalar_t, n> x = x_rows<scalar_t, n>(p, row, c);
+  const Rows<scalar_t, n> out = out_rows<scalar_t, n>(p, row, c);
   Packed<scalar_t, n> xs[kT];
 #pragma unroll
   for (int t = 0; t < kT; ++t)
