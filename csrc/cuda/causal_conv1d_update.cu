@@ -308,6 +308,29 @@ __global__ void __launch_bounds__(kThreads) lean_step_kernel(const LeanStep p) {
   store_n<scalar_t, n>(out, 1, true, y);
 }
 
+// Token t's window, its H columns col(0) .. col(H - 1) (float[n] each), into
+// dense per-token windows at `at` (step t's): the n channels' columns side by
+// side (rows: a fixed width, vec.window_rows) or one column at a time.
+template <typename state_t, int kW, int n, typename Col>
+__device__ __forceinline__ void store_token_window(const UpdateParams& p, state_t* at, bool rows,
+                                                   int H, const Col& col) {
+  if constexpr (kW > 1) {
+    if (rows) {
+      Window<kW, n> w;
+#pragma unroll
+      for (int k = 0; k < kW - 1; ++k)
+#pragma unroll
+        for (int i = 0; i < n; ++i) w.v[k][i] = col(k)[i];
+      store_rows<state_t, n, kW - 1>(at, w.v);
+      return;
+    }
+  }
+#pragma unroll
+  for (int k = 0; k < kTaps<kW> - 1; ++k)
+    if (k < H)
+      store_n<state_t, n>(at + k * p.window_col_stride, p.window_dim_stride, false, col(k));
+}
+
 // Rows whose tokens are walked one by one (UpdateParams::walks_tokens: SGLang's
 // tree verify and per-token windows), front-aligned lines, x (batch, dim,
 // seqlen) and out apart. The block's first thread finds the row's parents
@@ -407,27 +430,9 @@ __global__ void __launch_bounds__(kThreads) walk_kernel(const UpdateParams p, co
       y[i] = p.silu ? silu(acc) : acc;
     }
     out.store(t, y);
-    if (windows != nullptr && !window_rows_of_steps) {
-      bool done = false;
-      if constexpr (kW > 1) {
-        if (window_rows) {  // dense windows: the n channels' columns side by side
-          Window<kW, n> w;
-#pragma unroll
-          for (int k = 0; k < kW - 1; ++k)
-#pragma unroll
-            for (int i = 0; i < n; ++i) w.v[k][i] = taps[k + 1][i];
-          store_rows<state_t, n, kW - 1>(windows + t * p.window_step_stride, w.v);
-          done = true;
-        }
-      }
-      if (!done) {
-#pragma unroll
-        for (int k = 1; k < kT; ++k)
-          if (k <= H)
-            store_n<state_t, n>(windows + t * p.window_step_stride + (k - 1) * p.window_col_stride,
-                                p.window_dim_stride, false, taps[k]);
-      }
-    }
+    if (windows != nullptr && !window_rows_of_steps)
+      store_token_window<state_t, kW, n>(p, windows + t * p.window_step_stride, window_rows, H,
+                                         [&](int k) -> const float (&)[n] { return taps[k + 1]; });
   }
   if (windows != nullptr && window_rows_of_steps) {
     // A chain's windows in a view whose step and column strides agree (SGLang's
@@ -581,22 +586,10 @@ __global__ void __launch_bounds__(kThreads) chain_kernel(const UpdateParams p, c
   }
 #pragma unroll
   for (int t = 0; t < kT; ++t) {
-    if (t < L) {
-      state_t* const at = windows + t * p.window_step_stride;
-      if (vec.window_rows) {
-        Window<kW, n> w;
-#pragma unroll
-        for (int k = 0; k < H; ++k)
-#pragma unroll
-          for (int i = 0; i < n; ++i) w.v[k][i] = seq[t + 1 + k][i];
-        store_rows<state_t, n, H>(at, w.v);
-      } else {
-#pragma unroll
-        for (int k = 0; k < H; ++k)
-          store_n<state_t, n>(at + k * p.window_col_stride, p.window_dim_stride, false,
-                              seq[t + 1 + k]);
-      }
-    }
+    if (t < L)
+      store_token_window<state_t, kW, n>(
+          p, windows + t * p.window_step_stride, vec.window_rows, H,
+          [&](int k) -> const float (&)[n] { return seq[t + 1 + k]; });
   }
 }
 
