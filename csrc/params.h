@@ -93,8 +93,12 @@ struct ConvParams {
 
 // Clamps [begin, end) into [0, n] with begin <= end, so that a malformed
 // query_start_loc can never address outside x.
+CAUSAL_CONV1D_INLINE int64_t clamp_token(int64_t t, int64_t n) {
+  return t < 0 ? 0 : (t > n ? n : t);
+}
+
 CAUSAL_CONV1D_INLINE void clamp_range(int64_t& begin, int64_t& end, int64_t n) {
-  begin = begin < 0 ? 0 : (begin > n ? n : begin);
+  begin = clamp_token(begin, n);
   end = end < begin ? begin : (end > n ? n : end);
 }
 

@@ -28,6 +28,12 @@
 namespace causal_conv1d::cuda {
 namespace {
 
+// Sequence seq's first program: sequence i's chunks are programs
+// floor(start / chunk) + i on, start its first token (clamped).
+__device__ __forceinline__ int64_t first_program(int64_t start, int64_t seq, int64_t chunk) {
+  return start / chunk + seq;
+}
+
 // The last sequence whose first program is <= this block's, and its token
 // range [begin, end) (clamped, as token_range), found by each warp on its own:
 // each round every lane tests one of 32 evenly spaced candidates and a ballot
@@ -51,8 +57,8 @@ __device__ int64_t find_sequence(const FwdParams& p, int64_t program, int64_t ch
       start = p.query_start_loc[candidate];
       if (step == 1) stop = p.query_start_loc[candidate + 1];
     }
-    const int64_t clamped = start < 0 ? 0 : (start > p.num_tokens ? p.num_tokens : start);
-    const bool before = in && clamped / chunk + candidate <= program;
+    const int64_t clamped = clamp_token(start, p.num_tokens);
+    const bool before = in && first_program(clamped, candidate, chunk) <= program;
     const int count = __popc(__ballot_sync(0xffffffffu, before));  // a prefix of the lanes
     const int from = count > 0 ? count - 1 : 0;
     lo += from * step;
@@ -86,7 +92,7 @@ __global__ void __launch_bounds__(kThreads)
   if (!active) return;
 
   const int64_t len = end - begin;
-  const int64_t t0 = (program - (begin / chunk + seq)) * chunk;
+  const int64_t t0 = (program - first_program(begin, seq, chunk)) * chunk;
   if (t0 < 0 || t0 >= len) return;  // a spare program of the upper bound
   const int64_t t1 = len < t0 + chunk ? len : t0 + chunk;
 
@@ -188,7 +194,7 @@ __global__ void __launch_bounds__(kLanes * kWarps)
   const int64_t seq = find_sequence(p, program, chunk, begin, end);
   if (c >= p.dim) return;
   const int64_t len = end - begin;
-  const int64_t t0 = (program - (begin / chunk + seq)) * chunk;
+  const int64_t t0 = (program - first_program(begin, seq, chunk)) * chunk;
   if (t0 < 0 || t0 >= len) return;
   const int H = (kW > 0 ? kW : p.width) - 1;
   const int64_t line = p.cache_indices.present() ? p.cache_indices[seq] : seq;
