@@ -213,8 +213,8 @@ def phase_bytes(case: TrainCase, t) -> dict:
 
 def run(device, dtype, min_run_time, threads, only=None, host_calls=1000, columns=None):
     impls = implementations(device)
-    if columns:
-        impls = {n: f for n, f in impls.items() if n in columns.split(",")}
+    if columns is not None:
+        impls = {n: f for n, f in impls.items() if n in columns}
     rows = []
     for case, t in cases(device, dtype, only):
         expected = _reference_grads(t)
@@ -322,7 +322,8 @@ def main(argv=None) -> int:
         f"{args.dtype}, width 4 unless the case says, bias, SiLU; {timing}"
     )
     print(header, flush=True)
-    rows = run(args.device, dtype, args.min_run_time, args.threads, args.only, columns=args.columns)
+    columns = args.columns.split(",") if args.columns else None
+    rows = run(args.device, dtype, args.min_run_time, args.threads, args.only, columns=columns)
     text = report.markdown(rows, header, kind="train")
     meta = {"machine": machine, "torch": torch.__version__, "threads": torch.get_num_threads()}
     title = f"{args.device} training step: {machine}"
